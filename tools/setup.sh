@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs every Debian package that strata's build and tests need.
+# Safe to run repeatedly: it returns at once when everything is present.
+# Usage: tools/setup.sh [--with-torch]   (torch is needed by the test suite only)
+set -euo pipefail
+
+PACKAGES=(
+  # build tool and its offline rule repositories
+  bazel-bootstrap bazel-rules-java bazel-platforms
+  # RPC and serialization
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libabsl-dev libre2-dev nlohmann-json3-dev
+  # data plane, collectives, metrics
+  libucx-dev ucx-utils libgloo-dev prometheus-cpp-dev
+  # tests and benchmarks
+  libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-14-dev iproute2
+)
+TEST_PACKAGES=(python3-torch python3-numpy)
+
+want=("${PACKAGES[@]}")
+if [[ "${1:-}" == "--with-torch" ]]; then
+  want+=("${TEST_PACKAGES[@]}")
+fi
+
+missing=()
+for p in "${want[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "setup: all ${#want[@]} packages present"
+  exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+  SUDO=sudo
+  command -v sudo >/dev/null || { echo "setup: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+else
+  SUDO=
+fi
+
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+if ! $SUDO apt-get update -qq; then
+  echo "setup: apt-get update failed; is a Debian mirror reachable?" >&2
+  exit 1
+fi
+if ! $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/tmp/strata-setup-apt.log 2>&1; then
+  tail -30 /tmp/strata-setup-apt.log >&2
+  echo "setup: apt-get install failed for: ${missing[*]} (full log: /tmp/strata-setup-apt.log)" >&2
+  exit 1
+fi
+echo "setup: done"
