@@ -1,0 +1,181 @@
+// The stage executor on a generated tiny checkpoint: chunking, batching and
+// splitting the layers into stages must not change a single bit of the
+// result, and bad steps are refused before anything runs.
+#include "worker/stage_executor.h"
+
+#include <memory>
+
+#include "gtest/gtest.h"
+#include "kernels/reference/reference_backend.h"
+#include "model/make_model.h"
+#include "worker/local_engine.h"
+
+namespace strata::worker {
+namespace {
+
+using kernels::SequenceChunk;
+using kernels::StepLayout;
+
+class StageExecutorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    model::MakeModelOptions o;
+    o.config = *model::LlamaPreset("tiny");
+    o.dtype = model::DType::kF32;
+    o.seed = 3;
+    ASSERT_TRUE(model::WriteRandomModel(&fs_, "m", o).ok());
+    auto ckpt = model::Checkpoint::Open(&fs_, "m");
+    ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+    ckpt_ = std::move(*ckpt);
+  }
+
+  std::unique_ptr<StageExecutor> Load(StageSpec spec) {
+    auto ex = StageExecutor::Load(&backend_, *ckpt_, spec);
+    EXPECT_TRUE(ex.ok()) << ex.status();
+    return ex.ok() ? std::move(*ex) : nullptr;
+  }
+
+  std::vector<int32_t> Prompt(int n, int salt) {
+    std::vector<int32_t> p;
+    for (int i = 0; i < n; ++i) p.push_back((i * 37 + salt * 11 + 5) % 512);
+    return p;
+  }
+
+  model::InMemoryFileSystem fs_;
+  std::unique_ptr<model::Checkpoint> ckpt_;
+  kernels::ReferenceBackend backend_{2};
+};
+
+TEST_F(StageExecutorTest, ChunkedPrefillIsBitwiseEqualToOneChunk) {
+  auto ex = Load(StageSpec::Whole(ckpt_->config()));
+  const std::vector<int32_t> prompt = Prompt(23, 0);
+  auto cache = backend_.AllocateKvCache(ex->KvShape(8, 4));
+  ASSERT_TRUE(cache.ok());
+  std::vector<float> whole, chunked;
+  StepLayout one;
+  one.sequences = {SequenceChunk{23, 0, 0, {0, 1, 2, 3, 4, 5}}};
+  ASSERT_TRUE(ex->Forward(one, prompt, {}, {22}, cache->get(), &whole).ok());
+  auto cache2 = backend_.AllocateKvCache(ex->KvShape(8, 4));
+  // Chunks of 5, 7, 11 tokens, with a different block table.
+  int start = 0;
+  for (int n : {5, 7, 11}) {
+    StepLayout l;
+    l.sequences = {SequenceChunk{n, start, 0, {7, 6, 5, 4, 3, 2}}};
+    std::vector<int32_t> ids(prompt.begin() + start, prompt.begin() + start + n);
+    ASSERT_TRUE(ex->Forward(l, ids, {}, {n - 1}, cache2->get(), &chunked).ok());
+    start += n;
+  }
+  ASSERT_EQ(whole.size(), 512u);
+  EXPECT_EQ(whole, chunked);
+}
+
+TEST_F(StageExecutorTest, BatchMatesDoNotChangeASequence) {
+  auto ex = Load(StageSpec::Whole(ckpt_->config()));
+  const std::vector<int32_t> a = Prompt(9, 1), b = Prompt(4, 2);
+  auto cache = backend_.AllocateKvCache(ex->KvShape(8, 4));
+  std::vector<float> alone, both;
+  StepLayout la;
+  la.sequences = {SequenceChunk{9, 0, 0, {0, 1, 2}}};
+  ASSERT_TRUE(ex->Forward(la, a, {}, {8}, cache->get(), &alone).ok());
+  StepLayout lab;
+  lab.sequences = {SequenceChunk{4, 0, 0, {3}}, SequenceChunk{9, 0, 0, {4, 5, 6}}};
+  std::vector<int32_t> ids = b;
+  ids.insert(ids.end(), a.begin(), a.end());
+  ASSERT_TRUE(ex->Forward(lab, ids, {}, {3, 12}, cache->get(), &both).ok());
+  ASSERT_EQ(both.size(), 2 * 512u);
+  EXPECT_TRUE(std::equal(alone.begin(), alone.end(), both.begin() + 512));
+}
+
+TEST_F(StageExecutorTest, TwoStagesEqualOneWholeStage) {
+  const auto& c = ckpt_->config();
+  auto whole = Load(StageSpec::Whole(c));
+  auto first = Load(StageSpec{0, 1, true, false});
+  auto second = Load(StageSpec{1, c.num_layers, false, true});
+  const std::vector<int32_t> prompt = Prompt(6, 3);
+  StepLayout l;
+  l.sequences = {SequenceChunk{6, 0, 0, {0, 1}}};
+  auto c_whole = backend_.AllocateKvCache(whole->KvShape(2, 4));
+  auto c_first = backend_.AllocateKvCache(first->KvShape(2, 4));
+  auto c_second = backend_.AllocateKvCache(second->KvShape(2, 4));
+  std::vector<float> want, hidden, got;
+  ASSERT_TRUE(whole->Forward(l, prompt, {}, {5}, c_whole->get(), &want).ok());
+  ASSERT_TRUE(first->Forward(l, prompt, {}, {}, c_first->get(), &hidden).ok());
+  ASSERT_EQ(hidden.size(), 6u * c.hidden_size);
+  ASSERT_TRUE(second->Forward(l, {}, hidden, {5}, c_second->get(), &got).ok());
+  EXPECT_EQ(want, got);
+  EXPECT_LT(first->weight_bytes(), whole->weight_bytes());
+}
+
+TEST_F(StageExecutorTest, RefusesBadStepsWithoutRunning) {
+  auto ex = Load(StageSpec::Whole(ckpt_->config()));
+  auto cache = backend_.AllocateKvCache(ex->KvShape(2, 4));
+  std::vector<float> out;
+  StepLayout l;
+  l.sequences = {SequenceChunk{2, 0, 0, {0}}};
+  auto s = ex->Forward(l, {1, 512}, {}, {1}, cache->get(), &out);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("token id 512"), absl::string_view::npos) << s;
+  s = ex->Forward(l, {1}, {}, {0}, cache->get(), &out);
+  EXPECT_NE(s.message().find("token ids"), absl::string_view::npos) << s;
+  s = ex->Forward(l, {1, 2}, {}, {2}, cache->get(), &out);
+  EXPECT_NE(s.message().find("logit row 2"), absl::string_view::npos) << s;
+  l.sequences = {SequenceChunk{2, 0, 0, {9}}};
+  s = ex->Forward(l, {1, 2}, {}, {1}, cache->get(), &out);
+  EXPECT_NE(s.message().find("block_table"), absl::string_view::npos) << s;
+}
+
+TEST_F(StageExecutorTest, RejectsCheckpointWhoseShapesDisagreeWithConfig) {
+  model::MakeModelOptions o;
+  o.config = *model::LlamaPreset("tiny");
+  o.dtype = model::DType::kF32;
+  ASSERT_TRUE(model::WriteRandomModel(&fs_, "bad", o).ok());
+  model::LlamaConfig lie = o.config;
+  lie.intermediate_size = 192;
+  fs_.SetFile("bad/config.json", model::LlamaConfigToJson(lie));
+  auto ckpt = model::Checkpoint::Open(&fs_, "bad");
+  ASSERT_TRUE(ckpt.ok());
+  auto ex = StageExecutor::Load(&backend_, **ckpt, StageSpec::Whole(lie));
+  ASSERT_FALSE(ex.ok());
+  EXPECT_NE(ex.status().message().find("mlp.gate_proj.weight has shape [256, 128]"),
+            absl::string_view::npos)
+      << ex.status();
+}
+
+TEST_F(StageExecutorTest, EngineGeneratesAndValidatesRequests) {
+  EngineOptions opts;
+  opts.block_size = 4;
+  opts.prefill_chunk = 3;
+  auto engine = LocalEngine::Create(&backend_, *ckpt_, opts);
+  ASSERT_TRUE(engine.ok());
+  GenerateRequest r;
+  r.prompt = Prompt(10, 4);
+  r.max_tokens = 8;
+  r.ignore_eos = true;
+  r.return_logits = true;
+  auto out = (*engine)->Generate(r);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->tokens.size(), 8u);
+  EXPECT_EQ(out->finish_reason, "length");
+  ASSERT_EQ(out->logits.size(), 8u);
+  for (size_t i = 0; i < 8; ++i) EXPECT_EQ(out->tokens[i], Argmax(out->logits[i].data(), 512));
+  // The same request again (cache reused) gives the same tokens.
+  auto again = (*engine)->Generate(r);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->tokens, out->tokens);
+
+  GenerateRequest bad = r;
+  bad.prompt = {};
+  EXPECT_NE((*engine)->Generate(bad).status().message().find("prompt"), absl::string_view::npos);
+  bad = r;
+  bad.prompt = {1, -3};
+  EXPECT_NE((*engine)->Generate(bad).status().message().find("prompt[1]"), absl::string_view::npos);
+  bad = r;
+  bad.max_tokens = 0;
+  EXPECT_NE((*engine)->Generate(bad).status().message().find("max_tokens"), absl::string_view::npos);
+  bad = r;
+  bad.position_offset = 131072;
+  EXPECT_EQ((*engine)->Generate(bad).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace strata::worker
