@@ -40,7 +40,10 @@ struct Init {
 
 Init InitFor(const std::string& name, const std::vector<int64_t>& shape, const LlamaConfig& c) {
   if (name.find("norm") != std::string::npos) return {1.0f, 0.1f / std::sqrt(3.0f)};
-  if (name == "model.embed_tokens.weight") return {0.0f, 1.0f};
+  // A tied embedding doubles as the lm_head, so it takes the lm_head's scale.
+  if (name == "model.embed_tokens.weight") {
+    return {0.0f, c.tie_word_embeddings ? 2.0f / std::sqrt(static_cast<float>(c.hidden_size)) : 1.0f};
+  }
   if (name == "lm_head.weight") return {0.0f, 2.0f / std::sqrt(static_cast<float>(c.hidden_size))};
   return {0.0f, 1.0f / std::sqrt(static_cast<float>(shape.back()))};
 }

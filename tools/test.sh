@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine, builds everything (CUDA code included)
+# and runs every test, then the libFuzzer target for a bounded time.
+# This is README's test command; .ci/run calls it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+
+tools/setup.sh --with-torch
+
+log=$(mktemp)
+set +e
+bazel test //... --test_summary=short 2>&1 | tee "$log" | grep -vE "^(\[|INFO: From|Loading|Analyzing)"
+bazel_rc=${PIPESTATUS[0]}
+set -e
+passed=$(grep -cE "^//.*PASSED" "$log" || true)
+failed=$(grep -cE "^//.*(FAILED|TIMEOUT|NO STATUS|INCOMPLETE)" "$log" || true)
+if [[ $bazel_rc -ne 0 && $failed -eq 0 ]]; then failed=1; fi  # build failure
+
+fuzz_rc=0
+tools/fuzz.sh "${STRATA_FUZZ_SECONDS:-30}" || fuzz_rc=$?
+if [[ $fuzz_rc -eq 0 ]]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+
+echo "test time: $(( $(date +%s) - start )) s"
+echo "tests: ${passed} passed, ${failed} failed"
+[[ $failed -eq 0 ]]
