@@ -5,7 +5,7 @@ Bazel protobuf rules would need to download protobuf's sources.
 Import paths are relative to the proto/ folder (e.g. "strata/v1/common.proto").
 """
 
-def cc_grpc_library(name, srcs, deps = [], grpc = True, visibility = None):
+def cc_grpc_library(name, srcs, deps = [], grpc = True, visibility = None, testonly = False):
     """srcs: .proto files under proto/; deps: other cc_grpc_library targets."""
     outs = []
     for src in srcs:
@@ -34,4 +34,5 @@ def cc_grpc_library(name, srcs, deps = [], grpc = True, visibility = None):
         copts = ["-Wno-unused-parameter"],
         deps = deps + ["//third_party:grpc", "//third_party:protobuf"],
         visibility = visibility,
+        testonly = testonly,
     )

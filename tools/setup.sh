@@ -14,7 +14,7 @@ PACKAGES=(
   libucx-dev ucx-utils libgloo-dev prometheus-cpp-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
-  clang libclang-rt-14-dev iproute2
+  clang libclang-rt-14-dev pkg-config iproute2
 )
 TEST_PACKAGES=(python3-torch python3-numpy)
 
