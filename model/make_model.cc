@@ -113,10 +113,8 @@ absl::Status WriteRandomModel(FileSystem* fs, const std::string& dir, const Make
     uint64_t total = 0;
     std::vector<uint64_t> sizes;
     for (const TensorSpec& t : specs) {
-      uint64_t b = DTypeSize(t.dtype);
-      for (int64_t d : t.shape) b *= d;
-      sizes.push_back(b);
-      total += b;
+      sizes.push_back(t.NumBytes());
+      total += sizes.back();
     }
     const int shards = std::min<int>(options.shards, static_cast<int>(specs.size()));
     nlohmann::json weight_map = nlohmann::json::object();

@@ -62,19 +62,15 @@ bool MulOverflows(uint64_t a, uint64_t b, uint64_t* out) {
 
 }  // namespace
 
-int64_t TensorEntry::NumElements() const {
+int64_t ShapeElements(const std::vector<int64_t>& shape) {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   return n;
 }
 
-int64_t TensorView::NumElements() const {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
-
-std::string TensorView::ShapeString() const { return absl::StrCat("[", absl::StrJoin(shape, ", "), "]"); }
 
 absl::StatusOr<SafetensorsHeader> ParseSafetensors(absl::string_view file,
                                                    absl::string_view label) {
@@ -163,7 +159,7 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensors(absl::string_view file,
     if (MulOverflows(elements, static_cast<uint64_t>(DTypeSize(e.dtype)), &bytes) ||
         bytes != e.end - e.begin) {
       return Bad(label, name,
-                 absl::StrCat("shape [", absl::StrJoin(e.shape, ", "), "] of ", DTypeName(e.dtype),
+                 absl::StrCat("shape ", ShapeString(e.shape), " of ", DTypeName(e.dtype),
                               " needs ", elements * DTypeSize(e.dtype), " bytes but data_offsets [",
                               e.begin, ", ", e.end, "] hold ", e.end - e.begin));
     }
@@ -229,8 +225,7 @@ std::string SafetensorsHeaderBytes(const std::vector<TensorSpec>& tensors,
   if (!metadata.empty()) j["__metadata__"] = metadata;
   uint64_t offset = 0;
   for (const TensorSpec& t : tensors) {
-    uint64_t bytes = static_cast<uint64_t>(DTypeSize(t.dtype));
-    for (int64_t d : t.shape) bytes *= static_cast<uint64_t>(d);
+    const uint64_t bytes = t.NumBytes();
     j[t.name] = {{"dtype", DTypeName(t.dtype)}, {"shape", t.shape},
                  {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
@@ -257,8 +252,7 @@ absl::Status WriteSafetensors(
   STRATA_RETURN_IF_ERROR(file->Append(SafetensorsHeaderBytes(tensors, metadata)));
   std::string buffer;
   for (const TensorSpec& t : tensors) {
-    uint64_t bytes = static_cast<uint64_t>(DTypeSize(t.dtype));
-    for (int64_t d : t.shape) bytes *= static_cast<uint64_t>(d);
+    const uint64_t bytes = t.NumBytes();
     buffer.assign(bytes, '\0');
     STRATA_RETURN_IF_ERROR(fill(t, &buffer));
     if (buffer.size() != bytes) {

@@ -22,6 +22,10 @@ namespace strata::model {
 
 inline constexpr uint64_t kMaxSafetensorsHeaderBytes = 100ull * 1000 * 1000;
 
+// Elements of a shape (1 for a scalar), and its spelling "[4096, 128256]".
+int64_t ShapeElements(const std::vector<int64_t>& shape);
+std::string ShapeString(const std::vector<int64_t>& shape);
+
 // A tensor's place in the file: bytes [begin, end) after the header.
 struct TensorEntry {
   std::string name;
@@ -29,8 +33,6 @@ struct TensorEntry {
   std::vector<int64_t> shape;
   uint64_t begin = 0;
   uint64_t end = 0;
-
-  int64_t NumElements() const;
 };
 
 // The parsed, validated header of one safetensors file.
@@ -58,8 +60,8 @@ struct TensorView {
   const uint8_t* data = nullptr;  // unaligned; dtype-sized elements
   uint64_t num_bytes = 0;
 
-  int64_t NumElements() const;
-  std::string ShapeString() const;  // "[4096, 128256]"
+  int64_t NumElements() const { return ShapeElements(shape); }
+  std::string ShapeString() const { return model::ShapeString(shape); }
 };
 
 // One mapped, validated safetensors file. Views stay valid while it lives.
@@ -87,6 +89,8 @@ struct TensorSpec {
   std::string name;
   DType dtype = DType::kF32;
   std::vector<int64_t> shape;
+
+  uint64_t NumBytes() const { return static_cast<uint64_t>(ShapeElements(shape) * DTypeSize(dtype)); }
 };
 absl::Status WriteSafetensors(
     FileSystem* fs, const std::string& path, const std::vector<TensorSpec>& tensors,

@@ -5,6 +5,21 @@
 #include "absl/strings/str_split.h"
 
 namespace strata::tools {
+namespace {
+
+absl::StatusOr<int64_t> ParseInRange(const std::string& name, absl::string_view text, int64_t min,
+                                     int64_t max) {
+  int64_t v;
+  if (!absl::SimpleAtoi(text, &v)) {
+    return absl::InvalidArgumentError(absl::StrCat("--", name, ": \"", text, "\" is not an integer"));
+  }
+  if (v < min || v > max) {
+    return absl::InvalidArgumentError(absl::StrCat("--", name, ": ", v, " is outside [", min, ", ", max, "]"));
+  }
+  return v;
+}
+
+}  // namespace
 
 absl::StatusOr<Flags> Flags::Parse(const std::vector<std::string>& args,
                                    const std::set<std::string>& known,
@@ -46,14 +61,7 @@ absl::StatusOr<int64_t> Flags::GetInt(const std::string& name, int64_t fallback,
                                       int64_t max) const {
   auto it = values_.find(name);
   if (it == values_.end()) return fallback;
-  int64_t v;
-  if (!absl::SimpleAtoi(it->second, &v)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, ": \"", it->second, "\" is not an integer"));
-  }
-  if (v < min || v > max) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, ": ", v, " is outside [", min, ", ", max, "]"));
-  }
-  return v;
+  return ParseInRange(name, it->second, min, max);
 }
 
 absl::StatusOr<std::vector<int64_t>> Flags::GetIntList(const std::string& name, int64_t min,
@@ -62,14 +70,9 @@ absl::StatusOr<std::vector<int64_t>> Flags::GetIntList(const std::string& name, 
   auto it = values_.find(name);
   if (it == values_.end()) return out;
   for (absl::string_view part : absl::StrSplit(it->second, ',')) {
-    int64_t v;
-    if (!absl::SimpleAtoi(part, &v)) {
-      return absl::InvalidArgumentError(absl::StrCat("--", name, ": \"", part, "\" is not an integer"));
-    }
-    if (v < min || v > max) {
-      return absl::InvalidArgumentError(absl::StrCat("--", name, ": ", v, " is outside [", min, ", ", max, "]"));
-    }
-    out.push_back(v);
+    absl::StatusOr<int64_t> v = ParseInRange(name, part, min, max);
+    if (!v.ok()) return v.status();
+    out.push_back(*v);
   }
   return out;
 }

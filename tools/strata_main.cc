@@ -4,8 +4,6 @@
 //   strata run --model DIR --prompt-ids 1,2,3 --max-tokens N [--threads N] [--json]
 //              [--logits] [--logits-out FILE] [--position-offset N] [--ignore-eos]
 //              [--backend reference] [--prefill-chunk N] [--block-size N]
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <fstream>

@@ -33,11 +33,9 @@ absl::StatusOr<std::unique_ptr<StageExecutor>> StageExecutor::Load(kernels::Back
                   std::vector<int64_t> shape) -> absl::StatusOr<std::unique_ptr<Weight>> {
     STRATA_ASSIGN_OR_RETURN(model::TensorView t, checkpoint.Find(name));
     if (t.shape != shape) {
-      model::TensorView want;
-      want.shape = shape;
       return absl::InvalidArgumentError(absl::StrCat(checkpoint.dir(), ": tensor ", name, " has shape ",
                                                      t.ShapeString(), ", config.json implies ",
-                                                     want.ShapeString()));
+                                                     model::ShapeString(shape)));
     }
     ex->weight_bytes_ += t.num_bytes;
     return backend->LoadWeight(t, {});
