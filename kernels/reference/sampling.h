@@ -1,0 +1,21 @@
+// The plain sampler, the oracle for the GPU sampler and the CPU workers':
+//   greedy (temperature 0 or top_k 1): argmax, lowest id on ties;
+//   otherwise w_i = exp((logit_i - max) / temperature); keep the tokens whose
+//   w is at least the k-th largest (top_k), then the fewest largest ones
+//   whose mass reaches top_p of what is left (ties at the edge kept); draw
+//   u = SampleUniform(seed, step) and pick, in id order, the first kept token
+//   whose running mass exceeds u times the kept mass.
+#ifndef STRATA_KERNELS_REFERENCE_SAMPLING_H_
+#define STRATA_KERNELS_REFERENCE_SAMPLING_H_
+
+#include <cstdint>
+
+#include "kernels/sampling_params.h"
+
+namespace strata::kernels::reference {
+
+int32_t Sample(const float* logits, int64_t vocab, const SamplingParams& params);
+
+}  // namespace strata::kernels::reference
+
+#endif  // STRATA_KERNELS_REFERENCE_SAMPLING_H_
