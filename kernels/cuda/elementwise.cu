@@ -89,7 +89,38 @@ __global__ void CastKernel(const float* __restrict__ x, int64_t n, __nv_bfloat16
   if (n % 2 == 1 && blockIdx.x == 0 && threadIdx.x == 0) out[n - 1] = __float2bfloat16(x[n - 1]);
 }
 
+__device__ inline float HashUniform(int64_t i, uint32_t seed) {
+  uint32_t x = static_cast<uint32_t>(i) * 2654435761u ^ seed ^ static_cast<uint32_t>(i >> 32) * 40503u;
+  x ^= x >> 13;
+  x *= 0x5bd1e995u;
+  x ^= x >> 15;
+  return (x & 0xFFFFFF) / 8388608.0f - 1.0f;
+}
+
+template <typename T>
+__global__ void FillKernel(T* x, int64_t n, uint32_t seed, float scale) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    x[i] = static_cast<T>(scale * HashUniform(i, seed));
+  }
+}
+
 }  // namespace
+
+cudaError_t LaunchFillRandom(float* x, int64_t n, uint32_t seed, float scale, cudaStream_t stream) {
+  if (n < 0) return cudaErrorInvalidValue;
+  if (n == 0) return cudaSuccess;
+  FillKernel<float><<<GridFor(n), kThreads, 0, stream>>>(x, n, seed, scale);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchFillRandom(__nv_bfloat16* x, int64_t n, uint32_t seed, float scale,
+                             cudaStream_t stream) {
+  if (n < 0) return cudaErrorInvalidValue;
+  if (n == 0) return cudaSuccess;
+  FillKernel<__nv_bfloat16><<<GridFor(n), kThreads, 0, stream>>>(x, n, seed, scale);
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchEmbed(const __nv_bfloat16* table, int64_t vocab, int64_t cols, const int32_t* ids,
                         int64_t n, float* out, cudaStream_t stream) {

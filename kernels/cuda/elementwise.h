@@ -44,6 +44,12 @@ cudaError_t LaunchGatherRows(const float* x, int64_t cols, const int64_t* row_id
 // out = bf16(x) over n values (round to nearest even).
 cudaError_t LaunchCastToBf16(const float* x, int64_t n, __nv_bfloat16* out, cudaStream_t stream);
 
+// Fills n values with a hash of (index, seed) scaled to [-scale, scale): fast
+// reproducible data for benchmarks and large tests.
+cudaError_t LaunchFillRandom(float* x, int64_t n, uint32_t seed, float scale, cudaStream_t stream);
+cudaError_t LaunchFillRandom(__nv_bfloat16* x, int64_t n, uint32_t seed, float scale,
+                             cudaStream_t stream);
+
 }  // namespace strata::kernels::cuda
 
 #endif  // STRATA_KERNELS_CUDA_ELEMENTWISE_H_
