@@ -111,22 +111,36 @@ AttentionKernel(const AttnSeq* __restrict__ seqs, const int32_t* __restrict__ ta
   const int32_t* table = tables + seq.table_offset;
   constexpr int kChunks = D / 8;  // 16-byte chunks per K/V row
   constexpr int kThreadsPerRow = kThreads / R;
-  for (int kt = item.kv_begin; kt < item.kv_end; kt += kKeyTile) {
-    // K and V rows of this key tile, gathered through the block table.
-    for (int idx = tid; idx < kKeyTile * kChunks; idx += kThreads) {
+  constexpr int kLoads = kKeyTile * kChunks / kThreads;  // 16-byte loads per thread per tile
+  // The next tile's K and V wait in registers while this tile computes.
+  uint4 kreg[kLoads], vreg[kLoads];
+  auto load_tile = [&](int kt) {
+#pragma unroll
+    for (int i = 0; i < kLoads; ++i) {
+      const int idx = tid + i * kThreads;
       const int row = idx / kChunks, c = idx % kChunks;
       const int j = kt + row;
-      uint4 kval = make_uint4(0, 0, 0, 0), vval = make_uint4(0, 0, 0, 0);
+      kreg[i] = make_uint4(0, 0, 0, 0);
+      vreg[i] = make_uint4(0, 0, 0, 0);
       if (j < item.kv_end) {
         const int64_t slot = static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size;
         const int64_t off = (slot * kv_heads + kvh) * D + c * 8;
-        kval = __ldg(reinterpret_cast<const uint4*>(k_cache + off));
-        vval = __ldg(reinterpret_cast<const uint4*>(v_cache + off));
+        kreg[i] = __ldg(reinterpret_cast<const uint4*>(k_cache + off));
+        vreg[i] = __ldg(reinterpret_cast<const uint4*>(v_cache + off));
       }
-      *reinterpret_cast<uint4*>(Ks + row * L::kQs + c * 8) = kval;
-      *reinterpret_cast<uint4*>(Vs + row * L::kQs + c * 8) = vval;
+    }
+  };
+  if (item.kv_begin < item.kv_end) load_tile(item.kv_begin);
+  for (int kt = item.kv_begin; kt < item.kv_end; kt += kKeyTile) {
+#pragma unroll
+    for (int i = 0; i < kLoads; ++i) {
+      const int idx = tid + i * kThreads;
+      const int row = idx / kChunks, c = idx % kChunks;
+      *reinterpret_cast<uint4*>(Ks + row * L::kQs + c * 8) = kreg[i];
+      *reinterpret_cast<uint4*>(Vs + row * L::kQs + c * 8) = vreg[i];
     }
     __syncthreads();
+    if (kt + kKeyTile < item.kv_end) load_tile(kt + kKeyTile);
 
     // S = Q K^T on tensor cores.
     constexpr int kSFrags = (R / 16) * (kKeyTile / 16);
@@ -230,40 +244,323 @@ AttentionKernel(const AttnSeq* __restrict__ seqs, const int32_t* __restrict__ ta
   }
 }
 
-// Merges the splits of one tile (blockIdx.x) for one KV head (blockIdx.y).
+// Decode-style tiles (16 virtual rows: one token's whole query group, or a
+// few tokens of a small group) on register-resident tensor-core fragments
+// (mma.m16n8k16, bf16 in, f32 accumulate). Each warp walks its own 16-key
+// chunks of the split with its own online softmax, so the loop needs no
+// block barrier; the four warps merge once at the end.
+//
+// Operands are loaded straight from the paged cache into fragments. The
+// head dimension is permuted consistently between Q and K (a dot product
+// does not care about order) so each lane's K fragment is one 16-byte load,
+// and the output dimension is permuted for V so each lane's V fragment is
+// contiguous too; the permutation is undone when the output is written.
+__device__ inline uint32_t PackBf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+__device__ inline void MmaBf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                               uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads)
+DecodeKernel(const AttnSeq* __restrict__ seqs, const int32_t* __restrict__ tables,
+             const AttnItem* __restrict__ items, int32_t q_heads, int32_t kv_heads,
+             int32_t block_size, float scale, const float* __restrict__ q,
+             const __nv_bfloat16* __restrict__ k_cache, const __nv_bfloat16* __restrict__ v_cache,
+             float* __restrict__ out, float* __restrict__ partial_o, float* __restrict__ partial_lse) {
+  constexpr int kKSteps = D / 16;   // k-steps of QK^T
+  constexpr int kKLoads = D / 32;   // 16-byte K loads per lane per key
+  constexpr int kNTiles = D / 8;    // n-tiles of the output
+  constexpr int kVLoads = D / 64;   // 16-byte V loads per lane per key
+  constexpr int kDimsPerGroup = D / 8;
+  __shared__ float sm_m[kWarps][16], sm_l[kWarps][16];
+  __shared__ float sm_o[kWarps][16][D + 1];
+
+  const AttnItem item = items[blockIdx.x];
+  const AttnSeq seq = seqs[item.seq];
+  const int kvh = blockIdx.y;
+  const int group = q_heads / kv_heads;
+  const int valid_rows = seq.num_tokens * group;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int g = lane / 4, t = lane % 4;
+
+  // This lane's two rows (g and g + 8): validity, causal limit, Q pointer.
+  int limit[2];
+  const float* qrow[2];
+  for (int h = 0; h < 2; ++h) {
+    const int vr = item.v_begin + g + 8 * h;
+    const bool valid = vr < valid_rows;
+    const int token = valid ? vr / group : 0, head = kvh * group + (valid ? vr % group : 0);
+    limit[h] = valid ? min(seq.cached_tokens + token + 1, item.kv_end) : 0;
+    qrow[h] = valid ? q + ((static_cast<int64_t>(seq.first_row) + token) * q_heads + head) * D : nullptr;
+  }
+  // Q fragments with the permuted head dimension (see the K loads below):
+  // k-step ks uses real dims t*8 + 32*(ks/2) + 4*(ks%2) + {0,1} and +{2,3}.
+  uint32_t qa[kKSteps][4];
+#pragma unroll
+  for (int ks = 0; ks < kKSteps; ++ks) {
+    const int d0 = t * 8 + 32 * (ks / 2) + 4 * (ks % 2);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float v0 = 0, v1 = 0, v2 = 0, v3 = 0;
+      if (qrow[h]) {
+        const float4 f = *reinterpret_cast<const float4*>(qrow[h] + d0);
+        v0 = f.x * scale;
+        v1 = f.y * scale;
+        v2 = f.z * scale;
+        v3 = f.w * scale;
+      }
+      qa[ks][h] = PackBf16(v0, v1);      // a0a1 (row g) / a2a3 (row g+8)
+      qa[ks][2 + h] = PackBf16(v2, v3);  // a4a5 / a6a7
+    }
+  }
+
+  float o[kNTiles][4];
+#pragma unroll
+  for (int j = 0; j < kNTiles; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  const int32_t* table = tables + seq.table_offset;
+  const int64_t head_off = static_cast<int64_t>(kvh) * D;
+  auto slot_of = [&](int j) -> int64_t {
+    return static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size;
+  };
+
+  for (int base = item.kv_begin + warp * 16; base < item.kv_end; base += kWarps * 16) {
+    // K rows of keys base+g (n-tile 0) and base+8+g (n-tile 1): real dims
+    // t*8 + 32*i .. +8 for i < kKLoads.
+    uint4 kr[2][kKLoads];
+#pragma unroll
+    for (int n = 0; n < 2; ++n) {
+      const int j = base + 8 * n + g;
+      if (j < item.kv_end) {
+        const __nv_bfloat16* row = k_cache + slot_of(j) * kv_heads * D + head_off;
+#pragma unroll
+        for (int i = 0; i < kKLoads; ++i) kr[n][i] = __ldg(reinterpret_cast<const uint4*>(row + t * 8 + 32 * i));
+      } else {
+#pragma unroll
+        for (int i = 0; i < kKLoads; ++i) kr[n][i] = make_uint4(0, 0, 0, 0);
+      }
+    }
+    // V rows of keys base + {2t, 2t+1, 8+2t, 9+2t}: dims g*kDimsPerGroup ...
+    uint4 vr[4][kVLoads];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int j = base + (e / 2) * 8 + 2 * t + (e % 2);
+      if (j < item.kv_end) {
+        const __nv_bfloat16* row = v_cache + slot_of(j) * kv_heads * D + head_off + g * kDimsPerGroup;
+#pragma unroll
+        for (int i = 0; i < kVLoads; ++i) vr[e][i] = __ldg(reinterpret_cast<const uint4*>(row + 8 * i));
+      } else {
+#pragma unroll
+        for (int i = 0; i < kVLoads; ++i) vr[e][i] = make_uint4(0, 0, 0, 0);
+      }
+    }
+    // S = Q K^T: two n-tiles of 8 keys.
+    float sc[2][4];
+#pragma unroll
+    for (int n = 0; n < 2; ++n) {
+      sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+#pragma unroll
+      for (int ks = 0; ks < kKSteps; ++ks) {
+        const uint4 u = kr[n][ks / 2];
+        const uint32_t b0 = (ks % 2 == 0) ? u.x : u.z;
+        const uint32_t b1 = (ks % 2 == 0) ? u.y : u.w;
+        MmaBf16(sc[n], qa[ks][0], qa[ks][1], qa[ks][2], qa[ks][3], b0, b1);
+      }
+    }
+    // Online softmax. sc[n][c]: row g + 8*(c/2), key base + 8n + 2t + c%2.
+    uint32_t pa[4];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int n = 0; n < 2; ++n) {
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const int j = base + 8 * n + 2 * t + c;
+          if (j >= limit[h]) sc[n][2 * h + c] = -INFINITY;
+          mx = fmaxf(mx, sc[n][2 * h + c]);
+        }
+      }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float m_new = fmaxf(m[h], mx);
+      const float alpha = m_new == -INFINITY ? 1.0f : __expf(m[h] - m_new);
+      float p[2][2];
+#pragma unroll
+      for (int n = 0; n < 2; ++n) {
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const float s = sc[n][2 * h + c];
+          p[n][c] = s == -INFINITY ? 0.0f : __expf(s - m_new);
+        }
+      }
+      const uint32_t p0 = PackBf16(p[0][0], p[0][1]), p1 = PackBf16(p[1][0], p[1][1]);
+      // Sum the bf16-rounded probabilities the PV product uses.
+      const __nv_bfloat162 r0 = *reinterpret_cast<const __nv_bfloat162*>(&p0);
+      const __nv_bfloat162 r1 = *reinterpret_cast<const __nv_bfloat162*>(&p1);
+      l[h] = l[h] * alpha + __bfloat162float(r0.x) + __bfloat162float(r0.y) + __bfloat162float(r1.x) +
+             __bfloat162float(r1.y);
+      m[h] = m_new;
+      pa[h] = p0;      // a0a1 / a2a3: keys 2t, 2t+1 (n-tile 0)
+      pa[2 + h] = p1;  // a4a5 / a6a7: keys 8+2t, 9+2t (n-tile 1)
+#pragma unroll
+      for (int jn = 0; jn < kNTiles; ++jn) {
+        o[jn][2 * h] *= alpha;
+        o[jn][2 * h + 1] *= alpha;
+      }
+    }
+    // O += P V. n-tile jn, column g holds real dim g*kDimsPerGroup + jn.
+#pragma unroll
+    for (int jn = 0; jn < kNTiles; ++jn) {
+      const int word = (jn / 2) % 4, chunk = jn / 8;
+      const uint32_t sel = (jn % 2 == 0) ? 0x5410 : 0x7632;
+      auto w = [&](int e) {
+        const uint4 u = vr[e][chunk];
+        return word == 0 ? u.x : word == 1 ? u.y : word == 2 ? u.z : u.w;
+      };
+      const uint32_t b0 = __byte_perm(w(0), w(1), sel);
+      const uint32_t b1 = __byte_perm(w(2), w(3), sel);
+      MmaBf16(o[jn], pa[0], pa[1], pa[2], pa[3], b0, b1);
+    }
+  }
+
+  // Merge the four warps: row sums across the lanes of a group first.
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+  }
+  if (t == 0) {
+    sm_m[warp][g] = m[0];
+    sm_m[warp][g + 8] = m[1];
+    sm_l[warp][g] = l[0];
+    sm_l[warp][g + 8] = l[1];
+  }
+#pragma unroll
+  for (int jn = 0; jn < kNTiles; ++jn) {
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const int row = g + 8 * (c / 2);
+      const int dim = (2 * t + (c % 2)) * kDimsPerGroup + jn;
+      sm_o[warp][row][dim] = o[jn][c];
+    }
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < 16 * D; idx += kThreads) {
+    const int r = idx / D, d = idx % D;
+    const int vrow = item.v_begin + r;
+    if (vrow >= valid_rows) continue;
+    float mm = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) mm = fmaxf(mm, sm_m[w][r]);
+    float num = 0.0f, den = 0.0f;
+    if (mm != -INFINITY) {
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) {
+        const float f = sm_m[w][r] == -INFINITY ? 0.0f : __expf(sm_m[w][r] - mm);
+        num += f * sm_o[w][r][d];
+        den += f * sm_l[w][r];
+      }
+    }
+    const float val = den > 0.0f ? num / den : 0.0f;
+    if (item.partial_row < 0) {
+      const int token = vrow / group, head = kvh * group + vrow % group;
+      out[((static_cast<int64_t>(seq.first_row) + token) * q_heads + head) * D + d] = val;
+    } else {
+      partial_o[((static_cast<int64_t>(item.partial_row) + r) * kv_heads + kvh) * D + d] = val;
+      if (d == 0) {
+        partial_lse[(static_cast<int64_t>(item.partial_row) + r) * kv_heads + kvh] =
+            den > 0.0f ? mm + __logf(den) : -INFINITY;
+      }
+    }
+  }
+}
+
+// Merges the splits of one row of one tile: blockIdx.x the tile, blockIdx.y
+// the KV head, blockIdx.z the row. Split weights go to shared memory, then
+// each thread sums its output elements over the splits.
 __global__ void CombineKernel(const AttnSeq* __restrict__ seqs,
                               const AttnCombineTile* __restrict__ tiles, int32_t q_heads,
                               int32_t kv_heads, int32_t head_dim,
                               const float* __restrict__ partial_o,
                               const float* __restrict__ partial_lse, float* __restrict__ out) {
+  extern __shared__ float weights[];  // [num_splits]
+  __shared__ float red[32];
   const AttnCombineTile tile = tiles[blockIdx.x];
+  const int r = blockIdx.z;
   const AttnSeq seq = seqs[tile.seq];
   const int kvh = blockIdx.y;
   const int group = q_heads / kv_heads;
-  const int valid_rows = seq.num_tokens * group;
-  for (int idx = threadIdx.x; idx < tile.rows * head_dim; idx += blockDim.x) {
-    const int r = idx / head_dim, d = idx % head_dim;
-    const int vr = tile.v_begin + r;
-    if (vr >= valid_rows) continue;
-    float m = -INFINITY;
-    for (int s = 0; s < tile.num_splits; ++s) {
-      const int64_t pr = static_cast<int64_t>(tile.partial_row) + s * tile.rows + r;
-      m = fmaxf(m, partial_lse[pr * kv_heads + kvh]);
+  const int vr = tile.v_begin + r;
+  if (r >= tile.rows || vr >= seq.num_tokens * group) return;
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, warps = blockDim.x / 32;
+  auto lse_at = [&](int s) {
+    return partial_lse[(static_cast<int64_t>(tile.partial_row) + s * tile.rows + r) * kv_heads + kvh];
+  };
+  float m = -INFINITY;
+  for (int s = tid; s < tile.num_splits; s += blockDim.x) m = fmaxf(m, lse_at(s));
+  for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+  if (lane == 0) red[warp] = m;
+  __syncthreads();
+  m = red[0];
+  for (int i = 1; i < warps; ++i) m = fmaxf(m, red[i]);
+  __syncthreads();
+  float den = 0.0f;
+  for (int s = tid; s < tile.num_splits; s += blockDim.x) {
+    const float lse = lse_at(s);
+    const float w = (lse == -INFINITY || m == -INFINITY) ? 0.0f : __expf(lse - m);
+    weights[s] = w;
+    den += w;
+  }
+  for (int off = 16; off > 0; off /= 2) den += __shfl_xor_sync(0xffffffffu, den, off);
+  if (lane == 0) red[warp] = den;
+  __syncthreads();
+  den = 0.0f;
+  for (int i = 0; i < warps; ++i) den += red[i];
+  const int token = vr / group, head = kvh * group + vr % group;
+  float* o = out + ((static_cast<int64_t>(seq.first_row) + token) * q_heads + head) * head_dim;
+  const int64_t stride = static_cast<int64_t>(tile.rows) * kv_heads * head_dim;
+  const float* p = partial_o + ((static_cast<int64_t>(tile.partial_row) + r) * kv_heads + kvh) * head_dim;
+  // Threads split as (split group, float4 column): many independent loads
+  // in flight, then a shared-memory sum over the split groups.
+  const int vec_cols = head_dim / 4;
+  const int groups = blockDim.x / vec_cols;
+  const int col = tid % vec_cols, sg = tid / vec_cols;
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  if (sg < groups) {
+#pragma unroll 4
+    for (int s = sg; s < tile.num_splits; s += groups) {
+      const float w = weights[s];
+      const float4 v = *reinterpret_cast<const float4*>(p + s * stride + col * 4);
+      acc.x += w * v.x;
+      acc.y += w * v.y;
+      acc.z += w * v.z;
+      acc.w += w * v.w;
     }
-    float num = 0.0f, den = 0.0f;
-    if (m != -INFINITY) {
-      for (int s = 0; s < tile.num_splits; ++s) {
-        const int64_t pr = static_cast<int64_t>(tile.partial_row) + s * tile.rows + r;
-        const float lse = partial_lse[pr * kv_heads + kvh];
-        if (lse == -INFINITY) continue;
-        const float w = __expf(lse - m);
-        num += w * partial_o[(pr * kv_heads + kvh) * head_dim + d];
-        den += w;
-      }
+  }
+  __syncthreads();  // weights no longer needed: reuse them for the sums
+  float4* sums = reinterpret_cast<float4*>(weights);
+  if (sg < groups) sums[sg * vec_cols + col] = acc;
+  __syncthreads();
+  if (sg == 0) {
+    for (int i = 1; i < groups; ++i) {
+      const float4 v = sums[i * vec_cols + col];
+      acc.x += v.x;
+      acc.y += v.y;
+      acc.z += v.z;
+      acc.w += v.w;
     }
-    const int token = vr / group, head = kvh * group + vr % group;
-    out[((static_cast<int64_t>(seq.first_row) + token) * q_heads + head) * head_dim + d] =
-        den > 0.0f ? num / den : 0.0f;
+    const float inv = den > 0.0f ? 1.0f / den : 0.0f;
+    *reinterpret_cast<float4*>(o + col * 4) = make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
   }
 }
 
@@ -298,14 +595,29 @@ cudaError_t LaunchForHeadDim(const AttentionPlan& plan, const void* workspace, c
                              cudaStream_t stream) {
   const Offsets o = ComputeOffsets(plan);
   const char* ws = static_cast<const char*>(workspace);
-  cudaError_t err = LaunchTiles<16, D>(plan, plan.items16, o.items16, o, ws, q, k_cache, v_cache,
-                                       out, stream);
-  if (err != cudaSuccess) return err;
+  cudaError_t err = cudaSuccess;
+  if (!plan.items16.empty()) {
+    const AttentionDims& d = plan.dims;
+    dim3 grid(static_cast<unsigned>(plan.items16.size()), static_cast<unsigned>(d.kv_heads));
+    DecodeKernel<D><<<grid, kThreads, 0, stream>>>(
+        reinterpret_cast<const AttnSeq*>(ws + o.seqs), reinterpret_cast<const int32_t*>(ws + o.tables),
+        reinterpret_cast<const AttnItem*>(ws + o.items16), d.q_heads, d.kv_heads, d.block_size,
+        1.0f / sqrtf(static_cast<float>(D)), q, k_cache, v_cache, out,
+        const_cast<float*>(reinterpret_cast<const float*>(ws + o.partial_o)),
+        const_cast<float*>(reinterpret_cast<const float*>(ws + o.partial_lse)));
+    err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
   err = LaunchTiles<64, D>(plan, plan.items64, o.items64, o, ws, q, k_cache, v_cache, out, stream);
   if (err != cudaSuccess) return err;
   if (plan.combine.empty()) return cudaSuccess;
-  dim3 grid(static_cast<unsigned>(plan.combine.size()), static_cast<unsigned>(plan.dims.kv_heads));
-  CombineKernel<<<grid, 256, 0, stream>>>(
+  // Weights of every split, later reused for the per-group float4 sums.
+  constexpr int kCombineThreads = 256;
+  const size_t smem = sizeof(float) * std::max<int64_t>(plan.combine_max_splits, 4 * kCombineThreads);
+  if (smem > 48 * 1024) return cudaErrorInvalidValue;  // over 12K splits: never planned
+  dim3 grid(static_cast<unsigned>(plan.combine.size()), static_cast<unsigned>(plan.dims.kv_heads),
+            static_cast<unsigned>(plan.combine_max_rows));
+  CombineKernel<<<grid, kCombineThreads, smem, stream>>>(
       reinterpret_cast<const AttnSeq*>(ws + o.seqs),
       reinterpret_cast<const AttnCombineTile*>(ws + o.combine), plan.dims.q_heads,
       plan.dims.kv_heads, plan.dims.head_dim, reinterpret_cast<const float*>(ws + o.partial_o),
@@ -370,6 +682,8 @@ AttentionPlan MakeAttentionPlan(const StepLayout& layout, const AttentionDims& d
     }
     plan.partial_rows += splits * t.rows;
     plan.combine.push_back({t.seq, t.v_begin, t.rows, static_cast<int32_t>(splits), base_row});
+    plan.combine_max_splits = std::max<int32_t>(plan.combine_max_splits, static_cast<int32_t>(splits));
+    plan.combine_max_rows = std::max<int32_t>(plan.combine_max_rows, t.rows);
   }
   return plan;
 }

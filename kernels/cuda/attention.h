@@ -68,6 +68,8 @@ struct AttentionPlan {
   std::vector<AttnCombineTile> combine;
   int64_t partial_rows = 0;       // partial slots' rows (times kv_heads x head_dim floats)
   int64_t step_rows = 0;
+  int32_t combine_max_splits = 0;
+  int32_t combine_max_rows = 0;
   // Host staging of the records; kept here so an asynchronous upload never
   // reads freed memory. The plan must outlive the upload.
   std::vector<char> staging;

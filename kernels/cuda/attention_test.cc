@@ -110,6 +110,10 @@ TEST_F(AttentionCudaTest, MatchesReferenceOverSweep) {
       {"chunked prefill G8", 16, 2, 128, 16, {{50, 20}, {200, 64}}},
       {"mixed batch G4", 8, 2, 128, 16, {{0, 33}, {500, 1}, {40, 9}, {7, 1}, {0, 1}}},
       {"mixed batch G16 ragged", 16, 1, 64, 11, {{129, 1}, {0, 19}, {64, 5}}},
+      // Several tokens in one 16-row decode tile (each row its own limit).
+      {"short chunks G2", 4, 2, 64, 16, {{10, 8}, {0, 3}, {33, 7}}},
+      {"short chunks G1", 8, 8, 128, 5, {{5, 16}, {200, 2}, {0, 1}}},
+      {"short chunks G4 many splits", 8, 2, 128, 16, {{3000, 4}, {1500, 2}}},
   };
   for (const Case& c : cases) {
     for (int target : {1, 132 * 4}) RunCase(c, target, rng);
@@ -120,6 +124,50 @@ TEST_F(AttentionCudaTest, LongContextDecodeWithSplits) {
   std::mt19937 rng(11);
   RunCase({"decode G16 32K", 16, 1, 128, 16, {{32767, 1}}}, 132 * 4, rng);
   RunCase({"decode G8 20K batch 2", 8, 1, 128, 32, {{20000, 1}, {9000, 1}}}, 132 * 4, rng);
+}
+
+// After the plan upload a launch reads only device memory: captured in a
+// CUDA graph and replayed, it gives the eager result bit for bit.
+TEST_F(AttentionCudaTest, ReplaysInACudaGraph) {
+  StepLayout layout;
+  for (int i = 0; i < 3; ++i) {
+    SequenceChunk s;
+    s.cached_tokens = 700 * i + 5;
+    s.num_tokens = 1;
+    for (int b = 0; b < (s.cached_tokens + 16) / 16; ++b) s.block_table.push_back(static_cast<int32_t>(layout.sequences.size() * 100 + b));
+    layout.sequences.push_back(s);
+  }
+  AttentionDims dims{16, 1, 128, 16, 300};
+  AttentionPlan plan = MakeAttentionPlan(layout, dims, 64);
+  ASSERT_FALSE(plan.combine.empty()) << "the case should exercise the split combine too";
+  const int64_t cache = 300 * 16 * 128;
+  std::mt19937 rng(3);
+  std::vector<uint16_t> kv(cache);
+  for (auto& v : kv) v = model::FloatToBF16(std::normal_distribution<float>()(rng));
+  std::vector<float> q(3 * 16 * 128);
+  for (auto& v : q) v = std::normal_distribution<float>()(rng);
+  DeviceArray<uint16_t> dk(kv), dv(kv);
+  DeviceArray<float> dq(q), eager(q.size(), kPoison), replay(q.size(), kPoison);
+  DeviceArray<char> ws(plan.WorkspaceBytes());
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  ASSERT_EQ(UploadAttentionPlan(plan, ws.get(), stream), cudaSuccess);
+  auto* k = reinterpret_cast<__nv_bfloat16*>(dk.get());
+  auto* v = reinterpret_cast<__nv_bfloat16*>(dv.get());
+  ASSERT_EQ(LaunchAttention(plan, ws.get(), dq.get(), k, v, eager.get(), stream), cudaSuccess);
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  ASSERT_EQ(LaunchAttention(plan, ws.get(), dq.get(), k, v, replay.get(), stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  EXPECT_EQ(replay.ToHost(), eager.ToHost());
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
 }
 
 TEST(AttentionPlanTest, SplitsLongKeysAndKeepsShortOnesWhole) {

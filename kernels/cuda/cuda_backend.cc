@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/gemv.h"
 #include "kernels/cuda/rmsnorm.h"
 #include "kernels/cuda/sampling.h"
 #include "kernels/reference/ops.h"
@@ -212,6 +213,10 @@ void CudaBackend::RmsNorm(const float* x, const Weight& w, float eps, int64_t ro
 
 void CudaBackend::MatMul(const float* x, int64_t rows, const Weight& w, float* y) {
   if (!error_.ok() || rows == 0) return;
+  if (GemvSupports(rows, w.cols())) {  // decode: stream the weight once, no cast
+    Ok(LaunchGemv(x, rows, W(w), w.rows(), w.cols(), y, stream_), "Gemv");
+    return;
+  }
   const int64_t n = rows * w.cols();
   if (!Ok(Reserve(&bf16_x_, &bf16_x_cap_, n * sizeof(__nv_bfloat16)))) return;
   auto* xb = static_cast<__nv_bfloat16*>(bf16_x_);

@@ -142,7 +142,7 @@ AttnSetup MakeLayout(int batch, int context, int new_tokens, int q_heads, int kv
 }
 
 // Returns seconds per launch.
-double TimeAttention(cudaStream_t s, AttnSetup& a, int sms) {
+double TimeAttention(cudaStream_t s, AttnSetup& a, int sms, int min_split = 512) {
   const int64_t slots = static_cast<int64_t>(a.dims.num_blocks) * a.dims.block_size;
   const int64_t cache = slots * a.dims.kv_heads * 128;
   const int64_t rows = a.layout.NumRows();
@@ -155,7 +155,7 @@ double TimeAttention(cudaStream_t s, AttnSetup& a, int sms) {
   CHECK_CUDA(LaunchFillRandom(k, cache, 3, 1.0f, s));
   CHECK_CUDA(LaunchFillRandom(v, cache, 4, 1.0f, s));
   CHECK_CUDA(LaunchFillRandom(q, rows * a.dims.q_heads * 128, 5, 1.0f, s));
-  AttentionPlan plan = MakeAttentionPlan(a.layout, a.dims, 4 * sms);
+  AttentionPlan plan = MakeAttentionPlan(a.layout, a.dims, 4 * sms, min_split);
   void* ws;
   CHECK_CUDA(cudaMalloc(&ws, std::max<int64_t>(plan.WorkspaceBytes(), 1)));
   CHECK_CUDA(UploadAttentionPlan(plan, ws, s));
@@ -168,13 +168,14 @@ double TimeAttention(cudaStream_t s, AttnSetup& a, int sms) {
   return t;
 }
 
-void DecodeAttention(cudaStream_t s, int sms, double copy_bw, int batch, int context, int q_heads, int kv_heads) {
+void DecodeAttention(cudaStream_t s, int sms, double copy_bw, int batch, int context, int q_heads, int kv_heads,
+                     int min_split = 512) {
   AttnSetup a = MakeLayout(batch, context, 1, q_heads, kv_heads, 16);
-  const double t = TimeAttention(s, a, sms);
+  const double t = TimeAttention(s, a, sms, min_split);
   const double bytes = static_cast<double>(a.kv_tokens) * kv_heads * 128 * 2 * 2;
   const double bw = bytes / t;
   Report(Fmt("decode attention G%.0f kv%.0f d128, batch %.0f", q_heads / kv_heads, kv_heads, batch) +
-             Fmt(" x %.0fK", context / 1024.0),
+             Fmt(" x %.0fK", context / 1024.0) + (min_split != 512 ? Fmt(", splits >= %.0f keys", min_split) : ""),
          Fmt("%.1f us, %.0f GB/s", t * 1e6, bw / 1e9), Fmt("%.0f%% of copy bw", 100.0 * bw / copy_bw));
 }
 
@@ -272,12 +273,26 @@ void LayerSlice(double copy_bw, int batch, int context) {
   };
   layer();  // builds the attention plan and the GEMM plans
   CHECK_OK(b.Synchronize());
-  const double t = TimeIt(b.stream(), 3, 20, layer);
+  const double t_eager = TimeIt(b.stream(), 3, 20, layer);
   CHECK_OK(b.Synchronize());
+  // The same step captured once in a CUDA graph and replayed (no launch gaps).
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CHECK_CUDA(cudaStreamBeginCapture(b.stream(), cudaStreamCaptureModeThreadLocal));
+  layer();
+  CHECK_CUDA(cudaStreamEndCapture(b.stream(), &graph));
+  CHECK_OK(b.Synchronize());
+  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  const double t = TimeIt(b.stream(), 3, 20, [&] { CHECK_CUDA(cudaGraphLaunch(exec, b.stream())); });
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
   const double kv_bytes = static_cast<double>(batch) * context * kvh * d * 2 * 2;
   const double floor = (weight_bytes + kv_bytes) / copy_bw;
   const double flops = 2.0 * (weight_bytes / 2) * batch + 4.0 * batch * context * qh * d;
-  Report(Fmt("405B layer, TP rank 0 of 8, batch %.0f, context %.0f", batch, context),
+  Report(Fmt("405B layer, TP rank 0 of 8, batch %.0f, context %.0f, eager", batch, context),
+         Fmt("%.1f us, %.1f TFLOP/s", t_eager * 1e6, flops / t_eager / 1e12),
+         Fmt("floor %.1f us: %.2fx of floor", floor * 1e6, t_eager / floor));
+  Report(Fmt("405B layer, TP rank 0 of 8, batch %.0f, context %.0f, CUDA graph", batch, context),
          Fmt("%.1f us, %.1f TFLOP/s", t * 1e6, flops / t / 1e12),
          Fmt("floor %.1f us: %.2fx of floor", floor * 1e6, t / floor));
 }
@@ -325,8 +340,10 @@ int Main(int argc, char** argv) {
   const int sms = prop.multiProcessorCount;
   DecodeAttention(s, sms, copy_bw, 32, 8192, 16, 1);
   DecodeAttention(s, sms, copy_bw, 1, 131072, 16, 1);
+  DecodeAttention(s, sms, copy_bw, 1, 131072, 16, 1, 256);
+  DecodeAttention(s, sms, copy_bw, 32, 8192, 16, 1, 256);
   DecodeAttention(s, sms, copy_bw, 64, 4096, 8, 1);
-  DecodeAttention(s, sms, copy_bw, 16, 8192, 4, 8);
+  DecodeAttention(s, sms, copy_bw, 16, 8192, 32, 8);
   PrefillAttention(s, sms, gemm, 8192, 16, 1);
   LayerSlice(copy_bw, 1, 8192);
   LayerSlice(copy_bw, 64, 2048);

@@ -8,6 +8,7 @@
 
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/gemv.h"
 #include "kernels/cuda/sampling.h"
 #include "kernels/cuda/test_util.h"
 #include "kernels/reference/ops.h"
@@ -174,6 +175,40 @@ TEST_F(OpsCudaTest, GemmMatchesDoubleReference) {
   }
   EXPECT_EQ((*gemm)->cached_plans(), 6u);
   EXPECT_FALSE((*gemm)->MatMul(nullptr, 1, nullptr, 0, 8, nullptr, nullptr).ok());
+}
+
+TEST_F(OpsCudaTest, GemvMatchesDoubleReference) {
+  std::mt19937 rng(8);
+  for (auto [rows, n, k] : {std::tuple{1, 4096, 4096}, {2, 1000, 336}, {3, 129, 72}, {8, 2048, 1024},
+                            {5, 4099, 512}, {1, 7, 16384}, {7, 300, 8}}) {
+    std::vector<float> x = Random(rows * k, rng);
+    std::vector<uint16_t> w(static_cast<int64_t>(n) * k);
+    std::normal_distribution<float> normal;
+    for (auto& v : w) v = model::FloatToBF16(0.05f * normal(rng));
+    DeviceArray<float> dx(x);
+    DeviceArray<uint16_t> dw(w);
+    DeviceArray<float> dy(static_cast<int64_t>(rows) * n, kPoison);
+    ASSERT_TRUE(GemvSupports(rows, k));
+    ASSERT_EQ(LaunchGemv(dx.get(), rows, reinterpret_cast<__nv_bfloat16*>(dw.get()), n, k, dy.get(), nullptr),
+              cudaSuccess);
+    const auto y = dy.ToHost();
+    EXPECT_TRUE(dy.GuardsIntact());
+    for (int r = 0; r < rows; ++r) {
+      for (int o = 0; o < n; ++o) {
+        double acc = 0, mag = 0;
+        for (int i = 0; i < k; ++i) {
+          const double p = double(x[r * k + i]) * model::BF16ToFloat(w[int64_t(o) * k + i]);
+          acc += p;
+          mag += std::fabs(p);
+        }
+        ASSERT_LE(std::fabs(y[int64_t(r) * n + o] - acc), 1e-6 + 1e-5 * mag)
+            << "rows " << rows << " n " << n << " k " << k << " at " << r << "," << o;
+      }
+    }
+  }
+  EXPECT_FALSE(GemvSupports(9, 64));
+  EXPECT_FALSE(GemvSupports(1, 12));
+  EXPECT_EQ(LaunchGemv(nullptr, 9, nullptr, 8, 64, nullptr, nullptr), cudaErrorInvalidValue);
 }
 
 TEST_F(OpsCudaTest, SamplingMatchesReferenceSampler) {
