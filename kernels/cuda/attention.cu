@@ -15,6 +15,8 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kKeyTile = 64;   // keys per inner iteration
 constexpr int64_t kAlign = 256;
 
+int g_decode_blocks_per_sm = 2;
+
 int64_t AlignUp(int64_t x, int64_t a) { return (x + a - 1) / a * a; }
 
 struct Offsets {
@@ -269,8 +271,8 @@ __device__ inline void MmaBf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-template <int D>
-__global__ void __launch_bounds__(kThreads)
+template <int D, int kMinBlocks>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
 DecodeKernel(const AttnSeq* __restrict__ seqs, const int32_t* __restrict__ tables,
              const AttnItem* __restrict__ items, int32_t q_heads, int32_t kv_heads,
              int32_t block_size, float scale, const float* __restrict__ q,
@@ -333,10 +335,10 @@ DecodeKernel(const AttnSeq* __restrict__ seqs, const int32_t* __restrict__ table
     return static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size;
   };
 
-  for (int base = item.kv_begin + warp * 16; base < item.kv_end; base += kWarps * 16) {
-    // K rows of keys base+g (n-tile 0) and base+8+g (n-tile 1): real dims
-    // t*8 + 32*i .. +8 for i < kKLoads.
-    uint4 kr[2][kKLoads];
+  // K rows of keys base+g (n-tile 0) and base+8+g (n-tile 1): real dims
+  // t*8 + 32*i .. +8 for i < kKLoads.
+  uint4 kr[2][kKLoads];
+  auto load_k = [&](int base) {
 #pragma unroll
     for (int n = 0; n < 2; ++n) {
       const int j = base + 8 * n + g;
@@ -349,8 +351,10 @@ DecodeKernel(const AttnSeq* __restrict__ seqs, const int32_t* __restrict__ table
         for (int i = 0; i < kKLoads; ++i) kr[n][i] = make_uint4(0, 0, 0, 0);
       }
     }
-    // V rows of keys base + {2t, 2t+1, 8+2t, 9+2t}: dims g*kDimsPerGroup ...
-    uint4 vr[4][kVLoads];
+  };
+  // V rows of keys base + {2t, 2t+1, 8+2t, 9+2t}: dims g*kDimsPerGroup ...
+  uint4 vr[4][kVLoads];
+  auto load_v = [&](int base) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int j = base + (e / 2) * 8 + 2 * t + (e % 2);
@@ -363,6 +367,17 @@ DecodeKernel(const AttnSeq* __restrict__ seqs, const int32_t* __restrict__ table
         for (int i = 0; i < kVLoads; ++i) vr[e][i] = make_uint4(0, 0, 0, 0);
       }
     }
+  };
+  // Software pipeline without extra registers: the next chunk's K is loaded
+  // as soon as this chunk's scores are done with K, and the next V as soon
+  // as this chunk's PV product is done with V.
+  const int first = item.kv_begin + warp * 16;
+  if (first < item.kv_end) {
+    load_k(first);
+    load_v(first);
+  }
+  for (int base = first; base < item.kv_end; base += kWarps * 16) {
+    const int next = base + kWarps * 16;
     // S = Q K^T: two n-tiles of 8 keys.
     float sc[2][4];
 #pragma unroll
@@ -376,6 +391,7 @@ DecodeKernel(const AttnSeq* __restrict__ seqs, const int32_t* __restrict__ table
         MmaBf16(sc[n], qa[ks][0], qa[ks][1], qa[ks][2], qa[ks][3], b0, b1);
       }
     }
+    if (next < item.kv_end) load_k(next);
     // Online softmax. sc[n][c]: row g + 8*(c/2), key base + 8n + 2t + c%2.
     uint32_t pa[4];
 #pragma unroll
@@ -431,6 +447,7 @@ DecodeKernel(const AttnSeq* __restrict__ seqs, const int32_t* __restrict__ table
       const uint32_t b1 = __byte_perm(w(2), w(3), sel);
       MmaBf16(o[jn], pa[0], pa[1], pa[2], pa[3], b0, b1);
     }
+    if (next < item.kv_end) load_v(next);
   }
 
   // Merge the four warps: row sums across the lanes of a group first.
@@ -599,7 +616,8 @@ cudaError_t LaunchForHeadDim(const AttentionPlan& plan, const void* workspace, c
   if (!plan.items16.empty()) {
     const AttentionDims& d = plan.dims;
     dim3 grid(static_cast<unsigned>(plan.items16.size()), static_cast<unsigned>(d.kv_heads));
-    DecodeKernel<D><<<grid, kThreads, 0, stream>>>(
+    auto kernel = g_decode_blocks_per_sm >= 3 ? DecodeKernel<D, 3> : DecodeKernel<D, 2>;
+    kernel<<<grid, kThreads, 0, stream>>>(
         reinterpret_cast<const AttnSeq*>(ws + o.seqs), reinterpret_cast<const int32_t*>(ws + o.tables),
         reinterpret_cast<const AttnItem*>(ws + o.items16), d.q_heads, d.kv_heads, d.block_size,
         1.0f / sqrtf(static_cast<float>(D)), q, k_cache, v_cache, out,
@@ -626,6 +644,8 @@ cudaError_t LaunchForHeadDim(const AttentionPlan& plan, const void* workspace, c
 }
 
 }  // namespace
+
+void SetDecodeBlocksPerSm(int blocks) { g_decode_blocks_per_sm = blocks; }
 
 int64_t AttentionPlan::MetadataBytes() const { return ComputeOffsets(*this).meta_end; }
 int64_t AttentionPlan::WorkspaceBytes() const { return ComputeOffsets(*this).end; }

@@ -95,6 +95,11 @@ cudaError_t LaunchAttention(const AttentionPlan& plan, const void* workspace, co
                             const __nv_bfloat16* k_cache, const __nv_bfloat16* v_cache,
                             float* out, cudaStream_t stream);
 
+// Tuning knob for benchmarks: thread blocks per SM the decode kernel is
+// compiled for (2: no register spills; 3: more loads in flight, a few
+// spills). Not thread-safe; set it before launching.
+void SetDecodeBlocksPerSm(int blocks);
+
 }  // namespace strata::kernels::cuda
 
 #endif  // STRATA_KERNELS_CUDA_ATTENTION_H_

@@ -23,6 +23,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/gemv.h"
 #include "kernels/cuda/sampling.h"
 #include "model/dtype.h"
 
@@ -169,13 +170,16 @@ double TimeAttention(cudaStream_t s, AttnSetup& a, int sms, int min_split = 512)
 }
 
 void DecodeAttention(cudaStream_t s, int sms, double copy_bw, int batch, int context, int q_heads, int kv_heads,
-                     int min_split = 512) {
+                     int min_split = 512, int blocks_per_sm = 2) {
+  SetDecodeBlocksPerSm(blocks_per_sm);
   AttnSetup a = MakeLayout(batch, context, 1, q_heads, kv_heads, 16);
   const double t = TimeAttention(s, a, sms, min_split);
   const double bytes = static_cast<double>(a.kv_tokens) * kv_heads * 128 * 2 * 2;
   const double bw = bytes / t;
+  SetDecodeBlocksPerSm(2);
   Report(Fmt("decode attention G%.0f kv%.0f d128, batch %.0f", q_heads / kv_heads, kv_heads, batch) +
-             Fmt(" x %.0fK", context / 1024.0) + (min_split != 512 ? Fmt(", splits >= %.0f keys", min_split) : ""),
+             Fmt(" x %.0fK", context / 1024.0) + (min_split != 512 ? Fmt(", splits >= %.0f keys", min_split) : "") +
+             (blocks_per_sm != 2 ? Fmt(", %.0f blocks/SM", blocks_per_sm) : ""),
          Fmt("%.1f us, %.0f GB/s", t * 1e6, bw / 1e9), Fmt("%.0f%% of copy bw", 100.0 * bw / copy_bw));
 }
 
@@ -273,6 +277,34 @@ void LayerSlice(double copy_bw, int batch, int context) {
   };
   layer();  // builds the attention plan and the GEMM plans
   CHECK_OK(b.Synchronize());
+  if (batch == 1) {
+    // Where the time goes: each op alone, median of 20.
+    struct Op {
+      const char* name;
+      std::function<void()> fn;
+      double bytes;
+    };
+    const Op ops[] = {
+        {"rmsnorm", [&] { b.RmsNorm(x->data(), *w[0], 1e-5f, batch, norm->data()); }, 0},
+        {"q_proj", [&] { b.MatMul(norm->data(), batch, *w[1], q->data()); }, 2.0 * qh * d * hidden},
+        {"k_proj", [&] { b.MatMul(norm->data(), batch, *w[2], k->data()); }, 2.0 * kvh * d * hidden},
+        {"rope q", [&] { b.Rope(q->data(), qh, d, inv_freq); }, 0},
+        {"write kv", [&] { b.WriteKv(**cache, 0, k->data(), v->data()); }, 0},
+        {"attention", [&] { b.Attention(**cache, 0, q->data(), qh, attn->data()); }, 4.0 * context * kvh * d},
+        {"o_proj", [&] { b.MatMul(attn->data(), batch, *w[4], proj->data()); }, 2.0 * hidden * qh * d},
+        {"add", [&] { b.Add(x->data(), proj->data(), batch * hidden); }, 0},
+        {"gate_proj", [&] { b.MatMul(norm->data(), batch, *w[6], gate->data()); }, 2.0 * ffn * hidden},
+        {"swiglu", [&] { b.SwiGlu(gate->data(), up->data(), batch, ffn, act->data()); }, 0},
+        {"down_proj", [&] { b.MatMul(act->data(), batch, *w[8], proj->data()); }, 2.0 * hidden * ffn},
+    };
+    for (const Op& op : ops) {
+      const double t = TimeIt(b.stream(), 3, 20, op.fn);
+      Report(std::string("  405B layer op, batch 1: ") + op.name,
+             op.bytes > 0 ? Fmt("%.1f us, %.0f GB/s", t * 1e6, op.bytes / t / 1e9) : Fmt("%.1f us", t * 1e6),
+             op.bytes > 0 ? Fmt("%.0f%% of copy bw", 100.0 * op.bytes / t / copy_bw) : "-");
+    }
+    CHECK_OK(b.Synchronize());
+  }
   const double t_eager = TimeIt(b.stream(), 3, 20, layer);
   CHECK_OK(b.Synchronize());
   // The same step captured once in a CUDA graph and replayed (no launch gaps).
@@ -295,6 +327,39 @@ void LayerSlice(double copy_bw, int batch, int context) {
   Report(Fmt("405B layer, TP rank 0 of 8, batch %.0f, context %.0f, CUDA graph", batch, context),
          Fmt("%.1f us, %.1f TFLOP/s", t * 1e6, flops / t / 1e12),
          Fmt("floor %.1f us: %.2fx of floor", floor * 1e6, t / floor));
+}
+
+// The decode GEMV against cuBLASLt (with its bf16 cast) on the 405B slice shapes.
+void GemvVsCublas(cudaStream_t s, double copy_bw) {
+  auto gemm = LtGemm::Create();
+  CHECK_OK(gemm.status());
+  const int64_t shapes[][2] = {{2048, 16384}, {128, 16384}, {16384, 2048}, {6656, 16384}, {16384, 6656}};
+  for (int64_t rows : {1, 8}) {
+    for (const auto& sh : shapes) {
+      const int64_t n = sh[0], k = sh[1];
+      __nv_bfloat16 *w, *xb;
+      float *x, *y;
+      CHECK_CUDA(cudaMalloc(&w, n * k * 2));
+      CHECK_CUDA(cudaMalloc(&x, rows * k * 4));
+      CHECK_CUDA(cudaMalloc(&xb, rows * k * 2));
+      CHECK_CUDA(cudaMalloc(&y, rows * n * 4));
+      CHECK_CUDA(LaunchFillRandom(w, n * k, 11, 0.05f, s));
+      CHECK_CUDA(LaunchFillRandom(x, rows * k, 12, 1.0f, s));
+      const double tg = TimeIt(s, 3, 20, [&] { CHECK_CUDA(LaunchGemv(x, rows, w, n, k, y, s)); });
+      const double tc = TimeIt(s, 3, 20, [&] {
+        CHECK_CUDA(LaunchCastToBf16(x, rows * k, xb, s));
+        CHECK_OK((*gemm)->MatMul(xb, rows, w, n, k, y, s));
+      });
+      const double bytes = 2.0 * n * k;
+      Report(Fmt("  GEMV vs cuBLASLt, rows %.0f, %.0f x %.0f", rows, n, k),
+             Fmt("%.1f us vs %.1f us", tg * 1e6, tc * 1e6),
+             Fmt("%.0f%% vs %.0f%% of copy bw", 100.0 * bytes / tg / copy_bw, 100.0 * bytes / tc / copy_bw));
+      cudaFree(w);
+      cudaFree(x);
+      cudaFree(xb);
+      cudaFree(y);
+    }
+  }
 }
 
 void Sampling(cudaStream_t s) {
@@ -340,11 +405,13 @@ int Main(int argc, char** argv) {
   const int sms = prop.multiProcessorCount;
   DecodeAttention(s, sms, copy_bw, 32, 8192, 16, 1);
   DecodeAttention(s, sms, copy_bw, 1, 131072, 16, 1);
+  DecodeAttention(s, sms, copy_bw, 32, 8192, 16, 1, 512, 3);
+  DecodeAttention(s, sms, copy_bw, 1, 131072, 16, 1, 512, 3);
   DecodeAttention(s, sms, copy_bw, 1, 131072, 16, 1, 256);
-  DecodeAttention(s, sms, copy_bw, 32, 8192, 16, 1, 256);
   DecodeAttention(s, sms, copy_bw, 64, 4096, 8, 1);
   DecodeAttention(s, sms, copy_bw, 16, 8192, 32, 8);
   PrefillAttention(s, sms, gemm, 8192, 16, 1);
+  GemvVsCublas(s, copy_bw);
   LayerSlice(copy_bw, 1, 8192);
   LayerSlice(copy_bw, 64, 2048);
   Sampling(s);

@@ -1,54 +1,110 @@
 #include "kernels/cuda/gemv.h"
 
+#include <algorithm>
+
 namespace strata::kernels::cuda {
 namespace {
 
 constexpr int kWarpsPerBlock = 8;
+constexpr int kUnroll = 4;  // 16-byte weight loads in flight per lane
 
-template <int ROWS>
+// Each output row gets W warps that split k into W contiguous slices; a
+// block of 8 warps covers 8 / W rows. Partial sums meet in shared memory and
+// are added in warp order, so results do not depend on timing.
+template <int ROWS, int W>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 GemvKernel(const float* __restrict__ x, const __nv_bfloat16* __restrict__ w, int64_t n, int64_t k,
            float* __restrict__ y) {
-  const int lane = threadIdx.x % 32;
-  const int64_t out = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
-  if (out >= n) return;
-  const __nv_bfloat16* wr = w + out * k;
+  __shared__ float partial[kWarpsPerBlock][ROWS];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int64_t out = static_cast<int64_t>(blockIdx.x) * (kWarpsPerBlock / W) + warp / W;
+  const int part = warp % W;
   float acc[ROWS];
 #pragma unroll
   for (int r = 0; r < ROWS; ++r) acc[r] = 0.0f;
-#pragma unroll 4
-  for (int64_t kk = lane * 8; kk < k; kk += 32 * 8) {
-    const uint4 u = __ldg(reinterpret_cast<const uint4*>(wr + kk));
-    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
-    float wf[8];
+  if (out < n) {
+    const int64_t slice = (k / 8 + W - 1) / W * 8;  // multiple of 8 elements
+    const int64_t begin = part * slice, end = min(k, begin + slice);
+    const __nv_bfloat16* wr = w + out * k;
+    auto fma8 = [&](const uint4& u, int64_t kk) {
+      const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+      float wf[8];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float2 f = __bfloat1622float2(h[i]);
-      wf[2 * i] = f.x;
-      wf[2 * i + 1] = f.y;
-    }
+      for (int i = 0; i < 4; ++i) {
+        const float2 f = __bfloat1622float2(h[i]);
+        wf[2 * i] = f.x;
+        wf[2 * i + 1] = f.y;
+      }
 #pragma unroll
-    for (int r = 0; r < ROWS; ++r) {
-      const float4 a = __ldg(reinterpret_cast<const float4*>(x + r * k + kk));
-      const float4 b = __ldg(reinterpret_cast<const float4*>(x + r * k + kk + 4));
-      acc[r] += a.x * wf[0] + a.y * wf[1] + a.z * wf[2] + a.w * wf[3] + b.x * wf[4] + b.y * wf[5] +
-                b.z * wf[6] + b.w * wf[7];
+      for (int r = 0; r < ROWS; ++r) {
+        const float4 a = __ldg(reinterpret_cast<const float4*>(x + r * k + kk));
+        const float4 b = __ldg(reinterpret_cast<const float4*>(x + r * k + kk + 4));
+        acc[r] += a.x * wf[0] + a.y * wf[1] + a.z * wf[2] + a.w * wf[3] + b.x * wf[4] + b.y * wf[5] +
+                  b.z * wf[6] + b.w * wf[7];
+      }
+    };
+    int64_t kk = begin + lane * 8;
+    for (; kk + (kUnroll - 1) * 256 < end; kk += kUnroll * 256) {
+      uint4 u[kUnroll];
+#pragma unroll
+      for (int i = 0; i < kUnroll; ++i) u[i] = __ldg(reinterpret_cast<const uint4*>(wr + kk + i * 256));
+#pragma unroll
+      for (int i = 0; i < kUnroll; ++i) fma8(u[i], kk + i * 256);
     }
+    for (; kk < end; kk += 256) fma8(__ldg(reinterpret_cast<const uint4*>(wr + kk)), kk);
   }
 #pragma unroll
   for (int r = 0; r < ROWS; ++r) {
     float v = acc[r];
     for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
-    if (lane == 0) y[r * n + out] = v;
+    acc[r] = v;
   }
+  if (W == 1) {
+    if (lane == 0 && out < n) {
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) y[r * n + out] = acc[r];
+    }
+    return;
+  }
+  if (lane == 0) {
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) partial[warp][r] = acc[r];
+  }
+  __syncthreads();
+  if (part == 0 && lane < ROWS && out < n) {
+    float v = 0.0f;
+#pragma unroll
+    for (int i = 0; i < W; ++i) v += partial[warp + i][lane];
+    y[lane * n + out] = v;
+  }
+}
+
+// Warps per output row: enough warps to fill the GPU, at least 2 KB of
+// weights per warp. Depends only on (n, k), never on the rows.
+int WarpsPerRow(int64_t n, int64_t k) {
+  int w = 1;
+  while (w < 8 && n * w < 132 * 48 && k / (2 * w) >= 1024) w *= 2;
+  return w;
+}
+
+template <int ROWS, int W>
+cudaError_t LaunchW(const float* x, const __nv_bfloat16* w, int64_t n, int64_t k, float* y,
+                    cudaStream_t stream) {
+  const int64_t rows_per_block = kWarpsPerBlock / W;
+  const int64_t blocks = (n + rows_per_block - 1) / rows_per_block;
+  GemvKernel<ROWS, W><<<static_cast<unsigned>(blocks), kWarpsPerBlock * 32, 0, stream>>>(x, w, n, k, y);
+  return cudaGetLastError();
 }
 
 template <int ROWS>
 cudaError_t Launch(const float* x, const __nv_bfloat16* w, int64_t n, int64_t k, float* y,
                    cudaStream_t stream) {
-  const int64_t blocks = (n + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  GemvKernel<ROWS><<<static_cast<unsigned>(blocks), kWarpsPerBlock * 32, 0, stream>>>(x, w, n, k, y);
-  return cudaGetLastError();
+  switch (WarpsPerRow(n, k)) {
+    case 1: return LaunchW<ROWS, 1>(x, w, n, k, y, stream);
+    case 2: return LaunchW<ROWS, 2>(x, w, n, k, y, stream);
+    case 4: return LaunchW<ROWS, 4>(x, w, n, k, y, stream);
+    default: return LaunchW<ROWS, 8>(x, w, n, k, y, stream);
+  }
 }
 
 }  // namespace
@@ -57,7 +113,7 @@ bool GemvSupports(int64_t rows, int64_t k) { return rows >= 1 && rows <= kGemvMa
 
 cudaError_t LaunchGemv(const float* x, int64_t rows, const __nv_bfloat16* w, int64_t n, int64_t k,
                        float* y, cudaStream_t stream) {
-  if (!GemvSupports(rows, k) || n <= 0 || n > (1ll << 31) * kWarpsPerBlock) return cudaErrorInvalidValue;
+  if (!GemvSupports(rows, k) || n <= 0 || n > (1ll << 30)) return cudaErrorInvalidValue;
   if ((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(w)) % 16 != 0) {
     return cudaErrorMisalignedAddress;
   }
