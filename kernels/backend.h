@@ -88,6 +88,13 @@ class Backend {
   virtual void RmsNorm(const float* x, const Weight& w, float eps, int64_t rows, float* out) = 0;
   // y: [rows, w.rows] = x: [rows, w.cols] times w transposed.
   virtual void MatMul(const float* x, int64_t rows, const Weight& w, float* y) = 0;
+  // ys[i] = x times ws[i] transposed, for weights that share one input (q/k/v,
+  // gate/up); every ws[i] has x's column count. Backends may do it in one
+  // pass over x; the result equals separate MatMul calls.
+  virtual void MatMulShared(const float* x, int64_t rows, const std::vector<const Weight*>& ws,
+                            const std::vector<float*>& ys) {
+    for (size_t i = 0; i < ws.size(); ++i) MatMul(x, rows, *ws[i], ys[i]);
+  }
   // Rotates x: [step rows, heads, head_dim] in place at each row's position
   // (from the current step), rotate_half convention; inv_freq: [head_dim / 2].
   virtual void Rope(float* x, int64_t heads, int64_t head_dim, const std::vector<float>& inv_freq) = 0;

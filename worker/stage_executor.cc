@@ -160,9 +160,7 @@ absl::Status StageExecutor::Forward(const kernels::StepLayout& layout,
     float* k = scratch_.k->data();
     float* v = scratch_.v->data();
     b.RmsNorm(x, *L.input_norm, eps, rows, norm);
-    b.MatMul(norm, rows, *L.q, q);
-    b.MatMul(norm, rows, *L.k, k);
-    b.MatMul(norm, rows, *L.v, v);
+    b.MatMulShared(norm, rows, {L.q.get(), L.k.get(), L.v.get()}, {q, k, v});
     b.Rope(q, c.num_heads, c.head_dim, inv_freq_);
     b.Rope(k, c.num_kv_heads, c.head_dim, inv_freq_);
     b.WriteKv(*cache, static_cast<int64_t>(i), k, v);
@@ -170,8 +168,7 @@ absl::Status StageExecutor::Forward(const kernels::StepLayout& layout,
     b.MatMul(scratch_.attn->data(), rows, *L.o, scratch_.proj->data());
     b.Add(x, scratch_.proj->data(), rows * h);
     b.RmsNorm(x, *L.post_norm, eps, rows, norm);
-    b.MatMul(norm, rows, *L.gate, scratch_.gate->data());
-    b.MatMul(norm, rows, *L.up, scratch_.up->data());
+    b.MatMulShared(norm, rows, {L.gate.get(), L.up.get()}, {scratch_.gate->data(), scratch_.up->data()});
     b.SwiGlu(scratch_.gate->data(), scratch_.up->data(), rows, c.intermediate_size, scratch_.act->data());
     b.MatMul(scratch_.act->data(), rows, *L.down, scratch_.proj->data());
     b.Add(x, scratch_.proj->data(), rows * h);

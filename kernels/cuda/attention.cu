@@ -15,8 +15,6 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kKeyTile = 64;   // keys per inner iteration
 constexpr int64_t kAlign = 256;
 
-int g_decode_blocks_per_sm = 2;
-
 int64_t AlignUp(int64_t x, int64_t a) { return (x + a - 1) / a * a; }
 
 struct Offsets {
@@ -271,8 +269,8 @@ __device__ inline void MmaBf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-template <int D, int kMinBlocks>
-__global__ void __launch_bounds__(kThreads, kMinBlocks)
+template <int D>
+__global__ void __launch_bounds__(kThreads)
 DecodeKernel(const AttnSeq* __restrict__ seqs, const int32_t* __restrict__ tables,
              const AttnItem* __restrict__ items, int32_t q_heads, int32_t kv_heads,
              int32_t block_size, float scale, const float* __restrict__ q,
@@ -334,16 +332,24 @@ DecodeKernel(const AttnSeq* __restrict__ seqs, const int32_t* __restrict__ table
   auto slot_of = [&](int j) -> int64_t {
     return static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size;
   };
+  // Chunks start at multiples of 16 keys; when blocks hold a multiple of 16
+  // tokens a chunk sits inside one block: one table lookup per chunk.
+  const bool one_block_per_chunk = block_size % 16 == 0;
+  auto chunk_slot = [&](int base) -> int64_t { return one_block_per_chunk ? slot_of(base) : 0; };
+  auto key_slot = [&](int base, int64_t base_slot, int j) -> int64_t {
+    return one_block_per_chunk ? base_slot + (j - base) : slot_of(j);
+  };
+  const int64_t row_stride = static_cast<int64_t>(kv_heads) * D;
 
   // K rows of keys base+g (n-tile 0) and base+8+g (n-tile 1): real dims
   // t*8 + 32*i .. +8 for i < kKLoads.
   uint4 kr[2][kKLoads];
-  auto load_k = [&](int base) {
+  auto load_k = [&](int base, int64_t base_slot) {
 #pragma unroll
     for (int n = 0; n < 2; ++n) {
       const int j = base + 8 * n + g;
       if (j < item.kv_end) {
-        const __nv_bfloat16* row = k_cache + slot_of(j) * kv_heads * D + head_off;
+        const __nv_bfloat16* row = k_cache + key_slot(base, base_slot, j) * row_stride + head_off;
 #pragma unroll
         for (int i = 0; i < kKLoads; ++i) kr[n][i] = __ldg(reinterpret_cast<const uint4*>(row + t * 8 + 32 * i));
       } else {
@@ -354,12 +360,13 @@ DecodeKernel(const AttnSeq* __restrict__ seqs, const int32_t* __restrict__ table
   };
   // V rows of keys base + {2t, 2t+1, 8+2t, 9+2t}: dims g*kDimsPerGroup ...
   uint4 vr[4][kVLoads];
-  auto load_v = [&](int base) {
+  auto load_v = [&](int base, int64_t base_slot) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int j = base + (e / 2) * 8 + 2 * t + (e % 2);
       if (j < item.kv_end) {
-        const __nv_bfloat16* row = v_cache + slot_of(j) * kv_heads * D + head_off + g * kDimsPerGroup;
+        const __nv_bfloat16* row =
+            v_cache + key_slot(base, base_slot, j) * row_stride + head_off + g * kDimsPerGroup;
 #pragma unroll
         for (int i = 0; i < kVLoads; ++i) vr[e][i] = __ldg(reinterpret_cast<const uint4*>(row + 8 * i));
       } else {
@@ -372,12 +379,15 @@ DecodeKernel(const AttnSeq* __restrict__ seqs, const int32_t* __restrict__ table
   // as soon as this chunk's scores are done with K, and the next V as soon
   // as this chunk's PV product is done with V.
   const int first = item.kv_begin + warp * 16;
+  int64_t next_slot = 0;
   if (first < item.kv_end) {
-    load_k(first);
-    load_v(first);
+    next_slot = chunk_slot(first);
+    load_k(first, next_slot);
+    load_v(first, next_slot);
   }
   for (int base = first; base < item.kv_end; base += kWarps * 16) {
     const int next = base + kWarps * 16;
+    if (next < item.kv_end) next_slot = chunk_slot(next);
     // S = Q K^T: two n-tiles of 8 keys.
     float sc[2][4];
 #pragma unroll
@@ -391,9 +401,10 @@ DecodeKernel(const AttnSeq* __restrict__ seqs, const int32_t* __restrict__ table
         MmaBf16(sc[n], qa[ks][0], qa[ks][1], qa[ks][2], qa[ks][3], b0, b1);
       }
     }
-    if (next < item.kv_end) load_k(next);
+    if (next < item.kv_end) load_k(next, next_slot);
     // Online softmax. sc[n][c]: row g + 8*(c/2), key base + 8n + 2t + c%2.
     uint32_t pa[4];
+    float alphas[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       float mx = -INFINITY;
@@ -428,10 +439,16 @@ DecodeKernel(const AttnSeq* __restrict__ seqs, const int32_t* __restrict__ table
       m[h] = m_new;
       pa[h] = p0;      // a0a1 / a2a3: keys 2t, 2t+1 (n-tile 0)
       pa[2 + h] = p1;  // a4a5 / a6a7: keys 8+2t, 9+2t (n-tile 1)
+      alphas[h] = alpha;
+    }
+    // Rescale the accumulators only when some row's maximum moved.
+    if (__any_sync(0xffffffffu, alphas[0] != 1.0f || alphas[1] != 1.0f)) {
 #pragma unroll
       for (int jn = 0; jn < kNTiles; ++jn) {
-        o[jn][2 * h] *= alpha;
-        o[jn][2 * h + 1] *= alpha;
+        o[jn][0] *= alphas[0];
+        o[jn][1] *= alphas[0];
+        o[jn][2] *= alphas[1];
+        o[jn][3] *= alphas[1];
       }
     }
     // O += P V. n-tile jn, column g holds real dim g*kDimsPerGroup + jn.
@@ -447,7 +464,7 @@ DecodeKernel(const AttnSeq* __restrict__ seqs, const int32_t* __restrict__ table
       const uint32_t b1 = __byte_perm(w(2), w(3), sel);
       MmaBf16(o[jn], pa[0], pa[1], pa[2], pa[3], b0, b1);
     }
-    if (next < item.kv_end) load_v(next);
+    if (next < item.kv_end) load_v(next, next_slot);
   }
 
   // Merge the four warps: row sums across the lanes of a group first.
@@ -616,8 +633,7 @@ cudaError_t LaunchForHeadDim(const AttentionPlan& plan, const void* workspace, c
   if (!plan.items16.empty()) {
     const AttentionDims& d = plan.dims;
     dim3 grid(static_cast<unsigned>(plan.items16.size()), static_cast<unsigned>(d.kv_heads));
-    auto kernel = g_decode_blocks_per_sm >= 3 ? DecodeKernel<D, 3> : DecodeKernel<D, 2>;
-    kernel<<<grid, kThreads, 0, stream>>>(
+    DecodeKernel<D><<<grid, kThreads, 0, stream>>>(
         reinterpret_cast<const AttnSeq*>(ws + o.seqs), reinterpret_cast<const int32_t*>(ws + o.tables),
         reinterpret_cast<const AttnItem*>(ws + o.items16), d.q_heads, d.kv_heads, d.block_size,
         1.0f / sqrtf(static_cast<float>(D)), q, k_cache, v_cache, out,
@@ -644,8 +660,6 @@ cudaError_t LaunchForHeadDim(const AttentionPlan& plan, const void* workspace, c
 }
 
 }  // namespace
-
-void SetDecodeBlocksPerSm(int blocks) { g_decode_blocks_per_sm = blocks; }
 
 int64_t AttentionPlan::MetadataBytes() const { return ComputeOffsets(*this).meta_end; }
 int64_t AttentionPlan::WorkspaceBytes() const { return ComputeOffsets(*this).end; }

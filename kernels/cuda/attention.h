@@ -84,7 +84,7 @@ struct AttentionPlan {
 // Invariants (checked by the caller with ValidateStepLayout): q_heads %
 // kv_heads == 0, block tables cover every sequence's keys.
 AttentionPlan MakeAttentionPlan(const StepLayout& layout, const AttentionDims& dims,
-                                int target_blocks, int min_split_tokens = 512);
+                                int target_blocks, int min_split_tokens = 128);
 
 // Copies the plan's records into `workspace` (device, WorkspaceBytes() long).
 cudaError_t UploadAttentionPlan(AttentionPlan& plan, void* workspace, cudaStream_t stream);
@@ -94,11 +94,6 @@ cudaError_t UploadAttentionPlan(AttentionPlan& plan, void* workspace, cudaStream
 cudaError_t LaunchAttention(const AttentionPlan& plan, const void* workspace, const float* q,
                             const __nv_bfloat16* k_cache, const __nv_bfloat16* v_cache,
                             float* out, cudaStream_t stream);
-
-// Tuning knob for benchmarks: thread blocks per SM the decode kernel is
-// compiled for (2: no register spills; 3: more loads in flight, a few
-// spills). Not thread-safe; set it before launching.
-void SetDecodeBlocksPerSm(int blocks);
 
 }  // namespace strata::kernels::cuda
 

@@ -52,6 +52,12 @@ class DeviceKvCache : public KvCache {
   __nv_bfloat16* data_;
 };
 
+// Attention thread blocks to aim for per SM when splitting keys (the decode
+// kernel keeps two resident per SM; see docs/benchmarks.md for the sweep).
+constexpr int kAttentionBlocksPerSm = 2;
+// Rows up to which the GEMV beats cuBLASLt (measured on H200, docs/benchmarks.md).
+constexpr int64_t kGemvRows = 2;
+
 const __nv_bfloat16* W(const Weight& w) { return static_cast<const DeviceWeight&>(w).data(); }
 
 }  // namespace
@@ -213,7 +219,7 @@ void CudaBackend::RmsNorm(const float* x, const Weight& w, float eps, int64_t ro
 
 void CudaBackend::MatMul(const float* x, int64_t rows, const Weight& w, float* y) {
   if (!error_.ok() || rows == 0) return;
-  if (GemvSupports(rows, w.cols())) {  // decode: stream the weight once, no cast
+  if (rows <= kGemvRows && GemvSupports(rows, w.cols())) {  // decode: stream the weight once, no cast
     Ok(LaunchGemv(x, rows, W(w), w.rows(), w.cols(), y, stream_), "Gemv");
     return;
   }
@@ -222,6 +228,26 @@ void CudaBackend::MatMul(const float* x, int64_t rows, const Weight& w, float* y
   auto* xb = static_cast<__nv_bfloat16*>(bf16_x_);
   if (!Ok(LaunchCastToBf16(x, n, xb, stream_), "cast to bf16")) return;
   Ok(gemm_->MatMul(xb, rows, W(w), w.rows(), w.cols(), y, stream_));
+}
+
+void CudaBackend::MatMulShared(const float* x, int64_t rows, const std::vector<const Weight*>& ws,
+                               const std::vector<float*>& ys) {
+  if (!error_.ok() || rows == 0 || ws.empty()) return;
+  bool one_launch = rows <= kGemvRows && ws.size() <= static_cast<size_t>(kGemvMaxTargets) &&
+                    GemvSupports(rows, ws[0]->cols());
+  for (const Weight* w : ws) one_launch = one_launch && w->cols() == ws[0]->cols();
+  if (!one_launch) {
+    Backend::MatMulShared(x, rows, ws, ys);
+    return;
+  }
+  GemvTargets t;
+  t.count = static_cast<int>(ws.size());
+  for (size_t i = 0; i < ws.size(); ++i) {
+    t.w[i] = W(*ws[i]);
+    t.n[i] = ws[i]->rows();
+    t.y[i] = ys[i];
+  }
+  Ok(LaunchGemvMulti(x, rows, t, ws[0]->cols(), stream_), "GemvMulti");
 }
 
 void CudaBackend::Rope(float* x, int64_t heads, int64_t head_dim, const std::vector<float>& inv_freq) {
@@ -288,7 +314,7 @@ void CudaBackend::Attention(const KvCache& cache, int64_t layer, const float* q,
     }
     // The previous plan's staging may still feed an upload in flight.
     if (!Ok(cudaStreamSynchronize(stream_), "plan sync")) return;
-    plan_ = MakeAttentionPlan(*layout_, dims, 4 * sm_count_);
+    plan_ = MakeAttentionPlan(*layout_, dims, kAttentionBlocksPerSm * sm_count_);
     if (!Ok(Reserve(&plan_ws_, &plan_ws_cap_, plan_.WorkspaceBytes()))) return;
     if (!Ok(UploadAttentionPlan(plan_, plan_ws_, stream_), "attention plan upload")) return;
     plan_ready_ = true;

@@ -37,6 +37,8 @@ class CudaBackend : public Backend {
   void Embed(const Weight& table, const int32_t* ids, int64_t n, float* out) override;
   void RmsNorm(const float* x, const Weight& w, float eps, int64_t rows, float* out) override;
   void MatMul(const float* x, int64_t rows, const Weight& w, float* y) override;
+  void MatMulShared(const float* x, int64_t rows, const std::vector<const Weight*>& ws,
+                    const std::vector<float*>& ys) override;
   void Rope(float* x, int64_t heads, int64_t head_dim, const std::vector<float>& inv_freq) override;
   void WriteKv(KvCache& cache, int64_t layer, const float* k, const float* v) override;
   void Attention(const KvCache& cache, int64_t layer, const float* q, int64_t q_heads,

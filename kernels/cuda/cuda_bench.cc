@@ -143,7 +143,7 @@ AttnSetup MakeLayout(int batch, int context, int new_tokens, int q_heads, int kv
 }
 
 // Returns seconds per launch.
-double TimeAttention(cudaStream_t s, AttnSetup& a, int sms, int min_split = 512) {
+double TimeAttention(cudaStream_t s, AttnSetup& a, int sms, int min_split = 128, int blocks_per_sm_target = 2) {
   const int64_t slots = static_cast<int64_t>(a.dims.num_blocks) * a.dims.block_size;
   const int64_t cache = slots * a.dims.kv_heads * 128;
   const int64_t rows = a.layout.NumRows();
@@ -156,7 +156,7 @@ double TimeAttention(cudaStream_t s, AttnSetup& a, int sms, int min_split = 512)
   CHECK_CUDA(LaunchFillRandom(k, cache, 3, 1.0f, s));
   CHECK_CUDA(LaunchFillRandom(v, cache, 4, 1.0f, s));
   CHECK_CUDA(LaunchFillRandom(q, rows * a.dims.q_heads * 128, 5, 1.0f, s));
-  AttentionPlan plan = MakeAttentionPlan(a.layout, a.dims, 4 * sms, min_split);
+  AttentionPlan plan = MakeAttentionPlan(a.layout, a.dims, blocks_per_sm_target * sms, min_split);
   void* ws;
   CHECK_CUDA(cudaMalloc(&ws, std::max<int64_t>(plan.WorkspaceBytes(), 1)));
   CHECK_CUDA(UploadAttentionPlan(plan, ws, s));
@@ -170,16 +170,14 @@ double TimeAttention(cudaStream_t s, AttnSetup& a, int sms, int min_split = 512)
 }
 
 void DecodeAttention(cudaStream_t s, int sms, double copy_bw, int batch, int context, int q_heads, int kv_heads,
-                     int min_split = 512, int blocks_per_sm = 2) {
-  SetDecodeBlocksPerSm(blocks_per_sm);
+                     int min_split = 128, int target_per_sm = 2) {
   AttnSetup a = MakeLayout(batch, context, 1, q_heads, kv_heads, 16);
-  const double t = TimeAttention(s, a, sms, min_split);
+  const double t = TimeAttention(s, a, sms, min_split, target_per_sm);
   const double bytes = static_cast<double>(a.kv_tokens) * kv_heads * 128 * 2 * 2;
   const double bw = bytes / t;
-  SetDecodeBlocksPerSm(2);
   Report(Fmt("decode attention G%.0f kv%.0f d128, batch %.0f", q_heads / kv_heads, kv_heads, batch) +
-             Fmt(" x %.0fK", context / 1024.0) + (min_split != 512 ? Fmt(", splits >= %.0f keys", min_split) : "") +
-             (blocks_per_sm != 2 ? Fmt(", %.0f blocks/SM", blocks_per_sm) : ""),
+             Fmt(" x %.0fK", context / 1024.0) + (min_split != 128 ? Fmt(", splits >= %.0f keys", min_split) : "") +
+             (target_per_sm != 2 ? Fmt(", aim %.0f blocks/SM", target_per_sm) : ""),
          Fmt("%.1f us, %.0f GB/s", t * 1e6, bw / 1e9), Fmt("%.0f%% of copy bw", 100.0 * bw / copy_bw));
 }
 
@@ -259,9 +257,7 @@ void LayerSlice(double copy_bw, int batch, int context) {
   CHECK_OK(b.BeginStep(layout));
   auto layer = [&] {
     b.RmsNorm(x->data(), *w[0], 1e-5f, batch, norm->data());
-    b.MatMul(norm->data(), batch, *w[1], q->data());
-    b.MatMul(norm->data(), batch, *w[2], k->data());
-    b.MatMul(norm->data(), batch, *w[3], v->data());
+    b.MatMulShared(norm->data(), batch, {w[1].get(), w[2].get(), w[3].get()}, {q->data(), k->data(), v->data()});
     b.Rope(q->data(), qh, d, inv_freq);
     b.Rope(k->data(), kvh, d, inv_freq);
     b.WriteKv(**cache, 0, k->data(), v->data());
@@ -269,8 +265,7 @@ void LayerSlice(double copy_bw, int batch, int context) {
     b.MatMul(attn->data(), batch, *w[4], proj->data());
     b.Add(x->data(), proj->data(), batch * hidden);
     b.RmsNorm(x->data(), *w[5], 1e-5f, batch, norm->data());
-    b.MatMul(norm->data(), batch, *w[6], gate->data());
-    b.MatMul(norm->data(), batch, *w[7], up->data());
+    b.MatMulShared(norm->data(), batch, {w[6].get(), w[7].get()}, {gate->data(), up->data()});
     b.SwiGlu(gate->data(), up->data(), batch, ffn, act->data());
     b.MatMul(act->data(), batch, *w[8], proj->data());
     b.Add(x->data(), proj->data(), batch * hidden);
@@ -288,12 +283,18 @@ void LayerSlice(double copy_bw, int batch, int context) {
         {"rmsnorm", [&] { b.RmsNorm(x->data(), *w[0], 1e-5f, batch, norm->data()); }, 0},
         {"q_proj", [&] { b.MatMul(norm->data(), batch, *w[1], q->data()); }, 2.0 * qh * d * hidden},
         {"k_proj", [&] { b.MatMul(norm->data(), batch, *w[2], k->data()); }, 2.0 * kvh * d * hidden},
+        {"q,k,v in one launch",
+         [&] { b.MatMulShared(norm->data(), batch, {w[1].get(), w[2].get(), w[3].get()}, {q->data(), k->data(), v->data()}); },
+         2.0 * (qh + 2 * kvh) * d * hidden},
         {"rope q", [&] { b.Rope(q->data(), qh, d, inv_freq); }, 0},
         {"write kv", [&] { b.WriteKv(**cache, 0, k->data(), v->data()); }, 0},
         {"attention", [&] { b.Attention(**cache, 0, q->data(), qh, attn->data()); }, 4.0 * context * kvh * d},
         {"o_proj", [&] { b.MatMul(attn->data(), batch, *w[4], proj->data()); }, 2.0 * hidden * qh * d},
         {"add", [&] { b.Add(x->data(), proj->data(), batch * hidden); }, 0},
         {"gate_proj", [&] { b.MatMul(norm->data(), batch, *w[6], gate->data()); }, 2.0 * ffn * hidden},
+        {"gate,up in one launch",
+         [&] { b.MatMulShared(norm->data(), batch, {w[6].get(), w[7].get()}, {gate->data(), up->data()}); },
+         4.0 * ffn * hidden},
         {"swiglu", [&] { b.SwiGlu(gate->data(), up->data(), batch, ffn, act->data()); }, 0},
         {"down_proj", [&] { b.MatMul(act->data(), batch, *w[8], proj->data()); }, 2.0 * hidden * ffn},
     };
@@ -388,7 +389,17 @@ void Sampling(cudaStream_t s) {
 }
 
 int Main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  bool quick = false, decode_only = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) {
+      quick = true;
+    } else if (std::strcmp(argv[i], "--decode-only") == 0) {
+      decode_only = true;
+    } else {
+      std::fprintf(stderr, "usage: cuda_bench [--quick] [--decode-only]\n");
+      return 2;
+    }
+  }
   absl::Status gpu = CudaDeviceAvailable();
   if (!gpu.ok()) {
     std::printf("cuda_bench: skipped: %s\n", std::string(gpu.message()).c_str());
@@ -401,13 +412,15 @@ int Main(int argc, char** argv) {
   cudaStream_t s;
   CHECK_CUDA(cudaStreamCreate(&s));
   const double copy_bw = CopyBandwidth(s, quick);
-  const double gemm = GemmCeiling(s, quick);
+  const double gemm = decode_only ? 0 : GemmCeiling(s, quick);
   const int sms = prop.multiProcessorCount;
   DecodeAttention(s, sms, copy_bw, 32, 8192, 16, 1);
+  if (decode_only) return 0;
   DecodeAttention(s, sms, copy_bw, 1, 131072, 16, 1);
-  DecodeAttention(s, sms, copy_bw, 32, 8192, 16, 1, 512, 3);
-  DecodeAttention(s, sms, copy_bw, 1, 131072, 16, 1, 512, 3);
-  DecodeAttention(s, sms, copy_bw, 1, 131072, 16, 1, 256);
+  DecodeAttention(s, sms, copy_bw, 32, 8192, 16, 1, 512, 4);
+  DecodeAttention(s, sms, copy_bw, 1, 131072, 16, 1, 512, 4);
+  DecodeAttention(s, sms, copy_bw, 1, 8192, 16, 1);
+  DecodeAttention(s, sms, copy_bw, 1, 8192, 16, 1, 512, 4);
   DecodeAttention(s, sms, copy_bw, 64, 4096, 8, 1);
   DecodeAttention(s, sms, copy_bw, 16, 8192, 32, 8);
   PrefillAttention(s, sms, gemm, 8192, 16, 1);

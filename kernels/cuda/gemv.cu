@@ -8,16 +8,30 @@ namespace {
 constexpr int kWarpsPerBlock = 8;
 constexpr int kUnroll = 4;  // 16-byte weight loads in flight per lane
 
+// Streams a weight: read once, so it must not evict the activations from L1.
+__device__ inline uint4 LoadStreaming(const __nv_bfloat16* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
 // Each output row gets W warps that split k into W contiguous slices; a
 // block of 8 warps covers 8 / W rows. Partial sums meet in shared memory and
 // are added in warp order, so results do not depend on timing.
 template <int ROWS, int W>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
-GemvKernel(const float* __restrict__ x, const __nv_bfloat16* __restrict__ w, int64_t n, int64_t k,
-           float* __restrict__ y) {
+GemvKernel(const float* __restrict__ x, GemvTargets targets, int64_t k) {
   __shared__ float partial[kWarpsPerBlock][ROWS];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int64_t out = static_cast<int64_t>(blockIdx.x) * (kWarpsPerBlock / W) + warp / W;
+  // Output index over the stacked targets, then which target holds it.
+  int64_t out = static_cast<int64_t>(blockIdx.x) * (kWarpsPerBlock / W) + warp / W;
+  int target = 0;
+  while (target + 1 < targets.count && out >= targets.n[target]) out -= targets.n[target++];
+  const int64_t n = targets.n[target];
+  const __nv_bfloat16* __restrict__ w = targets.w[target];
+  float* __restrict__ y = targets.y[target];
   const int part = warp % W;
   float acc[ROWS];
 #pragma unroll
@@ -47,11 +61,11 @@ GemvKernel(const float* __restrict__ x, const __nv_bfloat16* __restrict__ w, int
     for (; kk + (kUnroll - 1) * 256 < end; kk += kUnroll * 256) {
       uint4 u[kUnroll];
 #pragma unroll
-      for (int i = 0; i < kUnroll; ++i) u[i] = __ldg(reinterpret_cast<const uint4*>(wr + kk + i * 256));
+      for (int i = 0; i < kUnroll; ++i) u[i] = LoadStreaming(wr + kk + i * 256);
 #pragma unroll
       for (int i = 0; i < kUnroll; ++i) fma8(u[i], kk + i * 256);
     }
-    for (; kk < end; kk += 256) fma8(__ldg(reinterpret_cast<const uint4*>(wr + kk)), kk);
+    for (; kk < end; kk += 256) fma8(LoadStreaming(wr + kk), kk);
   }
 #pragma unroll
   for (int r = 0; r < ROWS; ++r) {
@@ -83,27 +97,26 @@ GemvKernel(const float* __restrict__ x, const __nv_bfloat16* __restrict__ w, int
 // weights per warp. Depends only on (n, k), never on the rows.
 int WarpsPerRow(int64_t n, int64_t k) {
   int w = 1;
-  while (w < 8 && n * w < 132 * 48 && k / (2 * w) >= 1024) w *= 2;
+  while (w < 8 && n * w < 132 * 64 && k / (2 * w) >= 1024) w *= 2;
   return w;
 }
 
 template <int ROWS, int W>
-cudaError_t LaunchW(const float* x, const __nv_bfloat16* w, int64_t n, int64_t k, float* y,
-                    cudaStream_t stream) {
+cudaError_t LaunchW(const float* x, const GemvTargets& t, int64_t total_n, int64_t k, cudaStream_t stream) {
+  // Output rows are numbered across the targets; a block may span two.
   const int64_t rows_per_block = kWarpsPerBlock / W;
-  const int64_t blocks = (n + rows_per_block - 1) / rows_per_block;
-  GemvKernel<ROWS, W><<<static_cast<unsigned>(blocks), kWarpsPerBlock * 32, 0, stream>>>(x, w, n, k, y);
+  const int64_t blocks = (total_n + rows_per_block - 1) / rows_per_block;
+  GemvKernel<ROWS, W><<<static_cast<unsigned>(blocks), kWarpsPerBlock * 32, 0, stream>>>(x, t, k);
   return cudaGetLastError();
 }
 
 template <int ROWS>
-cudaError_t Launch(const float* x, const __nv_bfloat16* w, int64_t n, int64_t k, float* y,
-                   cudaStream_t stream) {
-  switch (WarpsPerRow(n, k)) {
-    case 1: return LaunchW<ROWS, 1>(x, w, n, k, y, stream);
-    case 2: return LaunchW<ROWS, 2>(x, w, n, k, y, stream);
-    case 4: return LaunchW<ROWS, 4>(x, w, n, k, y, stream);
-    default: return LaunchW<ROWS, 8>(x, w, n, k, y, stream);
+cudaError_t Launch(const float* x, const GemvTargets& t, int64_t total_n, int64_t k, cudaStream_t stream) {
+  switch (WarpsPerRow(total_n, k)) {
+    case 1: return LaunchW<ROWS, 1>(x, t, total_n, k, stream);
+    case 2: return LaunchW<ROWS, 2>(x, t, total_n, k, stream);
+    case 4: return LaunchW<ROWS, 4>(x, t, total_n, k, stream);
+    default: return LaunchW<ROWS, 8>(x, t, total_n, k, stream);
   }
 }
 
@@ -111,22 +124,37 @@ cudaError_t Launch(const float* x, const __nv_bfloat16* w, int64_t n, int64_t k,
 
 bool GemvSupports(int64_t rows, int64_t k) { return rows >= 1 && rows <= kGemvMaxRows && k > 0 && k % 8 == 0; }
 
+cudaError_t LaunchGemvMulti(const float* x, int64_t rows, const GemvTargets& t, int64_t k,
+                            cudaStream_t stream) {
+  if (!GemvSupports(rows, k) || t.count < 1 || t.count > kGemvMaxTargets) return cudaErrorInvalidValue;
+  if (reinterpret_cast<uintptr_t>(x) % 16 != 0) return cudaErrorMisalignedAddress;
+  int64_t total_n = 0;
+  for (int i = 0; i < t.count; ++i) {
+    if (t.n[i] <= 0) return cudaErrorInvalidValue;
+    if (reinterpret_cast<uintptr_t>(t.w[i]) % 16 != 0) return cudaErrorMisalignedAddress;
+    total_n += t.n[i];
+  }
+  if (total_n > (1ll << 30)) return cudaErrorInvalidValue;
+  switch (rows) {
+    case 1: return Launch<1>(x, t, total_n, k, stream);
+    case 2: return Launch<2>(x, t, total_n, k, stream);
+    case 3: return Launch<3>(x, t, total_n, k, stream);
+    case 4: return Launch<4>(x, t, total_n, k, stream);
+    case 5: return Launch<5>(x, t, total_n, k, stream);
+    case 6: return Launch<6>(x, t, total_n, k, stream);
+    case 7: return Launch<7>(x, t, total_n, k, stream);
+    default: return Launch<8>(x, t, total_n, k, stream);
+  }
+}
+
 cudaError_t LaunchGemv(const float* x, int64_t rows, const __nv_bfloat16* w, int64_t n, int64_t k,
                        float* y, cudaStream_t stream) {
-  if (!GemvSupports(rows, k) || n <= 0 || n > (1ll << 30)) return cudaErrorInvalidValue;
-  if ((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(w)) % 16 != 0) {
-    return cudaErrorMisalignedAddress;
-  }
-  switch (rows) {
-    case 1: return Launch<1>(x, w, n, k, y, stream);
-    case 2: return Launch<2>(x, w, n, k, y, stream);
-    case 3: return Launch<3>(x, w, n, k, y, stream);
-    case 4: return Launch<4>(x, w, n, k, y, stream);
-    case 5: return Launch<5>(x, w, n, k, y, stream);
-    case 6: return Launch<6>(x, w, n, k, y, stream);
-    case 7: return Launch<7>(x, w, n, k, y, stream);
-    default: return Launch<8>(x, w, n, k, y, stream);
-  }
+  GemvTargets t;
+  t.count = 1;
+  t.w[0] = w;
+  t.n[0] = n;
+  t.y[0] = y;
+  return LaunchGemvMulti(x, rows, t, k, stream);
 }
 
 }  // namespace strata::kernels::cuda

@@ -2,6 +2,7 @@
 // reference, on seeded random inputs over odd shapes; outputs poisoned and
 // guard regions checked.
 #include <algorithm>
+#include <memory>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -204,6 +205,33 @@ TEST_F(OpsCudaTest, GemvMatchesDoubleReference) {
         ASSERT_LE(std::fabs(y[int64_t(r) * n + o] - acc), 1e-6 + 1e-5 * mag)
             << "rows " << rows << " n " << n << " k " << k << " at " << r << "," << o;
       }
+    }
+  }
+  // Three weights sharing x in one launch equal three separate launches.
+  {
+    const int64_t k = 1024, rows = 2;
+    const int64_t ns[3] = {700, 64, 64};
+    std::vector<float> x = Random(rows * k, rng);
+    DeviceArray<float> dx(x);
+    std::vector<std::unique_ptr<DeviceArray<uint16_t>>> dws;
+    std::vector<std::unique_ptr<DeviceArray<float>>> fused, single;
+    GemvTargets t;
+    t.count = 3;
+    for (int i = 0; i < 3; ++i) {
+      std::vector<uint16_t> w(ns[i] * k);
+      for (auto& v : w) v = model::FloatToBF16(0.05f * std::normal_distribution<float>()(rng));
+      dws.push_back(std::make_unique<DeviceArray<uint16_t>>(w));
+      fused.push_back(std::make_unique<DeviceArray<float>>(rows * ns[i], kPoison));
+      single.push_back(std::make_unique<DeviceArray<float>>(rows * ns[i], kPoison));
+      t.w[i] = reinterpret_cast<__nv_bfloat16*>(dws[i]->get());
+      t.n[i] = ns[i];
+      t.y[i] = fused[i]->get();
+      ASSERT_EQ(LaunchGemv(dx.get(), rows, t.w[i], ns[i], k, single[i]->get(), nullptr), cudaSuccess);
+    }
+    ASSERT_EQ(LaunchGemvMulti(dx.get(), rows, t, k, nullptr), cudaSuccess);
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_EQ(fused[i]->ToHost(), single[i]->ToHost()) << "target " << i;
+      EXPECT_TRUE(fused[i]->GuardsIntact());
     }
   }
   EXPECT_FALSE(GemvSupports(9, 64));

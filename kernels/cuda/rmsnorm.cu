@@ -12,7 +12,7 @@ __device__ inline float FromFloat<float>(float v) { return v; }
 template <>
 __device__ inline __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
 
-constexpr int kThreads = 256;
+constexpr int kThreads = 1024;
 
 template <typename T>
 __global__ void RmsNormKernel(const T* __restrict__ x, const T* __restrict__ residual,
@@ -23,6 +23,7 @@ __global__ void RmsNormKernel(const T* __restrict__ x, const T* __restrict__ res
   const T* rr = residual ? residual + row * dim : nullptr;
   T* ro = residual_out ? residual_out + row * dim : nullptr;
   float sum_sq = 0.0f;
+#pragma unroll 4
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
     float h = ToFloat(xr[i]);
     if (rr) h += ToFloat(rr[i]);
@@ -30,18 +31,19 @@ __global__ void RmsNormKernel(const T* __restrict__ x, const T* __restrict__ res
     sum_sq += h * h;
   }
   // Block reduction: warp shuffles, then one warp over the warp sums.
-  __shared__ float warp_sums[kThreads / 32];
+  __shared__ float warp_sums[32];
   for (int offset = 16; offset > 0; offset /= 2) sum_sq += __shfl_xor_sync(0xffffffffu, sum_sq, offset);
   if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = sum_sq;
   __syncthreads();
   __shared__ float inv_rms;
   if (threadIdx.x < 32) {
-    float s = threadIdx.x < blockDim.x / 32 ? warp_sums[threadIdx.x] : 0.0f;
+    float s = threadIdx.x < blockDim.x / 32 ? warp_sums[threadIdx.x] : 0.0f;  // blockDim <= 1024
     for (int offset = 16; offset > 0; offset /= 2) s += __shfl_xor_sync(0xffffffffu, s, offset);
     if (threadIdx.x == 0) inv_rms = rsqrtf(s / static_cast<float>(dim) + eps);
   }
   __syncthreads();
   // Re-read h (from residual_out when written, which may alias x).
+#pragma unroll 4
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
     float h = ro ? ToFloat(ro[i]) : ToFloat(xr[i]) + (rr ? ToFloat(rr[i]) : 0.0f);
     out[row * dim + i] = FromFloat<T>(__bfloat162float(w[i]) * (h * inv_rms));
