@@ -389,17 +389,24 @@ DecodeKernel(const AttnSeq* __restrict__ seqs, const int32_t* __restrict__ table
     const int next = base + kWarps * 16;
     if (next < item.kv_end) next_slot = chunk_slot(next);
     // S = Q K^T: two n-tiles of 8 keys.
-    float sc[2][4];
+    // Four independent accumulator chains (2 n-tiles x even/odd k-steps)
+    // halve the dependent tensor-core latency per chunk.
+    float sc[2][4], sc_odd[2][4];
 #pragma unroll
     for (int n = 0; n < 2; ++n) {
-      sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+#pragma unroll
+      for (int c = 0; c < 4; ++c) sc[n][c] = sc_odd[n][c] = 0.0f;
 #pragma unroll
       for (int ks = 0; ks < kKSteps; ++ks) {
         const uint4 u = kr[n][ks / 2];
-        const uint32_t b0 = (ks % 2 == 0) ? u.x : u.z;
-        const uint32_t b1 = (ks % 2 == 0) ? u.y : u.w;
-        MmaBf16(sc[n], qa[ks][0], qa[ks][1], qa[ks][2], qa[ks][3], b0, b1);
+        if (ks % 2 == 0) {
+          MmaBf16(sc[n], qa[ks][0], qa[ks][1], qa[ks][2], qa[ks][3], u.x, u.y);
+        } else {
+          MmaBf16(sc_odd[n], qa[ks][0], qa[ks][1], qa[ks][2], qa[ks][3], u.z, u.w);
+        }
       }
+#pragma unroll
+      for (int c = 0; c < 4; ++c) sc[n][c] += sc_odd[n][c];
     }
     if (next < item.kv_end) load_k(next, next_slot);
     // Online softmax. sc[n][c]: row g + 8*(c/2), key base + 8n + 2t + c%2.
@@ -698,7 +705,10 @@ AttentionPlan MakeAttentionPlan(const StepLayout& layout, const AttentionDims& d
   const int64_t base = static_cast<int64_t>(tiles.size()) * dims.kv_heads;
   const int64_t wanted = base > 0 ? std::max<int64_t>(1, (target_blocks + base - 1) / base) : 1;
   for (const Tile& t : tiles) {
+    // One tile never takes more than half the target: past that, the
+    // combine and the partial outputs cost more than the extra blocks gain.
     int64_t splits = std::min<int64_t>(wanted, (t.kv_len + min_split_tokens - 1) / min_split_tokens);
+    splits = std::min<int64_t>(splits, std::max(1, target_blocks / 2));
     splits = std::max<int64_t>(splits, 1);
     int64_t chunk = (t.kv_len + splits - 1) / splits;
     chunk = (chunk + kKeyTile - 1) / kKeyTile * kKeyTile;

@@ -143,7 +143,7 @@ AttnSetup MakeLayout(int batch, int context, int new_tokens, int q_heads, int kv
 }
 
 // Returns seconds per launch.
-double TimeAttention(cudaStream_t s, AttnSetup& a, int sms, int min_split = 128, int blocks_per_sm_target = 2) {
+double TimeAttention(cudaStream_t s, AttnSetup& a, int sms, int min_split = 128, int blocks_per_sm_target = 4) {
   const int64_t slots = static_cast<int64_t>(a.dims.num_blocks) * a.dims.block_size;
   const int64_t cache = slots * a.dims.kv_heads * 128;
   const int64_t rows = a.layout.NumRows();
@@ -170,14 +170,14 @@ double TimeAttention(cudaStream_t s, AttnSetup& a, int sms, int min_split = 128,
 }
 
 void DecodeAttention(cudaStream_t s, int sms, double copy_bw, int batch, int context, int q_heads, int kv_heads,
-                     int min_split = 128, int target_per_sm = 2) {
+                     int min_split = 128, int target_per_sm = 4) {
   AttnSetup a = MakeLayout(batch, context, 1, q_heads, kv_heads, 16);
   const double t = TimeAttention(s, a, sms, min_split, target_per_sm);
   const double bytes = static_cast<double>(a.kv_tokens) * kv_heads * 128 * 2 * 2;
   const double bw = bytes / t;
   Report(Fmt("decode attention G%.0f kv%.0f d128, batch %.0f", q_heads / kv_heads, kv_heads, batch) +
              Fmt(" x %.0fK", context / 1024.0) + (min_split != 128 ? Fmt(", splits >= %.0f keys", min_split) : "") +
-             (target_per_sm != 2 ? Fmt(", aim %.0f blocks/SM", target_per_sm) : ""),
+             (target_per_sm != 4 ? Fmt(", aim %.0f blocks/SM", target_per_sm) : ""),
          Fmt("%.1f us, %.0f GB/s", t * 1e6, bw / 1e9), Fmt("%.0f%% of copy bw", 100.0 * bw / copy_bw));
 }
 
@@ -417,10 +417,8 @@ int Main(int argc, char** argv) {
   DecodeAttention(s, sms, copy_bw, 32, 8192, 16, 1);
   if (decode_only) return 0;
   DecodeAttention(s, sms, copy_bw, 1, 131072, 16, 1);
-  DecodeAttention(s, sms, copy_bw, 32, 8192, 16, 1, 512, 4);
-  DecodeAttention(s, sms, copy_bw, 1, 131072, 16, 1, 512, 4);
+  DecodeAttention(s, sms, copy_bw, 32, 8192, 16, 1, 128, 2);
   DecodeAttention(s, sms, copy_bw, 1, 8192, 16, 1);
-  DecodeAttention(s, sms, copy_bw, 1, 8192, 16, 1, 512, 4);
   DecodeAttention(s, sms, copy_bw, 64, 4096, 8, 1);
   DecodeAttention(s, sms, copy_bw, 16, 8192, 32, 8);
   PrefillAttention(s, sms, gemm, 8192, 16, 1);

@@ -27,11 +27,20 @@ GemvKernel(const float* __restrict__ x, GemvTargets targets, int64_t k) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   // Output index over the stacked targets, then which target holds it.
   int64_t out = static_cast<int64_t>(blockIdx.x) * (kWarpsPerBlock / W) + warp / W;
-  int target = 0;
-  while (target + 1 < targets.count && out >= targets.n[target]) out -= targets.n[target++];
-  const int64_t n = targets.n[target];
-  const __nv_bfloat16* __restrict__ w = targets.w[target];
-  float* __restrict__ y = targets.y[target];
+  // Constant indexes only: a run-time index would copy the parameters to
+  // local memory in every thread.
+  int64_t n = targets.n[0];
+  const __nv_bfloat16* w = targets.w[0];
+  float* y = targets.y[0];
+#pragma unroll
+  for (int i = 1; i < kGemvMaxTargets; ++i) {
+    if (i < targets.count && out >= n) {
+      out -= n;
+      n = targets.n[i];
+      w = targets.w[i];
+      y = targets.y[i];
+    }
+  }
   const int part = warp % W;
   float acc[ROWS];
 #pragma unroll
