@@ -3,7 +3,7 @@
 //                     [--seed N] [--shards N] [--tie-embeddings]
 //   strata run --model DIR --prompt-ids 1,2,3 --max-tokens N [--threads N] [--json]
 //              [--logits] [--logits-out FILE] [--position-offset N] [--ignore-eos]
-//              [--backend reference] [--prefill-chunk N] [--block-size N]
+//              [--backend reference|cuda] [--prefill-chunk N] [--block-size N]
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "kernels/cuda/cuda_backend.h"
 #include "kernels/reference/reference_backend.h"
 #include "model/checkpoint.h"
 #include "model/make_model.h"
@@ -34,7 +35,7 @@ constexpr char kUsage[] =
     "              writes a seeded random Llama-3-architecture checkpoint (Hugging Face layout)\n"
     "  run         --model DIR --prompt-ids 1,2,3 --max-tokens N [--threads N] [--json]\n"
     "              [--logits] [--logits-out FILE] [--position-offset N] [--ignore-eos]\n"
-    "              [--backend reference] [--prefill-chunk N] [--block-size N]\n"
+    "              [--backend reference|cuda] [--prefill-chunk N] [--block-size N]\n"
     "              greedy generation with the single-process engine\n";
 
 absl::Status MakeModel(const std::vector<std::string>& args) {
@@ -91,9 +92,9 @@ absl::Status Run(const std::vector<std::string>& args) {
   if (!f.Has("model")) return absl::InvalidArgumentError("--model is required");
   if (!f.Has("prompt-ids")) return absl::InvalidArgumentError("--prompt-ids is required");
   const std::string backend_name = f.GetString("backend", "reference");
-  if (backend_name != "reference") {
+  if (backend_name != "reference" && backend_name != "cuda") {
     return absl::InvalidArgumentError(
-        absl::StrCat("--backend: \"", backend_name, "\" is not available (this build has: reference)"));
+        absl::StrCat("--backend: \"", backend_name, "\" is not one of: reference, cuda"));
   }
   STRATA_ASSIGN_OR_RETURN(int64_t threads, f.GetInt("threads", 1, 1, 1024));
   STRATA_ASSIGN_OR_RETURN(int64_t max_tokens, f.GetInt("max-tokens", 16, 1, 1 << 20));
@@ -104,8 +105,17 @@ absl::Status Run(const std::vector<std::string>& args) {
   STRATA_ASSIGN_OR_RETURN(eo.block_size, f.GetInt("block-size", eo.block_size, 1, 4096));
 
   STRATA_ASSIGN_OR_RETURN(auto ckpt, model::Checkpoint::Open(model::PosixFileSystem(), f.GetString("model", "")));
-  kernels::ReferenceBackend backend(static_cast<int>(threads));
-  STRATA_ASSIGN_OR_RETURN(auto engine, worker::LocalEngine::Create(&backend, *ckpt, eo));
+  std::unique_ptr<kernels::Backend> backend;
+  if (backend_name == "cuda") {
+    auto cuda = kernels::cuda::CudaBackend::Create();
+    if (!cuda.ok()) {
+      return absl::UnavailableError(absl::StrCat("--backend cuda: ", cuda.status().message()));
+    }
+    backend = std::move(*cuda);
+  } else {
+    backend = std::make_unique<kernels::ReferenceBackend>(static_cast<int>(threads));
+  }
+  STRATA_ASSIGN_OR_RETURN(auto engine, worker::LocalEngine::Create(backend.get(), *ckpt, eo));
   worker::GenerateRequest req;
   req.prompt.assign(ids.begin(), ids.end());
   req.max_tokens = max_tokens;
