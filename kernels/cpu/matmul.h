@@ -1,0 +1,48 @@
+// Matrix products for the fast CPU backend: y: [rows, n] = x: [rows, k]
+// times w^T, w: [n, k] (bf16 or f32, the checkpoint layout), x and y f32.
+//
+// Each output y[r][j] is one accumulation in a fixed order that depends on
+// the ISA only: lanes take k in steps of the lane count, then a fixed
+// pairwise tree adds the lanes. How rows and outputs are blocked, how many
+// rows share the step and which thread runs them never change a bit, which
+// is what makes a sequence's logits independent of its batch mates.
+//
+// The weights stream once per call for the whole batch: an outer loop over
+// blocks of 4 weight rows, an inner loop over blocks of activation rows.
+#ifndef STRATA_KERNELS_CPU_MATMUL_H_
+#define STRATA_KERNELS_CPU_MATMUL_H_
+
+#include <cstdint>
+
+#include "kernels/cpu/isa.h"
+
+namespace strata::kernels::cpu {
+
+struct MatMulArgs {
+  const float* x = nullptr;     // [rows, k]
+  const uint16_t* xb = nullptr; // bf16 copy of x; needed by kAvx512Bf16 (and its twin)
+  int64_t rows = 0;
+  int64_t k = 0;
+  const uint16_t* w_bf16 = nullptr;  // [n, k], or
+  const float* w_f32 = nullptr;      // [n, k]
+  int64_t n = 0;                     // y's row stride
+  float* y = nullptr;                // [rows, n]
+};
+
+// Computes outputs [n_begin, n_end) of every row with `isa`'s kernel.
+// kAvx512Bf16 applies to bf16 weights; f32 weights use the AVX-512F kernel.
+void MatMulRange(Isa isa, const MatMulArgs& a, int64_t n_begin, int64_t n_end);
+
+// The same function in plain C++, operation for operation (for tests, and
+// where the ISA is missing).
+void MatMulRangeTwin(Isa isa, const MatMulArgs& a, int64_t n_begin, int64_t n_end);
+
+// Rounds x to bf16 (nearest even), as kAvx512Bf16 needs.
+void ToBf16(const float* x, int64_t n, uint16_t* out);
+
+// The ISA a product actually uses for these weights.
+Isa EffectiveIsa(Isa isa, bool bf16_weights);
+
+}  // namespace strata::kernels::cpu
+
+#endif  // STRATA_KERNELS_CPU_MATMUL_H_
