@@ -1,0 +1,380 @@
+#include "kernels/cpu/cpu_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/reference/ops.h"
+#include "kernels/reference/reference_backend.h"
+#include "model/rope.h"
+#include "third_party/status_macros.h"
+
+namespace strata::kernels::cpu {
+namespace {
+
+// 64-byte aligned float storage.
+struct AlignedFloats {
+  explicit AlignedFloats(int64_t n)
+      : data(static_cast<float*>(std::aligned_alloc(64, std::max<int64_t>(64, (n * 4 + 63) / 64 * 64)))),
+        size(n) {}
+  ~AlignedFloats() { std::free(data); }
+  float* data;
+  int64_t size;
+};
+
+class CpuWeight : public Weight {
+ public:
+  CpuWeight(int64_t rows, int64_t cols, bool bf16) : Weight(rows, cols), is_bf16(bf16) {
+    if (bf16) {
+      b.resize(rows * cols);
+    } else {
+      f.resize(rows * cols);
+    }
+  }
+  bool is_bf16;
+  std::vector<uint16_t> b;
+  std::vector<float> f;
+};
+
+class CpuBuffer : public Buffer {
+ public:
+  explicit CpuBuffer(int64_t n) : mem_(n) {}
+  float* data() override { return mem_.data; }
+  int64_t size() const override { return mem_.size; }
+
+ private:
+  AlignedFloats mem_;
+};
+
+// Per layer K then V, [num_blocks, block_size, kv_heads, head_dim] each.
+class CpuKvCache : public KvCache {
+ public:
+  CpuKvCache(const KvCacheShape& shape, bool bf16) : KvCache(shape), bf16_(bf16) {
+    const int64_t n = 2 * shape.num_layers * shape.FloatsPerLayer();
+    if (bf16) {
+      b_.resize(n);
+    } else {
+      f_.resize(n);
+    }
+  }
+  bool bf16() const { return bf16_; }
+  uint16_t* kb(int64_t l) { return b_.data() + 2 * l * shape().FloatsPerLayer(); }
+  uint16_t* vb(int64_t l) { return kb(l) + shape().FloatsPerLayer(); }
+  float* kf(int64_t l) { return f_.data() + 2 * l * shape().FloatsPerLayer(); }
+  float* vf(int64_t l) { return kf(l) + shape().FloatsPerLayer(); }
+  const uint16_t* kb(int64_t l) const { return const_cast<CpuKvCache*>(this)->kb(l); }
+  const uint16_t* vb(int64_t l) const { return const_cast<CpuKvCache*>(this)->vb(l); }
+  const float* kf(int64_t l) const { return const_cast<CpuKvCache*>(this)->kf(l); }
+  const float* vf(int64_t l) const { return const_cast<CpuKvCache*>(this)->vf(l); }
+
+ private:
+  bool bf16_;
+  std::vector<uint16_t> b_;
+  std::vector<float> f_;
+};
+
+const CpuWeight& W(const Weight& w) { return static_cast<const CpuWeight&>(w); }
+
+// Sums of 16 independent lanes then a fixed tree: vectorizes without
+// reassociation, and is the same on every ISA.
+inline float Tree16(float* l) {
+  for (int w = 8; w >= 1; w /= 2)
+    for (int i = 0; i < w; ++i) l[i] += l[i + w];
+  return l[0];
+}
+
+#define STRATA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
+STRATA_CLONES float SumSquares(const float* x, int64_t n) {
+  float lanes[16] = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int l = 0; l < 16; ++l) lanes[l] += x[i + l] * x[i + l];
+  for (int l = 0; i + l < n; ++l) lanes[l] += x[i + l] * x[i + l];
+  return Tree16(lanes);
+}
+
+STRATA_CLONES float Dot(const float* a, const float* b, int64_t n) {
+  float lanes[16] = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int l = 0; l < 16; ++l) lanes[l] += a[i + l] * b[i + l];
+  for (int l = 0; i + l < n; ++l) lanes[l] += a[i + l] * b[i + l];
+  return Tree16(lanes);
+}
+
+// out += p * v, lane by lane (no sum is reordered).
+STRATA_CLONES void Axpy(float p, const float* v, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] += p * v[i];
+}
+
+STRATA_CLONES void Bf16RowToFloat(const uint16_t* src, int64_t n, float* dst) {
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t u = static_cast<uint32_t>(src[i]) << 16;
+    std::memcpy(dst + i, &u, 4);
+  }
+}
+
+int64_t SlotIndex(const SequenceChunk& s, const KvCacheShape& shape, int64_t index) {
+  return static_cast<int64_t>(s.block_table[index / shape.block_size]) * shape.block_size +
+         index % shape.block_size;
+}
+
+}  // namespace
+
+CpuBackend::CpuBackend(const CpuBackendOptions& options)
+    : options_(options), pool_(std::max(1, options.threads)) {
+  if (!IsaSupported(options_.isa)) options_.isa = BestIsa();
+}
+
+std::string CpuBackend::Name() const { return absl::StrCat("cpu-", IsaName(options_.isa)); }
+
+absl::StatusOr<std::unique_ptr<Weight>> CpuBackend::LoadWeight(const model::TensorView& tensor,
+                                                               const WeightSlice& slice) {
+  STRATA_ASSIGN_OR_RETURN(WeightSlice s, ResolveSlice(tensor, slice));
+  const int64_t cols = tensor.shape.back();
+  const int64_t rows_out = s.row_end - s.row_begin, cols_out = s.col_end - s.col_begin;
+  const bool bf16 = tensor.dtype == model::DType::kBF16;
+  auto w = std::make_unique<CpuWeight>(rows_out, cols_out, bf16);
+  const int64_t esize = model::DTypeSize(tensor.dtype);
+  for (int64_t r = s.row_begin; r < s.row_end; ++r) {
+    const uint8_t* src = tensor.data + (r * cols + s.col_begin) * esize;
+    if (bf16) {
+      std::memcpy(w->b.data() + (r - s.row_begin) * cols_out, src, cols_out * 2);
+    } else {
+      model::ConvertToFloat(tensor.dtype, src, cols_out, w->f.data() + (r - s.row_begin) * cols_out);
+    }
+  }
+  return std::unique_ptr<Weight>(std::move(w));
+}
+
+absl::StatusOr<std::unique_ptr<Buffer>> CpuBackend::AllocateBuffer(int64_t floats) {
+  if (floats < 0) return absl::InvalidArgumentError("negative buffer size");
+  return std::unique_ptr<Buffer>(new CpuBuffer(floats));
+}
+
+absl::StatusOr<std::unique_ptr<KvCache>> CpuBackend::AllocateKvCache(const KvCacheShape& shape) {
+  if (shape.num_layers <= 0 || shape.num_blocks <= 0 || shape.block_size <= 0 ||
+      shape.num_kv_heads <= 0 || shape.head_dim <= 0) {
+    return absl::InvalidArgumentError("KV cache dimensions must be positive");
+  }
+  if (options_.kv_dtype != model::DType::kBF16 && options_.kv_dtype != model::DType::kF32) {
+    return absl::InvalidArgumentError("KV cache dtype must be bf16 or f32");
+  }
+  const double bytes = 2.0 * model::DTypeSize(options_.kv_dtype) * shape.num_layers *
+                       static_cast<double>(shape.FloatsPerLayer());
+  if (bytes > 64.0 * (1ull << 30)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("KV cache of ", bytes / (1 << 30), " GiB is over the 64 GiB limit"));
+  }
+  return std::unique_ptr<KvCache>(new CpuKvCache(shape, options_.kv_dtype == model::DType::kBF16));
+}
+
+absl::Status CpuBackend::CopyToHost(const float* src, int64_t floats, float* host_dst) {
+  std::memcpy(host_dst, src, floats * sizeof(float));
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::CopyFromHost(const float* host_src, int64_t floats, float* dst) {
+  std::memcpy(dst, host_src, floats * sizeof(float));
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::BeginStep(const StepLayout& layout) {
+  layout_ = &layout;
+  positions_ = reference::RowPositions(layout);
+  rope_ready_ = false;
+  return absl::OkStatus();
+}
+
+void CpuBackend::Embed(const Weight& table, const int32_t* ids, int64_t n, float* out) {
+  const CpuWeight& t = W(table);
+  const int64_t cols = t.cols();
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t row = ids[i];
+    if (t.is_bf16) {
+      Bf16RowToFloat(t.b.data() + row * cols, cols, out + i * cols);
+    } else {
+      std::memcpy(out + i * cols, t.f.data() + row * cols, cols * sizeof(float));
+    }
+  }
+}
+
+void CpuBackend::RmsNorm(const float* x, const Weight& w, float eps, int64_t rows, float* out) {
+  const CpuWeight& wt = W(w);
+  const int64_t dim = w.cols();
+  std::vector<float> wf;
+  const float* wv = wt.f.data();
+  if (wt.is_bf16) {
+    wf.resize(dim);
+    Bf16RowToFloat(wt.b.data(), dim, wf.data());
+    wv = wf.data();
+  }
+  pool_.ParallelFor(rows, 1, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const float* xr = x + r * dim;
+      const float inv = 1.0f / std::sqrt(SumSquares(xr, dim) / static_cast<float>(dim) + eps);
+      float* o = out + r * dim;
+      for (int64_t i = 0; i < dim; ++i) o[i] = wv[i] * (xr[i] * inv);
+    }
+  });
+}
+
+void CpuBackend::MatMul(const float* x, int64_t rows, const Weight& w, float* y) {
+  if (rows == 0) return;
+  const CpuWeight& wt = W(w);
+  MatMulArgs a;
+  a.x = x;
+  a.rows = rows;
+  a.k = w.cols();
+  a.n = w.rows();
+  a.y = y;
+  if (wt.is_bf16) {
+    a.w_bf16 = wt.b.data();
+  } else {
+    a.w_f32 = wt.f.data();
+  }
+  if (EffectiveIsa(options_.isa, wt.is_bf16) == Isa::kAvx512Bf16) {
+    xb_.resize(rows * a.k);
+    ToBf16(x, rows * a.k, xb_.data());
+    a.xb = xb_.data();
+  }
+  const Isa isa = options_.isa;
+  // Blocks of 64 outputs (a multiple of the 4-row kernel) per task.
+  pool_.ParallelFor((a.n + 63) / 64, 1, [&](int64_t b, int64_t e) {
+    MatMulRange(isa, a, b * 64, std::min(a.n, e * 64));
+  });
+}
+
+void CpuBackend::Rope(float* x, int64_t heads, int64_t head_dim, const std::vector<float>& inv_freq) {
+  const int64_t rows = static_cast<int64_t>(positions_.size());
+  const int64_t half = head_dim / 2;
+  if (!rope_ready_ || rope_freq_ != inv_freq) {
+    rope_freq_ = inv_freq;
+    rope_cos_.resize(rows * half);
+    rope_sin_.resize(rows * half);
+    for (int64_t r = 0; r < rows; ++r) {
+      model::RopeCosSin(inv_freq, positions_[r], rope_cos_.data() + r * half, rope_sin_.data() + r * half);
+    }
+    rope_ready_ = true;
+  }
+  pool_.ParallelFor(rows, 1, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      for (int64_t h = 0; h < heads; ++h) {
+        model::ApplyRotaryToHead(x + (r * heads + h) * head_dim, head_dim, rope_cos_.data() + r * half,
+                                 rope_sin_.data() + r * half);
+      }
+    }
+  });
+}
+
+void CpuBackend::WriteKv(KvCache& cache, int64_t layer, const float* k, const float* v) {
+  auto& c = static_cast<CpuKvCache&>(cache);
+  const KvCacheShape& s = cache.shape();
+  const int64_t width = s.num_kv_heads * s.head_dim;
+  int64_t row = 0;
+  for (const SequenceChunk& seq : layout_->sequences) {
+    for (int32_t t = 0; t < seq.num_tokens; ++t, ++row) {
+      const int64_t off = SlotIndex(seq, s, seq.cached_tokens + t) * width;
+      if (c.bf16()) {
+        ToBf16(k + row * width, width, c.kb(layer) + off);
+        ToBf16(v + row * width, width, c.vb(layer) + off);
+      } else {
+        std::memcpy(c.kf(layer) + off, k + row * width, width * sizeof(float));
+        std::memcpy(c.vf(layer) + off, v + row * width, width * sizeof(float));
+      }
+    }
+  }
+}
+
+void CpuBackend::Attention(const KvCache& cache, int64_t layer, const float* q, int64_t q_heads,
+                           float* out) {
+  const auto& c = static_cast<const CpuKvCache&>(cache);
+  const KvCacheShape& s = cache.shape();
+  const int64_t d = s.head_dim, kvh = s.num_kv_heads, group = q_heads / kvh;
+  const int64_t width = kvh * d;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  // Tasks: (sequence, KV head, new token); a task serves the whole query
+  // group of its KV head, reading each K and V row once.
+  struct Task {
+    int32_t seq, token;
+    int64_t row;
+  };
+  std::vector<Task> tasks;
+  int64_t row = 0;
+  for (size_t i = 0; i < layout_->sequences.size(); ++i) {
+    for (int32_t t = 0; t < layout_->sequences[i].num_tokens; ++t, ++row) {
+      tasks.push_back({static_cast<int32_t>(i), t, row});
+    }
+  }
+  const int64_t n_tasks = static_cast<int64_t>(tasks.size()) * kvh;
+  pool_.ParallelFor(n_tasks, 1, [&](int64_t b, int64_t e) {
+    std::vector<float> scores, krow(d), vrow(d);
+    for (int64_t ti = b; ti < e; ++ti) {
+      const Task& task = tasks[ti / kvh];
+      const int64_t h = ti % kvh;
+      const SequenceChunk& seq = layout_->sequences[task.seq];
+      const int64_t visible = seq.cached_tokens + task.token + 1;
+      scores.assign(group * visible, 0.0f);
+      const float* qrow = q + (task.row * q_heads + h * group) * d;
+      for (int64_t j = 0; j < visible; ++j) {
+        const int64_t off = SlotIndex(seq, s, j) * width + h * d;
+        const float* kr;
+        if (c.bf16()) {
+          Bf16RowToFloat(c.kb(layer) + off, d, krow.data());
+          kr = krow.data();
+        } else {
+          kr = c.kf(layer) + off;
+        }
+        for (int64_t g = 0; g < group; ++g) scores[g * visible + j] = Dot(qrow + g * d, kr, d) * scale;
+      }
+      std::vector<float> denom(group);
+      for (int64_t g = 0; g < group; ++g) {
+        float* sg = scores.data() + g * visible;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < visible; ++j) mx = std::max(mx, sg[j]);
+        float sum = 0.0f;
+        for (int64_t j = 0; j < visible; ++j) {
+          sg[j] = std::exp(sg[j] - mx);
+          sum += sg[j];
+        }
+        denom[g] = sum;
+        float* o = out + (task.row * q_heads + h * group + g) * d;
+        for (int64_t i = 0; i < d; ++i) o[i] = 0.0f;
+      }
+      for (int64_t j = 0; j < visible; ++j) {
+        const int64_t off = SlotIndex(seq, s, j) * width + h * d;
+        const float* vr;
+        if (c.bf16()) {
+          Bf16RowToFloat(c.vb(layer) + off, d, vrow.data());
+          vr = vrow.data();
+        } else {
+          vr = c.vf(layer) + off;
+        }
+        for (int64_t g = 0; g < group; ++g) {
+          const float p = scores[g * visible + j] / denom[g];
+          Axpy(p, vr, d, out + (task.row * q_heads + h * group + g) * d);
+        }
+      }
+    }
+  });
+}
+
+void CpuBackend::SwiGlu(const float* gate, const float* up, int64_t rows, int64_t width, float* out) {
+  pool_.ParallelFor(rows, 1, [&](int64_t b, int64_t e) {
+    reference::SwiGlu(gate + b * width, up + b * width, (e - b) * width, out + b * width);
+  });
+}
+
+void CpuBackend::Add(float* x, const float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+void CpuBackend::GatherRows(const float* x, int64_t cols, const int64_t* row_ids, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) std::memcpy(out + i * cols, x + row_ids[i] * cols, cols * sizeof(float));
+}
+
+}  // namespace strata::kernels::cpu
