@@ -25,16 +25,21 @@ struct AlignedFloats {
   int64_t size;
 };
 
+// Matrices (rows > 1) are kept in the packed layout of matmul.h; vectors
+// (norm weights) plain.
 class CpuWeight : public Weight {
  public:
-  CpuWeight(int64_t rows, int64_t cols, bool bf16) : Weight(rows, cols), is_bf16(bf16) {
+  CpuWeight(int64_t rows, int64_t cols, bool bf16) : Weight(rows, cols), is_bf16(bf16), packed(rows > 1) {
+    const int64_t n = packed ? PackedSize(rows, cols) : rows * cols;
     if (bf16) {
-      b.resize(rows * cols);
+      b.resize(n);
     } else {
-      f.resize(rows * cols);
+      f.resize(n);
     }
   }
+  int64_t Index(int64_t r, int64_t c) const { return packed ? PackedIndex(r, c, cols()) : r * cols() + c; }
   bool is_bf16;
+  bool packed;
   std::vector<uint16_t> b;
   std::vector<float> f;
 };
@@ -140,12 +145,17 @@ absl::StatusOr<std::unique_ptr<Weight>> CpuBackend::LoadWeight(const model::Tens
   const bool bf16 = tensor.dtype == model::DType::kBF16;
   auto w = std::make_unique<CpuWeight>(rows_out, cols_out, bf16);
   const int64_t esize = model::DTypeSize(tensor.dtype);
+  std::vector<uint16_t> row_b(bf16 ? cols_out : 0);
+  std::vector<float> row_f(bf16 ? 0 : cols_out);
   for (int64_t r = s.row_begin; r < s.row_end; ++r) {
     const uint8_t* src = tensor.data + (r * cols + s.col_begin) * esize;
+    const int64_t out_row = r - s.row_begin;
     if (bf16) {
-      std::memcpy(w->b.data() + (r - s.row_begin) * cols_out, src, cols_out * 2);
+      std::memcpy(row_b.data(), src, cols_out * 2);
+      for (int64_t c = 0; c < cols_out; ++c) w->b[w->Index(out_row, c)] = row_b[c];
     } else {
-      model::ConvertToFloat(tensor.dtype, src, cols_out, w->f.data() + (r - s.row_begin) * cols_out);
+      model::ConvertToFloat(tensor.dtype, src, cols_out, row_f.data());
+      for (int64_t c = 0; c < cols_out; ++c) w->f[w->Index(out_row, c)] = row_f[c];
     }
   }
   return std::unique_ptr<Weight>(std::move(w));
@@ -195,10 +205,15 @@ void CpuBackend::Embed(const Weight& table, const int32_t* ids, int64_t n, float
   const int64_t cols = t.cols();
   for (int64_t i = 0; i < n; ++i) {
     const int64_t row = ids[i];
-    if (t.is_bf16) {
-      Bf16RowToFloat(t.b.data() + row * cols, cols, out + i * cols);
-    } else {
-      std::memcpy(out + i * cols, t.f.data() + row * cols, cols * sizeof(float));
+    float* o = out + i * cols;
+    // Packed rows are contiguous in chunks of kPackCols columns.
+    for (int64_t c = 0; c < cols; c += kPackCols) {
+      const int64_t len = std::min<int64_t>(kPackCols, cols - c);
+      if (t.is_bf16) {
+        Bf16RowToFloat(t.b.data() + t.Index(row, c), len, o + c);
+      } else {
+        std::memcpy(o + c, t.f.data() + t.Index(row, c), len * sizeof(float));
+      }
     }
   }
 }

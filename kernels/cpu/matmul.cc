@@ -11,7 +11,18 @@
 namespace strata::kernels::cpu {
 namespace {
 
-constexpr int kNr = 4;  // weight rows per block
+constexpr int kNr = 4;  // weight rows per block (8 for single rows)
+// How far ahead of its loads each weight-row stream is prefetched (a hint:
+// it never changes a result).
+constexpr int kPrefetchBytes = 2048;
+
+// Row j (0 <= j < 8, spanning two packed blocks), column kk, of the
+// packed rows starting at w (a block start); k is the row length.
+template <typename W>
+inline const W* At(const W* w, int j, int64_t kk, int64_t k) {
+  const int64_t block = (k + kPackCols - 1) / kPackCols * kPackRows * kPackCols;
+  return w + (j / kPackRows) * block + ((kk / kPackCols) * kPackRows + j % kPackRows) * kPackCols + kk % kPackCols;
+}
 
 inline float Bf16(uint16_t h) { return model::BF16ToFloat(h); }
 
@@ -27,17 +38,18 @@ float TreeSum(float* lanes) {
   return lanes[0];
 }
 
+// w: packed matrix; row: which weight row.
 template <int L, typename W>
-float DotLanesTwin(const float* x, const W* w, int64_t k) {
+float DotLanesTwin(const float* x, const W* w, int64_t row, int64_t k) {
   float acc[L] = {};
   for (int64_t kk = 0; kk < k; kk += L) {
     for (int l = 0; l < L; ++l) {
       const bool in = kk + l < k;
       float wv;
       if constexpr (sizeof(W) == 2) {
-        wv = in ? Bf16(w[kk + l]) : 0.0f;
+        wv = in ? Bf16(w[PackedIndex(row, kk + l, k)]) : 0.0f;
       } else {
-        wv = in ? w[kk + l] : 0.0f;
+        wv = in ? w[PackedIndex(row, kk + l, k)] : 0.0f;
       }
       acc[l] = std::fma(in ? x[kk + l] : 0.0f, wv, acc[l]);
     }
@@ -50,13 +62,15 @@ float DotLanesTwin(const float* x, const W* w, int64_t k) {
 // flushed to zero.
 inline float Daz(float v) { return std::fpclassify(v) == FP_SUBNORMAL ? std::copysign(0.0f, v) : v; }
 
-float DotBf16Twin(const uint16_t* x, const uint16_t* w, int64_t k) {
+float DotBf16Twin(const uint16_t* x, const uint16_t* w, int64_t row, int64_t k) {
   float acc[16] = {};
   for (int64_t kk = 0; kk < k; kk += 32) {
     for (int l = 0; l < 16; ++l) {
       const int64_t e = kk + 2 * l, o = e + 1;
-      const float xe = e < k ? Daz(Bf16(x[e])) : 0.0f, we = e < k ? Daz(Bf16(w[e])) : 0.0f;
-      const float xo = o < k ? Daz(Bf16(x[o])) : 0.0f, wo = o < k ? Daz(Bf16(w[o])) : 0.0f;
+      const float xe = e < k ? Daz(Bf16(x[e])) : 0.0f;
+      const float we = e < k ? Daz(Bf16(w[PackedIndex(row, e, k)])) : 0.0f;
+      const float xo = o < k ? Daz(Bf16(x[o])) : 0.0f;
+      const float wo = o < k ? Daz(Bf16(w[PackedIndex(row, o, k)])) : 0.0f;
       float a = Daz(acc[l]);
       a = Daz(std::fma(xo, wo, a));
       a = Daz(std::fma(xe, we, a));
@@ -85,28 +99,39 @@ template <int MR, int NR, typename W>
 __attribute__((target("avx2,fma"))) void KernelAvx2(const float* x, int64_t k, const W* w, float* y,
                                                     int64_t ldy) {
   __m256 acc[MR][NR];
+  #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i)
+    #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
   int64_t kk = 0;
   for (; kk + 8 <= k; kk += 8) {
     __m256 wv[NR];
-    for (int j = 0; j < NR; ++j) wv[j] = LoadW8(w + j * k + kk);
+    #pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) wv[j] = LoadW8(At(w, j, kk, k));
+    #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const __m256 xv = _mm256_loadu_ps(x + i * k + kk);
+      #pragma GCC unroll 8
       for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
     }
   }
   if (kk < k) {  // zero-padded tail, as the twin
     alignas(32) W wt[NR][8] = {};
     alignas(32) float xt[MR][8] = {};
-    for (int j = 0; j < NR; ++j) std::memcpy(wt[j], w + j * k + kk, (k - kk) * sizeof(W));
+    #pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) std::memcpy(wt[j], At(w, j, kk, k), (k - kk) * sizeof(W));
+    #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) std::memcpy(xt[i], x + i * k + kk, (k - kk) * sizeof(float));
+    #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const __m256 xv = _mm256_load_ps(xt[i]);
+      #pragma GCC unroll 8
       for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_fmadd_ps(xv, LoadW8(wt[j]), acc[i][j]);
     }
   }
+  #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i)
+    #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) y[i * ldy + j] = Reduce8(acc[i][j]);
 }
 
@@ -140,27 +165,38 @@ template <int MR, int NR, typename W>
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void KernelAvx512(const float* x, int64_t k, const W* w,
                                                                        float* y, int64_t ldy) {
   __m512 acc[MR][NR];
+  #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i)
+    #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
   int64_t kk = 0;
   for (; kk + 16 <= k; kk += 16) {
     __m512 wv[NR];
-    for (int j = 0; j < NR; ++j) wv[j] = LoadW16(w + j * k + kk);
+    _mm_prefetch(reinterpret_cast<const char*>(At(w, 0, kk, k)) + kPrefetchBytes, _MM_HINT_T0);
+    #pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) wv[j] = LoadW16(At(w, j, kk, k));
+    #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const __m512 xv = _mm512_loadu_ps(x + i * k + kk);
+      #pragma GCC unroll 8
       for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
     }
   }
   if (kk < k) {
     const __mmask16 m = static_cast<__mmask16>((1u << (k - kk)) - 1);
     __m512 wv[NR];
-    for (int j = 0; j < NR; ++j) wv[j] = LoadW16Masked(w + j * k + kk, m);
+    #pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) wv[j] = LoadW16Masked(At(w, j, kk, k), m);
+    #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const __m512 xv = _mm512_maskz_loadu_ps(m, x + i * k + kk);
+      #pragma GCC unroll 8
       for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
     }
   }
+  #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i)
+    #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) y[i * ldy + j] = Reduce16(acc[i][j]);
 }
 
@@ -171,27 +207,39 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void KernelBf16(
                                                                                 const uint16_t* w, float* y,
                                                                                 int64_t ldy) {
   __m512 acc[MR][NR];
+  #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i)
+    #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
   int64_t kk = 0;
   for (; kk + 32 <= k; kk += 32) {
     __m512bh wv[NR];
-    for (int j = 0; j < NR; ++j) wv[j] = (__m512bh)_mm512_loadu_si512(w + j * k + kk);
+    _mm_prefetch(reinterpret_cast<const char*>(At(w, 0, kk, k)) + kPrefetchBytes, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(At(w, 2, kk, k)) + kPrefetchBytes, _MM_HINT_T0);
+    #pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) wv[j] = (__m512bh)_mm512_loadu_si512(At(w, j, kk, k));
+    #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + i * k + kk);
+      #pragma GCC unroll 8
       for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
     }
   }
   if (kk < k) {
     const __mmask32 m = static_cast<__mmask32>((k - kk >= 32) ? ~0u : ((1u << (k - kk)) - 1));
     __m512bh wv[NR];
-    for (int j = 0; j < NR; ++j) wv[j] = (__m512bh)_mm512_maskz_loadu_epi16(m, w + j * k + kk);
+    #pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) wv[j] = (__m512bh)_mm512_maskz_loadu_epi16(m, At(w, j, kk, k));
+    #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(m, x + i * k + kk);
+      #pragma GCC unroll 8
       for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
     }
   }
+  #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i)
+    #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) y[i * ldy + j] = Reduce16(acc[i][j]);
 }
 
@@ -200,9 +248,12 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void KernelBf16(
 // Calls F<MR, NR>(row, col) over the [rows] x [n_begin, n_end) grid in
 // blocks of up to kMr x kNr; the blocking never changes a result.
 template <int kMr, typename F>
-void ForBlocks(int64_t rows, int64_t n_begin, int64_t n_end, F&& f) {
-  for (int64_t j = n_begin; j < n_end; j += kNr) {
-    const int nr = static_cast<int>(std::min<int64_t>(kNr, n_end - j));
+void ForBlocks(int64_t rows, int64_t n_begin, int64_t n_end, bool wide_single_row, F&& f) {
+  // A single activation row may stream 8 weight rows at once (more loads in
+  // flight); otherwise 4 weight rows serve kMr activation rows.
+  const int64_t step = rows == 1 && wide_single_row ? 2 * kNr : kNr;
+  for (int64_t j = n_begin; j < n_end; j += step) {
+    const int nr = static_cast<int>(std::min<int64_t>(step, n_end - j));
     for (int64_t i = 0; i < rows; i += kMr) {
       const int mr = static_cast<int>(std::min<int64_t>(kMr, rows - i));
       f(i, j, mr, nr);
@@ -222,7 +273,15 @@ void Dispatch(int mr, int nr, Args&&... args) {
     default: K<M, 4>::Run(args...); break;             \
   }
   switch (mr) {
-    case 1: STRATA_NR(1); break;
+    case 1:
+      switch (nr) {
+        case 5: K<1, 5>::Run(args...); break;
+        case 6: K<1, 6>::Run(args...); break;
+        case 7: K<1, 7>::Run(args...); break;
+        case 8: K<1, 8>::Run(args...); break;
+        default: STRATA_NR(1);
+      }
+      break;
     case 2: if constexpr (MaxMr >= 2) { STRATA_NR(2); } break;
     case 3: if constexpr (MaxMr >= 3) { STRATA_NR(3); } break;
     default: if constexpr (MaxMr >= 4) { STRATA_NR(4); } break;
@@ -255,21 +314,40 @@ struct Bf16K {
   }
 };
 
+// Start of the packed block holding weight row j (a multiple of 4).
+template <typename W>
+const W* Block(const W* w, int64_t j, int64_t k) {
+  return w + (j / kPackRows) * ((k + kPackCols - 1) / kPackCols) * kPackRows * kPackCols;
+}
+
 template <typename W>
 void RangeSimd(Isa isa, const MatMulArgs& a, const W* w, int64_t n_begin, int64_t n_end) {
   const int64_t k = a.k;
   if (isa == Isa::kAvx2) {
-    ForBlocks<2>(a.rows, n_begin, n_end, [&](int64_t i, int64_t j, int mr, int nr) {
-      Dispatch<2, Avx2Op<W>::template K>(mr, nr, a.x + i * k, k, w + j * k, a.y + i * a.n + j, a.n);
+    ForBlocks<2>(a.rows, n_begin, n_end, false, [&](int64_t i, int64_t j, int mr, int nr) {
+      Dispatch<2, Avx2Op<W>::template K>(mr, nr, a.x + i * k, k, Block(w, j, k), a.y + i * a.n + j, a.n);
     });
   } else {
-    ForBlocks<4>(a.rows, n_begin, n_end, [&](int64_t i, int64_t j, int mr, int nr) {
-      Dispatch<4, Avx512Op<W>::template K>(mr, nr, a.x + i * k, k, w + j * k, a.y + i * a.n + j, a.n);
+    ForBlocks<4>(a.rows, n_begin, n_end, true, [&](int64_t i, int64_t j, int mr, int nr) {
+      Dispatch<4, Avx512Op<W>::template K>(mr, nr, a.x + i * k, k, Block(w, j, k), a.y + i * a.n + j, a.n);
     });
   }
 }
 
 }  // namespace
+
+int64_t PackedSize(int64_t n, int64_t k) {
+  return (n + kPackRows - 1) / kPackRows * kPackRows * ((k + kPackCols - 1) / kPackCols) * kPackCols;
+}
+
+template <typename T>
+void PackWeights(const T* w, int64_t n, int64_t k, T* packed) {
+  std::fill(packed, packed + PackedSize(n, k), T{});
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < k; ++c) packed[PackedIndex(r, c, k)] = w[r * k + c];
+}
+template void PackWeights<uint16_t>(const uint16_t*, int64_t, int64_t, uint16_t*);
+template void PackWeights<float>(const float*, int64_t, int64_t, float*);
 
 Isa EffectiveIsa(Isa isa, bool bf16_weights) {
   if (isa == Isa::kAvx512Bf16 && !bf16_weights) return Isa::kAvx512;
@@ -286,8 +364,8 @@ void MatMulRange(Isa isa, const MatMulArgs& a, int64_t n_begin, int64_t n_end) {
     MatMulRangeTwin(isa, a, n_begin, n_end);
   } else if (isa == Isa::kAvx512Bf16) {
     const int64_t k = a.k;
-    ForBlocks<4>(a.rows, n_begin, n_end, [&](int64_t i, int64_t j, int mr, int nr) {
-      Dispatch<4, Bf16K>(mr, nr, a.xb + i * k, k, a.w_bf16 + j * k, a.y + i * a.n + j, a.n);
+    ForBlocks<4>(a.rows, n_begin, n_end, true, [&](int64_t i, int64_t j, int mr, int nr) {
+      Dispatch<4, Bf16K>(mr, nr, a.xb + i * k, k, Block(a.w_bf16, j, k), a.y + i * a.n + j, a.n);
     });
   } else if (a.w_bf16) {
     RangeSimd<uint16_t>(isa, a, a.w_bf16, n_begin, n_end);
@@ -303,13 +381,12 @@ void MatMulRangeTwin(Isa isa, const MatMulArgs& a, int64_t n_begin, int64_t n_en
     for (int64_t i = 0; i < a.rows; ++i) {
       float v;
       if (isa == Isa::kAvx512Bf16) {
-        v = DotBf16Twin(a.xb + i * k, a.w_bf16 + j * k, k);
+        v = DotBf16Twin(a.xb + i * k, a.w_bf16, j, k);
       } else if (isa == Isa::kAvx2) {
-        v = a.w_bf16 ? DotLanesTwin<8>(a.x + i * k, a.w_bf16 + j * k, k)
-                     : DotLanesTwin<8>(a.x + i * k, a.w_f32 + j * k, k);
+        v = a.w_bf16 ? DotLanesTwin<8>(a.x + i * k, a.w_bf16, j, k) : DotLanesTwin<8>(a.x + i * k, a.w_f32, j, k);
       } else {
-        v = a.w_bf16 ? DotLanesTwin<16>(a.x + i * k, a.w_bf16 + j * k, k)
-                     : DotLanesTwin<16>(a.x + i * k, a.w_f32 + j * k, k);
+        v = a.w_bf16 ? DotLanesTwin<16>(a.x + i * k, a.w_bf16, j, k)
+                     : DotLanesTwin<16>(a.x + i * k, a.w_f32, j, k);
       }
       a.y[i * a.n + j] = v;
     }

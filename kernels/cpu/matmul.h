@@ -9,6 +9,9 @@
 //
 // The weights stream once per call for the whole batch: an outer loop over
 // blocks of 4 weight rows, an inner loop over blocks of activation rows.
+// Weights are packed at load time so each 4-row block is one sequential
+// stream: for block b, chunk c of 32 columns, row j of the block, the 32
+// values sit at ((b * chunks + c) * 4 + j) * 32 (zero-padded past n and k).
 #ifndef STRATA_KERNELS_CPU_MATMUL_H_
 #define STRATA_KERNELS_CPU_MATMUL_H_
 
@@ -18,18 +21,34 @@
 
 namespace strata::kernels::cpu {
 
+constexpr int64_t kPackRows = 4;
+constexpr int64_t kPackCols = 32;
+
+// Elements of the packed form of an [n, k] matrix.
+int64_t PackedSize(int64_t n, int64_t k);
+// Packs row-major w: [n, k] (T is uint16_t for bf16 or float).
+template <typename T>
+void PackWeights(const T* w, int64_t n, int64_t k, T* packed);
+// Index of element (row, col) in the packed form.
+inline int64_t PackedIndex(int64_t row, int64_t col, int64_t k) {
+  const int64_t chunks = (k + kPackCols - 1) / kPackCols;
+  return (((row / kPackRows) * chunks + col / kPackCols) * kPackRows + row % kPackRows) * kPackCols +
+         col % kPackCols;
+}
+
 struct MatMulArgs {
   const float* x = nullptr;     // [rows, k]
   const uint16_t* xb = nullptr; // bf16 copy of x; needed by kAvx512Bf16 (and its twin)
   int64_t rows = 0;
   int64_t k = 0;
-  const uint16_t* w_bf16 = nullptr;  // [n, k], or
-  const float* w_f32 = nullptr;      // [n, k]
+  const uint16_t* w_bf16 = nullptr;  // packed [n, k], or
+  const float* w_f32 = nullptr;      // packed [n, k]
   int64_t n = 0;                     // y's row stride
   float* y = nullptr;                // [rows, n]
 };
 
-// Computes outputs [n_begin, n_end) of every row with `isa`'s kernel.
+// Computes outputs [n_begin, n_end) of every row with `isa`'s kernel;
+// n_begin must be a multiple of kPackRows.
 // kAvx512Bf16 applies to bf16 weights; f32 weights use the AVX-512F kernel.
 void MatMulRange(Isa isa, const MatMulArgs& a, int64_t n_begin, int64_t n_end);
 

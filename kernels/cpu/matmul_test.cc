@@ -18,8 +18,8 @@ namespace {
 constexpr float kPoison = 1234567.0f;
 
 struct Data {
-  std::vector<float> x, w_f32, w_rounded;
-  std::vector<uint16_t> xb, w_bf16;
+  std::vector<float> x, w_f32, w_rounded, packed_f32;
+  std::vector<uint16_t> xb, w_bf16, packed_bf16;
 };
 
 Data Make(int64_t rows, int64_t n, int64_t k, uint32_t seed) {
@@ -38,6 +38,10 @@ Data Make(int64_t rows, int64_t n, int64_t k, uint32_t seed) {
     d.w_bf16[i] = model::FloatToBF16(d.w_f32[i]);
     d.w_rounded[i] = model::BF16ToFloat(d.w_bf16[i]);
   }
+  d.packed_f32.resize(PackedSize(n, k));
+  d.packed_bf16.resize(PackedSize(n, k));
+  PackWeights(d.w_f32.data(), n, k, d.packed_f32.data());
+  PackWeights(d.w_bf16.data(), n, k, d.packed_bf16.data());
   return d;
 }
 
@@ -65,9 +69,9 @@ TEST(CpuMatMulTest, KernelsEqualTheirTwinsAndTheReference) {
         a.k = k;
         a.n = n;
         if (bf16) {
-          a.w_bf16 = d.w_bf16.data();
+          a.w_bf16 = d.packed_bf16.data();
         } else {
-          a.w_f32 = d.w_f32.data();
+          a.w_f32 = d.packed_f32.data();
         }
         std::vector<float> got(rows * n, kPoison), twin(rows * n, kPoison);
         a.y = got.data();
@@ -106,7 +110,7 @@ TEST(CpuMatMulTest, RowsAndRangesDoNotChangeAnOutput) {
     a.rows = rows;
     a.k = k;
     a.n = n;
-    a.w_bf16 = d.w_bf16.data();
+    a.w_bf16 = d.packed_bf16.data();
     std::vector<float> all(rows * n, kPoison);
     a.y = all.data();
     MatMulRange(isa, a, 0, n);
@@ -119,13 +123,27 @@ TEST(CpuMatMulTest, RowsAndRangesDoNotChangeAnOutput) {
       std::vector<float> y(n, kPoison);
       one.y = y.data();
       for (int64_t b = 0; b < n;) {
-        const int64_t e = std::min<int64_t>(n, b + 1 + (b % 5));
+        const int64_t e = std::min<int64_t>(n, b + kPackRows * (1 + (b % 3)));
         MatMulRange(isa, one, b, e);
         b = e;
       }
       for (int64_t j = 0; j < n; ++j) ASSERT_EQ(y[j], all[r * n + j]) << IsaName(isa) << " row " << r;
     }
   }
+}
+
+TEST(CpuMatMulTest, PackingKeepsEveryElement) {
+  const int64_t n = 7, k = 45;
+  std::vector<float> w(n * k);
+  for (int64_t i = 0; i < n * k; ++i) w[i] = static_cast<float>(i + 1);
+  std::vector<float> packed(PackedSize(n, k), -1.0f);
+  PackWeights(w.data(), n, k, packed.data());
+  EXPECT_EQ(PackedSize(n, k), 8 * 64);
+  double sum = 0;
+  for (float v : packed) sum += v;
+  EXPECT_EQ(sum, (n * k) * (n * k + 1) / 2.0) << "padding must be zero, every element present once";
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < k; ++c) ASSERT_EQ(packed[PackedIndex(r, c, k)], w[r * k + c]);
 }
 
 TEST(CpuMatMulTest, ParsesIsaNames) {
