@@ -3,7 +3,10 @@
 //                     [--seed N] [--shards N] [--tie-embeddings]
 //   strata run --model DIR --prompt-ids 1,2,3 --max-tokens N [--threads N] [--json]
 //              [--logits] [--logits-out FILE] [--position-offset N] [--ignore-eos]
-//              [--backend reference|cuda] [--prefill-chunk N] [--block-size N]
+//              [--backend cpu|reference|cuda] [--isa auto|avx512bf16|avx512|avx2|portable]
+//              [--kv-dtype bf16|f32] [--prefill-chunk N] [--block-size N]
+//   strata bench-engine --model DIR [--threads N] [--isa ...] [--kv-dtype ...]
+//              [--prompt-tokens N] [--decode-tokens N] [--batches 1,4,16] [--json]
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
@@ -14,12 +17,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "kernels/cuda/cuda_backend.h"
-#include "kernels/reference/reference_backend.h"
 #include "model/checkpoint.h"
 #include "model/make_model.h"
 #include "nlohmann/json.hpp"
 #include "third_party/status_macros.h"
+#include "tools/backend_factory.h"
+#include "tools/bench_engine.h"
 #include "tools/flags.h"
 #include "worker/local_engine.h"
 
@@ -35,8 +38,13 @@ constexpr char kUsage[] =
     "              writes a seeded random Llama-3-architecture checkpoint (Hugging Face layout)\n"
     "  run         --model DIR --prompt-ids 1,2,3 --max-tokens N [--threads N] [--json]\n"
     "              [--logits] [--logits-out FILE] [--position-offset N] [--ignore-eos]\n"
-    "              [--backend reference|cuda] [--prefill-chunk N] [--block-size N]\n"
-    "              greedy generation with the single-process engine\n";
+    "              [--backend cpu|reference|cuda] [--isa auto|avx512bf16|avx512|avx2|portable]\n"
+    "              [--kv-dtype bf16|f32] [--prefill-chunk N] [--block-size N]\n"
+    "              greedy generation with the single-process engine (default backend: cpu)\n"
+    "  bench-engine --model DIR [--threads N] [--isa ...] [--kv-dtype ...] [--prompt-tokens N]\n"
+    "              [--decode-tokens N] [--batches 1,4,16] [--json]\n"
+    "              prompt and decode throughput against this machine's read bandwidth and\n"
+    "              FMA peak, measured in the same run\n";
 
 absl::Status MakeModel(const std::vector<std::string>& args) {
   STRATA_ASSIGN_OR_RETURN(
@@ -86,16 +94,11 @@ absl::Status Run(const std::vector<std::string>& args) {
   STRATA_ASSIGN_OR_RETURN(
       Flags f, Flags::Parse(args,
                             {"model", "prompt-ids", "max-tokens", "threads", "json", "logits",
-                             "logits-out", "position-offset", "ignore-eos", "backend",
-                             "prefill-chunk", "block-size"},
+                             "logits-out", "position-offset", "ignore-eos", "backend", "isa",
+                             "kv-dtype", "prefill-chunk", "block-size"},
                             {"json", "logits", "ignore-eos"}));
   if (!f.Has("model")) return absl::InvalidArgumentError("--model is required");
   if (!f.Has("prompt-ids")) return absl::InvalidArgumentError("--prompt-ids is required");
-  const std::string backend_name = f.GetString("backend", "reference");
-  if (backend_name != "reference" && backend_name != "cuda") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--backend: \"", backend_name, "\" is not one of: reference, cuda"));
-  }
   STRATA_ASSIGN_OR_RETURN(int64_t threads, f.GetInt("threads", 1, 1, 1024));
   STRATA_ASSIGN_OR_RETURN(int64_t max_tokens, f.GetInt("max-tokens", 16, 1, 1 << 20));
   STRATA_ASSIGN_OR_RETURN(int64_t offset, f.GetInt("position-offset", 0, 0, 1 << 24));
@@ -105,16 +108,7 @@ absl::Status Run(const std::vector<std::string>& args) {
   STRATA_ASSIGN_OR_RETURN(eo.block_size, f.GetInt("block-size", eo.block_size, 1, 4096));
 
   STRATA_ASSIGN_OR_RETURN(auto ckpt, model::Checkpoint::Open(model::PosixFileSystem(), f.GetString("model", "")));
-  std::unique_ptr<kernels::Backend> backend;
-  if (backend_name == "cuda") {
-    auto cuda = kernels::cuda::CudaBackend::Create();
-    if (!cuda.ok()) {
-      return absl::UnavailableError(absl::StrCat("--backend cuda: ", cuda.status().message()));
-    }
-    backend = std::move(*cuda);
-  } else {
-    backend = std::make_unique<kernels::ReferenceBackend>(static_cast<int>(threads));
-  }
+  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<kernels::Backend> backend, MakeBackend(f));
   STRATA_ASSIGN_OR_RETURN(auto engine, worker::LocalEngine::Create(backend.get(), *ckpt, eo));
   worker::GenerateRequest req;
   req.prompt.assign(ids.begin(), ids.end());
@@ -155,9 +149,9 @@ absl::Status Run(const std::vector<std::string>& args) {
       std::cout << "  id " << t["id"].get<int>() << "  logit " << t["logit"].get<float>() << "\n";
     }
   }
-  std::fprintf(stderr, "%zu prompt tokens in %.3f s, %zu generated (%s), decode %.2f tokens/s, %d thread(s)\n",
+  std::fprintf(stderr, "%zu prompt tokens in %.3f s, %zu generated (%s), decode %.2f tokens/s, %d thread(s), %s\n",
                req.prompt.size(), result.prefill_seconds, result.tokens.size(),
-               result.finish_reason.c_str(), decode_tps, static_cast<int>(threads));
+               result.finish_reason.c_str(), decode_tps, static_cast<int>(threads), backend->Name().c_str());
   return absl::OkStatus();
 }
 
@@ -176,6 +170,8 @@ int main(int argc, char** argv) {
     s = strata::tools::MakeModel(args);
   } else if (command == "run") {
     s = strata::tools::Run(args);
+  } else if (command == "bench-engine") {
+    s = strata::tools::BenchEngine(args);
   } else {
     std::fprintf(stderr, "strata: unknown command \"%s\"\n%s", command.c_str(), strata::tools::kUsage);
     return 2;

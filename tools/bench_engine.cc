@@ -1,0 +1,164 @@
+#include "tools/bench_engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/roofline.h"
+#include "model/checkpoint.h"
+#include "nlohmann/json.hpp"
+#include "third_party/status_macros.h"
+#include "tools/backend_factory.h"
+#include "tools/flags.h"
+#include "worker/local_engine.h"
+#include "worker/stage_executor.h"
+
+namespace strata::tools {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+}  // namespace
+
+absl::Status BenchEngine(const std::vector<std::string>& args) {
+  STRATA_ASSIGN_OR_RETURN(
+      Flags f, Flags::Parse(args,
+                            {"model", "backend", "threads", "isa", "kv-dtype", "prompt-tokens",
+                             "decode-tokens", "batches", "json"},
+                            {"json"}));
+  if (!f.Has("model")) return absl::InvalidArgumentError("--model is required");
+  STRATA_ASSIGN_OR_RETURN(int64_t threads, f.GetInt("threads", 1, 1, 1024));
+  STRATA_ASSIGN_OR_RETURN(int64_t prompt_tokens, f.GetInt("prompt-tokens", 128, 1, 1 << 16));
+  STRATA_ASSIGN_OR_RETURN(int64_t decode_tokens, f.GetInt("decode-tokens", 64, 1, 1 << 16));
+  std::vector<int64_t> batches = {1, 4, 16};
+  if (f.Has("batches")) {
+    STRATA_ASSIGN_OR_RETURN(batches, f.GetIntList("batches", 1, 1024));
+  }
+  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<kernels::Backend> backend, MakeBackend(f));
+  STRATA_ASSIGN_OR_RETURN(auto ckpt, model::Checkpoint::Open(model::PosixFileSystem(), f.GetString("model", "")));
+  const model::LlamaConfig& c = ckpt->config();
+  if (prompt_tokens + decode_tokens > c.max_position_embeddings) {
+    return absl::InvalidArgumentError("--prompt-tokens + --decode-tokens exceed the model's context");
+  }
+
+  // Ceilings first, on the same threads.
+  const double read_bw = kernels::cpu::MeasureReadBandwidth(static_cast<int>(threads));
+  const double fma_peak = kernels::cpu::MeasureFmaPeak(static_cast<int>(threads));
+
+  STRATA_ASSIGN_OR_RETURN(auto ex, worker::StageExecutor::Load(backend.get(), *ckpt,
+                                                              worker::StageSpec::Whole(c)));
+  const int64_t block_size = 16;
+  const int64_t max_batch = *std::max_element(batches.begin(), batches.end());
+  const int64_t blocks_per_seq = (prompt_tokens + decode_tokens + block_size - 1) / block_size;
+  STRATA_ASSIGN_OR_RETURN(auto cache, backend->AllocateKvCache(ex->KvShape(max_batch * blocks_per_seq, block_size)));
+
+  auto prompt_of = [&](int64_t seq) {
+    std::vector<int32_t> p(prompt_tokens);
+    for (int64_t i = 0; i < prompt_tokens; ++i) p[i] = static_cast<int32_t>((i * 131 + seq * 17 + 7) % c.vocab_size);
+    return p;
+  };
+  auto table_of = [&](int64_t seq) {
+    std::vector<int32_t> t(blocks_per_seq);
+    for (int64_t b = 0; b < blocks_per_seq; ++b) t[b] = static_cast<int32_t>(seq * blocks_per_seq + b);
+    return t;
+  };
+
+  // Parameters a token touches: everything but the embedding table (one
+  // row); bytes as stored.
+  const double param_bytes = static_cast<double>(ex->weight_bytes());
+  const double bytes_per_param = param_bytes / static_cast<double>(c.ParameterCount());
+  const double embed_bytes = static_cast<double>(c.vocab_size) * c.hidden_size * bytes_per_param;
+  const double streamed_bytes = c.tie_word_embeddings ? param_bytes : param_bytes - embed_bytes;
+  const double matmul_params = streamed_bytes / bytes_per_param;
+
+  // Prompt processing: one sequence, the whole prompt in one step.
+  std::vector<float> out;
+  double prefill_s = 1e30;
+  for (int rep = 0; rep < 2; ++rep) {
+    kernels::StepLayout l;
+    l.sequences = {kernels::SequenceChunk{static_cast<int32_t>(prompt_tokens), 0, 0, table_of(0)}};
+    const auto t0 = Clock::now();
+    STRATA_RETURN_IF_ERROR(ex->Forward(l, prompt_of(0), {}, {prompt_tokens - 1}, cache.get(), &out));
+    prefill_s = std::min(prefill_s, Since(t0));
+  }
+  const double prefill_flops = 2.0 * matmul_params * prompt_tokens +
+                               4.0 * c.num_layers * c.num_heads * c.head_dim * (prompt_tokens * (prompt_tokens + 1) / 2.0);
+
+  nlohmann::json result = {{"backend", backend->Name()},
+                           {"threads", threads},
+                           {"read_bandwidth_gbps", read_bw / 1e9},
+                           {"fma_peak_gflops", fma_peak / 1e9},
+                           {"weight_bytes", param_bytes},
+                           {"prompt_tokens", prompt_tokens},
+                           {"prefill_tokens_per_s", prompt_tokens / prefill_s},
+                           {"prefill_gflops", prefill_flops / prefill_s / 1e9},
+                           {"prefill_of_fma_peak", prefill_flops / prefill_s / fma_peak}};
+  nlohmann::json decode = nlohmann::json::array();
+  double batch1_tps = 0;
+  for (int64_t batch : batches) {
+    // Prefill every sequence of the batch (untimed), then decode.
+    kernels::StepLayout l;
+    std::vector<int32_t> ids;
+    std::vector<int64_t> logit_rows;
+    for (int64_t s = 0; s < batch; ++s) {
+      l.sequences.push_back(kernels::SequenceChunk{static_cast<int32_t>(prompt_tokens), 0, 0, table_of(s)});
+      const auto p = prompt_of(s);
+      ids.insert(ids.end(), p.begin(), p.end());
+      logit_rows.push_back((s + 1) * prompt_tokens - 1);
+    }
+    STRATA_RETURN_IF_ERROR(ex->Forward(l, ids, {}, logit_rows, cache.get(), &out));
+    std::vector<int32_t> next(batch);
+    for (int64_t s = 0; s < batch; ++s) next[s] = worker::Argmax(out.data() + s * c.vocab_size, c.vocab_size);
+    const auto t0 = Clock::now();
+    for (int64_t step = 0; step < decode_tokens; ++step) {
+      kernels::StepLayout d;
+      std::vector<int64_t> rows(batch);
+      for (int64_t s = 0; s < batch; ++s) {
+        d.sequences.push_back(
+            kernels::SequenceChunk{1, static_cast<int32_t>(prompt_tokens + step), 0, table_of(s)});
+        rows[s] = s;
+      }
+      STRATA_RETURN_IF_ERROR(ex->Forward(d, next, {}, rows, cache.get(), &out));
+      for (int64_t s = 0; s < batch; ++s) next[s] = worker::Argmax(out.data() + s * c.vocab_size, c.vocab_size);
+    }
+    const double secs = Since(t0);
+    const double tps = batch * decode_tokens / secs;
+    if (batch == 1) batch1_tps = tps;
+    // The floor of one step: weights once, plus every sequence's KV.
+    const double avg_context = prompt_tokens + decode_tokens / 2.0;
+    const double kv_bytes = batch * avg_context * c.num_layers * 2.0 * c.num_kv_heads * c.head_dim * 2;
+    const double floor_s = (streamed_bytes + kv_bytes) / read_bw;
+    const double step_s = secs / decode_tokens;
+    decode.push_back({{"batch", batch},
+                      {"tokens_per_s", tps},
+                      {"step_ms", step_s * 1e3},
+                      {"floor_ms", floor_s * 1e3},
+                      {"of_roofline", floor_s / step_s},
+                      {"vs_batch1", batch1_tps > 0 ? tps / batch1_tps : 0}});
+  }
+  result["decode"] = decode;
+  if (f.GetBool("json")) {
+    std::cout << result.dump() << std::endl;
+    return absl::OkStatus();
+  }
+  std::printf("backend %s, %lld thread(s); read bandwidth %.1f GB/s, FMA peak %.1f GFLOP/s (measured now)\n",
+              backend->Name().c_str(), static_cast<long long>(threads), read_bw / 1e9, fma_peak / 1e9);
+  std::printf("weights streamed per step: %.2f GB\n", streamed_bytes / 1e9);
+  std::printf("prompt %lld tokens: %.1f tokens/s, %.1f GFLOP/s = %.0f%% of FMA peak\n",
+              static_cast<long long>(prompt_tokens), prompt_tokens / prefill_s, prefill_flops / prefill_s / 1e9,
+              100.0 * prefill_flops / prefill_s / fma_peak);
+  std::printf("%-6s %-12s %-10s %-10s %-12s %s\n", "batch", "tokens/s", "step ms", "floor ms", "of roofline",
+              "vs batch 1");
+  for (const auto& d : decode) {
+    std::printf("%-6lld %-12.2f %-10.2f %-10.2f %-12s %.2fx\n", static_cast<long long>(d["batch"].get<int64_t>()),
+                d["tokens_per_s"].get<double>(), d["step_ms"].get<double>(), d["floor_ms"].get<double>(),
+                absl::StrCat(static_cast<int>(100 * d["of_roofline"].get<double>() + 0.5), "%").c_str(),
+                d["vs_batch1"].get<double>());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace strata::tools
