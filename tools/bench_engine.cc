@@ -47,6 +47,7 @@ absl::Status BenchEngine(const std::vector<std::string>& args) {
   // Ceilings first, on the same threads.
   const double read_bw = kernels::cpu::MeasureReadBandwidth(static_cast<int>(threads));
   const double fma_peak = kernels::cpu::MeasureFmaPeak(static_cast<int>(threads));
+  const double bf16_peak = kernels::cpu::MeasureBf16DotPeak(static_cast<int>(threads));
 
   STRATA_ASSIGN_OR_RETURN(auto ex, worker::StageExecutor::Load(backend.get(), *ckpt,
                                                               worker::StageSpec::Whole(c)));
@@ -84,7 +85,9 @@ absl::Status BenchEngine(const std::vector<std::string>& args) {
     STRATA_RETURN_IF_ERROR(ex->Forward(l, prompt_of(0), {}, {prompt_tokens - 1}, cache.get(), &out));
     prefill_s = std::min(prefill_s, Since(t0));
   }
-  const double prefill_flops = 2.0 * matmul_params * prompt_tokens +
+  // Every product runs on all prompt rows except the lm_head (the last row only).
+  const double lm_head_params = static_cast<double>(c.vocab_size) * c.hidden_size;
+  const double prefill_flops = 2.0 * (matmul_params - lm_head_params) * prompt_tokens + 2.0 * lm_head_params +
                                4.0 * c.num_layers * c.num_heads * c.head_dim * (prompt_tokens * (prompt_tokens + 1) / 2.0);
 
   nlohmann::json result = {{"backend", backend->Name()},
@@ -95,7 +98,10 @@ absl::Status BenchEngine(const std::vector<std::string>& args) {
                            {"prompt_tokens", prompt_tokens},
                            {"prefill_tokens_per_s", prompt_tokens / prefill_s},
                            {"prefill_gflops", prefill_flops / prefill_s / 1e9},
+                           {"bf16_dot_peak_gflops", bf16_peak / 1e9},
                            {"prefill_of_fma_peak", prefill_flops / prefill_s / fma_peak}};
+  // The products of the bf16 path run on vdpbf16ps: compare with that peak too.
+  const bool bf16_path = backend->Name() == "cpu-avx512bf16";
   nlohmann::json decode = nlohmann::json::array();
   double batch1_tps = 0;
   for (int64_t batch : batches) {
@@ -144,12 +150,18 @@ absl::Status BenchEngine(const std::vector<std::string>& args) {
     std::cout << result.dump() << std::endl;
     return absl::OkStatus();
   }
-  std::printf("backend %s, %lld thread(s); read bandwidth %.1f GB/s, FMA peak %.1f GFLOP/s (measured now)\n",
-              backend->Name().c_str(), static_cast<long long>(threads), read_bw / 1e9, fma_peak / 1e9);
+  std::printf("backend %s, %lld thread(s); read bandwidth %.1f GB/s, f32 FMA peak %.1f GFLOP/s, "
+              "bf16 dot peak %.1f GFLOP/s (measured now)\n",
+              backend->Name().c_str(), static_cast<long long>(threads), read_bw / 1e9, fma_peak / 1e9,
+              bf16_peak / 1e9);
   std::printf("weights streamed per step: %.2f GB\n", streamed_bytes / 1e9);
-  std::printf("prompt %lld tokens: %.1f tokens/s, %.1f GFLOP/s = %.0f%% of FMA peak\n",
+  std::printf("prompt %lld tokens: %.1f tokens/s, %.1f GFLOP/s = %.0f%% of the f32 FMA peak",
               static_cast<long long>(prompt_tokens), prompt_tokens / prefill_s, prefill_flops / prefill_s / 1e9,
               100.0 * prefill_flops / prefill_s / fma_peak);
+  if (bf16_path && bf16_peak > 0) {
+    std::printf(", %.0f%% of the bf16 dot peak", 100.0 * prefill_flops / prefill_s / bf16_peak);
+  }
+  std::printf("\n");
   std::printf("%-6s %-12s %-10s %-10s %-12s %s\n", "batch", "tokens/s", "step ms", "floor ms", "of roofline",
               "vs batch 1");
   for (const auto& d : decode) {

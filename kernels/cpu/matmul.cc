@@ -14,7 +14,7 @@ namespace {
 constexpr int kNr = 4;  // weight rows per block (8 for single rows)
 // How far ahead of its loads each weight-row stream is prefetched (a hint:
 // it never changes a result).
-constexpr int kPrefetchBytes = 2048;
+constexpr int kPrefetchBytes = 16384;
 
 // Row j (0 <= j < 8, spanning two packed blocks), column kk, of the
 // packed rows starting at w (a block start); k is the row length.
@@ -96,7 +96,7 @@ __attribute__((target("avx2,fma"))) inline float Reduce8(__m256 v) {
 }
 
 template <int MR, int NR, typename W>
-__attribute__((target("avx2,fma"))) void KernelAvx2(const float* x, int64_t k, const W* w, float* y,
+__attribute__((target("avx2,fma"))) void KernelAvx2(const float* x, int64_t k, const W* w, int j0, float* y,
                                                     int64_t ldy) {
   __m256 acc[MR][NR];
   #pragma GCC unroll 8
@@ -107,7 +107,7 @@ __attribute__((target("avx2,fma"))) void KernelAvx2(const float* x, int64_t k, c
   for (; kk + 8 <= k; kk += 8) {
     __m256 wv[NR];
     #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) wv[j] = LoadW8(At(w, j, kk, k));
+    for (int j = 0; j < NR; ++j) wv[j] = LoadW8(At(w, j0 + j, kk, k));
     #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const __m256 xv = _mm256_loadu_ps(x + i * k + kk);
@@ -119,7 +119,7 @@ __attribute__((target("avx2,fma"))) void KernelAvx2(const float* x, int64_t k, c
     alignas(32) W wt[NR][8] = {};
     alignas(32) float xt[MR][8] = {};
     #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) std::memcpy(wt[j], At(w, j, kk, k), (k - kk) * sizeof(W));
+    for (int j = 0; j < NR; ++j) std::memcpy(wt[j], At(w, j0 + j, kk, k), (k - kk) * sizeof(W));
     #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) std::memcpy(xt[i], x + i * k + kk, (k - kk) * sizeof(float));
     #pragma GCC unroll 8
@@ -163,7 +163,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) inline float Reduce16(__m51
 
 template <int MR, int NR, typename W>
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void KernelAvx512(const float* x, int64_t k, const W* w,
-                                                                       float* y, int64_t ldy) {
+                                                                       int j0, float* y, int64_t ldy) {
   __m512 acc[MR][NR];
   #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i)
@@ -172,9 +172,9 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void KernelAvx512(const flo
   int64_t kk = 0;
   for (; kk + 16 <= k; kk += 16) {
     __m512 wv[NR];
-    _mm_prefetch(reinterpret_cast<const char*>(At(w, 0, kk, k)) + kPrefetchBytes, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(At(w, j0, kk, k)) + kPrefetchBytes, _MM_HINT_T0);
     #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) wv[j] = LoadW16(At(w, j, kk, k));
+    for (int j = 0; j < NR; ++j) wv[j] = LoadW16(At(w, j0 + j, kk, k));
     #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const __m512 xv = _mm512_loadu_ps(x + i * k + kk);
@@ -186,7 +186,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void KernelAvx512(const flo
     const __mmask16 m = static_cast<__mmask16>((1u << (k - kk)) - 1);
     __m512 wv[NR];
     #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) wv[j] = LoadW16Masked(At(w, j, kk, k), m);
+    for (int j = 0; j < NR; ++j) wv[j] = LoadW16Masked(At(w, j0 + j, kk, k), m);
     #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const __m512 xv = _mm512_maskz_loadu_ps(m, x + i * k + kk);
@@ -204,7 +204,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void KernelAvx512(const flo
 
 template <int MR, int NR>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void KernelBf16(const uint16_t* x, int64_t k,
-                                                                                const uint16_t* w, float* y,
+                                                                                const uint16_t* w, int j0, float* y,
                                                                                 int64_t ldy) {
   __m512 acc[MR][NR];
   #pragma GCC unroll 8
@@ -214,10 +214,10 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void KernelBf16(
   int64_t kk = 0;
   for (; kk + 32 <= k; kk += 32) {
     __m512bh wv[NR];
-    _mm_prefetch(reinterpret_cast<const char*>(At(w, 0, kk, k)) + kPrefetchBytes, _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(At(w, 2, kk, k)) + kPrefetchBytes, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(At(w, j0, kk, k)) + kPrefetchBytes, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(At(w, j0 + 2, kk, k)) + kPrefetchBytes, _MM_HINT_T0);
     #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) wv[j] = (__m512bh)_mm512_loadu_si512(At(w, j, kk, k));
+    for (int j = 0; j < NR; ++j) wv[j] = (__m512bh)_mm512_loadu_si512(At(w, j0 + j, kk, k));
     #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + i * k + kk);
@@ -229,7 +229,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void KernelBf16(
     const __mmask32 m = static_cast<__mmask32>((k - kk >= 32) ? ~0u : ((1u << (k - kk)) - 1));
     __m512bh wv[NR];
     #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) wv[j] = (__m512bh)_mm512_maskz_loadu_epi16(m, At(w, j, kk, k));
+    for (int j = 0; j < NR; ++j) wv[j] = (__m512bh)_mm512_maskz_loadu_epi16(m, At(w, j0 + j, kk, k));
     #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(m, x + i * k + kk);
@@ -245,56 +245,73 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void KernelBf16(
 
 // ---- Blocking -------------------------------------------------------------
 
-// Calls F<MR, NR>(row, col) over the [rows] x [n_begin, n_end) grid in
-// blocks of up to kMr x kNr; the blocking never changes a result.
-template <int kMr, typename F>
-void ForBlocks(int64_t rows, int64_t n_begin, int64_t n_end, bool wide_single_row, F&& f) {
-  // A single activation row may stream 8 weight rows at once (more loads in
-  // flight); otherwise 4 weight rows serve kMr activation rows.
-  const int64_t step = rows == 1 && wide_single_row ? 2 * kNr : kNr;
-  for (int64_t j = n_begin; j < n_end; j += step) {
-    const int nr = static_cast<int>(std::min<int64_t>(step, n_end - j));
-    for (int64_t i = 0; i < rows; i += kMr) {
-      const int mr = static_cast<int>(std::min<int64_t>(kMr, rows - i));
+// Block shapes (activation rows x weight rows). One row streams 8 weight
+// rows at once (more loads in flight); otherwise 4 activation rows share 4
+// weight rows (2 x 4 on AVX2's 16 registers). 8 x 2 blocks were slower on
+// the 1b preset (docs/benchmarks.md). The blocking never changes a result.
+struct Shape {
+  int mr, nr;
+};
+inline Shape BlockShape(int64_t rows, bool avx512) {
+  if (!avx512) return {2, kNr};
+  if (rows == 1) return {1, 2 * kNr};
+  return {4, kNr};
+}
+
+template <typename F>
+void ForBlocks(int64_t rows, int64_t n_begin, int64_t n_end, bool avx512, F&& f) {
+  const Shape s = BlockShape(rows, avx512);
+  for (int64_t j = n_begin; j < n_end; j += s.nr) {
+    const int nr = static_cast<int>(std::min<int64_t>(s.nr, n_end - j));
+    for (int64_t i = 0; i < rows; i += s.mr) {
+      const int mr = static_cast<int>(std::min<int64_t>(s.mr, rows - i));
       f(i, j, mr, nr);
     }
   }
 }
 
-// Dispatches runtime (mr, nr) to a template instance.
-template <int MaxMr, template <int, int> class K, typename... Args>
+// Dispatches runtime (mr, nr) to a template instance; Wide: the AVX-512
+// shapes (mr up to 4, and 1 x 8) are compiled in.
+template <bool Wide, template <int, int> class K, typename... Args>
 void Dispatch(int mr, int nr, Args&&... args) {
-  static_assert(MaxMr >= 1 && MaxMr <= 4, "block rows");
-#define STRATA_NR(M)                                   \
-  switch (nr) {                                        \
-    case 1: K<M, 1>::Run(args...); break;              \
-    case 2: K<M, 2>::Run(args...); break;              \
-    case 3: K<M, 3>::Run(args...); break;              \
-    default: K<M, 4>::Run(args...); break;             \
+#define STRATA_NR4(M)                      \
+  switch (nr) {                            \
+    case 1: K<M, 1>::Run(args...); break;  \
+    case 2: K<M, 2>::Run(args...); break;  \
+    case 3: K<M, 3>::Run(args...); break;  \
+    default: K<M, 4>::Run(args...); break; \
   }
-  switch (mr) {
-    case 1:
-      switch (nr) {
-        case 5: K<1, 5>::Run(args...); break;
-        case 6: K<1, 6>::Run(args...); break;
-        case 7: K<1, 7>::Run(args...); break;
-        case 8: K<1, 8>::Run(args...); break;
-        default: STRATA_NR(1);
-      }
-      break;
-    case 2: if constexpr (MaxMr >= 2) { STRATA_NR(2); } break;
-    case 3: if constexpr (MaxMr >= 3) { STRATA_NR(3); } break;
-    default: if constexpr (MaxMr >= 4) { STRATA_NR(4); } break;
+  if constexpr (!Wide) {
+    if (mr == 1) {
+      STRATA_NR4(1);
+    } else {
+      STRATA_NR4(2);
+    }
+  } else {
+    switch (mr) {
+      case 1:
+        switch (nr) {
+          case 5: K<1, 5>::Run(args...); break;
+          case 6: K<1, 6>::Run(args...); break;
+          case 7: K<1, 7>::Run(args...); break;
+          case 8: K<1, 8>::Run(args...); break;
+          default: STRATA_NR4(1);
+        }
+        break;
+      case 2: STRATA_NR4(2); break;
+      case 3: STRATA_NR4(3); break;
+      default: STRATA_NR4(4); break;
+    }
   }
-#undef STRATA_NR
+#undef STRATA_NR4
 }
 
 template <typename W>
 struct Avx2Op {
   template <int MR, int NR>
   struct K {
-    static void Run(const float* x, int64_t k, const W* w, float* y, int64_t ldy) {
-      KernelAvx2<MR, NR, W>(x, k, w, y, ldy);
+    static void Run(const float* x, int64_t k, const W* w, int j0, float* y, int64_t ldy) {
+      KernelAvx2<MR, NR, W>(x, k, w, j0, y, ldy);
     }
   };
 };
@@ -302,15 +319,15 @@ template <typename W>
 struct Avx512Op {
   template <int MR, int NR>
   struct K {
-    static void Run(const float* x, int64_t k, const W* w, float* y, int64_t ldy) {
-      KernelAvx512<MR, NR, W>(x, k, w, y, ldy);
+    static void Run(const float* x, int64_t k, const W* w, int j0, float* y, int64_t ldy) {
+      KernelAvx512<MR, NR, W>(x, k, w, j0, y, ldy);
     }
   };
 };
 template <int MR, int NR>
 struct Bf16K {
-  static void Run(const uint16_t* x, int64_t k, const uint16_t* w, float* y, int64_t ldy) {
-    KernelBf16<MR, NR>(x, k, w, y, ldy);
+  static void Run(const uint16_t* x, int64_t k, const uint16_t* w, int j0, float* y, int64_t ldy) {
+    KernelBf16<MR, NR>(x, k, w, j0, y, ldy);
   }
 };
 
@@ -324,12 +341,12 @@ template <typename W>
 void RangeSimd(Isa isa, const MatMulArgs& a, const W* w, int64_t n_begin, int64_t n_end) {
   const int64_t k = a.k;
   if (isa == Isa::kAvx2) {
-    ForBlocks<2>(a.rows, n_begin, n_end, false, [&](int64_t i, int64_t j, int mr, int nr) {
-      Dispatch<2, Avx2Op<W>::template K>(mr, nr, a.x + i * k, k, Block(w, j, k), a.y + i * a.n + j, a.n);
+    ForBlocks(a.rows, n_begin, n_end, false, [&](int64_t i, int64_t j, int mr, int nr) {
+      Dispatch<false, Avx2Op<W>::template K>(mr, nr, a.x + i * k, k, Block(w, j, k), static_cast<int>(j % kPackRows), a.y + i * a.n + j, a.n);
     });
   } else {
-    ForBlocks<4>(a.rows, n_begin, n_end, true, [&](int64_t i, int64_t j, int mr, int nr) {
-      Dispatch<4, Avx512Op<W>::template K>(mr, nr, a.x + i * k, k, Block(w, j, k), a.y + i * a.n + j, a.n);
+    ForBlocks(a.rows, n_begin, n_end, true, [&](int64_t i, int64_t j, int mr, int nr) {
+      Dispatch<true, Avx512Op<W>::template K>(mr, nr, a.x + i * k, k, Block(w, j, k), static_cast<int>(j % kPackRows), a.y + i * a.n + j, a.n);
     });
   }
 }
@@ -364,8 +381,8 @@ void MatMulRange(Isa isa, const MatMulArgs& a, int64_t n_begin, int64_t n_end) {
     MatMulRangeTwin(isa, a, n_begin, n_end);
   } else if (isa == Isa::kAvx512Bf16) {
     const int64_t k = a.k;
-    ForBlocks<4>(a.rows, n_begin, n_end, true, [&](int64_t i, int64_t j, int mr, int nr) {
-      Dispatch<4, Bf16K>(mr, nr, a.xb + i * k, k, Block(a.w_bf16, j, k), a.y + i * a.n + j, a.n);
+    ForBlocks(a.rows, n_begin, n_end, true, [&](int64_t i, int64_t j, int mr, int nr) {
+      Dispatch<true, Bf16K>(mr, nr, a.xb + i * k, k, Block(a.w_bf16, j, k), static_cast<int>(j % kPackRows), a.y + i * a.n + j, a.n);
     });
   } else if (a.w_bf16) {
     RangeSimd<uint16_t>(isa, a, a.w_bf16, n_begin, n_end);

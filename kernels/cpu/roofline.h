@@ -17,6 +17,10 @@ double MeasureReadBandwidth(int threads, int64_t bytes = int64_t{1} << 30, int r
 // where present, else AVX2, else scalar).
 double MeasureFmaPeak(int threads);
 
+// FLOP/s of vdpbf16ps chains (each instruction: 32 bf16 products, 64 FLOP);
+// 0 where the CPU lacks AVX-512 BF16.
+double MeasureBf16DotPeak(int threads);
+
 }  // namespace strata::kernels::cpu
 
 #endif  // STRATA_KERNELS_CPU_ROOFLINE_H_
