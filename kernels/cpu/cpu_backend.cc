@@ -102,20 +102,6 @@ STRATA_CLONES float SumSquares(const float* x, int64_t n) {
   return Tree16(lanes);
 }
 
-STRATA_CLONES float Dot(const float* a, const float* b, int64_t n) {
-  float lanes[16] = {};
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    for (int l = 0; l < 16; ++l) lanes[l] += a[i + l] * b[i + l];
-  for (int l = 0; i + l < n; ++l) lanes[l] += a[i + l] * b[i + l];
-  return Tree16(lanes);
-}
-
-// out += p * v, lane by lane (no sum is reordered).
-STRATA_CLONES void Axpy(float p, const float* v, int64_t n, float* out) {
-  for (int64_t i = 0; i < n; ++i) out[i] += p * v[i];
-}
-
 STRATA_CLONES void Bf16RowToFloat(const uint16_t* src, int64_t n, float* dst) {
   for (int64_t i = 0; i < n; ++i) {
     const uint32_t u = static_cast<uint32_t>(src[i]) << 16;
@@ -170,6 +156,9 @@ absl::StatusOr<std::unique_ptr<KvCache>> CpuBackend::AllocateKvCache(const KvCac
   if (shape.num_layers <= 0 || shape.num_blocks <= 0 || shape.block_size <= 0 ||
       shape.num_kv_heads <= 0 || shape.head_dim <= 0) {
     return absl::InvalidArgumentError("KV cache dimensions must be positive");
+  }
+  if (shape.head_dim > 256) {
+    return absl::InvalidArgumentError(absl::StrCat("head_dim ", shape.head_dim, " is over the CPU attention limit of 256"));
   }
   if (options_.kv_dtype != model::DType::kBF16 && options_.kv_dtype != model::DType::kF32) {
     return absl::InvalidArgumentError("KV cache dtype must be bf16 or f32");
@@ -305,6 +294,73 @@ void CpuBackend::WriteKv(KvCache& cache, int64_t layer, const float* k, const fl
   }
 }
 
+namespace {
+
+inline float ToF(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline float ToF(float f) { return f; }
+
+// scores[g * visible + j] = dot(q_g, K_j) * scale for the keys at `offs`.
+// The dot is the 16-lane scheme of Dot(), so results match it bit for bit.
+template <typename T>
+__attribute__((always_inline)) inline void ScoreBody(const float* q, int64_t group, int64_t d, const T* base,
+                                                     const int64_t* offs, int64_t visible, float scale,
+                                                     float* scores) {
+  float krow[256];
+  for (int64_t j = 0; j < visible; ++j) {
+    const T* kr = base + offs[j];
+    for (int64_t i = 0; i < d; ++i) krow[i] = ToF(kr[i]);
+    for (int64_t g = 0; g < group; ++g) {
+      const float* qg = q + g * d;
+      float lanes[16] = {};
+      int64_t i = 0;
+      for (; i + 16 <= d; i += 16)
+        for (int l = 0; l < 16; ++l) lanes[l] += qg[i + l] * krow[i + l];
+      for (int l = 0; i + l < d; ++l) lanes[l] += qg[i + l] * krow[i + l];
+      scores[g * visible + j] = Tree16(lanes) * scale;
+    }
+  }
+}
+
+// out_g += p[g * visible + j] * V_j over the keys, in key order.
+template <typename T>
+__attribute__((always_inline)) inline void ValueBody(const float* p, int64_t group, int64_t d, const T* base,
+                                                     const int64_t* offs, int64_t visible, float* out) {
+  float vrow[256];
+  for (int64_t j = 0; j < visible; ++j) {
+    const T* vr = base + offs[j];
+    for (int64_t i = 0; i < d; ++i) vrow[i] = ToF(vr[i]);
+    for (int64_t g = 0; g < group; ++g) {
+      const float pj = p[g * visible + j];
+      float* o = out + g * d;
+      for (int64_t i = 0; i < d; ++i) o[i] += pj * vrow[i];
+    }
+  }
+}
+
+STRATA_CLONES void ScoreKeys(const float* q, int64_t group, int64_t d, const uint16_t* base, const int64_t* offs,
+                             int64_t visible, float scale, float* scores) {
+  ScoreBody(q, group, d, base, offs, visible, scale, scores);
+}
+STRATA_CLONES void ScoreKeys(const float* q, int64_t group, int64_t d, const float* base, const int64_t* offs,
+                             int64_t visible, float scale, float* scores) {
+  ScoreBody(q, group, d, base, offs, visible, scale, scores);
+}
+STRATA_CLONES void AccumulateValues(const float* p, int64_t group, int64_t d, const uint16_t* base,
+                                    const int64_t* offs, int64_t visible, float* out) {
+  ValueBody(p, group, d, base, offs, visible, out);
+}
+STRATA_CLONES void AccumulateValues(const float* p, int64_t group, int64_t d, const float* base,
+                                    const int64_t* offs, int64_t visible, float* out) {
+  ValueBody(p, group, d, base, offs, visible, out);
+}
+
+}  // namespace
+
 void CpuBackend::Attention(const KvCache& cache, int64_t layer, const float* q, int64_t q_heads,
                            float* out) {
   const auto& c = static_cast<const CpuKvCache&>(cache);
@@ -327,26 +383,23 @@ void CpuBackend::Attention(const KvCache& cache, int64_t layer, const float* q, 
   }
   const int64_t n_tasks = static_cast<int64_t>(tasks.size()) * kvh;
   pool_.ParallelFor(n_tasks, 1, [&](int64_t b, int64_t e) {
-    std::vector<float> scores, krow(d), vrow(d);
+    std::vector<float> scores;
+    std::vector<int64_t> offs;
     for (int64_t ti = b; ti < e; ++ti) {
       const Task& task = tasks[ti / kvh];
       const int64_t h = ti % kvh;
       const SequenceChunk& seq = layout_->sequences[task.seq];
       const int64_t visible = seq.cached_tokens + task.token + 1;
-      scores.assign(group * visible, 0.0f);
+      scores.resize(group * visible);
+      offs.resize(visible);
+      for (int64_t j = 0; j < visible; ++j) offs[j] = SlotIndex(seq, s, j) * width + h * d;
       const float* qrow = q + (task.row * q_heads + h * group) * d;
-      for (int64_t j = 0; j < visible; ++j) {
-        const int64_t off = SlotIndex(seq, s, j) * width + h * d;
-        const float* kr;
-        if (c.bf16()) {
-          Bf16RowToFloat(c.kb(layer) + off, d, krow.data());
-          kr = krow.data();
-        } else {
-          kr = c.kf(layer) + off;
-        }
-        for (int64_t g = 0; g < group; ++g) scores[g * visible + j] = Dot(qrow + g * d, kr, d) * scale;
+      if (c.bf16()) {
+        ScoreKeys(qrow, group, d, c.kb(layer), offs.data(), visible, scale, scores.data());
+      } else {
+        ScoreKeys(qrow, group, d, c.kf(layer), offs.data(), visible, scale, scores.data());
       }
-      std::vector<float> denom(group);
+      float* o = out + (task.row * q_heads + h * group) * d;
       for (int64_t g = 0; g < group; ++g) {
         float* sg = scores.data() + g * visible;
         float mx = -INFINITY;
@@ -356,23 +409,13 @@ void CpuBackend::Attention(const KvCache& cache, int64_t layer, const float* q, 
           sg[j] = std::exp(sg[j] - mx);
           sum += sg[j];
         }
-        denom[g] = sum;
-        float* o = out + (task.row * q_heads + h * group + g) * d;
-        for (int64_t i = 0; i < d; ++i) o[i] = 0.0f;
+        for (int64_t j = 0; j < visible; ++j) sg[j] = sg[j] / sum;
+        for (int64_t i = 0; i < d; ++i) o[g * d + i] = 0.0f;
       }
-      for (int64_t j = 0; j < visible; ++j) {
-        const int64_t off = SlotIndex(seq, s, j) * width + h * d;
-        const float* vr;
-        if (c.bf16()) {
-          Bf16RowToFloat(c.vb(layer) + off, d, vrow.data());
-          vr = vrow.data();
-        } else {
-          vr = c.vf(layer) + off;
-        }
-        for (int64_t g = 0; g < group; ++g) {
-          const float p = scores[g * visible + j] / denom[g];
-          Axpy(p, vr, d, out + (task.row * q_heads + h * group + g) * d);
-        }
+      if (c.bf16()) {
+        AccumulateValues(scores.data(), group, d, c.vb(layer), offs.data(), visible, o);
+      } else {
+        AccumulateValues(scores.data(), group, d, c.vf(layer), offs.data(), visible, o);
       }
     }
   });

@@ -103,7 +103,26 @@ __attribute__((target("avx2,fma"))) void KernelAvx2(const float* x, int64_t k, c
   for (int i = 0; i < MR; ++i)
     #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
+  // Whole 32-column chunks: row pointers advance by one chunk (4 x 32).
+  const W* rp[NR];
+  #pragma GCC unroll 8
+  for (int j = 0; j < NR; ++j) rp[j] = At(w, j0 + j, 0, k);
   int64_t kk = 0;
+  for (; kk + kPackCols <= k; kk += kPackCols) {
+    const int64_t off = kk * kPackRows;
+    #pragma GCC unroll 4
+    for (int h = 0; h < 4; ++h) {
+      __m256 wv[NR];
+      #pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j) wv[j] = LoadW8(rp[j] + off + 8 * h);
+      #pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) {
+        const __m256 xv = _mm256_loadu_ps(x + i * k + kk + 8 * h);
+        #pragma GCC unroll 8
+        for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
+      }
+    }
+  }
   for (; kk + 8 <= k; kk += 8) {
     __m256 wv[NR];
     #pragma GCC unroll 8
@@ -169,10 +188,29 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void KernelAvx512(const flo
   for (int i = 0; i < MR; ++i)
     #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
+  // Whole 32-column chunks: row pointers advance by one chunk (4 x 32).
+  const W* rp[NR];
+  #pragma GCC unroll 8
+  for (int j = 0; j < NR; ++j) rp[j] = At(w, j0 + j, 0, k);
   int64_t kk = 0;
+  for (; kk + kPackCols <= k; kk += kPackCols) {
+    const int64_t off = kk * kPackRows;
+    _mm_prefetch(reinterpret_cast<const char*>(rp[0] + off) + kPrefetchBytes, _MM_HINT_T0);
+    #pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      __m512 wv[NR];
+      #pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j) wv[j] = LoadW16(rp[j] + off + 16 * h);
+      #pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) {
+        const __m512 xv = _mm512_loadu_ps(x + i * k + kk + 16 * h);
+        #pragma GCC unroll 8
+        for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+      }
+    }
+  }
   for (; kk + 16 <= k; kk += 16) {
     __m512 wv[NR];
-    _mm_prefetch(reinterpret_cast<const char*>(At(w, j0, kk, k)) + kPrefetchBytes, _MM_HINT_T0);
     #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) wv[j] = LoadW16(At(w, j0 + j, kk, k));
     #pragma GCC unroll 8
@@ -211,13 +249,18 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void KernelBf16(
   for (int i = 0; i < MR; ++i)
     #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
+  // Row pointers advance by one packed chunk (4 x 32 values) per step.
+  const uint16_t* rp[NR];
+  #pragma GCC unroll 8
+  for (int j = 0; j < NR; ++j) rp[j] = At(w, j0 + j, 0, k);
   int64_t kk = 0;
   for (; kk + 32 <= k; kk += 32) {
+    const int64_t off = kk * kPackRows;
     __m512bh wv[NR];
-    _mm_prefetch(reinterpret_cast<const char*>(At(w, j0, kk, k)) + kPrefetchBytes, _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(At(w, j0 + 2, kk, k)) + kPrefetchBytes, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(rp[0] + off) + kPrefetchBytes, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(rp[0] + off + 64) + kPrefetchBytes, _MM_HINT_T0);
     #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) wv[j] = (__m512bh)_mm512_loadu_si512(At(w, j0 + j, kk, k));
+    for (int j = 0; j < NR; ++j) wv[j] = (__m512bh)_mm512_loadu_si512(rp[j] + off);
     #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + i * k + kk);
