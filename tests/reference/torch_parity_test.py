@@ -8,6 +8,12 @@ the same sequence and require, at every step, logits within 1e-4 relative
 Where PyTorch's top two logits are within 1e-4 of each other (a float
 rounding tie), either token is accepted and the test says so.
 
+Each case runs on two backends: the float32 reference, and the fast CPU
+backend with float32 activations and KV cache (the widest f32 ISA present:
+avx512, else avx2, else portable), which differs from the reference only in
+summation order. The bf16-activation path (AVX-512 BF16) is checked against
+the reference engine in tests/cpu.
+
 usage: torch_parity_test.py STRATA_BINARY [WORKDIR]
 """
 import os
@@ -41,12 +47,37 @@ CASES = [
 ]
 
 
-def run_case(strata, workdir, name, make_flags, run_flags):
+def f32_isa():
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags.update(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    if {"avx512f", "avx512bw", "avx512vl"} <= flags:
+        return "avx512"
+    if {"avx2", "fma"} <= flags:
+        return "avx2"
+    return "portable"
+
+
+BACKENDS = [
+    ("reference", ["--backend", "reference"]),
+    ("cpu-f32", ["--backend", "cpu", "--isa", f32_isa(), "--kv-dtype", "f32"]),
+]
+
+
+def run_case(strata, workdir, name, make_flags, run_flags, backend_name, backend_flags):
     model_dir = os.path.join(workdir, name)
-    subprocess.run([strata, "make-model", "--out", model_dir] + make_flags, check=True,
-                   stderr=subprocess.DEVNULL)
+    if not os.path.exists(model_dir):
+        subprocess.run([strata, "make-model", "--out", model_dir] + make_flags, check=True,
+                       stderr=subprocess.DEVNULL)
+    run_flags = run_flags + backend_flags
+    name = "%s [%s]" % (name, backend_name)
     prompt = [(i * 29 + 7) % 200 + 3 for i in range(11)]
-    logits_path = os.path.join(workdir, name + ".logits")
+    logits_path = os.path.join(workdir, name.replace(" ", "_") + ".logits")
     out = subprocess.run(
         [strata, "run", "--model", model_dir, "--prompt-ids", ",".join(map(str, prompt)),
          "--max-tokens", str(STEPS), "--ignore-eos", "--json", "--logits-out", logits_path,
@@ -84,7 +115,7 @@ def run_case(strata, workdir, name, make_flags, run_flags):
             else:
                 failures.append("step %d: strata chose %d, torch argmax %d" % (step, tokens[step], want))
     spread = float(ref.std(axis=1).mean())
-    print("%-26s %2d steps  max err/bound %.3f  logit std %.2f  distinct tokens %2d  ties %d  %s" %
+    print("%-38s %2d steps  max err/bound %.3f  logit std %.2f  distinct tokens %2d  ties %d  %s" %
           (name, STEPS, worst, spread, len(set(tokens)), ties, "FAIL" if failures else "ok"))
     for f in failures:
         print("    " + f)
@@ -98,7 +129,7 @@ def main():
     strata = os.path.abspath(sys.argv[1])
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory(dir=os.environ.get("TEST_TMPDIR")) as workdir:
-        results = [run_case(strata, workdir, *case) for case in CASES]
+        results = [run_case(strata, workdir, *case, *backend) for case in CASES for backend in BACKENDS]
     passed = sum(results)
     print("torch parity: %d passed, %d failed" % (passed, len(results) - passed))
     return 0 if all(results) else 1
