@@ -16,6 +16,19 @@ constexpr int kNr = 4;  // weight rows per block (8 for single rows)
 // it never changes a result).
 constexpr int kPrefetchBytes = 16384;
 
+// Prefetches, kPrefetchBytes ahead, the cache lines of the packed chunk at
+// `off` in each 4-row block the rows rp[0..NR) touch.
+template <int NR, typename W>
+inline void PrefetchChunk(const W* const* rp, int64_t off) {
+  constexpr int kLines = static_cast<int>(kPackRows * kPackCols * sizeof(W) / 64);
+  #pragma GCC unroll 2
+  for (int b = 0; b < NR; b += kPackRows) {
+    const char* p = reinterpret_cast<const char*>(rp[b] + off) + kPrefetchBytes;
+    #pragma GCC unroll 8
+    for (int l = 0; l < kLines; ++l) _mm_prefetch(p + 64 * l, _MM_HINT_T0);
+  }
+}
+
 // Row j (0 <= j < 8, spanning two packed blocks), column kk, of the
 // packed rows starting at w (a block start); k is the row length.
 template <typename W>
@@ -195,7 +208,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void KernelAvx512(const flo
   int64_t kk = 0;
   for (; kk + kPackCols <= k; kk += kPackCols) {
     const int64_t off = kk * kPackRows;
-    _mm_prefetch(reinterpret_cast<const char*>(rp[0] + off) + kPrefetchBytes, _MM_HINT_T0);
+    PrefetchChunk<NR>(rp, off);
     #pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {
       __m512 wv[NR];
@@ -257,8 +270,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void KernelBf16(
   for (; kk + 32 <= k; kk += 32) {
     const int64_t off = kk * kPackRows;
     __m512bh wv[NR];
-    _mm_prefetch(reinterpret_cast<const char*>(rp[0] + off) + kPrefetchBytes, _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(rp[0] + off + 64) + kPrefetchBytes, _MM_HINT_T0);
+    PrefetchChunk<NR>(rp, off);
     #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) wv[j] = (__m512bh)_mm512_loadu_si512(rp[j] + off);
     #pragma GCC unroll 8
