@@ -300,16 +300,18 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void KernelBf16(
 
 // ---- Blocking -------------------------------------------------------------
 
-// Block shapes (activation rows x weight rows). One row streams 8 weight
-// rows at once (more loads in flight); otherwise 4 activation rows share 4
-// weight rows (2 x 4 on AVX2's 16 registers). 8 x 2 blocks were slower on
-// the 1b preset (docs/benchmarks.md). The blocking never changes a result.
+// Block shapes (activation rows x weight rows), chosen on the 1b preset
+// (docs/benchmarks.md): decode batches stream 8 weight rows at a time for 1
+// or 2 activation rows (more loads in flight per arithmetic op); prompts
+// (over 64 rows) use 4 x 4; AVX2's 16 registers take 2 x 4. 8 x 2 blocks
+// were slower. The blocking never changes a result.
 struct Shape {
   int mr, nr;
 };
 inline Shape BlockShape(int64_t rows, bool avx512) {
   if (!avx512) return {2, kNr};
   if (rows == 1) return {1, 2 * kNr};
+  if (rows <= 64) return {2, 2 * kNr};
   return {4, kNr};
 }
 
@@ -353,7 +355,15 @@ void Dispatch(int mr, int nr, Args&&... args) {
           default: STRATA_NR4(1);
         }
         break;
-      case 2: STRATA_NR4(2); break;
+      case 2:
+        switch (nr) {
+          case 5: K<2, 5>::Run(args...); break;
+          case 6: K<2, 6>::Run(args...); break;
+          case 7: K<2, 7>::Run(args...); break;
+          case 8: K<2, 8>::Run(args...); break;
+          default: STRATA_NR4(2);
+        }
+        break;
       case 3: STRATA_NR4(3); break;
       default: STRATA_NR4(4); break;
     }
