@@ -55,7 +55,9 @@ std::vector<Isa> Present() {
 
 TEST(CpuMatMulTest, KernelsEqualTheirTwinsAndTheReference) {
   const int64_t shapes[][3] = {{1, 1, 1},   {1, 7, 33},    {3, 5, 16},   {4, 4, 64},  {5, 9, 100},
-                               {2, 130, 31}, {7, 64, 2048}, {16, 33, 257}, {1, 300, 8}, {9, 17, 48}};
+                               {2, 130, 31}, {7, 64, 2048}, {16, 33, 257}, {1, 300, 8}, {9, 17, 48},
+                               // several 512-column ranges, with a ragged tail
+                               {9, 17, 1100},  {16, 12, 1537}, {3, 8, 2048}};
   for (Isa isa : Present()) {
     for (const auto& s : shapes) {
       const int64_t rows = s[0], n = s[1], k = s[2];
@@ -101,9 +103,10 @@ TEST(CpuMatMulTest, KernelsEqualTheirTwinsAndTheReference) {
 }
 
 TEST(CpuMatMulTest, RowsAndRangesDoNotChangeAnOutput) {
-  const int64_t rows = 11, n = 23, k = 200;
-  Data d = Make(rows, n, k, 5);
+  const int64_t rows = 11, n = 23;
+  for (int64_t k : {200, 1100})
   for (Isa isa : Present()) {
+    Data d = Make(rows, n, k, 5);
     MatMulArgs a;
     a.x = d.x.data();
     a.xb = d.xb.data();
