@@ -44,6 +44,24 @@ void ExpectNear(const std::vector<float>& got, const std::vector<float>& want, f
   }
 }
 
+// y: [rows, n] against x: [rows, k] times bf16 w^T in double precision,
+// within atol + rtol * sum |x_i w_i|.
+void ExpectProduct(const std::vector<float>& x, const std::vector<uint16_t>& w, int64_t rows, int64_t n,
+                   int64_t k, const std::vector<float>& y, double atol, double rtol) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t o = 0; o < n; ++o) {
+      double acc = 0, mag = 0;
+      for (int64_t i = 0; i < k; ++i) {
+        const double p = double(x[r * k + i]) * model::BF16ToFloat(w[o * k + i]);
+        acc += p;
+        mag += std::fabs(p);
+      }
+      ASSERT_LE(std::fabs(y[r * n + o] - acc), atol + rtol * mag)
+          << "rows " << rows << " n " << n << " k " << k << " at " << r << "," << o;
+    }
+  }
+}
+
 TEST_F(OpsCudaTest, EmbedGathersBf16Rows) {
   std::mt19937 rng(1);
   for (auto [vocab, cols, n] : {std::tuple{512, 128, 7}, {1000, 33, 1}, {70, 4096, 16}}) {
@@ -159,20 +177,10 @@ TEST_F(OpsCudaTest, GemmMatchesDoubleReference) {
     absl::Status st = (*gemm)->MatMul(reinterpret_cast<__nv_bfloat16*>(dx.get()), rows,
                                       reinterpret_cast<__nv_bfloat16*>(dw.get()), n, k, dy.get(), nullptr);
     ASSERT_TRUE(st.ok()) << st;
-    const auto y = dy.ToHost();
     EXPECT_TRUE(dy.GuardsIntact());
-    for (int r = 0; r < rows; ++r) {
-      for (int o = 0; o < n; ++o) {
-        double acc = 0, mag = 0;
-        for (int i = 0; i < k; ++i) {
-          const double p = double(model::BF16ToFloat(x[r * k + i])) * model::BF16ToFloat(w[int64_t(o) * k + i]);
-          acc += p;
-          mag += std::fabs(p);
-        }
-        ASSERT_LE(std::fabs(y[int64_t(r) * n + o] - acc), 1e-5 + 1e-4 * mag)
-            << "rows " << rows << " n " << n << " k " << k << " at " << r << "," << o;
-      }
-    }
+    std::vector<float> xf(x.size());
+    for (size_t i = 0; i < x.size(); ++i) xf[i] = model::BF16ToFloat(x[i]);
+    ExpectProduct(xf, w, rows, n, k, dy.ToHost(), 1e-5, 1e-4);
   }
   EXPECT_EQ((*gemm)->cached_plans(), 6u);
   EXPECT_FALSE((*gemm)->MatMul(nullptr, 1, nullptr, 0, 8, nullptr, nullptr).ok());
@@ -192,20 +200,8 @@ TEST_F(OpsCudaTest, GemvMatchesDoubleReference) {
     ASSERT_TRUE(GemvSupports(rows, k));
     ASSERT_EQ(LaunchGemv(dx.get(), rows, reinterpret_cast<__nv_bfloat16*>(dw.get()), n, k, dy.get(), nullptr),
               cudaSuccess);
-    const auto y = dy.ToHost();
     EXPECT_TRUE(dy.GuardsIntact());
-    for (int r = 0; r < rows; ++r) {
-      for (int o = 0; o < n; ++o) {
-        double acc = 0, mag = 0;
-        for (int i = 0; i < k; ++i) {
-          const double p = double(x[r * k + i]) * model::BF16ToFloat(w[int64_t(o) * k + i]);
-          acc += p;
-          mag += std::fabs(p);
-        }
-        ASSERT_LE(std::fabs(y[int64_t(r) * n + o] - acc), 1e-6 + 1e-5 * mag)
-            << "rows " << rows << " n " << n << " k " << k << " at " << r << "," << o;
-      }
-    }
+    ExpectProduct(x, w, rows, n, k, dy.ToHost(), 1e-6, 1e-5);
   }
   // Three weights sharing x in one launch equal three separate launches.
   {
