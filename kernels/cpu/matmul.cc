@@ -301,18 +301,19 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void KernelBf16(
 // ---- Blocking -------------------------------------------------------------
 
 // Block shapes (activation rows x weight rows), chosen on the 1b preset
-// (docs/benchmarks.md): decode batches stream 8 weight rows at a time for 1
-// or 2 activation rows (more loads in flight per arithmetic op); prompts
-// (over 64 rows) use 4 x 4; AVX2's 16 registers take 2 x 4. 8 x 2 blocks
-// were slower. The blocking never changes a result.
+// (docs/benchmarks.md): up to 4 activation rows stream 8 weight rows at a
+// time in blocks of 1 or 2 rows (more loads in flight per arithmetic op);
+// more rows use 4 x 6 (24 accumulators, the most AVX-512's 32 registers
+// hold with their operands); AVX2's 16 registers take 2 x 4. 8 x 2 and
+// 4 x 4 were slower. The blocking never changes a result.
 struct Shape {
   int mr, nr;
 };
 inline Shape BlockShape(int64_t rows, bool avx512) {
   if (!avx512) return {2, kNr};
   if (rows == 1) return {1, 2 * kNr};
-  if (rows <= 64) return {2, 2 * kNr};
-  return {4, kNr};
+  if (rows <= 4) return {2, 2 * kNr};
+  return {4, 6};
 }
 
 template <typename F>
@@ -364,8 +365,20 @@ void Dispatch(int mr, int nr, Args&&... args) {
           default: STRATA_NR4(2);
         }
         break;
-      case 3: STRATA_NR4(3); break;
-      default: STRATA_NR4(4); break;
+      case 3:
+        switch (nr) {
+          case 5: K<3, 5>::Run(args...); break;
+          case 6: K<3, 6>::Run(args...); break;
+          default: STRATA_NR4(3);
+        }
+        break;
+      default:
+        switch (nr) {
+          case 5: K<4, 5>::Run(args...); break;
+          case 6: K<4, 6>::Run(args...); break;
+          default: STRATA_NR4(4);
+        }
+        break;
     }
   }
 #undef STRATA_NR4
