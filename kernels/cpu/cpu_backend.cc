@@ -305,11 +305,14 @@ inline float ToF(uint16_t h) {
 inline float ToF(float f) { return f; }
 
 // scores[g * visible + j] = dot(q_g, K_j) * scale for the keys at `offs`.
-// The dot is the 16-lane scheme of Dot(), so results match it bit for bit.
-template <typename T>
-__attribute__((always_inline)) inline void ScoreBody(const float* q, int64_t group, int64_t d, const T* base,
+// The dot is the 16-lane scheme of SumSquares() (lanes, then Tree16), so it
+// is the same on every ISA. kD > 0: head_dim known at compile time (64 and
+// 128 get fully unrolled loops); 0: run-time d.
+template <int kD, typename T>
+__attribute__((always_inline)) inline void ScoreBody(const float* q, int64_t group, int64_t d_rt, const T* base,
                                                      const int64_t* offs, int64_t visible, float scale,
                                                      float* scores) {
+  const int64_t d = kD > 0 ? kD : d_rt;
   float krow[256];
   for (int64_t j = 0; j < visible; ++j) {
     const T* kr = base + offs[j];
@@ -320,16 +323,19 @@ __attribute__((always_inline)) inline void ScoreBody(const float* q, int64_t gro
       int64_t i = 0;
       for (; i + 16 <= d; i += 16)
         for (int l = 0; l < 16; ++l) lanes[l] += qg[i + l] * krow[i + l];
-      for (int l = 0; i + l < d; ++l) lanes[l] += qg[i + l] * krow[i + l];
+      if (kD == 0 || kD % 16 != 0) {
+        for (int l = 0; i + l < d; ++l) lanes[l] += qg[i + l] * krow[i + l];
+      }
       scores[g * visible + j] = Tree16(lanes) * scale;
     }
   }
 }
 
 // out_g += p[g * visible + j] * V_j over the keys, in key order.
-template <typename T>
-__attribute__((always_inline)) inline void ValueBody(const float* p, int64_t group, int64_t d, const T* base,
+template <int kD, typename T>
+__attribute__((always_inline)) inline void ValueBody(const float* p, int64_t group, int64_t d_rt, const T* base,
                                                      const int64_t* offs, int64_t visible, float* out) {
+  const int64_t d = kD > 0 ? kD : d_rt;
   float vrow[256];
   for (int64_t j = 0; j < visible; ++j) {
     const T* vr = base + offs[j];
@@ -342,21 +348,28 @@ __attribute__((always_inline)) inline void ValueBody(const float* p, int64_t gro
   }
 }
 
+#define STRATA_BY_HEAD_DIM(Body, ...)     \
+  switch (d) {                            \
+    case 64: Body<64>(__VA_ARGS__); break;   \
+    case 128: Body<128>(__VA_ARGS__); break; \
+    default: Body<0>(__VA_ARGS__); break;    \
+  }
+
 STRATA_CLONES void ScoreKeys(const float* q, int64_t group, int64_t d, const uint16_t* base, const int64_t* offs,
                              int64_t visible, float scale, float* scores) {
-  ScoreBody(q, group, d, base, offs, visible, scale, scores);
+  STRATA_BY_HEAD_DIM(ScoreBody, q, group, d, base, offs, visible, scale, scores)
 }
 STRATA_CLONES void ScoreKeys(const float* q, int64_t group, int64_t d, const float* base, const int64_t* offs,
                              int64_t visible, float scale, float* scores) {
-  ScoreBody(q, group, d, base, offs, visible, scale, scores);
+  STRATA_BY_HEAD_DIM(ScoreBody, q, group, d, base, offs, visible, scale, scores)
 }
 STRATA_CLONES void AccumulateValues(const float* p, int64_t group, int64_t d, const uint16_t* base,
                                     const int64_t* offs, int64_t visible, float* out) {
-  ValueBody(p, group, d, base, offs, visible, out);
+  STRATA_BY_HEAD_DIM(ValueBody, p, group, d, base, offs, visible, out)
 }
 STRATA_CLONES void AccumulateValues(const float* p, int64_t group, int64_t d, const float* base,
                                     const int64_t* offs, int64_t visible, float* out) {
-  ValueBody(p, group, d, base, offs, visible, out);
+  STRATA_BY_HEAD_DIM(ValueBody, p, group, d, base, offs, visible, out)
 }
 
 }  // namespace
