@@ -270,7 +270,10 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void KernelBf16(
   for (; kk + 32 <= k; kk += 32) {
     const int64_t off = kk * kPackRows;
     __m512bh wv[NR];
-    PrefetchChunk<NR>(rp, off);
+    // Decode-sized blocks stream their weights once: prefetch them. Larger
+    // blocks reuse each weight block from cache, where prefetches only take
+    // load slots (measured: batch 16 on two threads 6.5x -> 7.0x batch 1).
+    if constexpr (MR <= 2) PrefetchChunk<NR>(rp, off);
     #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) wv[j] = (__m512bh)_mm512_loadu_si512(rp[j] + off);
     #pragma GCC unroll 8
