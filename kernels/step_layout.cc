@@ -20,6 +20,14 @@ std::vector<int64_t> StepLayout::FirstRows() const {
   return first;
 }
 
+absl::Status ValidateKvCacheShape(const KvCacheShape& shape) {
+  if (shape.num_layers <= 0 || shape.num_blocks <= 0 || shape.block_size <= 0 || shape.num_kv_heads <= 0 ||
+      shape.head_dim <= 0) {
+    return absl::InvalidArgumentError("KV cache dimensions must be positive");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateStepLayout(const StepLayout& layout, const KvCacheShape& cache,
                                 int64_t max_positions) {
   if (layout.sequences.empty()) return absl::InvalidArgumentError("step has no sequences");

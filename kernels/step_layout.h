@@ -41,6 +41,10 @@ struct KvCacheShape {
   int64_t FloatsPerLayer() const { return num_blocks * block_size * num_kv_heads * head_dim; }
 };
 
+// Every dimension of a KV cache pool positive (INVALID_ARGUMENT otherwise);
+// each backend's AllocateKvCache starts with it.
+absl::Status ValidateKvCacheShape(const KvCacheShape& shape);
+
 // Checks a layout against a cache before any op reads it: positive token
 // counts, block tables long enough and within [0, num_blocks), positions
 // non-negative and below `max_positions`. Layouts arrive from the network,

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu/lanes.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/reference/ops.h"
 #include "kernels/reference/reference_backend.h"
@@ -25,11 +26,13 @@ struct AlignedFloats {
   int64_t size;
 };
 
-// Matrices (rows > 1) are kept in the packed layout of matmul.h; vectors
-// (norm weights) plain.
+// Matrices (2-D tensors) are kept as in the checkpoint, bf16 or f32, in the
+// packed layout of matmul.h; vectors (1-D: norm weights) as plain f32,
+// converted once here rather than at every use.
 class CpuWeight : public Weight {
  public:
-  CpuWeight(int64_t rows, int64_t cols, bool bf16) : Weight(rows, cols), is_bf16(bf16), packed(rows > 1) {
+  CpuWeight(int64_t rows, int64_t cols, bool bf16, bool packed)
+      : Weight(rows, cols), is_bf16(bf16), packed(packed) {
     const int64_t n = packed ? PackedSize(rows, cols) : rows * cols;
     if (bf16) {
       b.resize(n);
@@ -83,14 +86,8 @@ class CpuKvCache : public KvCache {
 
 const CpuWeight& W(const Weight& w) { return static_cast<const CpuWeight&>(w); }
 
-// Sums of 16 independent lanes then a fixed tree: vectorizes without
-// reassociation, and is the same on every ISA.
-inline float Tree16(float* l) {
-  for (int w = 8; w >= 1; w /= 2)
-    for (int i = 0; i < w; ++i) l[i] += l[i + w];
-  return l[0];
-}
-
+// Sums keep 16 independent lanes and end with TreeSum<16>: they vectorize
+// without reassociation and give the same bits on every ISA clone.
 #define STRATA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 
 STRATA_CLONES float SumSquares(const float* x, int64_t n) {
@@ -99,20 +96,9 @@ STRATA_CLONES float SumSquares(const float* x, int64_t n) {
   for (; i + 16 <= n; i += 16)
     for (int l = 0; l < 16; ++l) lanes[l] += x[i + l] * x[i + l];
   for (int l = 0; i + l < n; ++l) lanes[l] += x[i + l] * x[i + l];
-  return Tree16(lanes);
+  return TreeSum<16>(lanes);
 }
 
-STRATA_CLONES void Bf16RowToFloat(const uint16_t* src, int64_t n, float* dst) {
-  for (int64_t i = 0; i < n; ++i) {
-    const uint32_t u = static_cast<uint32_t>(src[i]) << 16;
-    std::memcpy(dst + i, &u, 4);
-  }
-}
-
-int64_t SlotIndex(const SequenceChunk& s, const KvCacheShape& shape, int64_t index) {
-  return static_cast<int64_t>(s.block_table[index / shape.block_size]) * shape.block_size +
-         index % shape.block_size;
-}
 
 }  // namespace
 
@@ -128,8 +114,9 @@ absl::StatusOr<std::unique_ptr<Weight>> CpuBackend::LoadWeight(const model::Tens
   STRATA_ASSIGN_OR_RETURN(WeightSlice s, ResolveSlice(tensor, slice));
   const int64_t cols = tensor.shape.back();
   const int64_t rows_out = s.row_end - s.row_begin, cols_out = s.col_end - s.col_begin;
-  const bool bf16 = tensor.dtype == model::DType::kBF16;
-  auto w = std::make_unique<CpuWeight>(rows_out, cols_out, bf16);
+  const bool matrix = tensor.shape.size() == 2;
+  const bool bf16 = matrix && tensor.dtype == model::DType::kBF16;
+  auto w = std::make_unique<CpuWeight>(rows_out, cols_out, bf16, matrix);
   const int64_t esize = model::DTypeSize(tensor.dtype);
   std::vector<uint16_t> row_b(bf16 ? cols_out : 0);
   std::vector<float> row_f(bf16 ? 0 : cols_out);
@@ -153,12 +140,9 @@ absl::StatusOr<std::unique_ptr<Buffer>> CpuBackend::AllocateBuffer(int64_t float
 }
 
 absl::StatusOr<std::unique_ptr<KvCache>> CpuBackend::AllocateKvCache(const KvCacheShape& shape) {
-  if (shape.num_layers <= 0 || shape.num_blocks <= 0 || shape.block_size <= 0 ||
-      shape.num_kv_heads <= 0 || shape.head_dim <= 0) {
-    return absl::InvalidArgumentError("KV cache dimensions must be positive");
-  }
-  if (shape.head_dim > 256) {
-    return absl::InvalidArgumentError(absl::StrCat("head_dim ", shape.head_dim, " is over the CPU attention limit of 256"));
+  STRATA_RETURN_IF_ERROR(ValidateKvCacheShape(shape));
+  if (shape.head_dim > kMaxHeadDim) {
+    return absl::InvalidArgumentError(absl::StrCat("head_dim ", shape.head_dim, " is over the CPU attention limit of ", kMaxHeadDim));
   }
   if (options_.kv_dtype != model::DType::kBF16 && options_.kv_dtype != model::DType::kF32) {
     return absl::InvalidArgumentError("KV cache dtype must be bf16 or f32");
@@ -186,7 +170,29 @@ absl::Status CpuBackend::BeginStep(const StepLayout& layout) {
   layout_ = &layout;
   positions_ = reference::RowPositions(layout);
   rope_ready_ = false;
+  slots_block_size_ = 0;
+  tokens_.clear();
+  int64_t row = 0;
+  for (size_t i = 0; i < layout.sequences.size(); ++i) {
+    for (int32_t t = 0; t < layout.sequences[i].num_tokens; ++t, ++row) {
+      tokens_.push_back({static_cast<int32_t>(i), t, row});
+    }
+  }
   return absl::OkStatus();
+}
+
+void CpuBackend::EnsureSlots(int64_t block_size) {
+  if (slots_block_size_ == block_size) return;
+  slots_.resize(layout_->sequences.size());
+  for (size_t i = 0; i < layout_->sequences.size(); ++i) {
+    const SequenceChunk& s = layout_->sequences[i];
+    std::vector<int64_t>& slots = slots_[i];
+    slots.resize(static_cast<size_t>(s.cached_tokens) + s.num_tokens);
+    for (size_t j = 0; j < slots.size(); ++j) {
+      slots[j] = static_cast<int64_t>(s.block_table[j / block_size]) * block_size + j % block_size;
+    }
+  }
+  slots_block_size_ = block_size;
 }
 
 void CpuBackend::Embed(const Weight& table, const int32_t* ids, int64_t n, float* out) {
@@ -199,7 +205,7 @@ void CpuBackend::Embed(const Weight& table, const int32_t* ids, int64_t n, float
     for (int64_t c = 0; c < cols; c += kPackCols) {
       const int64_t len = std::min<int64_t>(kPackCols, cols - c);
       if (t.is_bf16) {
-        Bf16RowToFloat(t.b.data() + t.Index(row, c), len, o + c);
+        model::ConvertToFloat(model::DType::kBF16, t.b.data() + t.Index(row, c), len, o + c);
       } else {
         std::memcpy(o + c, t.f.data() + t.Index(row, c), len * sizeof(float));
       }
@@ -208,15 +214,8 @@ void CpuBackend::Embed(const Weight& table, const int32_t* ids, int64_t n, float
 }
 
 void CpuBackend::RmsNorm(const float* x, const Weight& w, float eps, int64_t rows, float* out) {
-  const CpuWeight& wt = W(w);
   const int64_t dim = w.cols();
-  std::vector<float> wf;
-  const float* wv = wt.f.data();
-  if (wt.is_bf16) {
-    wf.resize(dim);
-    Bf16RowToFloat(wt.b.data(), dim, wf.data());
-    wv = wf.data();
-  }
+  const float* wv = W(w).f.data();  // vectors are f32
   pool_.ParallelFor(rows, 1, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const float* xr = x + r * dim;
@@ -228,29 +227,42 @@ void CpuBackend::RmsNorm(const float* x, const Weight& w, float eps, int64_t row
 }
 
 void CpuBackend::MatMul(const float* x, int64_t rows, const Weight& w, float* y) {
+  MatMulShared(x, rows, {&w}, {y});
+}
+
+void CpuBackend::MatMulShared(const float* x, int64_t rows, const std::vector<const Weight*>& ws,
+                              const std::vector<float*>& ys) {
   if (rows == 0) return;
-  const CpuWeight& wt = W(w);
-  MatMulArgs a;
-  a.x = x;
-  a.rows = rows;
-  a.k = w.cols();
-  a.n = w.rows();
-  a.y = y;
-  if (wt.is_bf16) {
-    a.w_bf16 = wt.b.data();
-  } else {
-    a.w_f32 = wt.f.data();
+  // The bf16 copy of x that the AVX-512 BF16 kernels read, made once for
+  // every weight that shares x.
+  const uint16_t* xb = nullptr;
+  for (const Weight* w : ws) {
+    if (!xb && EffectiveIsa(options_.isa, W(*w).is_bf16) == Isa::kAvx512Bf16) {
+      xb_.resize(rows * w->cols());
+      ToBf16(x, rows * w->cols(), xb_.data());
+      xb = xb_.data();
+    }
   }
-  if (EffectiveIsa(options_.isa, wt.is_bf16) == Isa::kAvx512Bf16) {
-    xb_.resize(rows * a.k);
-    ToBf16(x, rows * a.k, xb_.data());
-    a.xb = xb_.data();
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const CpuWeight& wt = W(*ws[i]);
+    MatMulArgs a;
+    a.x = x;
+    a.xb = xb;
+    a.rows = rows;
+    a.k = wt.cols();
+    a.n = wt.rows();
+    a.y = ys[i];
+    if (wt.is_bf16) {
+      a.w_bf16 = wt.b.data();
+    } else {
+      a.w_f32 = wt.f.data();
+    }
+    const Isa isa = options_.isa;
+    // Blocks of 64 outputs (a multiple of the 4-row packing) per task.
+    pool_.ParallelFor((a.n + 63) / 64, 1, [&](int64_t b, int64_t e) {
+      MatMulRange(isa, a, b * 64, std::min(a.n, e * 64));
+    });
   }
-  const Isa isa = options_.isa;
-  // Blocks of 64 outputs (a multiple of the 4-row kernel) per task.
-  pool_.ParallelFor((a.n + 63) / 64, 1, [&](int64_t b, int64_t e) {
-    MatMulRange(isa, a, b * 64, std::min(a.n, e * 64));
-  });
 }
 
 void CpuBackend::Rope(float* x, int64_t heads, int64_t head_dim, const std::vector<float>& inv_freq) {
@@ -279,43 +291,39 @@ void CpuBackend::WriteKv(KvCache& cache, int64_t layer, const float* k, const fl
   auto& c = static_cast<CpuKvCache&>(cache);
   const KvCacheShape& s = cache.shape();
   const int64_t width = s.num_kv_heads * s.head_dim;
-  int64_t row = 0;
-  for (const SequenceChunk& seq : layout_->sequences) {
-    for (int32_t t = 0; t < seq.num_tokens; ++t, ++row) {
-      const int64_t off = SlotIndex(seq, s, seq.cached_tokens + t) * width;
-      if (c.bf16()) {
-        ToBf16(k + row * width, width, c.kb(layer) + off);
-        ToBf16(v + row * width, width, c.vb(layer) + off);
-      } else {
-        std::memcpy(c.kf(layer) + off, k + row * width, width * sizeof(float));
-        std::memcpy(c.vf(layer) + off, v + row * width, width * sizeof(float));
-      }
+  EnsureSlots(s.block_size);
+  for (const TokenRef& tok : tokens_) {
+    const int64_t off = slots_[tok.seq][layout_->sequences[tok.seq].cached_tokens + tok.token] * width;
+    const float* kr = k + tok.row * width;
+    const float* vr = v + tok.row * width;
+    if (c.bf16()) {
+      ToBf16(kr, width, c.kb(layer) + off);
+      ToBf16(vr, width, c.vb(layer) + off);
+    } else {
+      std::memcpy(c.kf(layer) + off, kr, width * sizeof(float));
+      std::memcpy(c.vf(layer) + off, vr, width * sizeof(float));
     }
   }
 }
 
 namespace {
 
-inline float ToF(uint16_t h) {
-  const uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+inline float ToF(uint16_t h) { return model::BF16ToFloat(h); }
 inline float ToF(float f) { return f; }
 
-// scores[g * visible + j] = dot(q_g, K_j) * scale for the keys at `offs`.
-// The dot is the 16-lane scheme of SumSquares() (lanes, then Tree16), so it
+// scores[g * visible + j] = dot(q_g, K_j) * scale, where key j's row is
+// base + slots[j] * stride.
+// The dot is the 16-lane scheme of SumSquares() (lanes, then TreeSum), so it
 // is the same on every ISA. kD > 0: head_dim known at compile time (64 and
 // 128 get fully unrolled loops); 0: run-time d.
 template <int kD, typename T>
 __attribute__((always_inline)) inline void ScoreBody(const float* q, int64_t group, int64_t d_rt, const T* base,
-                                                     const int64_t* offs, int64_t visible, float scale,
-                                                     float* scores) {
+                                                     const int64_t* slots, int64_t stride, int64_t visible,
+                                                     float scale, float* scores) {
   const int64_t d = kD > 0 ? kD : d_rt;
-  float krow[256];
+  float krow[kMaxHeadDim];
   for (int64_t j = 0; j < visible; ++j) {
-    const T* kr = base + offs[j];
+    const T* kr = base + slots[j] * stride;
     for (int64_t i = 0; i < d; ++i) krow[i] = ToF(kr[i]);
     for (int64_t g = 0; g < group; ++g) {
       const float* qg = q + g * d;
@@ -326,7 +334,7 @@ __attribute__((always_inline)) inline void ScoreBody(const float* q, int64_t gro
       if (kD == 0 || kD % 16 != 0) {
         for (int l = 0; i + l < d; ++l) lanes[l] += qg[i + l] * krow[i + l];
       }
-      scores[g * visible + j] = Tree16(lanes) * scale;
+      scores[g * visible + j] = TreeSum<16>(lanes) * scale;
     }
   }
 }
@@ -334,11 +342,12 @@ __attribute__((always_inline)) inline void ScoreBody(const float* q, int64_t gro
 // out_g += p[g * visible + j] * V_j over the keys, in key order.
 template <int kD, typename T>
 __attribute__((always_inline)) inline void ValueBody(const float* p, int64_t group, int64_t d_rt, const T* base,
-                                                     const int64_t* offs, int64_t visible, float* out) {
+                                                     const int64_t* slots, int64_t stride, int64_t visible,
+                                                     float* out) {
   const int64_t d = kD > 0 ? kD : d_rt;
-  float vrow[256];
+  float vrow[kMaxHeadDim];
   for (int64_t j = 0; j < visible; ++j) {
-    const T* vr = base + offs[j];
+    const T* vr = base + slots[j] * stride;
     for (int64_t i = 0; i < d; ++i) vrow[i] = ToF(vr[i]);
     for (int64_t g = 0; g < group; ++g) {
       const float pj = p[g * visible + j];
@@ -355,21 +364,21 @@ __attribute__((always_inline)) inline void ValueBody(const float* p, int64_t gro
     default: Body<0>(__VA_ARGS__); break;    \
   }
 
-STRATA_CLONES void ScoreKeys(const float* q, int64_t group, int64_t d, const uint16_t* base, const int64_t* offs,
-                             int64_t visible, float scale, float* scores) {
-  STRATA_BY_HEAD_DIM(ScoreBody, q, group, d, base, offs, visible, scale, scores)
+STRATA_CLONES void ScoreKeys(const float* q, int64_t group, int64_t d, const uint16_t* base, const int64_t* slots,
+                             int64_t stride, int64_t visible, float scale, float* scores) {
+  STRATA_BY_HEAD_DIM(ScoreBody, q, group, d, base, slots, stride, visible, scale, scores)
 }
-STRATA_CLONES void ScoreKeys(const float* q, int64_t group, int64_t d, const float* base, const int64_t* offs,
-                             int64_t visible, float scale, float* scores) {
-  STRATA_BY_HEAD_DIM(ScoreBody, q, group, d, base, offs, visible, scale, scores)
+STRATA_CLONES void ScoreKeys(const float* q, int64_t group, int64_t d, const float* base, const int64_t* slots,
+                             int64_t stride, int64_t visible, float scale, float* scores) {
+  STRATA_BY_HEAD_DIM(ScoreBody, q, group, d, base, slots, stride, visible, scale, scores)
 }
 STRATA_CLONES void AccumulateValues(const float* p, int64_t group, int64_t d, const uint16_t* base,
-                                    const int64_t* offs, int64_t visible, float* out) {
-  STRATA_BY_HEAD_DIM(ValueBody, p, group, d, base, offs, visible, out)
+                                    const int64_t* slots, int64_t stride, int64_t visible, float* out) {
+  STRATA_BY_HEAD_DIM(ValueBody, p, group, d, base, slots, stride, visible, out)
 }
 STRATA_CLONES void AccumulateValues(const float* p, int64_t group, int64_t d, const float* base,
-                                    const int64_t* offs, int64_t visible, float* out) {
-  STRATA_BY_HEAD_DIM(ValueBody, p, group, d, base, offs, visible, out)
+                                    const int64_t* slots, int64_t stride, int64_t visible, float* out) {
+  STRATA_BY_HEAD_DIM(ValueBody, p, group, d, base, slots, stride, visible, out)
 }
 
 }  // namespace
@@ -381,36 +390,24 @@ void CpuBackend::Attention(const KvCache& cache, int64_t layer, const float* q, 
   const int64_t d = s.head_dim, kvh = s.num_kv_heads, group = q_heads / kvh;
   const int64_t width = kvh * d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  // Tasks: (sequence, KV head, new token); a task serves the whole query
-  // group of its KV head, reading each K and V row once.
-  struct Task {
-    int32_t seq, token;
-    int64_t row;
-  };
-  std::vector<Task> tasks;
-  int64_t row = 0;
-  for (size_t i = 0; i < layout_->sequences.size(); ++i) {
-    for (int32_t t = 0; t < layout_->sequences[i].num_tokens; ++t, ++row) {
-      tasks.push_back({static_cast<int32_t>(i), t, row});
-    }
-  }
-  const int64_t n_tasks = static_cast<int64_t>(tasks.size()) * kvh;
+  EnsureSlots(s.block_size);
+  // Tasks: (new token, KV head); a task serves the whole query group of its
+  // KV head, reading each K and V row once.
+  const int64_t n_tasks = static_cast<int64_t>(tokens_.size()) * kvh;
   pool_.ParallelFor(n_tasks, 1, [&](int64_t b, int64_t e) {
     std::vector<float> scores;
-    std::vector<int64_t> offs;
     for (int64_t ti = b; ti < e; ++ti) {
-      const Task& task = tasks[ti / kvh];
+      const TokenRef& task = tokens_[ti / kvh];
       const int64_t h = ti % kvh;
       const SequenceChunk& seq = layout_->sequences[task.seq];
       const int64_t visible = seq.cached_tokens + task.token + 1;
+      const int64_t* slots = slots_[task.seq].data();
       scores.resize(group * visible);
-      offs.resize(visible);
-      for (int64_t j = 0; j < visible; ++j) offs[j] = SlotIndex(seq, s, j) * width + h * d;
       const float* qrow = q + (task.row * q_heads + h * group) * d;
       if (c.bf16()) {
-        ScoreKeys(qrow, group, d, c.kb(layer), offs.data(), visible, scale, scores.data());
+        ScoreKeys(qrow, group, d, c.kb(layer) + h * d, slots, width, visible, scale, scores.data());
       } else {
-        ScoreKeys(qrow, group, d, c.kf(layer), offs.data(), visible, scale, scores.data());
+        ScoreKeys(qrow, group, d, c.kf(layer) + h * d, slots, width, visible, scale, scores.data());
       }
       float* o = out + (task.row * q_heads + h * group) * d;
       for (int64_t g = 0; g < group; ++g) {
@@ -426,9 +423,9 @@ void CpuBackend::Attention(const KvCache& cache, int64_t layer, const float* q, 
         for (int64_t i = 0; i < d; ++i) o[g * d + i] = 0.0f;
       }
       if (c.bf16()) {
-        AccumulateValues(scores.data(), group, d, c.vb(layer), offs.data(), visible, o);
+        AccumulateValues(scores.data(), group, d, c.vb(layer) + h * d, slots, width, visible, o);
       } else {
-        AccumulateValues(scores.data(), group, d, c.vf(layer), offs.data(), visible, o);
+        AccumulateValues(scores.data(), group, d, c.vf(layer) + h * d, slots, width, visible, o);
       }
     }
   });

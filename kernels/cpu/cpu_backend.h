@@ -20,6 +20,9 @@
 
 namespace strata::kernels::cpu {
 
+// Largest head_dim the CPU attention supports (a row lives on the stack).
+constexpr int64_t kMaxHeadDim = 256;
+
 struct CpuBackendOptions {
   int threads = 1;
   Isa isa = BestIsa();
@@ -42,6 +45,9 @@ class CpuBackend : public Backend {
   void Embed(const Weight& table, const int32_t* ids, int64_t n, float* out) override;
   void RmsNorm(const float* x, const Weight& w, float eps, int64_t rows, float* out) override;
   void MatMul(const float* x, int64_t rows, const Weight& w, float* y) override;
+  // One bf16 copy of x serves every weight (AVX-512 BF16 path).
+  void MatMulShared(const float* x, int64_t rows, const std::vector<const Weight*>& ws,
+                    const std::vector<float*>& ys) override;
   void Rope(float* x, int64_t heads, int64_t head_dim, const std::vector<float>& inv_freq) override;
   void WriteKv(KvCache& cache, int64_t layer, const float* k, const float* v) override;
   void Attention(const KvCache& cache, int64_t layer, const float* q, int64_t q_heads,
@@ -56,10 +62,24 @@ class CpuBackend : public Backend {
   int threads() const { return pool_.threads(); }
 
  private:
+  // Cache slot (block * block_size + offset) of every cache index of every
+  // sequence in the step, for `block_size`; made once per step.
+  void EnsureSlots(int64_t block_size);
+
+  // One new token of the step: its sequence, its index among that
+  // sequence's new tokens, its step row.
+  struct TokenRef {
+    int32_t seq, token;
+    int64_t row;
+  };
+
   CpuBackendOptions options_;
   ThreadPool pool_;
   const StepLayout* layout_ = nullptr;
   std::vector<int64_t> positions_;
+  std::vector<TokenRef> tokens_;
+  std::vector<std::vector<int64_t>> slots_;
+  int64_t slots_block_size_ = 0;  // 0: slots_ not made for this step
   // RoPE cos / sin of every step row: [rows][head_dim / 2] each, made on the
   // step's first Rope call for the frequencies it brings.
   std::vector<float> rope_cos_, rope_sin_;

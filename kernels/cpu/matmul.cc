@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/cpu/lanes.h"
 #include "model/dtype.h"
 
 namespace strata::kernels::cpu {
@@ -40,16 +41,6 @@ inline const W* At(const W* w, int j, int64_t kk, int64_t k) {
 inline float Bf16(uint16_t h) { return model::BF16ToFloat(h); }
 
 // ---- Portable twins -------------------------------------------------------
-
-// Fixed pairwise tree over L lanes: halves, then quarters, ... (the order
-// the SIMD reductions below use).
-template <int L>
-float TreeSum(float* lanes) {
-  for (int width = L / 2; width >= 1; width /= 2) {
-    for (int i = 0; i < width; ++i) lanes[i] = lanes[i] + lanes[i + width];
-  }
-  return lanes[0];
-}
 
 // w: packed matrix; row: which weight row.
 template <int L, typename W>

@@ -146,10 +146,7 @@ absl::StatusOr<std::unique_ptr<Buffer>> CudaBackend::AllocateBuffer(int64_t floa
 }
 
 absl::StatusOr<std::unique_ptr<KvCache>> CudaBackend::AllocateKvCache(const KvCacheShape& shape) {
-  if (shape.num_layers <= 0 || shape.num_blocks <= 0 || shape.block_size <= 0 ||
-      shape.num_kv_heads <= 0 || shape.head_dim <= 0) {
-    return absl::InvalidArgumentError("KV cache dimensions must be positive");
-  }
+  STRATA_RETURN_IF_ERROR(ValidateKvCacheShape(shape));
   if (shape.head_dim != 64 && shape.head_dim != 128) {
     return absl::InvalidArgumentError(
         absl::StrCat("the CUDA attention kernel supports head_dim 64 and 128, not ", shape.head_dim));

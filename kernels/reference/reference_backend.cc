@@ -81,10 +81,7 @@ absl::StatusOr<std::unique_ptr<Buffer>> ReferenceBackend::AllocateBuffer(int64_t
 }
 
 absl::StatusOr<std::unique_ptr<KvCache>> ReferenceBackend::AllocateKvCache(const KvCacheShape& shape) {
-  if (shape.num_layers <= 0 || shape.num_blocks <= 0 || shape.block_size <= 0 ||
-      shape.num_kv_heads <= 0 || shape.head_dim <= 0) {
-    return absl::InvalidArgumentError("KV cache dimensions must be positive");
-  }
+  STRATA_RETURN_IF_ERROR(ValidateKvCacheShape(shape));
   const double bytes = 2.0 * 4 * shape.num_layers * static_cast<double>(shape.FloatsPerLayer());
   if (bytes > 64.0 * (1ull << 30)) {
     return absl::ResourceExhaustedError(absl::StrCat("KV cache of ", bytes / (1 << 30),
