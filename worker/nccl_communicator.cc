@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "third_party/status_macros.h"
 
 namespace strata::worker {
 namespace {
@@ -15,17 +16,12 @@ absl::Status NcclStatus(ncclResult_t r, const char* expr, const char* file, int 
       absl::StrCat(file, ":", line, ": ", expr, " failed: ", ncclGetErrorString(r)));
 }
 #define NCCL_STATUS(expr) NcclStatus((expr), #expr, __FILE__, __LINE__)
-#define RETURN_IF_NOT_OK(expr)        \
-  do {                                \
-    absl::Status _s = (expr);         \
-    if (!_s.ok()) return _s;          \
-  } while (0)
 
 }  // namespace
 
 absl::StatusOr<std::string> NewNcclUniqueId() {
   ncclUniqueId id;
-  RETURN_IF_NOT_OK(NCCL_STATUS(ncclGetUniqueId(&id)));
+  STRATA_RETURN_IF_ERROR(NCCL_STATUS(ncclGetUniqueId(&id)));
   return std::string(id.internal, NCCL_UNIQUE_ID_BYTES);
 }
 
@@ -46,7 +42,7 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(const
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
   config.blocking = 0;
   ncclComm_t comm = nullptr;
-  RETURN_IF_NOT_OK(NCCL_STATUS(ncclCommInitRankConfig(&comm, size, id, rank, &config)));
+  STRATA_RETURN_IF_ERROR(NCCL_STATUS(ncclCommInitRankConfig(&comm, size, id, rank, &config)));
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   ncclResult_t state = ncclInProgress;
   while (true) {
@@ -86,7 +82,7 @@ NcclCommunicator::~NcclCommunicator() {
 
 absl::Status NcclCommunicator::CheckAsync() {
   ncclResult_t state = ncclSuccess;
-  RETURN_IF_NOT_OK(NCCL_STATUS(ncclCommGetAsyncError(comm_, &state)));
+  STRATA_RETURN_IF_ERROR(NCCL_STATUS(ncclCommGetAsyncError(comm_, &state)));
   if (state != ncclSuccess && state != ncclInProgress) {
     return absl::UnavailableError(absl::StrCat("NCCL communicator failed: ", ncclGetErrorString(state)));
   }
@@ -96,14 +92,14 @@ absl::Status NcclCommunicator::CheckAsync() {
 absl::Status NcclCommunicator::AllReduceSum(float* data, int64_t n) {
   if (n < 0) return absl::InvalidArgumentError("negative all-reduce size");
   if (n == 0) return absl::OkStatus();
-  RETURN_IF_NOT_OK(NCCL_STATUS(ncclAllReduce(data, data, n, ncclFloat32, ncclSum, comm_, stream_)));
+  STRATA_RETURN_IF_ERROR(NCCL_STATUS(ncclAllReduce(data, data, n, ncclFloat32, ncclSum, comm_, stream_)));
   return CheckAsync();
 }
 
 absl::Status NcclCommunicator::AllGather(const float* in, int64_t n, float* out) {
   if (n < 0) return absl::InvalidArgumentError("negative all-gather size");
   if (n == 0) return absl::OkStatus();
-  RETURN_IF_NOT_OK(NCCL_STATUS(ncclAllGather(in, out, n, ncclFloat32, comm_, stream_)));
+  STRATA_RETURN_IF_ERROR(NCCL_STATUS(ncclAllGather(in, out, n, ncclFloat32, comm_, stream_)));
   return CheckAsync();
 }
 
@@ -115,7 +111,7 @@ absl::Status NcclCommunicator::Synchronize() {
     if (e != cudaErrorNotReady) {
       return absl::InternalError(absl::StrCat("CUDA stream failed: ", cudaGetErrorString(e)));
     }
-    RETURN_IF_NOT_OK(CheckAsync());
+    STRATA_RETURN_IF_ERROR(CheckAsync());
     std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
   return CheckAsync();

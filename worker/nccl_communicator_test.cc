@@ -10,18 +10,12 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/test_util.h"
 
 namespace strata::worker {
 namespace {
 
-class NcclCommunicatorTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    absl::Status gpu = kernels::cuda::CudaDeviceAvailable();
-    if (!gpu.ok()) GTEST_SKIP() << "skipping GPU test: " << gpu.message();
-  }
-};
+class NcclCommunicatorTest : public kernels::cuda::testing::GpuTest {};
 
 TEST_F(NcclCommunicatorTest, SingleRankCollectives) {
   auto id = NewNcclUniqueId();

@@ -668,7 +668,6 @@ cudaError_t LaunchForHeadDim(const AttentionPlan& plan, const void* workspace, c
 
 }  // namespace
 
-int64_t AttentionPlan::MetadataBytes() const { return ComputeOffsets(*this).meta_end; }
 int64_t AttentionPlan::WorkspaceBytes() const { return ComputeOffsets(*this).end; }
 
 AttentionPlan MakeAttentionPlan(const StepLayout& layout, const AttentionDims& dims,
@@ -701,7 +700,6 @@ AttentionPlan MakeAttentionPlan(const StepLayout& layout, const AttentionDims& d
     }
     row += s.num_tokens;
   }
-  plan.step_rows = row;
   const int64_t base = static_cast<int64_t>(tiles.size()) * dims.kv_heads;
   const int64_t wanted = base > 0 ? std::max<int64_t>(1, (target_blocks + base - 1) / base) : 1;
   for (const Tile& t : tiles) {

@@ -34,7 +34,6 @@ struct AttentionDims {
   int32_t kv_heads = 0;
   int32_t head_dim = 0;   // 64 or 128
   int32_t block_size = 0; // tokens per KV block
-  int32_t num_blocks = 0;
 };
 
 // Device-side records (plain ints; layouts shared by host and device).
@@ -67,7 +66,6 @@ struct AttentionPlan {
   std::vector<AttnItem> items64;  // tiles of 64 rows
   std::vector<AttnCombineTile> combine;
   int64_t partial_rows = 0;       // partial slots' rows (times kv_heads x head_dim floats)
-  int64_t step_rows = 0;
   int32_t combine_max_splits = 0;
   int32_t combine_max_rows = 0;
   // Host staging of the records; kept here so an asynchronous upload never
@@ -75,7 +73,6 @@ struct AttentionPlan {
   std::vector<char> staging;
 
   // Device workspace: the records above, then partial outputs and LSEs.
-  int64_t MetadataBytes() const;
   int64_t WorkspaceBytes() const;
 };
 

@@ -71,8 +71,7 @@ void RunCase(const Case& c, int target_blocks, std::mt19937& rng) {
   std::vector<float> want(q.size());
   reference::Attention(layout, shape, k_f32.data(), v_f32.data(), q.data(), c.q_heads, want.data());
 
-  AttentionDims dims{c.q_heads, c.kv_heads, c.head_dim, c.block_size,
-                     static_cast<int32_t>(shape.num_blocks)};
+  AttentionDims dims{c.q_heads, c.kv_heads, c.head_dim, c.block_size};
   AttentionPlan plan = MakeAttentionPlan(layout, dims, target_blocks);
   DeviceArray<char> ws(std::max<int64_t>(plan.WorkspaceBytes(), 1));
   DeviceArray<uint16_t> dk(k_bf16), dv(v_bf16);
@@ -137,7 +136,7 @@ TEST_F(AttentionCudaTest, ReplaysInACudaGraph) {
     for (int b = 0; b < (s.cached_tokens + 16) / 16; ++b) s.block_table.push_back(static_cast<int32_t>(layout.sequences.size() * 100 + b));
     layout.sequences.push_back(s);
   }
-  AttentionDims dims{16, 1, 128, 16, 300};
+  AttentionDims dims{16, 1, 128, 16};
   AttentionPlan plan = MakeAttentionPlan(layout, dims, 64);
   ASSERT_FALSE(plan.combine.empty()) << "the case should exercise the split combine too";
   const int64_t cache = 300 * 16 * 128;
@@ -177,7 +176,7 @@ TEST(AttentionPlanTest, SplitsLongKeysAndKeepsShortOnesWhole) {
   s.num_tokens = 1;
   s.block_table.resize(131072 / 16);
   layout.sequences.push_back(s);
-  AttentionDims dims{16, 1, 128, 16, 131072 / 16};
+  AttentionDims dims{16, 1, 128, 16};
   AttentionPlan plan = MakeAttentionPlan(layout, dims, 528);
   EXPECT_TRUE(plan.items64.empty());
   EXPECT_GT(plan.items16.size(), 100u);
@@ -197,10 +196,10 @@ TEST(AttentionPlanTest, SplitsLongKeysAndKeepsShortOnesWhole) {
 
 TEST(AttentionPlanTest, RejectsUnsupportedHeadDim) {
   AttentionPlan plan;
-  plan.dims = {4, 2, 96, 16, 1};
+  plan.dims = {4, 2, 96, 16};
   EXPECT_EQ(LaunchAttention(plan, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr),
             cudaErrorInvalidValue);
-  plan.dims = {5, 2, 128, 16, 1};
+  plan.dims = {5, 2, 128, 16};
   EXPECT_EQ(LaunchAttention(plan, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr),
             cudaErrorInvalidValue);
 }

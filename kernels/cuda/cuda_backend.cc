@@ -301,7 +301,6 @@ void CudaBackend::Attention(const KvCache& cache, int64_t layer, const float* q,
   dims.kv_heads = static_cast<int32_t>(s.num_kv_heads);
   dims.head_dim = static_cast<int32_t>(s.head_dim);
   dims.block_size = static_cast<int32_t>(s.block_size);
-  dims.num_blocks = static_cast<int32_t>(s.num_blocks);
   if (!plan_ready_ || plan_.dims.q_heads != dims.q_heads || plan_.dims.kv_heads != dims.kv_heads ||
       plan_.dims.head_dim != dims.head_dim || plan_.dims.block_size != dims.block_size) {
     if (q_heads % s.num_kv_heads != 0) {

@@ -122,12 +122,13 @@ double GemmCeiling(cudaStream_t s, bool quick) {
 struct AttnSetup {
   StepLayout layout;
   AttentionDims dims;
+  int64_t num_blocks = 0;
   int64_t kv_tokens = 0;
 };
 
 AttnSetup MakeLayout(int batch, int context, int new_tokens, int q_heads, int kv_heads, int block_size) {
   AttnSetup a;
-  a.dims = {q_heads, kv_heads, 128, block_size, 0};
+  a.dims = {q_heads, kv_heads, 128, block_size};
   int32_t next = 0;
   for (int b = 0; b < batch; ++b) {
     SequenceChunk s;
@@ -138,13 +139,13 @@ AttnSetup MakeLayout(int batch, int context, int new_tokens, int q_heads, int kv
     a.layout.sequences.push_back(s);
     a.kv_tokens += context;
   }
-  a.dims.num_blocks = next;
+  a.num_blocks = next;
   return a;
 }
 
 // Returns seconds per launch.
 double TimeAttention(cudaStream_t s, AttnSetup& a, int sms, int min_split = 128, int blocks_per_sm_target = 4) {
-  const int64_t slots = static_cast<int64_t>(a.dims.num_blocks) * a.dims.block_size;
+  const int64_t slots = a.num_blocks * a.dims.block_size;
   const int64_t cache = slots * a.dims.kv_heads * 128;
   const int64_t rows = a.layout.NumRows();
   __nv_bfloat16 *k, *v;

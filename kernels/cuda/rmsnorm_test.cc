@@ -11,6 +11,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/test_util.h"
 #include "kernels/reference/ops.h"
 #include "model/dtype.h"
 
@@ -20,13 +21,7 @@ namespace {
 constexpr int64_t kGuard = 64;
 constexpr float kPoison = 1234567.0f;
 
-class RmsNormCudaTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    absl::Status gpu = CudaDeviceAvailable();
-    if (!gpu.ok()) GTEST_SKIP() << "skipping GPU test: " << gpu.message();
-  }
-};
+class RmsNormCudaTest : public testing::GpuTest {};
 
 TEST_F(RmsNormCudaTest, MatchesReferenceWithAndWithoutResidual) {
   std::mt19937 rng(42);

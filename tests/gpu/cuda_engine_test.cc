@@ -10,7 +10,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/cuda/cuda_backend.h"
-#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/test_util.h"
 #include "kernels/reference/reference_backend.h"
 #include "model/make_model.h"
 #include "worker/local_engine.h"
@@ -18,13 +18,8 @@
 namespace strata {
 namespace {
 
-class CudaEngineTest : public ::testing::Test {
+class CudaEngineTest : public kernels::cuda::testing::GpuTest {
  protected:
-  void SetUp() override {
-    absl::Status gpu = kernels::cuda::CudaDeviceAvailable();
-    if (!gpu.ok()) GTEST_SKIP() << "skipping GPU test: " << gpu.message();
-  }
-
   std::unique_ptr<model::Checkpoint> MakeModel(model::LlamaConfig config, uint64_t seed) {
     model::MakeModelOptions o;
     o.config = config;
