@@ -9,7 +9,7 @@
 namespace strata::tools {
 
 absl::StatusOr<std::unique_ptr<kernels::Backend>> MakeBackend(const Flags& f) {
-  const std::string name = f.GetString("backend", "cpu");
+  STRATA_ASSIGN_OR_RETURN(const std::string name, f.GetChoice("backend", "cpu", {"cpu", "reference", "cuda"}));
   STRATA_ASSIGN_OR_RETURN(int64_t threads, f.GetInt("threads", 1, 1, 1024));
   if (name == "reference") {
     return std::unique_ptr<kernels::Backend>(new kernels::ReferenceBackend(static_cast<int>(threads)));
@@ -19,22 +19,13 @@ absl::StatusOr<std::unique_ptr<kernels::Backend>> MakeBackend(const Flags& f) {
     if (!cuda.ok()) return absl::UnavailableError(absl::StrCat("--backend cuda: ", cuda.status().message()));
     return std::unique_ptr<kernels::Backend>(std::move(*cuda));
   }
-  if (name != "cpu") {
-    return absl::InvalidArgumentError(absl::StrCat("--backend: \"", name, "\" is not one of: cpu, reference, cuda"));
-  }
   kernels::cpu::CpuBackendOptions o;
   o.threads = static_cast<int>(threads);
   auto isa = kernels::cpu::ParseIsa(f.GetString("isa", "auto"));
   if (!isa.ok()) return absl::InvalidArgumentError(absl::StrCat("--isa: ", isa.status().message()));
   o.isa = *isa;
-  const std::string kv = f.GetString("kv-dtype", "bf16");
-  if (kv == "bf16") {
-    o.kv_dtype = model::DType::kBF16;
-  } else if (kv == "f32") {
-    o.kv_dtype = model::DType::kF32;
-  } else {
-    return absl::InvalidArgumentError(absl::StrCat("--kv-dtype: \"", kv, "\" is not bf16 or f32"));
-  }
+  STRATA_ASSIGN_OR_RETURN(const std::string kv, f.GetChoice("kv-dtype", "bf16", {"bf16", "f32"}));
+  o.kv_dtype = kv == "bf16" ? model::DType::kBF16 : model::DType::kF32;
   return std::unique_ptr<kernels::Backend>(new kernels::cpu::CpuBackend(o));
 }
 

@@ -2,6 +2,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 
 namespace strata::tools {
@@ -55,6 +56,16 @@ absl::StatusOr<Flags> Flags::Parse(const std::vector<std::string>& args,
 std::string Flags::GetString(const std::string& name, const std::string& fallback) const {
   auto it = values_.find(name);
   return it == values_.end() ? fallback : it->second;
+}
+
+absl::StatusOr<std::string> Flags::GetChoice(const std::string& name, const std::string& fallback,
+                                             const std::vector<std::string>& choices) const {
+  const std::string value = GetString(name, fallback);
+  for (const std::string& c : choices) {
+    if (value == c) return value;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("--", name, ": \"", value, "\" is not one of: ", absl::StrJoin(choices, ", ")));
 }
 
 absl::StatusOr<int64_t> Flags::GetInt(const std::string& name, int64_t fallback, int64_t min,

@@ -30,6 +30,10 @@ class Flags {
   absl::StatusOr<std::vector<int64_t>> GetIntList(const std::string& name, int64_t min,
                                                   int64_t max) const;
   bool GetBool(const std::string& name) const { return Has(name); }
+  // One of `choices`; absent gives `fallback`; anything else is an error
+  // naming the flag and the choices.
+  absl::StatusOr<std::string> GetChoice(const std::string& name, const std::string& fallback,
+                                        const std::vector<std::string>& choices) const;
 
  private:
   std::map<std::string, std::string> values_;

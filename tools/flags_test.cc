@@ -31,5 +31,14 @@ TEST(FlagsTest, ErrorsNameTheFlag) {
   EXPECT_FALSE(f->GetIntList("ids", 0, 10).ok());
 }
 
+TEST(FlagsTest, ChoicesNameTheFlagAndTheOptions) {
+  auto f = Flags::Parse({"--dtype", "f16"}, {"dtype", "backend"}, {});
+  ASSERT_TRUE(f.ok());
+  auto bad = f->GetChoice("dtype", "bf16", {"bf16", "f32"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().message(), "--dtype: \"f16\" is not one of: bf16, f32");
+  EXPECT_EQ(*f->GetChoice("backend", "cpu", {"cpu", "cuda"}), "cpu");
+}
+
 }  // namespace
 }  // namespace strata::tools

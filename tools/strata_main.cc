@@ -71,14 +71,8 @@ absl::Status MakeModel(const std::vector<std::string>& args) {
   c.tie_word_embeddings = f.GetBool("tie-embeddings");
   model::MakeModelOptions o;
   o.config = c;
-  const std::string dtype = f.GetString("dtype", "bf16");
-  if (dtype == "bf16") {
-    o.dtype = model::DType::kBF16;
-  } else if (dtype == "f32") {
-    o.dtype = model::DType::kF32;
-  } else {
-    return absl::InvalidArgumentError(absl::StrCat("--dtype: \"", dtype, "\" is not bf16 or f32"));
-  }
+  STRATA_ASSIGN_OR_RETURN(const std::string dtype, f.GetChoice("dtype", "bf16", {"bf16", "f32"}));
+  o.dtype = dtype == "bf16" ? model::DType::kBF16 : model::DType::kF32;
   STRATA_ASSIGN_OR_RETURN(int64_t seed, f.GetInt("seed", 0, 0, INT64_MAX));
   o.seed = static_cast<uint64_t>(seed);
   STRATA_ASSIGN_OR_RETURN(int64_t shards, f.GetInt("shards", 1, 1, 9999));

@@ -8,10 +8,9 @@ cd "$(dirname "$0")/../.."
 dir="${1:?usage: tests/gpu/bundle.sh DIR}"
 rm -rf "$dir"
 mkdir -p "$dir/bin" "$dir/lib"
-TESTS=(kernels/cuda_rmsnorm_test kernels/cuda_attention_test kernels/cuda_ops_test
-       worker/nccl_communicator_test tests/gpu/cuda_engine_test kernels/cuda_bench)
-targets=()
-for t in "${TESTS[@]}"; do targets+=("//${t%/*}:${t##*/}"); done
+source tests/gpu/targets.sh
+TESTS=("${GPU_TESTS[@]}" "$GPU_BENCH")
+mapfile -t targets < <(gpu_labels "${TESTS[@]}")
 bazel build "${targets[@]}" 2>&1 | grep -E "^ERROR|Build completed" || true
 for t in "${TESTS[@]}"; do
   mkdir -p "$dir/bin/${t%/*}"

@@ -31,14 +31,13 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
 fi
 nvidia-smi -L
 
-TESTS=(kernels/cuda_rmsnorm_test kernels/cuda_attention_test kernels/cuda_ops_test
-       worker/nccl_communicator_test tests/gpu/cuda_engine_test)
-BENCH=kernels/cuda_bench
+source tests/gpu/targets.sh
+TESTS=("${GPU_TESTS[@]}")
+BENCH=$GPU_BENCH
 
 if [[ -z "$prebuilt" ]]; then
   command -v bazel >/dev/null || { echo "run.sh: no bazel here; use --prebuilt (tests/gpu/bundle.sh)" >&2; exit 2; }
-  targets=()
-  for t in "${TESTS[@]}" "$BENCH"; do targets+=("//${t%/*}:${t##*/}"); done
+  mapfile -t targets < <(gpu_labels "${TESTS[@]}" "$BENCH")
   bazel build "${targets[@]}" 2>&1 | tail -3 || exit 1
   bindir=bazel-bin
 else
