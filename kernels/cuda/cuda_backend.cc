@@ -201,12 +201,17 @@ absl::Status CudaBackend::BeginStep(const StepLayout& layout) {
 }
 
 void CudaBackend::Embed(const Weight& table, const int32_t* ids, int64_t n, float* out) {
+  if (!error_.ok()) return;
   if (!Ok(Reserve(&ids_, &ids_cap_, std::max<int64_t>(n, 1) * sizeof(int64_t)))) return;
-  if (!Ok(cudaMemcpyAsync(ids_, ids, n * sizeof(int32_t), cudaMemcpyHostToDevice, stream_), "ids upload")) return;
+  // Staged in memory this backend owns until the next BeginStep (which
+  // synchronizes), so the copy needs no stream sync mid-step.
+  host_token_ids_.assign(ids, ids + n);
+  if (!Ok(cudaMemcpyAsync(ids_, host_token_ids_.data(), n * sizeof(int32_t), cudaMemcpyHostToDevice, stream_),
+          "ids upload")) {
+    return;
+  }
   Ok(LaunchEmbed(W(table), table.rows(), table.cols(), static_cast<const int32_t*>(ids_), n, out, stream_),
      "Embed");
-  // `ids` is caller memory: make sure the copy has read it.
-  Ok(cudaStreamSynchronize(stream_), "Embed sync");
 }
 
 void CudaBackend::RmsNorm(const float* x, const Weight& w, float eps, int64_t rows, float* out) {
@@ -333,12 +338,12 @@ void CudaBackend::GatherRows(const float* x, int64_t cols, const int64_t* row_id
                              float* out) {
   if (!error_.ok()) return;
   if (!Ok(Reserve(&ids_, &ids_cap_, std::max<int64_t>(n, 1) * sizeof(int64_t)))) return;
-  if (!Ok(cudaMemcpyAsync(ids_, row_ids, n * sizeof(int64_t), cudaMemcpyHostToDevice, stream_),
+  host_row_ids_.assign(row_ids, row_ids + n);  // staged as in Embed
+  if (!Ok(cudaMemcpyAsync(ids_, host_row_ids_.data(), n * sizeof(int64_t), cudaMemcpyHostToDevice, stream_),
           "row ids upload")) {
     return;
   }
   Ok(LaunchGatherRows(x, cols, static_cast<const int64_t*>(ids_), n, out, stream_), "GatherRows");
-  Ok(cudaStreamSynchronize(stream_), "GatherRows sync");
 }
 
 absl::Status CudaBackend::Synchronize() {

@@ -91,6 +91,8 @@ class CudaBackend : public Backend {
   size_t bf16_x_cap_ = 0;
   void* ids_ = nullptr;     // token / row ids uploaded per call
   size_t ids_cap_ = 0;
+  std::vector<int32_t> host_token_ids_;  // host staging of those uploads,
+  std::vector<int64_t> host_row_ids_;    // alive until the next BeginStep
   std::vector<float> inv_freq_host_;
   float* inv_freq_ = nullptr;
   void* sample_scratch_ = nullptr;
