@@ -82,7 +82,10 @@ class Backend {
   // cache (ValidateStepLayout); it must stay alive until the next BeginStep.
   virtual absl::Status BeginStep(const StepLayout& layout) = 0;
 
-  // out: [n, table.cols] = rows `ids` of table; ids: host [n], each in [0, table.rows).
+  // out: [n, table.cols] = rows `ids` of table; ids: host [n]. An id outside
+  // [0, table.rows) gives a zero row: that is how a vocab-parallel rank,
+  // holding rows [r V/T, (r+1) V/T) of the table, embeds the ids it does not
+  // own before the all-reduce.
   virtual void Embed(const Weight& table, const int32_t* ids, int64_t n, float* out) = 0;
   // out = x / sqrt(mean(x^2) + eps) * w, per row. x, out: [rows, w.cols].
   virtual void RmsNorm(const float* x, const Weight& w, float eps, int64_t rows, float* out) = 0;

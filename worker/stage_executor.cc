@@ -1,5 +1,6 @@
 #include "worker/stage_executor.h"
 
+#include <algorithm>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -16,55 +17,79 @@ using kernels::Weight;
 }  // namespace
 
 StageExecutor::StageExecutor(kernels::Backend* backend, const model::LlamaConfig& config,
-                             const StageSpec& spec)
-    : backend_(backend), config_(config), spec_(spec), inv_freq_(model::RopeInverseFrequencies(config)) {}
+                             const StageSpec& spec, Communicator* comm)
+    : backend_(backend),
+      config_(config),
+      spec_(spec),
+      comm_(comm),
+      dims_(DimsForRank(config, spec.tp_rank, spec.tp_size)),
+      inv_freq_(model::RopeInverseFrequencies(config)) {}
 
 absl::StatusOr<std::unique_ptr<StageExecutor>> StageExecutor::Load(kernels::Backend* backend,
                                                                    const model::Checkpoint& checkpoint,
-                                                                   const StageSpec& spec) {
+                                                                   const StageSpec& spec,
+                                                                   Communicator* comm) {
   const model::LlamaConfig& c = checkpoint.config();
   if (spec.first_layer < 0 || spec.first_layer > spec.last_layer || spec.last_layer > c.num_layers) {
     return absl::InvalidArgumentError(absl::StrCat("stage layer range [", spec.first_layer, ", ",
                                                    spec.last_layer, ") is not inside [0, ",
                                                    c.num_layers, ")"));
   }
-  std::unique_ptr<StageExecutor> ex(new StageExecutor(backend, c, spec));
-  auto load = [&](const std::string& name,
-                  std::vector<int64_t> shape) -> absl::StatusOr<std::unique_ptr<Weight>> {
+  STRATA_RETURN_IF_ERROR(ValidateTp(c, spec.tp_rank, spec.tp_size));
+  if (spec.tp_size > 1 && (comm == nullptr || comm->rank() != spec.tp_rank || comm->size() != spec.tp_size)) {
+    return absl::InvalidArgumentError(absl::StrCat("tp rank ", spec.tp_rank, " of ", spec.tp_size,
+                                                   " needs a communicator of that rank and size"));
+  }
+  std::unique_ptr<StageExecutor> ex(new StageExecutor(backend, c, spec, comm));
+  auto load = [&](const std::string& name, std::vector<int64_t> shape,
+                  TensorRole role) -> absl::StatusOr<std::unique_ptr<Weight>> {
     STRATA_ASSIGN_OR_RETURN(model::TensorView t, checkpoint.Find(name));
     if (t.shape != shape) {
       return absl::InvalidArgumentError(absl::StrCat(checkpoint.dir(), ": tensor ", name, " has shape ",
                                                      t.ShapeString(), ", config.json implies ",
                                                      model::ShapeString(shape)));
     }
-    ex->weight_bytes_ += t.num_bytes;
-    return backend->LoadWeight(t, {});
+    const int64_t rows = shape.size() == 2 ? shape[0] : 1;
+    const int64_t cols = shape.back();
+    kernels::WeightSlice slice = SliceFor(role, rows, cols, spec.tp_rank, spec.tp_size);
+    const int64_t slice_rows = (slice.row_end < 0 ? rows : slice.row_end) - slice.row_begin;
+    const int64_t slice_cols = (slice.col_end < 0 ? cols : slice.col_end) - slice.col_begin;
+    ex->weight_bytes_ += static_cast<uint64_t>(slice_rows * slice_cols) * (t.num_bytes / (rows * cols));
+    return backend->LoadWeight(t, slice);
   };
   const int64_t h = c.hidden_size;
   if (spec.has_embedding) {
-    STRATA_ASSIGN_OR_RETURN(ex->embedding_, load("model.embed_tokens.weight", {c.vocab_size, h}));
+    STRATA_ASSIGN_OR_RETURN(ex->embedding_,
+                            load("model.embed_tokens.weight", {c.vocab_size, h}, TensorRole::kVocabParallel));
   }
   for (int64_t l = spec.first_layer; l < spec.last_layer; ++l) {
     Layer layer;
     auto name = [&](const char* suffix) { return model::LayerTensorName(l, suffix); };
-    STRATA_ASSIGN_OR_RETURN(layer.input_norm, load(name("input_layernorm.weight"), {h}));
-    STRATA_ASSIGN_OR_RETURN(layer.q, load(name("self_attn.q_proj.weight"), {c.q_size(), h}));
-    STRATA_ASSIGN_OR_RETURN(layer.k, load(name("self_attn.k_proj.weight"), {c.kv_size(), h}));
-    STRATA_ASSIGN_OR_RETURN(layer.v, load(name("self_attn.v_proj.weight"), {c.kv_size(), h}));
-    STRATA_ASSIGN_OR_RETURN(layer.o, load(name("self_attn.o_proj.weight"), {h, c.q_size()}));
-    STRATA_ASSIGN_OR_RETURN(layer.post_norm, load(name("post_attention_layernorm.weight"), {h}));
-    STRATA_ASSIGN_OR_RETURN(layer.gate, load(name("mlp.gate_proj.weight"), {c.intermediate_size, h}));
-    STRATA_ASSIGN_OR_RETURN(layer.up, load(name("mlp.up_proj.weight"), {c.intermediate_size, h}));
-    STRATA_ASSIGN_OR_RETURN(layer.down, load(name("mlp.down_proj.weight"), {h, c.intermediate_size}));
+    constexpr TensorRole kNorm = TensorRole::kNorm, kCol = TensorRole::kColumnParallel,
+                         kRow = TensorRole::kRowParallel;
+    STRATA_ASSIGN_OR_RETURN(layer.input_norm, load(name("input_layernorm.weight"), {h}, kNorm));
+    STRATA_ASSIGN_OR_RETURN(layer.q, load(name("self_attn.q_proj.weight"), {c.q_size(), h}, kCol));
+    STRATA_ASSIGN_OR_RETURN(layer.k, load(name("self_attn.k_proj.weight"), {c.kv_size(), h}, kCol));
+    STRATA_ASSIGN_OR_RETURN(layer.v, load(name("self_attn.v_proj.weight"), {c.kv_size(), h}, kCol));
+    STRATA_ASSIGN_OR_RETURN(layer.o, load(name("self_attn.o_proj.weight"), {h, c.q_size()}, kRow));
+    STRATA_ASSIGN_OR_RETURN(layer.post_norm, load(name("post_attention_layernorm.weight"), {h}, kNorm));
+    STRATA_ASSIGN_OR_RETURN(layer.gate, load(name("mlp.gate_proj.weight"), {c.intermediate_size, h}, kCol));
+    STRATA_ASSIGN_OR_RETURN(layer.up, load(name("mlp.up_proj.weight"), {c.intermediate_size, h}, kCol));
+    STRATA_ASSIGN_OR_RETURN(layer.down, load(name("mlp.down_proj.weight"), {h, c.intermediate_size}, kRow));
     ex->layers_.push_back(std::move(layer));
   }
   if (spec.has_lm_head) {
-    STRATA_ASSIGN_OR_RETURN(ex->final_norm_, load("model.norm.weight", {h}));
+    STRATA_ASSIGN_OR_RETURN(ex->final_norm_, load("model.norm.weight", {h}, TensorRole::kNorm));
     const bool tied = c.tie_word_embeddings && !checkpoint.Has("lm_head.weight");
-    STRATA_ASSIGN_OR_RETURN(ex->lm_head_,
-                            load(tied ? "model.embed_tokens.weight" : "lm_head.weight", {c.vocab_size, h}));
+    STRATA_ASSIGN_OR_RETURN(ex->lm_head_, load(tied ? "model.embed_tokens.weight" : "lm_head.weight",
+                                               {c.vocab_size, h}, TensorRole::kVocabParallel));
   }
   return ex;
+}
+
+absl::Status StageExecutor::AllReduce(float* data, int64_t n) {
+  if (spec_.tp_size == 1) return absl::OkStatus();
+  return comm_->AllReduceSum(data, n);
 }
 
 kernels::KvCacheShape StageExecutor::KvShape(int64_t num_blocks, int64_t block_size) const {
@@ -72,9 +97,14 @@ kernels::KvCacheShape StageExecutor::KvShape(int64_t num_blocks, int64_t block_s
   s.num_layers = std::max<int64_t>(spec_.last_layer - spec_.first_layer, 1);
   s.num_blocks = num_blocks;
   s.block_size = block_size;
-  s.num_kv_heads = config_.num_kv_heads;
+  s.num_kv_heads = dims_.num_kv_heads;
   s.head_dim = config_.head_dim;
   return s;
+}
+
+int64_t StageExecutor::KvBytesPerBlock(int64_t block_size, int64_t bytes_per_value) const {
+  return std::max<int64_t>(spec_.last_layer - spec_.first_layer, 1) * 2 * block_size * dims_.num_kv_heads *
+         config_.head_dim * bytes_per_value;
 }
 
 absl::Status StageExecutor::EnsureScratch(int64_t rows, int64_t logit_rows) {
@@ -86,20 +116,24 @@ absl::Status StageExecutor::EnsureScratch(int64_t rows, int64_t logit_rows) {
     };
     STRATA_RETURN_IF_ERROR(alloc(c.hidden_size, &scratch_.x));
     STRATA_RETURN_IF_ERROR(alloc(c.hidden_size, &scratch_.norm));
-    STRATA_RETURN_IF_ERROR(alloc(c.q_size(), &scratch_.q));
-    STRATA_RETURN_IF_ERROR(alloc(c.kv_size(), &scratch_.k));
-    STRATA_RETURN_IF_ERROR(alloc(c.kv_size(), &scratch_.v));
-    STRATA_RETURN_IF_ERROR(alloc(c.q_size(), &scratch_.attn));
+    const int64_t q = dims_.q_size(c.head_dim), kv = dims_.kv_size(c.head_dim);
+    STRATA_RETURN_IF_ERROR(alloc(q, &scratch_.q));
+    STRATA_RETURN_IF_ERROR(alloc(kv, &scratch_.k));
+    STRATA_RETURN_IF_ERROR(alloc(kv, &scratch_.v));
+    STRATA_RETURN_IF_ERROR(alloc(q, &scratch_.attn));
     STRATA_RETURN_IF_ERROR(alloc(c.hidden_size, &scratch_.proj));
-    STRATA_RETURN_IF_ERROR(alloc(c.intermediate_size, &scratch_.gate));
-    STRATA_RETURN_IF_ERROR(alloc(c.intermediate_size, &scratch_.up));
-    STRATA_RETURN_IF_ERROR(alloc(c.intermediate_size, &scratch_.act));
+    STRATA_RETURN_IF_ERROR(alloc(dims_.intermediate, &scratch_.gate));
+    STRATA_RETURN_IF_ERROR(alloc(dims_.intermediate, &scratch_.up));
+    STRATA_RETURN_IF_ERROR(alloc(dims_.intermediate, &scratch_.act));
     scratch_.rows = rows;
   }
   if (logit_rows > scratch_.logit_rows) {
     STRATA_ASSIGN_OR_RETURN(scratch_.gathered, backend_->AllocateBuffer(logit_rows * c.hidden_size));
     STRATA_ASSIGN_OR_RETURN(scratch_.gathered_norm, backend_->AllocateBuffer(logit_rows * c.hidden_size));
-    STRATA_ASSIGN_OR_RETURN(scratch_.logits, backend_->AllocateBuffer(logit_rows * c.vocab_size));
+    STRATA_ASSIGN_OR_RETURN(scratch_.logits, backend_->AllocateBuffer(logit_rows * dims_.vocab));
+    if (spec_.tp_size > 1) {
+      STRATA_ASSIGN_OR_RETURN(scratch_.all_logits, backend_->AllocateBuffer(logit_rows * c.vocab_size));
+    }
     scratch_.logit_rows = logit_rows;
   }
   return absl::OkStatus();
@@ -112,7 +146,7 @@ absl::Status StageExecutor::Forward(const kernels::StepLayout& layout,
                                     std::vector<float>* out) {
   const model::LlamaConfig& c = config_;
   const kernels::KvCacheShape& kv = cache->shape();
-  if (kv.num_kv_heads != c.num_kv_heads || kv.head_dim != c.head_dim ||
+  if (kv.num_kv_heads != dims_.num_kv_heads || kv.head_dim != c.head_dim ||
       kv.num_layers < static_cast<int64_t>(layers_.size())) {
     return absl::InvalidArgumentError("KV cache shape does not match this stage");
   }
@@ -148,7 +182,18 @@ absl::Status StageExecutor::Forward(const kernels::StepLayout& layout,
   kernels::Backend& b = *backend_;
   float* x = scratch_.x->data();
   if (spec_.has_embedding) {
-    b.Embed(*embedding_, token_ids.data(), rows, x);
+    if (spec_.tp_size == 1) {
+      b.Embed(*embedding_, token_ids.data(), rows, x);
+    } else {
+      // Vocab-parallel: ids this rank does not own embed as zero rows; the
+      // all-reduce then assembles every row from its owner.
+      local_ids_.resize(rows);
+      for (int64_t i = 0; i < rows; ++i) {
+        local_ids_[i] = static_cast<int32_t>(token_ids[i] - dims_.vocab_begin);
+      }
+      b.Embed(*embedding_, local_ids_.data(), rows, x);
+      STRATA_RETURN_IF_ERROR(AllReduce(x, rows * h));
+    }
   } else {
     STRATA_RETURN_IF_ERROR(b.CopyFromHost(hidden_in.data(), rows * h, x));
   }
@@ -161,16 +206,18 @@ absl::Status StageExecutor::Forward(const kernels::StepLayout& layout,
     float* v = scratch_.v->data();
     b.RmsNorm(x, *L.input_norm, eps, rows, norm);
     b.MatMulShared(norm, rows, {L.q.get(), L.k.get(), L.v.get()}, {q, k, v});
-    b.Rope(q, c.num_heads, c.head_dim, inv_freq_);
-    b.Rope(k, c.num_kv_heads, c.head_dim, inv_freq_);
+    b.Rope(q, dims_.num_heads, c.head_dim, inv_freq_);
+    b.Rope(k, dims_.num_kv_heads, c.head_dim, inv_freq_);
     b.WriteKv(*cache, static_cast<int64_t>(i), k, v);
-    b.Attention(*cache, static_cast<int64_t>(i), q, c.num_heads, scratch_.attn->data());
+    b.Attention(*cache, static_cast<int64_t>(i), q, dims_.num_heads, scratch_.attn->data());
     b.MatMul(scratch_.attn->data(), rows, *L.o, scratch_.proj->data());
+    STRATA_RETURN_IF_ERROR(AllReduce(scratch_.proj->data(), rows * h));
     b.Add(x, scratch_.proj->data(), rows * h);
     b.RmsNorm(x, *L.post_norm, eps, rows, norm);
     b.MatMulShared(norm, rows, {L.gate.get(), L.up.get()}, {scratch_.gate->data(), scratch_.up->data()});
-    b.SwiGlu(scratch_.gate->data(), scratch_.up->data(), rows, c.intermediate_size, scratch_.act->data());
+    b.SwiGlu(scratch_.gate->data(), scratch_.up->data(), rows, dims_.intermediate, scratch_.act->data());
     b.MatMul(scratch_.act->data(), rows, *L.down, scratch_.proj->data());
+    STRATA_RETURN_IF_ERROR(AllReduce(scratch_.proj->data(), rows * h));
     b.Add(x, scratch_.proj->data(), rows * h);
   }
   if (!spec_.has_lm_head) {
@@ -184,8 +231,22 @@ absl::Status StageExecutor::Forward(const kernels::StepLayout& layout,
   b.GatherRows(x, h, logit_rows.data(), n, scratch_.gathered->data());
   b.RmsNorm(scratch_.gathered->data(), *final_norm_, eps, n, scratch_.gathered_norm->data());
   b.MatMul(scratch_.gathered_norm->data(), n, *lm_head_, scratch_.logits->data());
-  STRATA_RETURN_IF_ERROR(b.CopyToHost(scratch_.logits->data(), n * c.vocab_size, out->data()));
-  return b.Synchronize();
+  if (spec_.tp_size == 1) {
+    STRATA_RETURN_IF_ERROR(b.CopyToHost(scratch_.logits->data(), n * c.vocab_size, out->data()));
+    return b.Synchronize();
+  }
+  // Vocab-parallel lm_head: gather [T][n][V/T] and interleave into [n][V].
+  const int64_t part = dims_.vocab;
+  STRATA_RETURN_IF_ERROR(comm_->AllGather(scratch_.logits->data(), n * part, scratch_.all_logits->data()));
+  all_logits_host_.resize(n * c.vocab_size);
+  STRATA_RETURN_IF_ERROR(b.CopyToHost(scratch_.all_logits->data(), n * c.vocab_size, all_logits_host_.data()));
+  STRATA_RETURN_IF_ERROR(b.Synchronize());
+  for (int64_t r = 0; r < spec_.tp_size; ++r) {
+    for (int64_t i = 0; i < n; ++i) {
+      std::copy_n(all_logits_host_.data() + (r * n + i) * part, part, out->data() + i * c.vocab_size + r * part);
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace strata::worker

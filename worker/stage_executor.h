@@ -13,42 +13,56 @@
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
 #include "model/checkpoint.h"
+#include "worker/communicator.h"
+#include "worker/shard.h"
 
 namespace strata::worker {
 
 // Layers [first_layer, last_layer) of the model; the first stage also holds
-// the embedding, the last the final norm and lm_head.
+// the embedding, the last the final norm and lm_head. A stage runs as
+// tp_size ranks, each holding its Megatron slice (worker/shard.h).
 struct StageSpec {
   int64_t first_layer = 0;
   int64_t last_layer = 0;
   bool has_embedding = true;
   bool has_lm_head = true;
+  int tp_rank = 0;
+  int tp_size = 1;
 
-  static StageSpec Whole(const model::LlamaConfig& c) { return {0, c.num_layers, true, true}; }
+  static StageSpec Whole(const model::LlamaConfig& c) { return {0, c.num_layers, true, true, 0, 1}; }
 };
 
 class StageExecutor {
  public:
-  // Loads the stage's tensors from `checkpoint` into `backend`, checking each
-  // one's shape against the config. `backend` must outlive the executor; the
-  // checkpoint may be closed afterwards.
+  // Loads the stage's tensors (this rank's slices) from `checkpoint` into
+  // `backend`, checking each one's shape against the config. Only the bytes
+  // of the slices are read from the (mapped) checkpoint. With tp_size > 1,
+  // `comm` joins the stage's ranks (rank and size must match the spec); it
+  // may be null when tp_size is 1. `backend` and `comm` must outlive the
+  // executor; the checkpoint may be closed afterwards.
   static absl::StatusOr<std::unique_ptr<StageExecutor>> Load(kernels::Backend* backend,
                                                              const model::Checkpoint& checkpoint,
-                                                             const StageSpec& spec);
+                                                             const StageSpec& spec,
+                                                             Communicator* comm = nullptr);
 
   const model::LlamaConfig& config() const { return config_; }
   const StageSpec& spec() const { return spec_; }
-  uint64_t weight_bytes() const { return weight_bytes_; }  // checkpoint bytes loaded
+  const TpDims& dims() const { return dims_; }
+  uint64_t weight_bytes() const { return weight_bytes_; }  // checkpoint bytes of this rank's slices
 
-  // The KV cache shape this stage needs for `num_blocks` blocks.
+  // The KV cache shape this stage (rank) needs for `num_blocks` blocks.
   kernels::KvCacheShape KvShape(int64_t num_blocks, int64_t block_size) const;
+  // Bytes of one KV block at `bytes_per_value` (4 for f32, 2 for bf16).
+  int64_t KvBytesPerBlock(int64_t block_size, int64_t bytes_per_value) const;
 
   // Runs one step.
   //   token_ids: [layout rows] when the stage has the embedding (else empty);
   //   hidden_in: [layout rows, hidden] host floats otherwise.
   //   logit_rows: on the last stage, the step rows whose logits to return.
-  // Output: the last stage writes logits [logit_rows, vocab] to `out`;
-  // other stages write hidden states [layout rows, hidden].
+  // Output: the last stage writes logits [logit_rows, vocab] (the whole
+  // vocabulary, gathered from every rank) to `out`; other stages write
+  // hidden states [layout rows, hidden]. Every rank of a stage must call
+  // Forward with the same arguments (the collectives pair up).
   // Bad layouts, token ids or sizes are INVALID_ARGUMENT; nothing is run.
   absl::Status Forward(const kernels::StepLayout& layout, const std::vector<int32_t>& token_ids,
                        const std::vector<float>& hidden_in, const std::vector<int64_t>& logit_rows,
@@ -60,18 +74,24 @@ class StageExecutor {
   };
   struct Scratch {
     std::unique_ptr<kernels::Buffer> x, norm, q, k, v, attn, proj, gate, up, act, gathered,
-        gathered_norm, logits;
+        gathered_norm, logits, all_logits;
     int64_t rows = 0;
     int64_t logit_rows = 0;
   };
 
-  StageExecutor(kernels::Backend* backend, const model::LlamaConfig& config, const StageSpec& spec);
+  StageExecutor(kernels::Backend* backend, const model::LlamaConfig& config, const StageSpec& spec,
+                Communicator* comm);
+  absl::Status AllReduce(float* data, int64_t n);
   absl::Status EnsureScratch(int64_t rows, int64_t logit_rows);
 
   kernels::Backend* backend_;
   model::LlamaConfig config_;
   StageSpec spec_;
+  Communicator* comm_;
+  TpDims dims_;
   std::vector<float> inv_freq_;
+  std::vector<int32_t> local_ids_;
+  std::vector<float> all_logits_host_;
   std::unique_ptr<kernels::Weight> embedding_, final_norm_, lm_head_;
   std::vector<Layer> layers_;
   Scratch scratch_;

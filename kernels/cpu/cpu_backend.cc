@@ -201,6 +201,10 @@ void CpuBackend::Embed(const Weight& table, const int32_t* ids, int64_t n, float
   for (int64_t i = 0; i < n; ++i) {
     const int64_t row = ids[i];
     float* o = out + i * cols;
+    if (row < 0 || row >= t.rows()) {  // a vocab-parallel rank's foreign id
+      std::fill(o, o + cols, 0.0f);
+      continue;
+    }
     // Packed rows are contiguous in chunks of kPackCols columns.
     for (int64_t c = 0; c < cols; c += kPackCols) {
       const int64_t len = std::min<int64_t>(kPackCols, cols - c);

@@ -97,11 +97,15 @@ TEST(CpuBackendTest, RmsNormMatMulSwiGluEmbedMatchReference) {
       cpu.SwiGlu(g.data(), u.data(), rows, n, act.data());
       ref.SwiGlu(g.data(), u.data(), rows, n, actr.data());
       EXPECT_EQ(act, actr) << what;
-      const std::vector<int32_t> ids = {0, static_cast<int32_t>(n - 1), 3 % static_cast<int32_t>(n)};
-      std::vector<float> e(3 * k, kPoison), er(3 * k);
-      cpu.Embed(**cw, ids.data(), 3, e.data());
-      ref.Embed(**rw, ids.data(), 3, er.data());
+      // The last two ids are outside the table (a vocab-parallel rank's
+      // foreign ids): zero rows.
+      const std::vector<int32_t> ids = {0, static_cast<int32_t>(n - 1), 3 % static_cast<int32_t>(n),
+                                        static_cast<int32_t>(n), -1};
+      std::vector<float> e(5 * k, kPoison), er(5 * k, kPoison);
+      cpu.Embed(**cw, ids.data(), 5, e.data());
+      ref.Embed(**rw, ids.data(), 5, er.data());
       EXPECT_EQ(e, er) << what;
+      for (int64_t c = 3 * k; c < 5 * k; ++c) ASSERT_EQ(e[c], 0.0f) << what;
     }
   }
 }

@@ -7,9 +7,13 @@
 
 namespace strata::kernels::reference {
 
-void Embed(const float* table, int64_t cols, const int32_t* ids, int64_t n, float* out) {
+void Embed(const float* table, int64_t rows, int64_t cols, const int32_t* ids, int64_t n, float* out) {
   for (int64_t i = 0; i < n; ++i) {
-    std::memcpy(out + i * cols, table + static_cast<int64_t>(ids[i]) * cols, cols * sizeof(float));
+    if (ids[i] < 0 || ids[i] >= rows) {
+      std::memset(out + i * cols, 0, cols * sizeof(float));
+    } else {
+      std::memcpy(out + i * cols, table + static_cast<int64_t>(ids[i]) * cols, cols * sizeof(float));
+    }
   }
 }
 

@@ -11,8 +11,9 @@
 
 namespace strata::kernels::reference {
 
-// out: [n, cols] = table[ids[i]]; table: [vocab, cols].
-void Embed(const float* table, int64_t cols, const int32_t* ids, int64_t n, float* out);
+// out: [n, cols] = table[ids[i]]; table: [rows, cols]. Ids outside [0, rows)
+// give zero rows (a vocab-parallel rank's ids owned by another rank).
+void Embed(const float* table, int64_t rows, int64_t cols, const int32_t* ids, int64_t n, float* out);
 
 // out = x * rsqrt(mean(x^2) + eps) * w; x, out: [rows, dim]; w: [dim].
 void RmsNorm(const float* x, const float* w, float eps, int64_t rows, int64_t dim, float* out);

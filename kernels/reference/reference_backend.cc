@@ -107,7 +107,7 @@ absl::Status ReferenceBackend::BeginStep(const StepLayout& layout) {
 }
 
 void ReferenceBackend::Embed(const Weight& table, const int32_t* ids, int64_t n, float* out) {
-  reference::Embed(Values(table).data(), table.cols(), ids, n, out);
+  reference::Embed(Values(table).data(), table.rows(), table.cols(), ids, n, out);
 }
 
 void ReferenceBackend::RmsNorm(const float* x, const Weight& w, float eps, int64_t rows, float* out) {

@@ -1,0 +1,225 @@
+#include "worker/tcp_store.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <gloo/common/error.h>
+
+#include "absl/strings/str_cat.h"
+#include "transport/address.h"
+
+namespace strata::worker {
+namespace {
+
+constexpr uint32_t kMaxKey = 4096;
+constexpr uint32_t kMaxValue = 16u << 20;
+
+bool WriteAll(int fd, const void* data, size_t n) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+bool ReadAll(int fd, void* data, size_t n) {
+  char* p = static_cast<char*>(data);
+  while (n > 0) {
+    const ssize_t r = ::recv(fd, p, n, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    p += r;
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+
+bool WriteBlob(int fd, const char* data, uint32_t n) {
+  return WriteAll(fd, &n, sizeof(n)) && (n == 0 || WriteAll(fd, data, n));
+}
+
+bool ReadBlob(int fd, uint32_t max, std::vector<char>* out) {
+  uint32_t n = 0;
+  if (!ReadAll(fd, &n, sizeof(n)) || n > max) return false;
+  out->resize(n);
+  return n == 0 || ReadAll(fd, out->data(), n);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<TcpStoreServer>> TcpStoreServer::Start(const std::string& host, int port) {
+  auto addr = transport::Resolve({host, port});
+  if (!addr.ok()) return addr.status();
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
+  const int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&*addr), sizeof(*addr)) != 0 || ::listen(fd, 64) != 0) {
+    const std::string err = std::strerror(errno);
+    ::close(fd);
+    return absl::UnavailableError(absl::StrCat("TP store cannot listen on ", host, ":", port, ": ", err));
+  }
+  sockaddr_in bound;
+  socklen_t len = sizeof(bound);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
+  return std::unique_ptr<TcpStoreServer>(new TcpStoreServer(fd, ntohs(bound.sin_port)));
+}
+
+TcpStoreServer::TcpStoreServer(int fd, int port) : listen_fd_(fd), port_(port) {
+  accept_thread_ = std::thread([this] { AcceptLoop(); });
+}
+
+TcpStoreServer::~TcpStoreServer() {
+  stop_ = true;
+  accept_thread_.join();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (int fd : clients_) ::shutdown(fd, SHUT_RDWR);
+  }
+  for (auto& t : threads_) t.join();
+  for (int fd : clients_) ::close(fd);
+  ::close(listen_fd_);
+}
+
+void TcpStoreServer::AcceptLoop() {
+  while (!stop_) {
+    pollfd p{listen_fd_, POLLIN, 0};
+    if (::poll(&p, 1, 50) <= 0) continue;
+    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    std::lock_guard<std::mutex> lock(mu_);
+    clients_.push_back(fd);
+    threads_.emplace_back([this, fd] { Serve(fd); });
+  }
+}
+
+void TcpStoreServer::Serve(int fd) {
+  while (!stop_) {
+    char op = 0;
+    std::vector<char> key, value;
+    if (!ReadAll(fd, &op, 1) || !ReadBlob(fd, kMaxKey, &key) || !ReadBlob(fd, kMaxValue, &value)) break;
+    const std::string k(key.begin(), key.end());
+    if (op == 'S') {
+      std::lock_guard<std::mutex> lock(mu_);
+      data_[k] = std::move(value);
+      const char ok = 1;
+      if (!WriteAll(fd, &ok, 1) || !WriteBlob(fd, nullptr, 0)) break;
+    } else if (op == 'G') {
+      std::vector<char> found_value;
+      char found = 0;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        auto it = data_.find(k);
+        if (it != data_.end()) {
+          found = 1;
+          found_value = it->second;
+        }
+      }
+      if (!WriteAll(fd, &found, 1) ||
+          !WriteBlob(fd, found_value.data(), static_cast<uint32_t>(found_value.size()))) {
+        break;
+      }
+    } else {
+      break;  // unknown op: drop the peer
+    }
+  }
+  ::shutdown(fd, SHUT_RDWR);
+}
+
+absl::StatusOr<std::unique_ptr<TcpStoreClient>> TcpStoreClient::Connect(const std::string& host, int port,
+                                                                       std::chrono::milliseconds timeout) {
+  auto addr = transport::Resolve({host, port});
+  if (!addr.ok()) return addr.status();
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::string last_error;
+  while (true) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&*addr), sizeof(*addr)) == 0) {
+      const int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      // A dead server must not block a rank forever.
+      timeval tv{static_cast<time_t>(timeout.count() / 1000), static_cast<suseconds_t>(timeout.count() % 1000 * 1000)};
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+      ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+      return std::unique_ptr<TcpStoreClient>(new TcpStoreClient(fd, timeout));
+    }
+    last_error = std::strerror(errno);
+    ::close(fd);
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return absl::DeadlineExceededError(absl::StrCat("TP store ", host, ":", port, " did not answer within ",
+                                                      timeout.count(), " ms (", last_error, ")"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+TcpStoreClient::~TcpStoreClient() { ::close(fd_); }
+
+absl::Status TcpStoreClient::Request(char op, const std::string& key, const std::vector<char>& value,
+                                     bool* found, std::vector<char>* out) {
+  if (key.size() > kMaxKey || value.size() > kMaxValue) {
+    return absl::InvalidArgumentError(absl::StrCat("TP store key or value too large (", key.size(), ", ",
+                                                   value.size(), " bytes)"));
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  char f = 0;
+  std::vector<char> reply;
+  if (!WriteAll(fd_, &op, 1) || !WriteBlob(fd_, key.data(), static_cast<uint32_t>(key.size())) ||
+      !WriteBlob(fd_, value.data(), static_cast<uint32_t>(value.size())) || !ReadAll(fd_, &f, 1) ||
+      !ReadBlob(fd_, kMaxValue, &reply)) {
+    return absl::UnavailableError("TP store connection lost");
+  }
+  if (found != nullptr) *found = f != 0;
+  if (out != nullptr) *out = std::move(reply);
+  return absl::OkStatus();
+}
+
+absl::Status TcpStoreClient::Set(const std::string& key, const std::string& value) {
+  return Request('S', key, std::vector<char>(value.begin(), value.end()), nullptr, nullptr);
+}
+
+absl::StatusOr<std::string> TcpStoreClient::Get(const std::string& key, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    bool found = false;
+    std::vector<char> value;
+    if (auto s = Request('G', key, {}, &found, &value); !s.ok()) return s;
+    if (found) return std::string(value.begin(), value.end());
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("TP store key \"", key, "\" was not set within ", timeout.count(), " ms"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+void TcpStoreClient::set(const std::string& key, const std::vector<char>& data) {
+  if (auto s = Request('S', key, data, nullptr, nullptr); !s.ok()) throw gloo::IoException(s.ToString());
+}
+
+std::vector<char> TcpStoreClient::get(const std::string& key) {
+  auto v = Get(key, timeout_);
+  if (!v.ok()) throw gloo::IoException(v.status().ToString());
+  return std::vector<char>(v->begin(), v->end());
+}
+
+void TcpStoreClient::wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) {
+  for (const std::string& k : keys) {
+    auto v = Get(k, timeout);
+    if (!v.ok()) throw gloo::IoException(v.status().ToString());
+  }
+}
+
+}  // namespace strata::worker

@@ -1,0 +1,226 @@
+// Tensor parallelism inside one stage: T ranks (threads here, each with its
+// own backend and KV cache, joined by Gloo over TCP) give the logits of the
+// unsplit stage within 1e-4 relative and the same greedy tokens, through a
+// chunked prefill and decode steps; layer ranges split into stages compose.
+#include <cmath>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/reference/reference_backend.h"
+#include "model/make_model.h"
+#include "worker/gloo_communicator.h"
+#include "worker/local_engine.h"
+#include "worker/stage_executor.h"
+#include "worker/tcp_store.h"
+
+namespace strata::worker {
+namespace {
+
+using kernels::SequenceChunk;
+using kernels::StepLayout;
+using std::chrono::milliseconds;
+
+constexpr int kBlock = 4;
+
+// Runs a prompt (in two chunks) then `decode` greedy steps through a chain
+// of stages; returns the logits of every step's last row.
+std::vector<std::vector<float>> RunChain(const std::vector<StageExecutor*>& stages,
+                                         const std::vector<kernels::KvCache*>& caches,
+                                         std::vector<int32_t> prompt, int decode) {
+  std::vector<std::vector<float>> all;
+  std::vector<int32_t> blocks;
+  for (int i = 0; i < 32; ++i) blocks.push_back(31 - i);  // a shuffled block table
+  int64_t cached = 0;
+  std::vector<std::vector<int32_t>> steps;
+  const size_t half = prompt.size() / 2;
+  steps.push_back({prompt.begin(), prompt.begin() + half});
+  steps.push_back({prompt.begin() + half, prompt.end()});
+  for (int s = 0; s < static_cast<int>(steps.size()); ++s) {
+    const std::vector<int32_t>& ids = steps[s];
+    StepLayout layout;
+    layout.sequences = {SequenceChunk{static_cast<int32_t>(ids.size()), static_cast<int32_t>(cached), 0, blocks}};
+    std::vector<float> hidden, out;
+    for (size_t st = 0; st < stages.size(); ++st) {
+      const bool last = st + 1 == stages.size();
+      auto status = stages[st]->Forward(layout, st == 0 ? ids : std::vector<int32_t>{}, hidden,
+                                        last ? std::vector<int64_t>{static_cast<int64_t>(ids.size()) - 1}
+                                             : std::vector<int64_t>{},
+                                        caches[st], &out);
+      EXPECT_TRUE(status.ok()) << status;
+      if (!status.ok()) return all;
+      hidden = out;
+    }
+    cached += static_cast<int64_t>(ids.size());
+    if (s >= 1) {
+      all.push_back(out);
+      if (static_cast<int>(all.size()) <= decode) {
+        steps.push_back({Argmax(out.data(), static_cast<int64_t>(out.size()))});
+      }
+    }
+  }
+  return all;
+}
+
+void ExpectClose(const std::vector<std::vector<float>>& got, const std::vector<std::vector<float>>& want,
+                 const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t s = 0; s < got.size(); ++s) {
+    ASSERT_EQ(got[s].size(), want[s].size());
+    float scale = 0;
+    for (float v : want[s]) scale = std::max(scale, std::fabs(v));
+    for (size_t i = 0; i < got[s].size(); ++i) {
+      ASSERT_NEAR(got[s][i], want[s][i], 1e-4f * scale + 1e-6f) << what << " step " << s << " i " << i;
+    }
+    EXPECT_EQ(Argmax(got[s].data(), static_cast<int64_t>(got[s].size())),
+              Argmax(want[s].data(), static_cast<int64_t>(want[s].size())))
+        << what << " step " << s;
+  }
+}
+
+class TpExecutorTest : public ::testing::Test {
+ protected:
+  void Make(model::LlamaConfig config) {
+    model::MakeModelOptions o;
+    o.config = config;
+    // f32 weights: the parity bound is 1e-4 relative, and the bf16 dot path
+    // rounds activations to bf16 (the split changes which values round).
+    o.dtype = model::DType::kF32;
+    o.seed = 11;
+    o.shards = 3;
+    ASSERT_TRUE(model::WriteRandomModel(&fs_, "m", o).ok());
+    auto ckpt = model::Checkpoint::Open(&fs_, "m");
+    ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+    ckpt_ = std::move(*ckpt);
+  }
+
+  std::vector<std::vector<float>> Whole(const std::vector<int32_t>& prompt, int decode) {
+    kernels::cpu::CpuBackend backend({1, kernels::cpu::BestIsa(), model::DType::kF32});
+    auto ex = StageExecutor::Load(&backend, *ckpt_, StageSpec::Whole(ckpt_->config()));
+    EXPECT_TRUE(ex.ok()) << ex.status();
+    auto cache = backend.AllocateKvCache((*ex)->KvShape(32, kBlock));
+    return RunChain({ex->get()}, {cache->get()}, prompt, decode);
+  }
+
+  // `stages` stages x `tp` ranks, each rank a thread running its column of
+  // stages; returns rank 0's logits.
+  std::vector<std::vector<float>> Split(int num_stages, int tp, const std::vector<int32_t>& prompt, int decode) {
+    const model::LlamaConfig& c = ckpt_->config();
+    std::vector<std::unique_ptr<TcpStoreServer>> servers;
+    for (int s = 0; s < num_stages; ++s) servers.push_back(std::move(*TcpStoreServer::Start("127.0.0.1", 0)));
+    std::vector<std::vector<std::vector<float>>> results(tp);
+    std::vector<std::thread> threads;
+    for (int r = 0; r < tp; ++r) {
+      threads.emplace_back([&, r] {
+        std::vector<std::unique_ptr<kernels::cpu::CpuBackend>> backends;
+        std::vector<std::unique_ptr<TcpStoreClient>> stores;
+        std::vector<std::unique_ptr<GlooCommunicator>> comms;
+        std::vector<std::unique_ptr<StageExecutor>> exs;
+        std::vector<std::unique_ptr<kernels::KvCache>> caches;
+        for (int s = 0; s < num_stages; ++s) {
+          StageSpec spec;
+          spec.first_layer = c.num_layers * s / num_stages;
+          spec.last_layer = c.num_layers * (s + 1) / num_stages;
+          spec.has_embedding = s == 0;
+          spec.has_lm_head = s + 1 == num_stages;
+          spec.tp_rank = r;
+          spec.tp_size = tp;
+          backends.push_back(std::make_unique<kernels::cpu::CpuBackend>(kernels::cpu::CpuBackendOptions{1, kernels::cpu::BestIsa(), model::DType::kF32}));
+          stores.push_back(std::move(*TcpStoreClient::Connect("127.0.0.1", servers[s]->port(), milliseconds(10000))));
+          auto comm = GlooCommunicator::Create(stores.back().get(), "s", "127.0.0.1", r, tp, milliseconds(20000));
+          ASSERT_TRUE(comm.ok()) << comm.status();
+          comms.push_back(std::move(*comm));
+          auto ex = StageExecutor::Load(backends.back().get(), *ckpt_, spec, comms.back().get());
+          ASSERT_TRUE(ex.ok()) << ex.status();
+          caches.push_back(std::move(*backends.back()->AllocateKvCache((*ex)->KvShape(32, kBlock))));
+          EXPECT_EQ(caches.back()->shape().num_kv_heads, c.num_kv_heads / tp);
+          exs.push_back(std::move(*ex));
+        }
+        std::vector<StageExecutor*> ptrs;
+        std::vector<kernels::KvCache*> cptrs;
+        for (int s = 0; s < num_stages; ++s) {
+          ptrs.push_back(exs[s].get());
+          cptrs.push_back(caches[s].get());
+        }
+        results[r] = RunChain(ptrs, cptrs, prompt, decode);
+      });
+    }
+    for (auto& t : threads) t.join();
+    for (int r = 1; r < tp; ++r) EXPECT_EQ(results[r], results[0]) << "rank " << r << " differs from rank 0";
+    return results[0];
+  }
+
+  model::InMemoryFileSystem fs_;
+  std::unique_ptr<model::Checkpoint> ckpt_;
+};
+
+TEST_F(TpExecutorTest, TinyTwoRanksAndTwoStagesMatchTheWholeModel) {
+  Make(*model::LlamaPreset("tiny"));
+  const std::vector<int32_t> prompt = {1, 17, 300, 42, 9, 511, 77, 5, 123, 64, 2, 88, 401};
+  auto want = Whole(prompt, 6);
+  ASSERT_EQ(want.size(), 7u);
+  ExpectClose(Split(1, 2, prompt, 6), want, "1 stage x 2 ranks");
+  ExpectClose(Split(2, 2, prompt, 6), want, "2 stages x 2 ranks");
+  ExpectClose(Split(2, 1, prompt, 6), want, "2 stages x 1 rank");
+}
+
+TEST_F(TpExecutorTest, FourRanksWithOneKvHeadEach) {
+  model::LlamaConfig c = *model::LlamaPreset("tiny");
+  c.num_kv_heads = 4;
+  c.num_heads = 8;
+  c.num_layers = 2;
+  Make(c);
+  const std::vector<int32_t> prompt = {1, 200, 3, 4, 500, 6, 7};
+  ExpectClose(Split(1, 4, prompt, 3), Whole(prompt, 3), "1 stage x 4 ranks");
+}
+
+TEST_F(TpExecutorTest, RefusesATpSizeThatDoesNotDivideTheKvHeads) {
+  Make(*model::LlamaPreset("tiny"));  // 2 KV heads
+  kernels::ReferenceBackend backend(1);
+  StageSpec spec = StageSpec::Whole(ckpt_->config());
+  spec.tp_size = 4;
+  SingleRankCommunicator comm;
+  auto ex = StageExecutor::Load(&backend, *ckpt_, spec, &comm);
+  ASSERT_FALSE(ex.ok());
+  EXPECT_NE(ex.status().message().find("KV heads"), std::string::npos) << ex.status();
+  spec.tp_size = 2;
+  ex = StageExecutor::Load(&backend, *ckpt_, spec, &comm);  // size 1 communicator for a 2-rank stage
+  EXPECT_FALSE(ex.ok());
+}
+
+TEST_F(TpExecutorTest, ReportsTheBytesOfItsSlicesOnly) {
+  Make(*model::LlamaPreset("tiny"));
+  const model::LlamaConfig& c = ckpt_->config();
+  kernels::ReferenceBackend backend(1);
+  auto whole = StageExecutor::Load(&backend, *ckpt_, StageSpec::Whole(c));
+  ASSERT_TRUE(whole.ok());
+  // Two ranks each hold half of every matrix and all of every norm.
+  const uint64_t norms = (2 * c.num_layers + 1) * c.hidden_size * 4;
+  auto server = TcpStoreServer::Start("127.0.0.1", 0);
+  uint64_t sum = 0;
+  std::vector<std::thread> threads;
+  std::vector<uint64_t> bytes(2);
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      kernels::ReferenceBackend b(1);
+      auto store = TcpStoreClient::Connect("127.0.0.1", (*server)->port(), milliseconds(5000));
+      auto comm = GlooCommunicator::Create(store->get(), "b", "127.0.0.1", r, 2, milliseconds(10000));
+      ASSERT_TRUE(comm.ok()) << comm.status();
+      StageSpec spec = StageSpec::Whole(c);
+      spec.tp_rank = r;
+      spec.tp_size = 2;
+      auto ex = StageExecutor::Load(&b, *ckpt_, spec, comm->get());
+      ASSERT_TRUE(ex.ok()) << ex.status();
+      bytes[r] = (*ex)->weight_bytes();
+    });
+  }
+  for (auto& t : threads) t.join();
+  sum = bytes[0] + bytes[1];
+  EXPECT_EQ(bytes[0], bytes[1]);
+  EXPECT_EQ(sum, (*whole)->weight_bytes() + norms);
+}
+
+}  // namespace
+}  // namespace strata::worker
