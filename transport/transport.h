@@ -1,0 +1,59 @@
+// The seam between the serving code and the data plane: connect to a peer by
+// address, send a header plus byte ranges (sent without copying where the
+// transport allows), receive whole, validated messages. UcxTransport is the
+// implementation; tests and benchmarks use the same interface.
+#ifndef STRATA_TRANSPORT_TRANSPORT_H_
+#define STRATA_TRANSPORT_TRANSPORT_H_
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "transport/address.h"
+#include "transport/wire.h"
+
+namespace strata::transport {
+
+// A byte range to send; must stay valid until Send returns.
+struct Bytes {
+  const void* data = nullptr;
+  size_t size = 0;
+};
+
+struct Message {
+  WireHeader header;
+  std::vector<uint8_t> data;  // plan bytes then payload bytes
+
+  const uint8_t* plan() const { return data.data(); }
+  const uint8_t* payload() const { return data.data() + header.plan_bytes; }
+};
+
+struct TransportStats {
+  uint64_t messages_sent = 0, bytes_sent = 0;
+  uint64_t messages_received = 0, bytes_received = 0;
+  uint64_t messages_rejected = 0;  // failed validation, dropped
+  double send_seconds = 0;         // total time inside Send
+};
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  // The address peers connect to (host:port as it listens).
+  virtual std::string address() const = 0;
+  // Opens (or reuses) a connection; returns a peer id for Send.
+  virtual absl::StatusOr<int> Connect(const HostPort& peer) = 0;
+  // Sends one message (header.plan_bytes + header.payload_bytes must equal
+  // the parts' total) and returns when the parts may be reused. A dead or
+  // stuck peer is UNAVAILABLE or DEADLINE_EXCEEDED, never a hang.
+  virtual absl::Status Send(int peer, const WireHeader& header, const std::vector<Bytes>& parts,
+                            std::chrono::milliseconds timeout) = 0;
+  // The next valid message, or DEADLINE_EXCEEDED after `timeout`.
+  virtual absl::StatusOr<Message> Receive(std::chrono::milliseconds timeout) = 0;
+  virtual TransportStats stats() const = 0;
+};
+
+}  // namespace strata::transport
+
+#endif  // STRATA_TRANSPORT_TRANSPORT_H_

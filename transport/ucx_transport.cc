@@ -1,0 +1,573 @@
+#include "transport/ucx_transport.h"
+
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <poll.h>
+#include <ucp/api/ucp.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+
+namespace strata::transport {
+namespace {
+
+constexpr unsigned kAmId = 7;
+
+using Clock = std::chrono::steady_clock;
+
+// Completion of one posted operation, shared by the caller and UCX's
+// callback (either may finish last).
+struct Completion {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  ucs_status_t status = UCS_OK;
+  std::vector<ucp_dt_iov_t> iov;
+  WireHeader header;
+  std::string raw_header, raw_data;  // SendRawForTest only
+
+  void Finish(ucs_status_t s) {
+    std::lock_guard<std::mutex> lock(mu);
+    status = s;
+    done = true;
+    cv.notify_all();
+  }
+  bool Wait(Clock::time_point deadline) {
+    std::unique_lock<std::mutex> lock(mu);
+    return cv.wait_until(lock, deadline, [&] { return done; });
+  }
+};
+
+// Reads a peer's UCX worker address from its address socket.
+absl::StatusOr<std::string> FetchAddress(const sockaddr_in& addr, std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  std::string last_error = "timed out";
+  while (Clock::now() < deadline) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
+    timeval tv{1, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
+      last_error = std::strerror(errno);
+      ::close(fd);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      continue;
+    }
+    std::string data;
+    char buf[4096];
+    while (true) {
+      const ssize_t r = ::recv(fd, buf, sizeof(buf), 0);
+      if (r <= 0) break;
+      data.append(buf, static_cast<size_t>(r));
+      if (data.size() > (1u << 20)) break;
+    }
+    ::close(fd);
+    uint32_t n = 0;
+    if (data.size() >= sizeof(n)) std::memcpy(&n, data.data(), sizeof(n));
+    if (data.size() < sizeof(n) || n == 0 || data.size() != sizeof(n) + n) {
+      return absl::UnavailableError("the peer's address socket did not send a UCX worker address");
+    }
+    return data.substr(sizeof(n));
+  }
+  return absl::UnavailableError(last_error);
+}
+
+}  // namespace
+
+struct UcxTransport::Impl {
+  struct Peer {
+    HostPort address;
+    ucp_ep_h ep = nullptr;
+    std::atomic<bool> failed{false};
+    std::string error;  // set by the progress thread before `failed`
+  };
+  struct PendingRecv {
+    Impl* self;
+    Message message;
+  };
+
+  UcxOptions options;
+  ucp_context_h context = nullptr;
+  ucp_worker_h worker = nullptr;
+  int efd = -1;
+  int port = 0;
+  std::thread thread;
+  std::atomic<bool> stop{false};
+  // The worker's UCX address (every transport it can be reached by), served
+  // to connecting peers over a plain TCP socket at host:port.
+  std::string worker_address;
+  int address_fd = -1;
+  std::thread address_thread;
+
+  std::mutex cmd_mu;
+  std::deque<std::function<void()>> commands;
+
+  std::mutex rx_mu;
+  std::condition_variable rx_cv;
+  std::deque<Message> rx;
+
+  std::mutex peers_mu;
+  std::vector<std::unique_ptr<Peer>> peers;
+  std::map<std::string, int> by_address;
+
+  std::atomic<uint64_t> sent{0}, sent_bytes{0}, received{0}, received_bytes{0}, rejected{0};
+  std::atomic<uint64_t> send_nanos{0};
+
+  ~Impl() { Shutdown(); }
+
+  void Post(std::function<void()> fn) {
+    {
+      std::lock_guard<std::mutex> lock(cmd_mu);
+      commands.push_back(std::move(fn));
+    }
+    ucp_worker_signal(worker);
+  }
+
+  void Deliver(Message m) {
+    received += 1;
+    received_bytes += m.data.size();
+    std::lock_guard<std::mutex> lock(rx_mu);
+    rx.push_back(std::move(m));
+    rx_cv.notify_one();
+  }
+
+  static void OnRecvData(void* request, ucs_status_t status, size_t, void* user_data) {
+    auto* p = static_cast<PendingRecv*>(user_data);
+    if (status == UCS_OK) {
+      p->self->Deliver(std::move(p->message));
+    } else {
+      p->self->rejected += 1;
+    }
+    delete p;
+    if (request != nullptr) ucp_request_free(request);
+  }
+
+  static ucs_status_t OnAm(void* arg, const void* header, size_t header_length, void* data, size_t length,
+                           const ucp_am_recv_param_t* param) {
+    auto* self = static_cast<Impl*>(arg);
+    absl::Status valid = ValidateHeader(header, header_length, length);
+    if (!valid.ok()) {
+      self->rejected += 1;
+      std::cerr << "strata data plane: rejected a message: " << valid.message() << "\n";
+      return UCS_OK;  // dropped; a rendezvous sender is released by UCX
+    }
+    Message m;
+    std::memcpy(&m.header, header, sizeof(WireHeader));
+    m.data.resize(length);
+    if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
+      auto* pending = new PendingRecv{self, std::move(m)};
+      ucp_request_param_t p;
+      std::memset(&p, 0, sizeof(p));
+      p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+      p.cb.recv_am = &OnRecvData;
+      p.user_data = pending;
+      void* buffer = pending->message.data.data();
+      ucs_status_ptr_t req = ucp_am_recv_data_nbx(self->worker, data, buffer, length, &p);
+      if (req == nullptr) {
+        OnRecvData(nullptr, UCS_OK, length, pending);
+      } else if (UCS_PTR_IS_ERR(req)) {
+        OnRecvData(nullptr, UCS_PTR_STATUS(req), 0, pending);
+      }
+      return UCS_OK;
+    }
+    if (length > 0) std::memcpy(m.data.data(), data, length);
+    self->Deliver(std::move(m));
+    return UCS_OK;
+  }
+
+  static void OnPeerError(void* arg, ucp_ep_h, ucs_status_t status) {
+    auto* peer = static_cast<Peer*>(arg);
+    peer->error = ucs_status_string(status);
+    peer->failed = true;
+  }
+  void ServeAddress() {
+    while (!stop) {
+      pollfd pfd{address_fd, POLLIN, 0};
+      if (::poll(&pfd, 1, 50) <= 0) continue;
+      const int fd = ::accept4(address_fd, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) continue;
+      const uint32_t n = static_cast<uint32_t>(worker_address.size());
+      std::string out(reinterpret_cast<const char*>(&n), sizeof(n));
+      out += worker_address;
+      timeval tv{1, 0};
+      ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+      (void)::send(fd, out.data(), out.size(), MSG_NOSIGNAL);
+      ::close(fd);
+    }
+  }
+
+  void Loop() {
+    auto last_active = Clock::now();
+    while (!stop) {
+      std::deque<std::function<void()>> todo;
+      {
+        std::lock_guard<std::mutex> lock(cmd_mu);
+        todo.swap(commands);
+      }
+      for (auto& fn : todo) fn();
+      bool worked = !todo.empty();
+      while (ucp_worker_progress(worker) != 0) worked = true;
+      const auto now = Clock::now();
+      if (worked) {
+        last_active = now;
+        continue;
+      }
+      if (now - last_active < options.spin) continue;
+      const ucs_status_t armed = ucp_worker_arm(worker);
+      if (armed == UCS_ERR_BUSY) continue;
+      pollfd pfd{efd, POLLIN, 0};
+      ::poll(&pfd, 1, 100);
+    }
+  }
+
+  void CloseEp(ucp_ep_h ep) {
+    ucp_request_param_t p;
+    std::memset(&p, 0, sizeof(p));
+    p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    p.flags = UCP_EP_CLOSE_FLAG_FORCE;
+    ucs_status_ptr_t req = ucp_ep_close_nbx(ep, &p);
+    if (req != nullptr && !UCS_PTR_IS_ERR(req)) {
+      const auto deadline = Clock::now() + std::chrono::seconds(2);
+      while (ucp_request_check_status(req) == UCS_INPROGRESS && Clock::now() < deadline) {
+        ucp_worker_progress(worker);
+      }
+      ucp_request_free(req);
+    }
+  }
+
+  void Shutdown() {
+    if (address_thread.joinable()) {
+      stop = true;
+      address_thread.join();
+    }
+    if (address_fd >= 0) ::close(address_fd);
+    address_fd = -1;
+    if (thread.joinable()) {
+      stop = true;
+      ucp_worker_signal(worker);
+      thread.join();
+    }
+    if (worker != nullptr) {
+      for (auto& peer : peers) {
+        if (peer->ep != nullptr) CloseEp(peer->ep);
+      }
+      peers.clear();
+      ucp_worker_destroy(worker);
+      worker = nullptr;
+    }
+    if (context != nullptr) ucp_cleanup(context);
+    context = nullptr;
+  }
+
+  // Runs on the progress thread: starts the send and arranges completion.
+  void StartSend(ucp_ep_h ep, std::shared_ptr<Completion> c, const void* header, size_t header_len,
+                 const void* buffer, size_t count, bool iov) {
+    ucp_request_param_t p;
+    std::memset(&p, 0, sizeof(p));
+    // The header must stay valid until completion (UCX 1.13 has no
+    // COPY_HEADER flag): it lives in the Completion.
+    p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+    if (iov) {
+      p.op_attr_mask |= UCP_OP_ATTR_FIELD_DATATYPE;
+      p.datatype = ucp_dt_make_iov();
+    }
+    p.cb.send = [](void* request, ucs_status_t status, void* user_data) {
+      auto* holder = static_cast<std::shared_ptr<Completion>*>(user_data);
+      (*holder)->Finish(status);
+      delete holder;
+      ucp_request_free(request);
+    };
+    auto* holder = new std::shared_ptr<Completion>(c);
+    p.user_data = holder;
+    ucs_status_ptr_t req = ucp_am_send_nbx(ep, kAmId, header, header_len, buffer, count, &p);
+    if (req == nullptr) {
+      c->Finish(UCS_OK);
+      delete holder;
+    } else if (UCS_PTR_IS_ERR(req)) {
+      c->Finish(UCS_PTR_STATUS(req));
+      delete holder;
+    }
+  }
+
+  absl::Status WaitSend(int peer_id, Peer* peer, const std::shared_ptr<Completion>& c,
+                        std::chrono::milliseconds timeout) {
+    if (!c->Wait(Clock::now() + timeout)) {
+      // A stuck peer: close the endpoint, which fails the request, so the
+      // caller's buffers are released before we return.
+      Post([this, peer] {
+        if (peer->ep != nullptr) {
+          CloseEp(peer->ep);
+          peer->ep = nullptr;
+        }
+        peer->error = "send timed out";
+        peer->failed = true;
+      });
+      c->Wait(Clock::now() + std::chrono::seconds(10));
+      return absl::DeadlineExceededError(absl::StrCat("send to ", peer->address.ToString(), " (peer ", peer_id,
+                                                      ") did not complete within ", timeout.count(), " ms"));
+    }
+    if (c->status != UCS_OK) {
+      return absl::UnavailableError(absl::StrCat("send to ", peer->address.ToString(),
+                                                 " failed: ", ucs_status_string(c->status)));
+    }
+    return absl::OkStatus();
+  }
+
+  Peer* GetPeer(int id) {
+    std::lock_guard<std::mutex> lock(peers_mu);
+    if (id < 0 || id >= static_cast<int>(peers.size())) return nullptr;
+    return peers[id].get();
+  }
+};
+
+UcxTransport::UcxTransport(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+UcxTransport::~UcxTransport() = default;
+
+absl::StatusOr<std::unique_ptr<UcxTransport>> UcxTransport::Create(const UcxOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  auto addr = Resolve(options.listen);
+  if (!addr.ok()) return addr.status();
+
+  ucp_config_t* config = nullptr;
+  if (ucp_config_read(nullptr, nullptr, &config) != UCS_OK) {
+    return absl::InternalError("UCX: cannot read its configuration (UCX_* environment variables)");
+  }
+  ucp_params_t params;
+  std::memset(&params, 0, sizeof(params));
+  params.field_mask = UCP_PARAM_FIELD_FEATURES;
+  params.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
+  ucs_status_t st = ucp_init(&params, config, &impl->context);
+  ucp_config_release(config);
+  if (st != UCS_OK) return absl::InternalError(absl::StrCat("ucp_init: ", ucs_status_string(st)));
+
+  ucp_worker_params_t wp;
+  std::memset(&wp, 0, sizeof(wp));
+  wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+  wp.thread_mode = UCS_THREAD_MODE_SINGLE;  // only the progress thread touches it (signal is thread-safe)
+  st = ucp_worker_create(impl->context, &wp, &impl->worker);
+  if (st != UCS_OK) return absl::InternalError(absl::StrCat("ucp_worker_create: ", ucs_status_string(st)));
+  st = ucp_worker_get_efd(impl->worker, &impl->efd);
+  if (st != UCS_OK) return absl::InternalError(absl::StrCat("ucp_worker_get_efd: ", ucs_status_string(st)));
+
+  ucp_am_handler_param_t hp;
+  std::memset(&hp, 0, sizeof(hp));
+  hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG |
+                  UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
+  hp.id = kAmId;
+  hp.cb = &Impl::OnAm;
+  hp.arg = impl.get();
+  hp.flags = UCP_AM_FLAG_WHOLE_MSG;
+  st = ucp_worker_set_am_recv_handler(impl->worker, &hp);
+  if (st != UCS_OK) return absl::InternalError(absl::StrCat("UCX AM handler: ", ucs_status_string(st)));
+
+  ucp_address_t* address = nullptr;
+  size_t address_length = 0;
+  st = ucp_worker_get_address(impl->worker, &address, &address_length);
+  if (st != UCS_OK) return absl::InternalError(absl::StrCat("ucp_worker_get_address: ", ucs_status_string(st)));
+  impl->worker_address.assign(reinterpret_cast<const char*>(address), address_length);
+  ucp_worker_release_address(impl->worker, address);
+
+  impl->address_fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int one = 1;
+  ::setsockopt(impl->address_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (impl->address_fd < 0 ||
+      ::bind(impl->address_fd, reinterpret_cast<const sockaddr*>(&*addr), sizeof(*addr)) != 0 ||
+      ::listen(impl->address_fd, 64) != 0) {
+    return absl::UnavailableError(absl::StrCat("data plane cannot listen on ", options.listen.ToString(), ": ",
+                                               std::strerror(errno)));
+  }
+  sockaddr_in bound;
+  socklen_t bound_len = sizeof(bound);
+  ::getsockname(impl->address_fd, reinterpret_cast<sockaddr*>(&bound), &bound_len);
+  impl->port = ntohs(bound.sin_port);
+  impl->address_thread = std::thread([raw = impl.get()] { raw->ServeAddress(); });
+  Impl* raw = impl.get();
+  impl->thread = std::thread([raw] { raw->Loop(); });
+  return std::unique_ptr<UcxTransport>(new UcxTransport(std::move(impl)));
+}
+
+std::string UcxTransport::address() const { return HostPort{impl_->options.listen.host, impl_->port}.ToString(); }
+
+absl::StatusOr<int> UcxTransport::Connect(const HostPort& peer_address) {
+  auto addr = Resolve(peer_address);
+  if (!addr.ok()) return addr.status();
+  const std::string key = peer_address.ToString();
+  Impl::Peer* peer = nullptr;
+  int id = -1;
+  {
+    std::lock_guard<std::mutex> lock(impl_->peers_mu);
+    auto it = impl_->by_address.find(key);
+    if (it != impl_->by_address.end() && !impl_->peers[it->second]->failed) return it->second;
+    impl_->peers.push_back(std::make_unique<Impl::Peer>());
+    id = static_cast<int>(impl_->peers.size()) - 1;
+    peer = impl_->peers.back().get();
+    peer->address = peer_address;
+    impl_->by_address[key] = id;
+  }
+  auto remote = FetchAddress(*addr, impl_->options.connect_timeout);
+  if (!remote.ok()) {
+    peer->error = std::string(remote.status().message());
+    peer->failed = true;
+    return absl::UnavailableError(absl::StrCat("cannot connect to ", key, ": ", remote.status().message()));
+  }
+  auto c = std::make_shared<Completion>();
+  c->raw_data = std::move(*remote);
+  Impl* impl = impl_.get();
+  impl_->Post([impl, peer, c] {
+    ucp_ep_params_t p;
+    std::memset(&p, 0, sizeof(p));
+    p.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                   UCP_EP_PARAM_FIELD_ERR_HANDLER;
+    p.address = reinterpret_cast<const ucp_address_t*>(c->raw_data.data());
+    p.err_mode = impl->options.peer_failure_detection ? UCP_ERR_HANDLING_MODE_PEER : UCP_ERR_HANDLING_MODE_NONE;
+    p.err_handler.cb = &Impl::OnPeerError;
+    p.err_handler.arg = peer;
+    ucs_status_t st = ucp_ep_create(impl->worker, &p, &peer->ep);
+    if (st != UCS_OK) {
+      peer->ep = nullptr;
+      c->Finish(st);
+      return;
+    }
+    // Flushing completes once the connection is up (or fails).
+    ucp_request_param_t fp;
+    std::memset(&fp, 0, sizeof(fp));
+    fp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+    fp.cb.send = [](void* request, ucs_status_t status, void* user_data) {
+      auto* holder = static_cast<std::shared_ptr<Completion>*>(user_data);
+      (*holder)->Finish(status);
+      delete holder;
+      ucp_request_free(request);
+    };
+    auto* holder = new std::shared_ptr<Completion>(c);
+    fp.user_data = holder;
+    ucs_status_ptr_t req = ucp_ep_flush_nbx(peer->ep, &fp);
+    if (req == nullptr || UCS_PTR_IS_ERR(req)) {
+      c->Finish(req == nullptr ? UCS_OK : UCS_PTR_STATUS(req));
+      delete holder;
+    }
+  });
+  if (!c->Wait(Clock::now() + impl_->options.connect_timeout) || c->status != UCS_OK || peer->failed) {
+    const std::string why = !c->done ? "timed out" : (peer->failed ? peer->error : ucs_status_string(c->status));
+    impl_->Post([impl, peer] {
+      if (peer->ep != nullptr) impl->CloseEp(peer->ep);
+      peer->ep = nullptr;
+    });
+    peer->failed = true;
+    c->Wait(Clock::now() + std::chrono::seconds(10));
+    return absl::UnavailableError(absl::StrCat("cannot connect to ", key, ": ", why));
+  }
+  return id;
+}
+
+absl::Status UcxTransport::Send(int peer_id, const WireHeader& header, const std::vector<Bytes>& parts,
+                                std::chrono::milliseconds timeout) {
+  Impl::Peer* peer = impl_->GetPeer(peer_id);
+  if (peer == nullptr) return absl::InvalidArgumentError(absl::StrCat("no peer ", peer_id));
+  if (peer->failed) {
+    return absl::UnavailableError(absl::StrCat("peer ", peer->address.ToString(), " failed: ", peer->error));
+  }
+  size_t total = 0;
+  auto c = std::make_shared<Completion>();
+  c->header = header;
+  for (const Bytes& b : parts) {
+    if (b.size == 0) continue;
+    c->iov.push_back(ucp_dt_iov_t{const_cast<void*>(b.data), b.size});
+    total += b.size;
+  }
+  if (total != header.plan_bytes + header.payload_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("send of ", total, " bytes, but the header announces ",
+                                                   header.plan_bytes, " + ", header.payload_bytes));
+  }
+  const auto start = Clock::now();
+  Impl* impl = impl_.get();
+  impl_->Post([impl, peer, c] {
+    if (peer->ep == nullptr || peer->failed) {
+      c->Finish(UCS_ERR_CONNECTION_RESET);
+      return;
+    }
+    impl->StartSend(peer->ep, c, &c->header, sizeof(WireHeader), c->iov.data(), c->iov.size(), true);
+  });
+  absl::Status s = impl_->WaitSend(peer_id, peer, c, timeout);
+  impl_->send_nanos += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
+  if (s.ok()) {
+    impl_->sent += 1;
+    impl_->sent_bytes += total;
+  }
+  return s;
+}
+
+absl::Status UcxTransport::SendRawForTest(int peer_id, const std::string& header, const std::string& data,
+                                          std::chrono::milliseconds timeout) {
+  Impl::Peer* peer = impl_->GetPeer(peer_id);
+  if (peer == nullptr || peer->failed) return absl::UnavailableError("no such live peer");
+  auto c = std::make_shared<Completion>();
+  c->raw_header = header;
+  c->raw_data = data;
+  Impl* impl = impl_.get();
+  impl_->Post([impl, peer, c] {
+    impl->StartSend(peer->ep, c, c->raw_header.data(), c->raw_header.size(), c->raw_data.data(),
+                    c->raw_data.size(), false);
+  });
+  return impl_->WaitSend(peer_id, peer, c, timeout);
+}
+
+std::string UcxTransport::DescribePeer(int peer_id) {
+  Impl::Peer* peer = impl_->GetPeer(peer_id);
+  if (peer == nullptr) return "no such peer";
+  auto c = std::make_shared<Completion>();
+  Impl::Peer* p = peer;
+  impl_->Post([p, c] {
+    char* buf = nullptr;
+    size_t len = 0;
+    FILE* f = open_memstream(&buf, &len);
+    if (f != nullptr) {
+      if (p->ep != nullptr) ucp_ep_print_info(p->ep, f);
+      std::fclose(f);
+      c->raw_data.assign(buf, len);
+      std::free(buf);
+    }
+    c->Finish(UCS_OK);
+  });
+  c->Wait(Clock::now() + std::chrono::seconds(5));
+  std::lock_guard<std::mutex> lock(c->mu);
+  return c->raw_data;
+}
+
+absl::StatusOr<Message> UcxTransport::Receive(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(impl_->rx_mu);
+  if (!impl_->rx_cv.wait_for(lock, timeout, [&] { return !impl_->rx.empty(); })) {
+    return absl::DeadlineExceededError(absl::StrCat("no data-plane message within ", timeout.count(), " ms"));
+  }
+  Message m = std::move(impl_->rx.front());
+  impl_->rx.pop_front();
+  return m;
+}
+
+TransportStats UcxTransport::stats() const {
+  TransportStats s;
+  s.messages_sent = impl_->sent;
+  s.bytes_sent = impl_->sent_bytes;
+  s.messages_received = impl_->received;
+  s.bytes_received = impl_->received_bytes;
+  s.messages_rejected = impl_->rejected;
+  s.send_seconds = static_cast<double>(impl_->send_nanos.load()) * 1e-9;
+  return s;
+}
+
+}  // namespace strata::transport

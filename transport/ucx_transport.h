@@ -1,0 +1,64 @@
+// The data plane over UCX active messages (ucp). One progress thread owns
+// the UCX worker: it accepts connections on the listener, receives messages
+// (eager ones copied once out of UCX's buffer, rendezvous ones received
+// straight into the message's own buffer), and runs the sends that other
+// threads post to it. Idle, it sleeps on the worker's event fd, so an idle
+// process uses no CPU. Transports are UCX's choice (UCX_TLS): shared memory
+// and TCP on one host, TCP or RDMA across hosts, with no code change.
+#ifndef STRATA_TRANSPORT_UCX_TRANSPORT_H_
+#define STRATA_TRANSPORT_UCX_TRANSPORT_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "transport/transport.h"
+
+namespace strata::transport {
+
+struct UcxOptions {
+  HostPort listen;  // port 0 picks a free port
+  // Spin this long after activity before sleeping on the event fd (latency
+  // against CPU use).
+  std::chrono::microseconds spin{50};
+  // UCX peer-failure handling (UCP_ERR_HANDLING_MODE_PEER): a dead peer
+  // fails sends at once, with keepalive. UCX 1.13 cannot use its shared
+  // memory transports in this mode, so a single-host deployment that wants
+  // shared memory turns it off and relies on send timeouts and the router's
+  // heartbeats instead.
+  bool peer_failure_detection = true;
+  // How long Connect waits for the connection to be established.
+  std::chrono::milliseconds connect_timeout{5000};
+};
+
+class UcxTransport : public Transport {
+ public:
+  static absl::StatusOr<std::unique_ptr<UcxTransport>> Create(const UcxOptions& options);
+  ~UcxTransport() override;
+
+  std::string address() const override;
+  absl::StatusOr<int> Connect(const HostPort& peer) override;
+  absl::Status Send(int peer, const WireHeader& header, const std::vector<Bytes>& parts,
+                    std::chrono::milliseconds timeout) override;
+  absl::StatusOr<Message> Receive(std::chrono::milliseconds timeout) override;
+  TransportStats stats() const override;
+
+  // UCX's description of the connection to `peer` (its lanes and
+  // transports, from ucp_ep_print_info), for logs and tests.
+  std::string DescribePeer(int peer);
+
+  // Sends raw header bytes as they are, unchecked: for tests of the
+  // receiver's validation only.
+  absl::Status SendRawForTest(int peer, const std::string& header, const std::string& data,
+                              std::chrono::milliseconds timeout);
+
+  struct Impl;
+
+ private:
+  explicit UcxTransport(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace strata::transport
+
+#endif  // STRATA_TRANSPORT_UCX_TRANSPORT_H_
