@@ -145,7 +145,9 @@ std::string EncodePlan(const StepPlan& plan) {
     w.Put<int32_t>(s.next_token_id);
   }
   w.PutVector(plan.token_ids);
-  return w.Take();
+  std::string out = w.Take();
+  out.resize((out.size() + 7) / 8 * 8, '\0');  // keeps the payload after it 8-byte aligned
+  return out;
 }
 
 absl::StatusOr<StepPlan> DecodePlan(const uint8_t* data, size_t size) {
@@ -196,7 +198,12 @@ absl::StatusOr<StepPlan> DecodePlan(const uint8_t* data, size_t size) {
   if (static_cast<int64_t>(plan.token_ids.size()) != rows) {
     return Bad(absl::StrCat("plan has ", rows, " rows but ", plan.token_ids.size(), " token ids"));
   }
-  if (r.left() != 0) return Bad(absl::StrCat(r.left(), " trailing bytes after the plan"));
+  if (r.left() >= 8 || (size % 8) != 0) {
+    return Bad(absl::StrCat(r.left(), " trailing bytes after the plan (at most 7 padding bytes to 8-byte size)"));
+  }
+  for (size_t i = size - r.left(); i < size; ++i) {
+    if (data[i] != 0) return Bad("nonzero padding after the plan");
+  }
   return plan;
 }
 

@@ -96,7 +96,8 @@ struct StepPlan {
   int64_t NumRows() const;
 };
 
-// Encodes; Decode checks every count and length against the limits and the
+// Encodes, zero-padded to a multiple of 8 bytes so that a payload after it
+// stays aligned; Decode checks every count and length against the limits and the
 // buffer (INVALID_ARGUMENT naming the field), and that token_ids has one id
 // per row. Ids against the vocabulary and block tables against the pool are
 // the worker's to check.

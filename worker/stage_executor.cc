@@ -141,7 +141,7 @@ absl::Status StageExecutor::EnsureScratch(int64_t rows, int64_t logit_rows) {
 
 absl::Status StageExecutor::Forward(const kernels::StepLayout& layout,
                                     const std::vector<int32_t>& token_ids,
-                                    const std::vector<float>& hidden_in,
+                                    absl::Span<const float> hidden_in,
                                     const std::vector<int64_t>& logit_rows, kernels::KvCache* cache,
                                     std::vector<float>* out) {
   const model::LlamaConfig& c = config_;

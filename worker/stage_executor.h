@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "kernels/backend.h"
 #include "model/checkpoint.h"
 #include "worker/communicator.h"
@@ -65,7 +66,7 @@ class StageExecutor {
   // Forward with the same arguments (the collectives pair up).
   // Bad layouts, token ids or sizes are INVALID_ARGUMENT; nothing is run.
   absl::Status Forward(const kernels::StepLayout& layout, const std::vector<int32_t>& token_ids,
-                       const std::vector<float>& hidden_in, const std::vector<int64_t>& logit_rows,
+                       absl::Span<const float> hidden_in, const std::vector<int64_t>& logit_rows,
                        kernels::KvCache* cache, std::vector<float>* out);
 
  private:

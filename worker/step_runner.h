@@ -1,0 +1,59 @@
+// Runs one data-plane step on a worker: decodes the plan that arrived (a
+// StepPlan on stage 0, Activations elsewhere), checks it against this
+// stage, runs the stage executor over the worker's KV pool, and produces
+// what goes on: activations for the next stage, or, on the last stage, the
+// StepResult (sampled tokens, logprobs; logits only when the plan asks).
+// Networking is the caller's; this is the part every rank runs identically.
+#ifndef STRATA_WORKER_STEP_RUNNER_H_
+#define STRATA_WORKER_STEP_RUNNER_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/backend.h"
+#include "transport/transport.h"
+#include "transport/wire.h"
+#include "worker/stage_executor.h"
+
+namespace strata::worker {
+
+struct StepOutput {
+  transport::StepPlan plan;
+  std::string plan_bytes;      // the plan as it arrived, forwarded as is
+  bool is_prefill = false;     // some sequence had more than one new token
+  int64_t rows = 0;
+  std::vector<float> hidden;   // not the last stage: [rows, hidden]
+  transport::StepResult result;  // the last stage
+  int64_t kv_blocks_used = 0;  // distinct blocks the step referenced
+};
+
+class StepRunner {
+ public:
+  // `executor` and `cache` must outlive the runner.
+  StepRunner(StageExecutor* executor, kernels::KvCache* cache) : executor_(executor), cache_(cache) {}
+
+  // INVALID_ARGUMENT for a message that does not fit this stage (wrong
+  // type, payload size, ids, block tables); nothing runs then.
+  absl::StatusOr<StepOutput> Run(const transport::Message& message);
+
+ private:
+  StageExecutor* executor_;
+  kernels::KvCache* cache_;
+  std::vector<float> logits_;
+  std::vector<float> aligned_;
+};
+
+// log softmax of one row at `token`; the row's max and log-sum-exp are
+// computed once per row by the caller.
+struct RowLogSoftmax {
+  float max = 0;
+  float log_sum = 0;  // log(sum(exp(x - max)))
+  float At(float x) const { return x - max - log_sum; }
+};
+RowLogSoftmax LogSoftmaxOf(const float* row, int64_t n);
+
+}  // namespace strata::worker
+
+#endif  // STRATA_WORKER_STEP_RUNNER_H_

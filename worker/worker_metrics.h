@@ -1,0 +1,60 @@
+// A worker's Prometheus metrics (DESIGN.md section 4), served on
+// /metrics by prometheus-cpp's exposer. Labels on every series: model,
+// pipeline, stage, tp_rank.
+#ifndef STRATA_WORKER_WORKER_METRICS_H_
+#define STRATA_WORKER_WORKER_METRICS_H_
+
+#include <memory>
+#include <string>
+
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "absl/status/statusor.h"
+
+namespace strata::worker {
+
+struct WorkerLabels {
+  std::string model, pipeline;
+  int stage = 0, tp_rank = 0;
+};
+
+class WorkerMetrics {
+ public:
+  explicit WorkerMetrics(const WorkerLabels& labels);
+
+  // Serves /metrics on host:port (port 0: any; see port()).
+  absl::Status Serve(const std::string& host, int port);
+  int port() const { return port_; }
+  // The text exposition, as a scrape would see it (tests, logs).
+  std::string Render() const;
+
+  prometheus::Histogram* prefill_step_seconds;
+  prometheus::Histogram* decode_step_seconds;
+  prometheus::Counter* prefill_steps;
+  prometheus::Counter* decode_steps;
+  prometheus::Counter* failed_steps;
+  prometheus::Counter* rows;
+  prometheus::Counter* activation_bytes_sent;
+  prometheus::Counter* activation_bytes_received;
+  prometheus::Histogram* activation_transfer_seconds;
+  prometheus::Counter* messages_rejected;
+  prometheus::Counter* steps_aborted;
+  prometheus::Gauge* kv_blocks_total;
+  prometheus::Gauge* kv_blocks_used;
+  prometheus::Gauge* weight_bytes_loaded;
+  prometheus::Gauge* device_memory_bytes;
+  prometheus::Gauge* up;  // 1 while serving
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  int port_ = -1;
+};
+
+}  // namespace strata::worker
+
+#endif  // STRATA_WORKER_WORKER_METRICS_H_

@@ -1,0 +1,52 @@
+// strata-worker's configuration: command-line flags ("--name value" or
+// "--name=value"), optionally on top of a JSON config file (--config FILE,
+// an object with the same names). Every value is checked, and an error
+// names the flag.
+#ifndef STRATA_WORKER_WORKER_OPTIONS_H_
+#define STRATA_WORKER_WORKER_OPTIONS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/backend_factory.h"
+
+namespace strata::worker {
+
+struct WorkerOptions {
+  std::string model_dir;           // --model
+  std::string model_name;          // --model-name (default: the folder's name)
+  std::string pipeline = "p0";     // --pipeline
+  int stage = 0;                   // --stage
+  int num_stages = 1;              // --num-stages
+  int64_t first_layer = -1;        // --layers FIRST:LAST (default: an even split)
+  int64_t last_layer = -1;
+  int tp_rank = 0;                 // --tp-rank
+  int tp_size = 1;                 // --tp-size
+  std::string tp_store;            // --tp-store HOST:PORT (rank 0 serves it); needed when tp-size > 1
+  kernels::BackendChoice backend;  // --backend, --threads, --isa, --kv-dtype
+  std::string host = "127.0.0.1";  // --host: the address peers reach this worker at
+  int data_port = 0;               // --data-port (0: any)
+  int control_port = 0;            // --control-port (0: any)
+  int metrics_port = -1;           // --metrics-port (-1: off, 0: any)
+  std::string next_stage;          // --next-stage HOST:PORT (data plane of stage+1, same rank)
+  std::string result_address;      // --result-address HOST:PORT (else from the router)
+  std::string router;              // --router HOST:PORT (Fleet service); empty: do not register
+  int64_t block_size = 16;         // --block-size (tokens per KV block)
+  int64_t kv_blocks = 0;           // --kv-blocks (0: from --kv-memory-mb)
+  int64_t kv_memory_mb = 256;      // --kv-memory-mb: budget for the KV pool
+  bool ucx_peer_errors = true;     // --ucx-peer-errors true|false
+  int64_t step_timeout_ms = 30000; // --step-timeout-ms: a collective or send that takes longer fails the step
+  std::string ready_file;          // --ready-file: written with the addresses once serving
+};
+
+// Parses argv (without the program name).
+absl::StatusOr<WorkerOptions> ParseWorkerOptions(const std::vector<std::string>& args);
+
+// The usage text.
+std::string WorkerUsage();
+
+}  // namespace strata::worker
+
+#endif  // STRATA_WORKER_WORKER_OPTIONS_H_
