@@ -1,5 +1,8 @@
-// A worker's Prometheus metrics (DESIGN.md section 4), served on
-// /metrics by prometheus-cpp's exposer. Labels on every series: model,
+// A worker's Prometheus metrics (DESIGN.md section 4): prometheus-cpp's
+// registry and text serializer, served on GET /metrics by a small HTTP
+// thread of our own. (prometheus-cpp's Exposer runs CivetWeb, whose
+// mg_start fails inside this binary without saying why; the exposition
+// format is what matters to Prometheus.) Labels on every series: model,
 // pipeline, stage, tp_rank.
 #ifndef STRATA_WORKER_WORKER_METRICS_H_
 #define STRATA_WORKER_WORKER_METRICS_H_
@@ -7,8 +10,10 @@
 #include <memory>
 #include <string>
 
+#include <atomic>
+#include <thread>
+
 #include <prometheus/counter.h>
-#include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
@@ -25,6 +30,7 @@ struct WorkerLabels {
 class WorkerMetrics {
  public:
   explicit WorkerMetrics(const WorkerLabels& labels);
+  ~WorkerMetrics();
 
   // Serves /metrics on host:port (port 0: any; see port()).
   absl::Status Serve(const std::string& host, int port);
@@ -50,9 +56,13 @@ class WorkerMetrics {
   prometheus::Gauge* up;  // 1 while serving
 
  private:
+  void ServeLoop();
+
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  int listen_fd_ = -1;
   int port_ = -1;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
 };
 
 }  // namespace strata::worker
