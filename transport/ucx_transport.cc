@@ -501,7 +501,11 @@ absl::Status UcxTransport::Send(int peer_id, const WireHeader& header, const std
       c->Finish(UCS_ERR_CONNECTION_RESET);
       return;
     }
-    impl->StartSend(peer->ep, c, &c->header, sizeof(WireHeader), c->iov.data(), c->iov.size(), true);
+    if (c->iov.empty()) {  // UCX asserts on an empty IOV: send a contiguous empty buffer
+      impl->StartSend(peer->ep, c, &c->header, sizeof(WireHeader), nullptr, 0, false);
+    } else {
+      impl->StartSend(peer->ep, c, &c->header, sizeof(WireHeader), c->iov.data(), c->iov.size(), true);
+    }
   });
   absl::Status s = impl_->WaitSend(peer_id, peer, c, timeout);
   impl_->send_nanos += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();

@@ -72,6 +72,13 @@ TEST_P(UcxTransportTest, MessagesArriveWholeAndInOrder) {
   }
   EXPECT_EQ(b->stats().messages_received, sizes.size());
   EXPECT_EQ(a->stats().messages_sent, sizes.size());
+  // A message without a plan or payload (an empty StepResult body).
+  WireHeader empty;
+  empty.type = static_cast<uint16_t>(MessageType::kStepResult);
+  ASSERT_TRUE(a->Send(*peer, empty, {}, milliseconds(5000)).ok());
+  auto m0 = b->Receive(milliseconds(10000));
+  ASSERT_TRUE(m0.ok()) << m0.status();
+  EXPECT_TRUE(m0->data.empty());
   // A header that does not match the parts is refused before sending.
   WireHeader bad;
   bad.type = static_cast<uint16_t>(MessageType::kStepResult);
