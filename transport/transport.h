@@ -45,7 +45,9 @@ class Transport {
   // Opens (or reuses) a connection; returns a peer id for Send.
   virtual absl::StatusOr<int> Connect(const HostPort& peer) = 0;
   // Sends one message (header.plan_bytes + header.payload_bytes must equal
-  // the parts' total) and returns when the parts may be reused. A dead or
+  // the parts' total) and returns when the parts may be reused. One part
+  // goes out contiguous (UCX's fastest protocols; over TCP several parts
+  // cost about 3x at 4 MiB), several as an IOV without copying. A dead or
   // stuck peer is UNAVAILABLE or DEADLINE_EXCEEDED, never a hang.
   virtual absl::Status Send(int peer, const WireHeader& header, const std::vector<Bytes>& parts,
                             std::chrono::milliseconds timeout) = 0;

@@ -143,7 +143,7 @@ absl::Status StageExecutor::Forward(const kernels::StepLayout& layout,
                                     const std::vector<int32_t>& token_ids,
                                     absl::Span<const float> hidden_in,
                                     const std::vector<int64_t>& logit_rows, kernels::KvCache* cache,
-                                    std::vector<float>* out) {
+                                    std::vector<float>* out, float* hidden_out) {
   const model::LlamaConfig& c = config_;
   const kernels::KvCacheShape& kv = cache->shape();
   if (kv.num_kv_heads != dims_.num_kv_heads || kv.head_dim != c.head_dim ||
@@ -221,8 +221,11 @@ absl::Status StageExecutor::Forward(const kernels::StepLayout& layout,
     b.Add(x, scratch_.proj->data(), rows * h);
   }
   if (!spec_.has_lm_head) {
-    out->resize(rows * h);
-    STRATA_RETURN_IF_ERROR(b.CopyToHost(x, rows * h, out->data()));
+    if (hidden_out == nullptr) {
+      out->resize(rows * h);
+      hidden_out = out->data();
+    }
+    STRATA_RETURN_IF_ERROR(b.CopyToHost(x, rows * h, hidden_out));
     return b.Synchronize();
   }
   const int64_t n = static_cast<int64_t>(logit_rows.size());

@@ -65,9 +65,12 @@ class StageExecutor {
   // hidden states [layout rows, hidden]. Every rank of a stage must call
   // Forward with the same arguments (the collectives pair up).
   // Bad layouts, token ids or sizes are INVALID_ARGUMENT; nothing is run.
+  // `hidden_out`, when not null on a stage without the lm_head, receives
+  // the hidden states instead of `out` (room for [rows, hidden] floats): the
+  // worker puts them straight into its outgoing message.
   absl::Status Forward(const kernels::StepLayout& layout, const std::vector<int32_t>& token_ids,
                        absl::Span<const float> hidden_in, const std::vector<int64_t>& logit_rows,
-                       kernels::KvCache* cache, std::vector<float>* out);
+                       kernels::KvCache* cache, std::vector<float>* out, float* hidden_out = nullptr);
 
  private:
   struct Layer {

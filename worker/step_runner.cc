@@ -37,7 +37,7 @@ absl::StatusOr<StepOutput> StepRunner::Run(const transport::Message& m) {
   if (plan.step_id != m.header.step_id) {
     return absl::InvalidArgumentError(absl::StrCat("header step ", m.header.step_id, " but plan step ", plan.step_id));
   }
-  out.plan_bytes.assign(reinterpret_cast<const char*>(m.plan()), m.header.plan_bytes);
+  out.plan_bytes = m.header.plan_bytes;
   out.rows = plan.NumRows();
   const int64_t h = c.hidden_size;
 
@@ -86,9 +86,17 @@ absl::StatusOr<StepOutput> StepRunner::Run(const transport::Message& m) {
       row += s.num_tokens;
     }
   }
-  std::vector<float>* dst = spec.has_lm_head ? &logits_ : &out.hidden;
-  STRATA_RETURN_IF_ERROR(executor_->Forward(layout, plan.token_ids, hidden, logit_rows, cache_, dst));
-  if (!spec.has_lm_head || spec.tp_rank != 0) return out;  // rank 0 of the last stage answers
+  if (!spec.has_lm_head) {
+    // m.header.plan_bytes is a multiple of 8 (EncodePlan pads), so the
+    // floats after it are aligned.
+    out.activations.resize(m.header.plan_bytes + static_cast<size_t>(out.rows * h) * sizeof(float));
+    std::memcpy(out.activations.data(), m.plan(), m.header.plan_bytes);
+    float* hidden_out = reinterpret_cast<float*>(out.activations.data() + m.header.plan_bytes);
+    STRATA_RETURN_IF_ERROR(executor_->Forward(layout, plan.token_ids, hidden, logit_rows, cache_, nullptr, hidden_out));
+    return out;
+  }
+  STRATA_RETURN_IF_ERROR(executor_->Forward(layout, plan.token_ids, hidden, logit_rows, cache_, &logits_));
+  if (spec.tp_rank != 0) return out;  // rank 0 of the last stage answers  // rank 0 of the last stage answers
 
   // The last stage: sample and score.
   const int64_t vocab = c.vocab_size;

@@ -21,10 +21,13 @@ namespace strata::worker {
 
 struct StepOutput {
   transport::StepPlan plan;
-  std::string plan_bytes;      // the plan as it arrived, forwarded as is
   bool is_prefill = false;     // some sequence had more than one new token
   int64_t rows = 0;
-  std::vector<float> hidden;   // not the last stage: [rows, hidden]
+  // Not the last stage: the Activations message body, the plan as it
+  // arrived then the hidden states [rows, hidden] f32, written there by the
+  // executor (one contiguous buffer, no copy).
+  std::vector<uint8_t> activations;
+  uint32_t plan_bytes = 0;
   transport::StepResult result;  // the last stage
   int64_t kv_blocks_used = 0;  // distinct blocks the step referenced
 };

@@ -236,11 +236,9 @@ struct WorkerServer::State : public pb::Worker::Service {
         h.epoch = epoch;
         h.src_stage = static_cast<int16_t>(o.stage);
         h.src_rank = static_cast<int16_t>(o.tp_rank);
-        h.plan_bytes = static_cast<uint32_t>(out->plan_bytes.size());
-        h.payload_bytes = out->hidden.size() * sizeof(float);
-        status = SendTo(o.next_stage, &next_peer, h,
-                        {{out->plan_bytes.data(), out->plan_bytes.size()},
-                         {out->hidden.data(), out->hidden.size() * sizeof(float)}});
+        h.plan_bytes = out->plan_bytes;
+        h.payload_bytes = out->activations.size() - out->plan_bytes;
+        status = SendTo(o.next_stage, &next_peer, h, {{out->activations.data(), out->activations.size()}});
         if (!status.ok()) status = absl::UnavailableError(absl::StrCat("forwarding activations: ", status.message()));
       } else if (o.tp_rank == 0) {
         SendResult(out->result);
