@@ -106,6 +106,9 @@ class Posix : public FileSystem {
         close(fd);
         return ErrnoError("cannot mmap", path, err);
       }
+      // No readahead: a worker touches only its own slices' pages (and asks
+      // for them with AdviseWillNeed), never its neighbours'.
+      madvise(addr, size, MADV_RANDOM);
     }
     close(fd);
     return std::unique_ptr<ReadOnlyRegion>(new MmapRegion(addr, size));

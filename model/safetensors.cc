@@ -1,5 +1,10 @@
 #include "model/safetensors.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+
 #include <algorithm>
 #include <cstring>
 #include <set>
@@ -262,6 +267,32 @@ absl::Status WriteSafetensors(
     STRATA_RETURN_IF_ERROR(file->Append(buffer));
   }
   return file->Close();
+}
+
+void AdviseWillNeed(const TensorView& t, int64_t row_begin, int64_t row_end, int64_t col_begin,
+                    int64_t col_end) {
+  if (t.data == nullptr || t.num_bytes == 0 || t.shape.empty()) return;
+  const int64_t rows = t.shape.size() == 2 ? t.shape[0] : 1;
+  const int64_t cols = t.shape.back();
+  if (rows <= 0 || cols <= 0) return;
+  const int64_t elem = static_cast<int64_t>(t.num_bytes) / (rows * cols);
+  row_begin = std::clamp<int64_t>(row_begin, 0, rows);
+  row_end = std::clamp<int64_t>(row_end, row_begin, rows);
+  col_begin = std::clamp<int64_t>(col_begin, 0, cols);
+  col_end = std::clamp<int64_t>(col_end, col_begin, cols);
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  auto advise = [&](int64_t begin, int64_t end) {  // byte offsets in the tensor
+    if (end <= begin) return;
+    const uintptr_t a = reinterpret_cast<uintptr_t>(t.data) + static_cast<uintptr_t>(begin);
+    const uintptr_t b = reinterpret_cast<uintptr_t>(t.data) + static_cast<uintptr_t>(end);
+    const uintptr_t start = a / page * page;
+    madvise(reinterpret_cast<void*>(start), b - start, MADV_WILLNEED);
+  };
+  if (col_begin == 0 && col_end == cols) {
+    advise(row_begin * cols * elem, row_end * cols * elem);
+    return;
+  }
+  for (int64_t r = row_begin; r < row_end; ++r) advise((r * cols + col_begin) * elem, (r * cols + col_end) * elem);
 }
 
 }  // namespace strata::model

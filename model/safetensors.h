@@ -64,6 +64,14 @@ struct TensorView {
   std::string ShapeString() const { return model::ShapeString(shape); }
 };
 
+// Asks the kernel to read rows [row_begin, row_end) x columns [col_begin,
+// col_end) of a 2-D tensor (1-D: one row) ahead of use, and nothing else:
+// checkpoint mappings are MADV_RANDOM, so without this each page would be
+// read on its own fault. Whole rows are one range; a column slice is one
+// range per row. Ranges are clamped to the tensor.
+void AdviseWillNeed(const TensorView& tensor, int64_t row_begin, int64_t row_end, int64_t col_begin,
+                    int64_t col_end);
+
 // One mapped, validated safetensors file. Views stay valid while it lives.
 class SafetensorsFile {
  public:

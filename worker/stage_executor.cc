@@ -55,6 +55,8 @@ absl::StatusOr<std::unique_ptr<StageExecutor>> StageExecutor::Load(kernels::Back
     const int64_t slice_rows = (slice.row_end < 0 ? rows : slice.row_end) - slice.row_begin;
     const int64_t slice_cols = (slice.col_end < 0 ? cols : slice.col_end) - slice.col_begin;
     ex->weight_bytes_ += static_cast<uint64_t>(slice_rows * slice_cols) * (t.num_bytes / (rows * cols));
+    model::AdviseWillNeed(t, slice.row_begin, slice.row_begin + slice_rows, slice.col_begin,
+                          slice.col_begin + slice_cols);
     return backend->LoadWeight(t, slice);
   };
   const int64_t h = c.hidden_size;
