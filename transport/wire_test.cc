@@ -4,6 +4,8 @@
 #include "transport/wire.h"
 
 #include <cstring>
+#include <cstdio>
+#include <cstdlib>
 #include <random>
 
 #include "gtest/gtest.h"
@@ -172,6 +174,44 @@ TEST(WireTest, PrefixesAndBitFlipsNeverCrash) {
       } else {
         (void)DecodeResult(d, m.size());
       }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace strata::transport
+
+namespace strata::transport {
+namespace {
+
+// The fuzzer's seeds (transport/testdata/wire_corpus, written by hand to the
+// documented layout) are valid messages: the format on the page is the
+// format in the code.
+TEST(WireTest, CorpusSeedsAreValidMessages) {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  const std::string dir = std::string(srcdir ? srcdir : ".") + "/strata/transport/testdata/wire_corpus/";
+  for (const char* name : {"step_plan", "activations", "step_result"}) {
+    FILE* f = std::fopen((dir + name).c_str(), "rb");
+    ASSERT_NE(f, nullptr) << dir + name;
+    std::string bytes;
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) bytes.append(buf, n);
+    std::fclose(f);
+    const auto* d = reinterpret_cast<const uint8_t*>(bytes.data()) + 1;
+    const size_t data_size = bytes.size() - 1 - sizeof(WireHeader);
+    ASSERT_TRUE(ValidateHeader(d, sizeof(WireHeader), data_size).ok()) << name;
+    WireHeader h;
+    std::memcpy(&h, d, sizeof(h));
+    const uint8_t* body = d + sizeof(WireHeader);
+    if (h.plan_bytes > 0) {
+      auto plan = DecodePlan(body, h.plan_bytes);
+      ASSERT_TRUE(plan.ok()) << name << ": " << plan.status();
+      EXPECT_EQ(plan->token_ids, (std::vector<int32_t>{7, 8}));
+    } else {
+      auto r = DecodeResult(body, h.payload_bytes);
+      ASSERT_TRUE(r.ok()) << name << ": " << r.status();
+      EXPECT_EQ(r->sequences[0].top.size(), 1u);
     }
   }
 }
