@@ -29,6 +29,7 @@
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/reference/sampling.h"
 #include "model/checkpoint.h"
 #include "model/file_system.h"
 #include "model/make_model.h"
@@ -281,6 +282,7 @@ TEST_P(PipelineTest, MatchesTheSingleProcessEngine) {
   for (int i = 0; i < 12; ++i) seqs[1].blocks.push_back(2 * i + 2);
 
   float worst = 0;
+  int not_greedy = 0;  // sampled tokens that are not the argmax
   for (int step = 0; step <= 32; ++step) {
     transport::StepPlan plan;
     plan.step_id = static_cast<uint64_t>(step + 1);
@@ -297,6 +299,13 @@ TEST_P(PipelineTest, MatchesTheSingleProcessEngine) {
       ps.block_table = s.blocks;
       ps.sample = true;
       ps.logprobs = 2;
+      if (s.id == 12) {  // the second sequence samples, seeded
+        ps.sampling.temperature = 0.8f;
+        ps.sampling.top_k = 50;
+        ps.sampling.top_p = 0.9f;
+        ps.sampling.seed = 1234;
+        ps.sampling.step = static_cast<uint64_t>(step);
+      }
       plan.sequences.push_back(ps);
       plan.token_ids.insert(plan.token_ids.end(), ids.begin(), ids.end());
       layout.sequences.push_back({ps.num_tokens, ps.cached_tokens, 0, s.blocks});
@@ -322,16 +331,23 @@ TEST_P(PipelineTest, MatchesTheSingleProcessEngine) {
         worst = std::max(worst, rel);
         ASSERT_LE(rel, 1e-4f) << "step " << step << " seq " << i << " token " << v;
       }
-      const int32_t greedy = worker::Argmax(w, vocab);
-      EXPECT_EQ(r.token, greedy) << "step " << step << " seq " << i;
+      // The reference sampler on the single-process logits picks the same
+      // token (greedy for sequence 11, seeded top-k/top-p for 12).
+      const transport::Sampling& sp = plan.sequences[i].sampling;
+      const int32_t expected =
+          kernels::reference::Sample(w, vocab, {sp.temperature, sp.top_k, sp.top_p, sp.seed, sp.step});
+      EXPECT_EQ(r.token, expected) << "step " << step << " seq " << i;
       ASSERT_EQ(r.top.size(), 2u);
-      EXPECT_EQ(r.top[0].token, r.token);
+      if (i == 0) EXPECT_EQ(r.top[0].token, r.token);  // greedy: the best is the chosen
       EXPECT_LE(r.logprob, 0.0f);
       seqs[i].cached += step == 0 ? static_cast<int64_t>(seqs[i].prompt.size()) : 1;
-      seqs[i].next = greedy;
+      seqs[i].next = expected;
+      if (expected != worker::Argmax(w, vocab)) ++not_greedy;
     }
   }
-  std::cout << "worst relative logit difference over 33 steps: " << worst << "\n";
+  std::cout << "worst relative logit difference over 33 steps: " << worst << "; " << not_greedy
+            << " sampled tokens were not the argmax\n";
+  EXPECT_GT(not_greedy, 0) << "the seeded sampler never left the argmax: the sampling check proves nothing";
 
   // Bad input: a malformed message and a plan with an id outside the
   // vocabulary. The first is dropped, the second answered with an error,
