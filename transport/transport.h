@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,15 @@ struct TransportStats {
   double send_seconds = 0;         // total time inside Send
 };
 
+// A send in flight (Transport::SendAsync). Its parts must stay valid until
+// Transport::Wait returns for it; destroying it unwaited waits (bounded).
+class PendingSend {
+ public:
+  virtual ~PendingSend() = default;
+  // Set by a successful Wait: from the start of the send to its completion.
+  double transfer_seconds = 0;
+};
+
 class Transport {
  public:
   virtual ~Transport() = default;
@@ -51,6 +61,12 @@ class Transport {
   // stuck peer is UNAVAILABLE or DEADLINE_EXCEEDED, never a hang.
   virtual absl::Status Send(int peer, const WireHeader& header, const std::vector<Bytes>& parts,
                             std::chrono::milliseconds timeout) = 0;
+  // Starts the same send and returns at once, so the caller can compute
+  // while the bytes travel (a pipeline stage sends step n's activations
+  // while it runs step n+1). Wait reports the outcome, as Send would.
+  virtual absl::StatusOr<std::unique_ptr<PendingSend>> SendAsync(int peer, const WireHeader& header,
+                                                                 const std::vector<Bytes>& parts) = 0;
+  virtual absl::Status Wait(PendingSend* send, std::chrono::milliseconds timeout) = 0;
   // The next valid message, or DEADLINE_EXCEEDED after `timeout`.
   virtual absl::StatusOr<Message> Receive(std::chrono::milliseconds timeout) = 0;
   virtual TransportStats stats() const = 0;

@@ -2,7 +2,8 @@
 // bandwidth of activation-sized messages (16 KiB to 4 MiB) between two
 // processes through UcxTransport, the code path the workers use (a send
 // posted to the progress thread, completion awaited, the message validated
-// and queued on the receiver). tools/transport_bench.sh runs it beside
+// and queued on the receiver; streaming keeps up to 4 sends in flight with
+// SendAsync). tools/transport_bench.sh runs it beside
 // Debian's ucx_perftest (ucp_am_lat / ucp_am_bw) on the same UCX_TLS.
 //
 // usage: transport_bench [--sizes 16384,65536,...] [--peer-errors true|false]
@@ -12,6 +13,8 @@
 
 #include <chrono>
 #include <cstring>
+#include <deque>
+#include <memory>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -31,6 +34,9 @@ using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 constexpr uint64_t kEcho = 1, kAck = 2;
+// Sends in flight while streaming (a stage overlapping its sends with
+// compute has one or two; ucx_perftest keeps a window too).
+constexpr int kWindow = 4;
 
 void WriteString(int fd, const std::string& s) {
   const uint32_t n = static_cast<uint32_t>(s.size());
@@ -139,11 +145,20 @@ int main(int argc, char** argv) {
     }
     const double lat_us = std::chrono::duration<double, std::micro>(Clock::now() - start).count() / lat_iters / 2;
     start = Clock::now();
+    std::deque<std::unique_ptr<strata::transport::PendingSend>> window;
     for (int i = 0; i < bw_iters; ++i) {
       const uint64_t flag = i + 1 == bw_iters ? kAck : 0;
-      if (!(*t)->Send(*peer, Header(size, flag), {{payload.data(), payload.size()}}, milliseconds(10000)).ok()) {
-        return Fail("stream send failed");
+      if (static_cast<int>(window.size()) == kWindow) {
+        if (!(*t)->Wait(window.front().get(), milliseconds(10000)).ok()) return Fail("stream send failed");
+        window.pop_front();
       }
+      auto p = (*t)->SendAsync(*peer, Header(size, flag), {{payload.data(), payload.size()}});
+      if (!p.ok()) return Fail("stream send failed");
+      window.push_back(std::move(*p));
+    }
+    while (!window.empty()) {
+      if (!(*t)->Wait(window.front().get(), milliseconds(10000)).ok()) return Fail("stream send failed");
+      window.pop_front();
     }
     if (!(*t)->Receive(milliseconds(30000)).ok()) return Fail("no ack");
     const double secs = std::chrono::duration<double>(Clock::now() - start).count();

@@ -36,6 +36,7 @@ struct Completion {
   std::condition_variable cv;
   bool done = false;
   ucs_status_t status = UCS_OK;
+  Clock::time_point finished_at;
   std::vector<ucp_dt_iov_t> iov;
   WireHeader header;
   std::string raw_header, raw_data;  // SendRawForTest only
@@ -44,6 +45,7 @@ struct Completion {
     std::lock_guard<std::mutex> lock(mu);
     status = s;
     done = true;
+    finished_at = Clock::now();
     cv.notify_all();
   }
   bool Wait(Clock::time_point deadline) {
@@ -475,8 +477,26 @@ absl::StatusOr<int> UcxTransport::Connect(const HostPort& peer_address) {
   return id;
 }
 
-absl::Status UcxTransport::Send(int peer_id, const WireHeader& header, const std::vector<Bytes>& parts,
-                                std::chrono::milliseconds timeout) {
+namespace {
+
+struct UcxPendingSend : public PendingSend {
+  UcxTransport::Impl* impl = nullptr;
+  int peer_id = -1;
+  void* peer = nullptr;  // Impl::Peer*
+  std::shared_ptr<Completion> completion;
+  size_t total = 0;
+  Clock::time_point start;
+  bool waited = false;
+  std::function<void()> wait_unwaited;
+  ~UcxPendingSend() override {
+    if (!waited && wait_unwaited) wait_unwaited();
+  }
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<PendingSend>> UcxTransport::SendAsync(int peer_id, const WireHeader& header,
+                                                                     const std::vector<Bytes>& parts) {
   Impl::Peer* peer = impl_->GetPeer(peer_id);
   if (peer == nullptr) return absl::InvalidArgumentError(absl::StrCat("no peer ", peer_id));
   if (peer->failed) {
@@ -494,8 +514,17 @@ absl::Status UcxTransport::Send(int peer_id, const WireHeader& header, const std
     return absl::InvalidArgumentError(absl::StrCat("send of ", total, " bytes, but the header announces ",
                                                    header.plan_bytes, " + ", header.payload_bytes));
   }
-  const auto start = Clock::now();
+  auto pending = std::make_unique<UcxPendingSend>();
+  pending->impl = impl_.get();
+  pending->peer_id = peer_id;
+  pending->peer = peer;
+  pending->completion = c;
+  pending->total = total;
+  pending->start = Clock::now();
   Impl* impl = impl_.get();
+  pending->wait_unwaited = [impl, peer_id, peer, c] {
+    (void)impl->WaitSend(peer_id, peer, c, std::chrono::milliseconds(30000));
+  };
   impl_->Post([impl, peer, c] {
     if (peer->ep == nullptr || peer->failed) {
       c->Finish(UCS_ERR_CONNECTION_RESET);
@@ -509,13 +538,30 @@ absl::Status UcxTransport::Send(int peer_id, const WireHeader& header, const std
       impl->StartSend(peer->ep, c, &c->header, sizeof(WireHeader), c->iov.data(), c->iov.size(), true);
     }
   });
-  absl::Status s = impl_->WaitSend(peer_id, peer, c, timeout);
-  impl_->send_nanos += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
+  return std::unique_ptr<PendingSend>(std::move(pending));
+}
+
+absl::Status UcxTransport::Wait(PendingSend* send, std::chrono::milliseconds timeout) {
+  auto* p = dynamic_cast<UcxPendingSend*>(send);
+  if (p == nullptr || p->impl != impl_.get()) return absl::InvalidArgumentError("not a send of this transport");
+  if (p->waited) return absl::FailedPreconditionError("this send was already waited for");
+  p->waited = true;
+  absl::Status s = impl_->WaitSend(p->peer_id, static_cast<Impl::Peer*>(p->peer), p->completion, timeout);
+  impl_->send_nanos += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - p->start).count();
   if (s.ok()) {
     impl_->sent += 1;
-    impl_->sent_bytes += total;
+    impl_->sent_bytes += p->total;
+    std::lock_guard<std::mutex> lock(p->completion->mu);
+    p->transfer_seconds = std::chrono::duration<double>(p->completion->finished_at - p->start).count();
   }
   return s;
+}
+
+absl::Status UcxTransport::Send(int peer_id, const WireHeader& header, const std::vector<Bytes>& parts,
+                                std::chrono::milliseconds timeout) {
+  auto pending = SendAsync(peer_id, header, parts);
+  if (!pending.ok()) return pending.status();
+  return Wait(pending->get(), timeout);
 }
 
 absl::Status UcxTransport::SendRawForTest(int peer_id, const std::string& header, const std::string& data,

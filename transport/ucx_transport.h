@@ -40,6 +40,9 @@ class UcxTransport : public Transport {
   absl::StatusOr<int> Connect(const HostPort& peer) override;
   absl::Status Send(int peer, const WireHeader& header, const std::vector<Bytes>& parts,
                     std::chrono::milliseconds timeout) override;
+  absl::StatusOr<std::unique_ptr<PendingSend>> SendAsync(int peer, const WireHeader& header,
+                                                         const std::vector<Bytes>& parts) override;
+  absl::Status Wait(PendingSend* send, std::chrono::milliseconds timeout) override;
   absl::StatusOr<Message> Receive(std::chrono::milliseconds timeout) override;
   TransportStats stats() const override;
 

@@ -81,6 +81,14 @@ struct WorkerServer::State : public pb::Worker::Service {
   std::atomic<uint64_t> bytes_sent{0}, bytes_received{0};
   std::atomic<double> step_seconds{0};
   std::atomic<int64_t> kv_used{0};
+  // The activations of the latest step, still travelling to the next stage
+  // while this worker computes the next step (data thread only).
+  struct InFlight {
+    std::unique_ptr<transport::PendingSend> send;
+    std::vector<uint8_t> buffer;
+    uint64_t step_id = 0;
+  };
+  std::unique_ptr<InFlight> in_flight;
 
   // --- control plane ---
   grpc::Status Health(grpc::ServerContext*, const pb::HealthRequest*, pb::HealthResponse* r) override {
@@ -183,6 +191,38 @@ struct WorkerServer::State : public pb::Worker::Service {
     return absl::OkStatus();
   }
 
+  // Waits for the previous activations send; a failure fails that step.
+  void FinishInFlight() {
+    if (!in_flight) return;
+    std::unique_ptr<InFlight> f = std::move(in_flight);
+    absl::Status s = transport->Wait(f->send.get(), milliseconds(o.step_timeout_ms));
+    if (s.ok()) {
+      bytes_sent += f->buffer.size();
+      if (metrics) {
+        metrics->activation_bytes_sent->Increment(static_cast<double>(f->buffer.size()));
+        metrics->activation_transfer_seconds->Observe(f->send->transfer_seconds);
+      }
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      next_peer = -1;  // reconnect next time (the next stage may have restarted)
+    }
+    StepFailed(f->step_id, absl::UnavailableError(absl::StrCat("forwarding activations: ", s.message())));
+  }
+
+  void StepFailed(uint64_t step_id, const absl::Status& status) {
+    failed_steps += 1;
+    if (metrics) metrics->failed_steps->Increment();
+    Log(who, absl::StrCat("step ", step_id, " failed: ", status.ToString()));
+    if (o.tp_rank == 0) {  // rank 0 of the stage tells the router
+      transport::StepResult r;
+      r.step_id = step_id;
+      r.error = absl::StrCat("pipeline ", o.pipeline, " stage ", o.stage, ": ", status.ToString());
+      SendResult(r);
+    }
+  }
+
   std::string ResultAddress() {
     std::lock_guard<std::mutex> lock(mu);
     return result_address;
@@ -238,8 +278,27 @@ struct WorkerServer::State : public pb::Worker::Service {
         h.src_rank = static_cast<int16_t>(o.tp_rank);
         h.plan_bytes = out->plan_bytes;
         h.payload_bytes = out->activations.size() - out->plan_bytes;
-        status = SendTo(o.next_stage, &next_peer, h, {{out->activations.data(), out->activations.size()}});
-        if (!status.ok()) status = absl::UnavailableError(absl::StrCat("forwarding activations: ", status.message()));
+        // One send in flight: the previous step's must be done before this
+        // one goes (and its buffer is reused).
+        FinishInFlight();
+        auto f = std::make_unique<InFlight>();
+        f->buffer = std::move(out->activations);
+        f->step_id = m.header.step_id;
+        absl::StatusOr<int> peer = Peer(o.next_stage, &next_peer);
+        if (peer.ok()) {
+          auto send = transport->SendAsync(*peer, h, {{f->buffer.data(), f->buffer.size()}});
+          if (send.ok()) {
+            f->send = std::move(*send);
+            in_flight = std::move(f);
+            return;
+          }
+          peer = send.status();
+        }
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          next_peer = -1;
+        }
+        status = absl::UnavailableError(absl::StrCat("forwarding activations: ", peer.status().message()));
       } else if (o.tp_rank == 0) {
         SendResult(out->result);
         return;
@@ -247,28 +306,23 @@ struct WorkerServer::State : public pb::Worker::Service {
         return;
       }
     }
-    if (status.ok()) return;
-    failed_steps += 1;
-    if (metrics) metrics->failed_steps->Increment();
-    Log(who, absl::StrCat("step ", m.header.step_id, " failed: ", status.ToString()));
-    if (o.tp_rank == 0) {  // rank 0 of the stage tells the router
-      transport::StepResult r;
-      r.step_id = m.header.step_id;
-      r.error = absl::StrCat("pipeline ", o.pipeline, " stage ", o.stage, ": ", status.ToString());
-      SendResult(r);
-    }
+    StepFailed(m.header.step_id, status);
   }
 
   void DataLoop() {
     while (!stop) {
       auto m = transport->Receive(milliseconds(100));
-      if (!m.ok()) continue;
+      if (!m.ok()) {
+        FinishInFlight();  // idle: surface a failed send now
+        continue;
+      }
       {
         std::lock_guard<std::mutex> lock(mu);
         last_message = Clock::now();
       }
       Handle(*m);
     }
+    FinishInFlight();
   }
 
   // --- registration ---
