@@ -1,0 +1,203 @@
+#include "router/scheduler.h"
+
+#include <algorithm>
+
+namespace strata::router {
+
+Scheduler::Scheduler(int64_t num_blocks, int64_t block_size, const SchedulerOptions& options)
+    : blocks_(num_blocks, block_size), options_(options) {}
+
+uint64_t Scheduler::Add(SequenceSpec spec, SequenceSink* sink) {
+  auto s = std::make_unique<Seq>();
+  s->id = next_id_++;
+  s->arrival = arrivals_++;
+  s->sink = sink;
+  s->tokens = spec.prompt;
+  if (spec.score) s->tokens.insert(s->tokens.end(), spec.continuation.begin(), spec.continuation.end());
+  s->prompt_tokens = static_cast<int32_t>(s->tokens.size());
+  s->spec = std::move(spec);
+  const uint64_t id = s->id;
+  seqs_[id] = std::move(s);
+  return id;
+}
+
+int64_t Scheduler::waiting() const {
+  int64_t n = 0;
+  for (const auto& [id, s] : seqs_) n += s->running ? 0 : 1;
+  return n;
+}
+
+int64_t Scheduler::running() const { return static_cast<int64_t>(seqs_.size()) - waiting(); }
+
+void Scheduler::Finish(Seq* s, ::strata::router::Finish reason, const std::string& error) {
+  blocks_.Release(&s->table);
+  std::vector<float> score;
+  if (s->spec.score && reason == Finish::kStop) {
+    // Logprob of token p sits at score[p - 1]; the continuation starts at
+    // the prompt's length.
+    const size_t first = s->spec.prompt.size();
+    for (size_t p = first; p < s->tokens.size(); ++p) score.push_back(s->score[p - 1]);
+  }
+  SequenceSink* sink = s->sink;
+  const int32_t prompt = static_cast<int32_t>(s->spec.prompt.size());
+  const int32_t completion = s->spec.score ? 0 : s->generated;
+  seqs_.erase(s->id);
+  sink->Finished(reason, prompt, completion, error, score);
+}
+
+void Scheduler::Cancel(uint64_t seq_id) {
+  auto it = seqs_.find(seq_id);
+  if (it == seqs_.end()) return;
+  Seq* s = it->second.get();
+  s->cancelled = true;
+  if (s->in_flight_step == 0) Finish(s, Finish::kCancelled, "");
+}
+
+bool Scheduler::PreemptOne(Seq* self, Seq** victim) {
+  Seq* best = nullptr;
+  for (auto& [id, s] : seqs_) {
+    Seq* c = s.get();
+    if (!c->running || c->in_flight_step != 0 || c->table.empty()) continue;
+    if (best == nullptr || c->spec.priority < best->spec.priority ||
+        (c->spec.priority == best->spec.priority && c->arrival > best->arrival)) {
+      best = c;
+    }
+  }
+  if (best == nullptr) return false;
+  // Never preempt a sequence that outranks the one asking.
+  if (best != self && (best->spec.priority > self->spec.priority ||
+                       (best->spec.priority == self->spec.priority && best->arrival < self->arrival))) {
+    return false;
+  }
+  blocks_.Release(&best->table);
+  best->computed = 0;
+  best->running = false;
+  ++preemptions_;
+  *victim = best;
+  return true;
+}
+
+std::optional<transport::StepPlan> Scheduler::NextStep(uint64_t step_id) {
+  // Candidates: running first (decodes, then prompt chunks), then waiting;
+  // each group by priority, then arrival.
+  std::vector<Seq*> order;
+  for (auto& [id, s] : seqs_) {
+    if (s->in_flight_step == 0 && !s->cancelled) order.push_back(s.get());
+  }
+  std::sort(order.begin(), order.end(), [](const Seq* a, const Seq* b) {
+    const bool ad = a->running && a->tokens.size() - a->computed == 1;
+    const bool bd = b->running && b->tokens.size() - b->computed == 1;
+    if (a->running != b->running) return a->running;
+    if (ad != bd) return ad;
+    if (a->spec.priority != b->spec.priority) return a->spec.priority > b->spec.priority;
+    return a->arrival < b->arrival;
+  });
+  transport::StepPlan plan;
+  plan.step_id = step_id;
+  int64_t budget = options_.max_tokens_per_step;
+  std::vector<uint64_t> members;
+  for (Seq* s : order) {
+    if (budget <= 0 || static_cast<int64_t>(plan.sequences.size()) >= options_.max_seqs_per_step) break;
+    const int64_t remaining = static_cast<int64_t>(s->tokens.size()) - s->computed;
+    if (remaining <= 0) continue;
+    const int64_t num = std::min(remaining, budget);
+    bool grown = blocks_.Grow(&s->table, s->computed + num);
+    if (!grown && s->running) {
+      // Out of blocks: preempt (by recompute) until this one fits or is
+      // itself the victim.
+      Seq* victim = nullptr;
+      while (!grown && PreemptOne(s, &victim)) {
+        if (victim == s) break;
+        grown = blocks_.Grow(&s->table, s->computed + num);
+      }
+      if (victim == s) continue;
+    }
+    if (!grown) {
+      if (!s->running) break;  // admission is first come, first served: wait
+      continue;
+    }
+    s->running = true;
+    transport::PlanSequence ps;
+    ps.seq_id = s->id;
+    ps.num_tokens = static_cast<int32_t>(num);
+    ps.cached_tokens = static_cast<int32_t>(s->computed);
+    ps.block_table = s->table;
+    const bool completes = s->computed + num == static_cast<int64_t>(s->tokens.size());
+    if (s->spec.score) {
+      ps.prompt_logprobs = true;
+      ps.next_token_id = completes ? -1 : s->tokens[s->computed + num];
+    } else {
+      ps.sample = completes;
+      ps.sampling = s->spec.sampling;
+      ps.sampling.step = static_cast<uint64_t>(s->generated);
+      ps.logprobs = s->spec.logprobs;
+    }
+    plan.sequences.push_back(std::move(ps));
+    plan.token_ids.insert(plan.token_ids.end(), s->tokens.begin() + s->computed,
+                          s->tokens.begin() + s->computed + num);
+    s->in_flight_step = step_id;
+    s->in_flight_tokens = static_cast<int32_t>(num);
+    members.push_back(s->id);
+    budget -= num;
+  }
+  if (plan.sequences.empty()) return std::nullopt;
+  steps_[step_id] = std::move(members);
+  return plan;
+}
+
+void Scheduler::OnResult(const transport::StepResult& r) {
+  auto step = steps_.find(r.step_id);
+  if (step == steps_.end()) return;  // not ours, or already failed
+  const std::vector<uint64_t> members = std::move(step->second);
+  steps_.erase(step);
+  std::map<uint64_t, const transport::SequenceResult*> by_id;
+  for (const transport::SequenceResult& sr : r.sequences) by_id[sr.seq_id] = &sr;
+  for (uint64_t id : members) {
+    auto it = seqs_.find(id);
+    if (it == seqs_.end()) continue;
+    Seq* s = it->second.get();
+    if (s->in_flight_step != r.step_id) continue;
+    s->in_flight_step = 0;
+    if (!r.error.empty()) {
+      Finish(s, Finish::kError, r.error);
+      continue;
+    }
+    const int64_t start = s->computed;
+    s->computed += s->in_flight_tokens;
+    if (s->cancelled) {
+      Finish(s, Finish::kCancelled, "");
+      continue;
+    }
+    auto found = by_id.find(id);
+    if (found == by_id.end()) {
+      Finish(s, Finish::kError, "the step result did not include this sequence");
+      continue;
+    }
+    const transport::SequenceResult& sr = *found->second;
+    if (s->spec.score) {
+      s->score.resize(s->tokens.size(), 0.0f);
+      for (size_t t = 0; t < sr.prompt_logprobs.size() && start + static_cast<int64_t>(t) < static_cast<int64_t>(s->score.size()); ++t) {
+        s->score[start + t] = sr.prompt_logprobs[t];
+      }
+      if (s->computed == static_cast<int64_t>(s->tokens.size())) Finish(s, Finish::kStop, "");
+      continue;
+    }
+    if (sr.token < 0) continue;  // a prompt chunk that did not reach the end
+    s->tokens.push_back(sr.token);
+    s->generated += 1;
+    s->sink->Token(TokenOut{sr.token, sr.logprob, sr.top});
+    if (std::find(s->spec.stop_ids.begin(), s->spec.stop_ids.end(), sr.token) != s->spec.stop_ids.end()) {
+      Finish(s, Finish::kStop, "");
+    } else if (s->generated >= s->spec.max_tokens ||
+               static_cast<int64_t>(s->tokens.size()) >= options_.context_length) {
+      Finish(s, Finish::kLength, "");
+    }
+  }
+}
+
+void Scheduler::FailAll(::strata::router::Finish reason, const std::string& error) {
+  steps_.clear();
+  while (!seqs_.empty()) Finish(seqs_.begin()->second.get(), reason, error);
+}
+
+}  // namespace strata::router

@@ -1,0 +1,122 @@
+// Continuous batching for one pipeline replica: sequences join and leave the
+// running set at every step; each step (micro-batch) takes decode tokens
+// first, then prompt chunks within a token budget (chunked prefill, so long
+// prompts never stall decoding); KV blocks come from the replica's
+// BlockManager, and when they run out the lowest-priority, latest sequence
+// is preempted by recompute (its blocks freed, its tokens kept, prefilled
+// again later: nothing is lost or repeated). A sequence is in at most one
+// step in flight, so up to S steps can be in flight for S stages.
+//
+// Pure logic, no threads or network: the engine calls it from one thread.
+#ifndef STRATA_ROUTER_SCHEDULER_H_
+#define STRATA_ROUTER_SCHEDULER_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "router/block_manager.h"
+#include "transport/wire.h"
+
+namespace strata::router {
+
+enum class Finish { kStop, kLength, kCancelled, kError, kUnavailable };
+
+struct TokenOut {
+  int32_t id = 0;
+  float logprob = 0;
+  std::vector<transport::TokenLogprob> top;
+};
+
+// Where a sequence's output goes (a request's stream). Called on the
+// engine's thread.
+class SequenceSink {
+ public:
+  virtual ~SequenceSink() = default;
+  virtual void Token(const TokenOut& token) = 0;
+  // The last call. `score`: a Score request's continuation logprobs.
+  virtual void Finished(Finish reason, int32_t prompt_tokens, int32_t completion_tokens, const std::string& error,
+                        const std::vector<float>& score) = 0;
+};
+
+struct SequenceSpec {
+  std::vector<int32_t> prompt;
+  transport::Sampling sampling;    // step is filled in per token
+  int32_t max_tokens = 16;
+  std::vector<int32_t> stop_ids;   // EOS ids (unless ignore_eos) and stop_token_ids
+  int32_t logprobs = -1;           // -1: none; 0: the chosen token's; n: also the top n
+  int32_t priority = 0;            // higher first; preempted last
+  std::vector<int32_t> continuation;  // Score: tokens to score after the prompt
+  bool score = false;
+};
+
+struct SchedulerOptions {
+  int64_t max_tokens_per_step = 256;  // the chunked-prefill budget
+  int64_t max_seqs_per_step = 64;
+  int64_t context_length = 131072;
+};
+
+class Scheduler {
+ public:
+  Scheduler(int64_t num_blocks, int64_t block_size, const SchedulerOptions& options);
+
+  // Queues a sequence (validated by the caller). `sink` must outlive it.
+  uint64_t Add(SequenceSpec spec, SequenceSink* sink);
+  // Ends a sequence with kCancelled: at once when it is not in a step in
+  // flight, else when that step returns. Unknown ids are ignored.
+  void Cancel(uint64_t seq_id);
+
+  // The next micro-batch from the sequences not in flight, or nothing.
+  std::optional<transport::StepPlan> NextStep(uint64_t step_id);
+  // Applies a step's result (tokens, logprobs) and finishes sequences that
+  // stop. A result with an error ends that step's sequences with kError.
+  void OnResult(const transport::StepResult& result);
+  // Ends every sequence (in flight or not) with `reason` and `error`; all
+  // blocks return to the pool.
+  void FailAll(Finish reason, const std::string& error);
+
+  int64_t waiting() const;
+  int64_t running() const;
+  int64_t in_flight_steps() const { return static_cast<int64_t>(steps_.size()); }
+  bool empty() const { return seqs_.empty(); }
+  const BlockManager& blocks() const { return blocks_; }
+  uint64_t preemptions() const { return preemptions_; }
+
+ private:
+  struct Seq {
+    uint64_t id = 0;
+    uint64_t arrival = 0;
+    SequenceSpec spec;
+    SequenceSink* sink = nullptr;
+    std::vector<int32_t> tokens;  // prompt (+ continuation) + generated
+    int32_t prompt_tokens = 0;
+    int32_t generated = 0;
+    int64_t computed = 0;         // tokens whose KV is in the cache
+    std::vector<int32_t> table;   // KV blocks
+    uint64_t in_flight_step = 0;  // 0: none
+    int32_t in_flight_tokens = 0;
+    bool running = false;         // admitted (holds blocks) vs waiting
+    bool cancelled = false;
+    std::vector<float> score;     // prompt logprobs, by token position - 1
+  };
+
+  void Finish(Seq* s, Finish reason, const std::string& error);
+  // Preempts the lowest-priority, latest running sequence not in flight
+  // (possibly `self`); false when there is none.
+  bool PreemptOne(Seq* self, Seq** victim);
+
+  BlockManager blocks_;
+  SchedulerOptions options_;
+  std::map<uint64_t, std::unique_ptr<Seq>> seqs_;
+  std::map<uint64_t, std::vector<uint64_t>> steps_;  // step id -> its sequences
+  uint64_t next_id_ = 1;
+  uint64_t arrivals_ = 0;
+  uint64_t preemptions_ = 0;
+};
+
+}  // namespace strata::router
+
+#endif  // STRATA_ROUTER_SCHEDULER_H_

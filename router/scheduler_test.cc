@@ -1,0 +1,239 @@
+// The scheduler against a fake pipeline whose "model" is a hash of each
+// sequence's prefix (kept per sequence like a KV cache, so recompute after
+// preemption must rebuild it): chunked prefill, continuous batching,
+// preemption under a small pool giving the same tokens as a large pool,
+// priorities, cancellation, stop conditions and Score.
+#include "router/scheduler.h"
+
+#include <map>
+#include <random>
+#include <set>
+
+#include "gtest/gtest.h"
+
+namespace strata::router {
+namespace {
+
+constexpr int32_t kVocab = 1000;
+
+struct Collect : SequenceSink {
+  std::vector<int32_t> tokens;
+  bool done = false;
+  Finish reason = Finish::kError;
+  std::string error;
+  std::vector<float> score;
+  void Token(const TokenOut& t) override {
+    ASSERT_FALSE(done);
+    tokens.push_back(t.id);
+  }
+  void Finished(Finish r, int32_t, int32_t, const std::string& e, const std::vector<float>& s) override {
+    ASSERT_FALSE(done);
+    done = true;
+    reason = r;
+    error = e;
+    score = s;
+  }
+};
+
+// Runs steps with up to `depth` in flight until every sequence finished.
+class FakePipeline {
+ public:
+  transport::StepResult Run(const transport::StepPlan& plan) {
+    transport::StepResult r;
+    r.step_id = plan.step_id;
+    int64_t row = 0;
+    for (const auto& s : plan.sequences) {
+      std::vector<int32_t>& kv = kv_[s.seq_id];
+      EXPECT_LE(s.cached_tokens, static_cast<int32_t>(kv.size())) << "reads KV never written";
+      kv.resize(s.cached_tokens);
+      for (int32_t t = 0; t < s.num_tokens; ++t) kv.push_back(plan.token_ids[row + t]);
+      // Blocks must be distinct across the sequences of a step.
+      for (int32_t b : s.block_table) EXPECT_TRUE(used_.insert(b).second) << "block " << b << " shared";
+      transport::SequenceResult sr;
+      sr.seq_id = s.seq_id;
+      if (s.sample) sr.token = Next(kv);
+      if (s.prompt_logprobs) {
+        for (int32_t t = 0; t < s.num_tokens; ++t) {
+          const bool has_target = t + 1 < s.num_tokens || s.next_token_id >= 0;
+          if (has_target) sr.prompt_logprobs.push_back(-static_cast<float>(s.cached_tokens + t + 1));
+        }
+      }
+      r.sequences.push_back(sr);
+      row += s.num_tokens;
+    }
+    used_.clear();
+    return r;
+  }
+  static int32_t Next(const std::vector<int32_t>& prefix) {
+    uint64_t h = 1469598103934665603ull;
+    for (int32_t t : prefix) h = (h ^ static_cast<uint64_t>(t)) * 1099511628211ull;
+    return static_cast<int32_t>(h % kVocab);
+  }
+
+ private:
+  std::map<uint64_t, std::vector<int32_t>> kv_;
+  std::set<int32_t> used_;
+};
+
+void Drain(Scheduler& sched, FakePipeline& pipe, int depth, uint64_t* step_id) {
+  std::vector<transport::StepPlan> in_flight;
+  for (int guard = 0; guard < 100000 && !sched.empty(); ++guard) {
+    while (static_cast<int>(in_flight.size()) < depth) {
+      auto plan = sched.NextStep(++*step_id);
+      if (!plan) break;
+      in_flight.push_back(*plan);
+    }
+    ASSERT_FALSE(in_flight.empty()) << "sequences left but no step to run";
+    const transport::StepResult r = pipe.Run(in_flight.front());
+    in_flight.erase(in_flight.begin());
+    sched.OnResult(r);
+  }
+  ASSERT_TRUE(sched.empty());
+}
+
+std::vector<int32_t> Expected(std::vector<int32_t> prompt, int n) {
+  std::vector<int32_t> out;
+  for (int i = 0; i < n; ++i) {
+    out.push_back(FakePipeline::Next(prompt));
+    prompt.push_back(out.back());
+  }
+  return out;
+}
+
+TEST(SchedulerTest, ChunkedPrefillThenDecode) {
+  SchedulerOptions o;
+  o.max_tokens_per_step = 4;
+  Scheduler sched(16, 4, o);
+  Collect c;
+  SequenceSpec spec;
+  spec.prompt = {5, 6, 7, 8, 9, 10, 11, 12, 13, 14};
+  spec.max_tokens = 5;
+  sched.Add(spec, &c);
+  auto p1 = sched.NextStep(1);
+  ASSERT_TRUE(p1);
+  EXPECT_EQ(p1->sequences[0].num_tokens, 4);
+  EXPECT_FALSE(p1->sequences[0].sample);
+  EXPECT_FALSE(sched.NextStep(2)) << "a sequence is in one step at a time";
+  FakePipeline pipe;
+  sched.OnResult(pipe.Run(*p1));
+  uint64_t step = 2;
+  Drain(sched, pipe, 2, &step);
+  EXPECT_EQ(c.tokens, Expected(spec.prompt, 5));
+  EXPECT_EQ(c.reason, Finish::kLength);
+  EXPECT_EQ(sched.blocks().free_blocks(), 16);
+}
+
+// Many sequences of mixed lengths, a pool too small to hold them all, 1 to
+// 3 steps in flight: every sequence gets exactly the tokens it gets alone.
+TEST(SchedulerTest, PreemptionUnderASmallPoolLosesAndRepeatsNothing) {
+  std::mt19937 rng(7);
+  std::vector<SequenceSpec> specs;
+  for (int i = 0; i < 40; ++i) {
+    SequenceSpec s;
+    const int len = 1 + static_cast<int>(rng() % 30);
+    for (int t = 0; t < len; ++t) s.prompt.push_back(static_cast<int32_t>(rng() % kVocab));
+    s.max_tokens = 1 + static_cast<int>(rng() % 25);
+    s.priority = static_cast<int>(rng() % 3);
+    specs.push_back(s);
+  }
+  for (int depth : {1, 3}) {
+    for (int64_t blocks : {1000, 20}) {  // 20 blocks of 4 tokens: 80 tokens for 40 sequences
+      SchedulerOptions o;
+      o.max_tokens_per_step = 16;
+      o.max_seqs_per_step = 8;
+      Scheduler sched(blocks, 4, o);
+      std::vector<Collect> out(specs.size());
+      for (size_t i = 0; i < specs.size(); ++i) sched.Add(specs[i], &out[i]);
+      FakePipeline pipe;
+      uint64_t step = 0;
+      Drain(sched, pipe, depth, &step);
+      for (size_t i = 0; i < specs.size(); ++i) {
+        ASSERT_TRUE(out[i].done);
+        EXPECT_EQ(out[i].tokens, Expected(specs[i].prompt, specs[i].max_tokens)) << "seq " << i << " blocks " << blocks;
+      }
+      EXPECT_EQ(sched.blocks().free_blocks(), blocks);
+      if (blocks == 20) EXPECT_GT(sched.preemptions(), 0u);
+    }
+  }
+}
+
+TEST(SchedulerTest, StopTokensCancelAndPriority) {
+  Scheduler sched(100, 4, {});
+  FakePipeline pipe;
+  SequenceSpec a;
+  a.prompt = {1, 2, 3};
+  a.max_tokens = 50;
+  a.stop_ids = {Expected(a.prompt, 3)[2]};  // the third token stops it
+  Collect ca;
+  sched.Add(a, &ca);
+  SequenceSpec b = a;
+  b.stop_ids.clear();
+  Collect cb;
+  const uint64_t idb = sched.Add(b, &cb);
+  auto p = sched.NextStep(1);
+  ASSERT_TRUE(p);
+  sched.Cancel(idb);  // in flight: cancelled when the step returns
+  EXPECT_FALSE(cb.done);
+  sched.OnResult(pipe.Run(*p));
+  EXPECT_TRUE(cb.done);
+  EXPECT_EQ(cb.reason, Finish::kCancelled);
+  uint64_t step = 1;
+  Drain(sched, pipe, 1, &step);
+  EXPECT_EQ(ca.tokens.size(), 3u);
+  EXPECT_EQ(ca.reason, Finish::kStop);
+  EXPECT_EQ(sched.blocks().free_blocks(), 100);
+
+  // With room for one sequence's first chunk, the higher priority goes first.
+  Scheduler small(2, 4, {});
+  SequenceSpec lo, hi;
+  lo.prompt = hi.prompt = {1, 2, 3, 4, 5, 6, 7, 8};
+  lo.max_tokens = hi.max_tokens = 1;
+  hi.priority = 5;
+  Collect cl, ch;
+  small.Add(lo, &cl);
+  const uint64_t idh = small.Add(hi, &ch);
+  auto first = small.NextStep(1);
+  ASSERT_TRUE(first);
+  ASSERT_EQ(first->sequences.size(), 1u);
+  EXPECT_EQ(first->sequences[0].seq_id, idh);
+}
+
+TEST(SchedulerTest, ScoreReturnsContinuationLogprobsAcrossChunks) {
+  SchedulerOptions o;
+  o.max_tokens_per_step = 3;
+  Scheduler sched(100, 4, o);
+  SequenceSpec s;
+  s.score = true;
+  s.prompt = {1, 2, 3, 4};
+  s.continuation = {5, 6, 7};
+  Collect c;
+  sched.Add(s, &c);
+  FakePipeline pipe;
+  uint64_t step = 0;
+  Drain(sched, pipe, 1, &step);
+  ASSERT_EQ(c.reason, Finish::kStop);
+  // The fake's logprob of the token at position p is -p: positions 4, 5, 6.
+  EXPECT_EQ(c.score, (std::vector<float>{-4, -5, -6}));
+  EXPECT_TRUE(c.tokens.empty());
+}
+
+TEST(SchedulerTest, FailAllEndsEverything) {
+  Scheduler sched(100, 4, {});
+  Collect a, b;
+  SequenceSpec s;
+  s.prompt = {1, 2};
+  sched.Add(s, &a);
+  auto p = sched.NextStep(1);
+  sched.Add(s, &b);
+  sched.FailAll(Finish::kUnavailable, "stage 1 down");
+  EXPECT_TRUE(a.done && b.done);
+  EXPECT_EQ(a.reason, Finish::kUnavailable);
+  EXPECT_EQ(a.error, "stage 1 down");
+  EXPECT_EQ(sched.blocks().free_blocks(), 100);
+  FakePipeline pipe;
+  sched.OnResult(pipe.Run(*p));  // a late result is ignored
+  EXPECT_TRUE(sched.empty());
+}
+
+}  // namespace
+}  // namespace strata::router
