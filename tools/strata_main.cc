@@ -23,6 +23,7 @@
 #include "third_party/status_macros.h"
 #include "tools/backend_factory.h"
 #include "tools/bench_engine.h"
+#include "tools/cluster.h"
 #include "tools/flags.h"
 #include "worker/local_engine.h"
 
@@ -44,7 +45,17 @@ constexpr char kUsage[] =
     "  bench-engine --model DIR [--threads N] [--isa ...] [--kv-dtype ...] [--prompt-tokens N]\n"
     "              [--decode-tokens N] [--batches 1,4,16] [--json]\n"
     "              prompt and decode throughput against this machine's read bandwidth and\n"
-    "              FMA peak, measured in the same run\n";
+    "              FMA peak, measured in the same run\n"
+    "  up          [--model DIR] [--stages S] [--tp T] [--replicas R] [--port P] [--transport shm|tcp]\n"
+    "              [--backend cpu|reference|cuda] [--threads N] [--isa ...] [--kv-dtype bf16|f32]\n"
+    "              [--kv-memory-mb MB] [--block-size N] [--max-tokens-per-step N] [--metrics-port P]\n"
+    "              [--log-dir DIR] [--bin-dir DIR] [--ready-file PATH] [--timeout-s N]\n"
+    "              a router and S x T x R workers on this host; prints the address once healthy;\n"
+    "              Ctrl-C drains and stops everything (no --model: the tiny test model)\n"
+    "  generate    --server HOST:PORT --prompt-ids 1,2,3 [--max-tokens N] [--temperature T]\n"
+    "              [--top-k K] [--top-p P] [--seed N] [--ignore-eos] [--logprobs N] [--priority N]\n"
+    "              [--request-id ID] [--timeout-ms MS] [--json] [--stream]\n"
+    "              one Generate call: the token ids and the finish reason\n";
 
 absl::Status MakeModel(const std::vector<std::string>& args) {
   STRATA_ASSIGN_OR_RETURN(
@@ -166,6 +177,10 @@ int main(int argc, char** argv) {
     s = strata::tools::Run(args);
   } else if (command == "bench-engine") {
     s = strata::tools::BenchEngine(args);
+  } else if (command == "up") {
+    s = strata::tools::Up(args);
+  } else if (command == "generate") {
+    s = strata::tools::Generate(args);
   } else {
     std::fprintf(stderr, "strata: unknown command \"%s\"\n%s", command.c_str(), strata::tools::kUsage);
     return 2;

@@ -67,8 +67,12 @@ class Transport {
   virtual absl::StatusOr<std::unique_ptr<PendingSend>> SendAsync(int peer, const WireHeader& header,
                                                                  const std::vector<Bytes>& parts) = 0;
   virtual absl::Status Wait(PendingSend* send, std::chrono::milliseconds timeout) = 0;
-  // The next valid message, or DEADLINE_EXCEEDED after `timeout`.
+  // The next valid message, DEADLINE_EXCEEDED after `timeout`, or
+  // CANCELLED when Interrupt was called (once per call of Interrupt).
   virtual absl::StatusOr<Message> Receive(std::chrono::milliseconds timeout) = 0;
+  // Wakes a Receive (from any thread): an event loop that also has other
+  // work (new requests) sleeps in Receive and is woken for it.
+  virtual void Interrupt() = 0;
   virtual TransportStats stats() const = 0;
 };
 

@@ -122,6 +122,7 @@ struct UcxTransport::Impl {
   std::mutex rx_mu;
   std::condition_variable rx_cv;
   std::deque<Message> rx;
+  int interrupts = 0;  // pending Interrupt calls (under rx_mu)
 
   std::mutex peers_mu;
   std::vector<std::unique_ptr<Peer>> peers;
@@ -601,10 +602,20 @@ std::string UcxTransport::DescribePeer(int peer_id) {
   return c->raw_data;
 }
 
+void UcxTransport::Interrupt() {
+  std::lock_guard<std::mutex> lock(impl_->rx_mu);
+  impl_->interrupts += 1;
+  impl_->rx_cv.notify_all();
+}
+
 absl::StatusOr<Message> UcxTransport::Receive(std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lock(impl_->rx_mu);
-  if (!impl_->rx_cv.wait_for(lock, timeout, [&] { return !impl_->rx.empty(); })) {
+  if (!impl_->rx_cv.wait_for(lock, timeout, [&] { return !impl_->rx.empty() || impl_->interrupts > 0; })) {
     return absl::DeadlineExceededError(absl::StrCat("no data-plane message within ", timeout.count(), " ms"));
+  }
+  if (impl_->rx.empty()) {
+    impl_->interrupts -= 1;
+    return absl::CancelledError("interrupted");
   }
   Message m = std::move(impl_->rx.front());
   impl_->rx.pop_front();

@@ -44,6 +44,7 @@ class UcxTransport : public Transport {
                                                          const std::vector<Bytes>& parts) override;
   absl::Status Wait(PendingSend* send, std::chrono::milliseconds timeout) override;
   absl::StatusOr<Message> Receive(std::chrono::milliseconds timeout) override;
+  void Interrupt() override;
   TransportStats stats() const override;
 
   // UCX's description of the connection to `peer` (its lanes and

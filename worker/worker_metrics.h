@@ -1,8 +1,5 @@
-// A worker's Prometheus metrics (DESIGN.md section 4): prometheus-cpp's
-// registry and text serializer, served on GET /metrics by a small HTTP
-// thread of our own. (prometheus-cpp's Exposer runs CivetWeb, whose
-// mg_start fails inside this binary without saying why; the exposition
-// format is what matters to Prometheus.) Labels on every series: model,
+// A worker's Prometheus metrics (DESIGN.md section 4), served on GET
+// /metrics by transport::MetricsHttpServer. Labels on every series: model,
 // pipeline, stage, tp_rank.
 #ifndef STRATA_WORKER_WORKER_METRICS_H_
 #define STRATA_WORKER_WORKER_METRICS_H_
@@ -19,6 +16,7 @@
 #include <prometheus/registry.h>
 
 #include "absl/status/statusor.h"
+#include "transport/metrics_http.h"
 
 namespace strata::worker {
 
@@ -30,11 +28,10 @@ struct WorkerLabels {
 class WorkerMetrics {
  public:
   explicit WorkerMetrics(const WorkerLabels& labels);
-  ~WorkerMetrics();
 
   // Serves /metrics on host:port (port 0: any; see port()).
   absl::Status Serve(const std::string& host, int port);
-  int port() const { return port_; }
+  int port() const;
   // The text exposition, as a scrape would see it (tests, logs).
   std::string Render() const;
 
@@ -56,13 +53,8 @@ class WorkerMetrics {
   prometheus::Gauge* up;  // 1 while serving
 
  private:
-  void ServeLoop();
-
   std::shared_ptr<prometheus::Registry> registry_;
-  int listen_fd_ = -1;
-  int port_ = -1;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
+  std::unique_ptr<transport::MetricsHttpServer> http_;
 };
 
 }  // namespace strata::worker

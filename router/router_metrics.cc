@@ -1,0 +1,58 @@
+#include "router/router_metrics.h"
+
+namespace strata::router {
+namespace {
+
+prometheus::Histogram::BucketBoundaries LatencyBuckets() {
+  return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
+}
+
+}  // namespace
+
+RouterMetrics::RouterMetrics(const std::string& model) : registry_(std::make_shared<prometheus::Registry>()) {
+  const std::map<std::string, std::string> labels = {{"model", model}};
+  auto hist = [&](const char* name, const char* help) {
+    return &prometheus::BuildHistogram().Name(name).Help(help).Labels(labels).Register(*registry_).Add({}, LatencyBuckets());
+  };
+  auto gauge = [&](const char* name, const char* help) {
+    return &prometheus::BuildGauge().Name(name).Help(help).Labels(labels).Register(*registry_).Add({});
+  };
+  auto counter = [&](const char* name, const char* help) {
+    return &prometheus::BuildCounter().Name(name).Help(help).Labels(labels).Register(*registry_).Add({});
+  };
+  ttft = hist("strata_time_to_first_token_seconds", "From arrival to the first generated token");
+  inter_token = hist("strata_inter_token_latency_seconds", "Between consecutive tokens of a request");
+  request_latency = hist("strata_request_latency_seconds", "From arrival to the last message");
+  queue_time = hist("strata_queue_time_seconds", "From arrival to the first step that included the request");
+  queue_depth = gauge("strata_queue_depth", "Requests waiting for admission");
+  running = gauge("strata_running_sequences", "Sequences holding KV blocks");
+  kv_usage = gauge("strata_kv_cache_usage_ratio", "Used KV blocks over all blocks, over the pipelines that are up");
+  prompt_tokens = counter("strata_prompt_tokens_total", "Prompt tokens of finished requests");
+  generated_tokens = counter("strata_generation_tokens_total", "Tokens generated");
+  preemptions = counter("strata_preemptions_total", "Sequences preempted (by recompute) for lack of KV blocks");
+  requests_ = &prometheus::BuildCounter()
+                   .Name("strata_requests_total")
+                   .Help("Requests by outcome")
+                   .Labels(labels)
+                   .Register(*registry_);
+  pipeline_up_ = &prometheus::BuildGauge()
+                      .Name("strata_pipeline_up")
+                      .Help("1 while every stage of the pipeline replica is registered, healthy and warmed up")
+                      .Labels(labels)
+                      .Register(*registry_);
+}
+
+prometheus::Counter& RouterMetrics::Requests(const std::string& outcome) { return requests_->Add({{"outcome", outcome}}); }
+
+prometheus::Gauge& RouterMetrics::PipelineUp(const std::string& pipeline) {
+  return pipeline_up_->Add({{"pipeline", pipeline}});
+}
+
+absl::Status RouterMetrics::Serve(const std::string& host, int port) {
+  http_ = std::make_unique<transport::MetricsHttpServer>(registry_);
+  return http_->Start(host, port);
+}
+
+std::string RouterMetrics::Render() const { return transport::MetricsHttpServer(registry_).Render(); }
+
+}  // namespace strata::router

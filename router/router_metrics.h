@@ -1,0 +1,51 @@
+// The router's Prometheus metrics (DESIGN.md section 4), served on GET
+// /metrics by transport::MetricsHttpServer. Label on every series: model.
+#ifndef STRATA_ROUTER_ROUTER_METRICS_H_
+#define STRATA_ROUTER_ROUTER_METRICS_H_
+
+#include <memory>
+#include <string>
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "absl/status/status.h"
+#include "transport/metrics_http.h"
+
+namespace strata::router {
+
+class RouterMetrics {
+ public:
+  explicit RouterMetrics(const std::string& model);
+  absl::Status Serve(const std::string& host, int port);
+  int port() const { return http_ ? http_->port() : -1; }
+  std::string Render() const;
+
+  // outcome: ok, stop, length, cancelled, error, unavailable, invalid, rejected, deadline
+  prometheus::Counter& Requests(const std::string& outcome);
+  prometheus::Gauge& PipelineUp(const std::string& pipeline);
+
+  prometheus::Histogram* ttft;
+  prometheus::Histogram* inter_token;
+  prometheus::Histogram* request_latency;
+  prometheus::Histogram* queue_time;
+  prometheus::Gauge* queue_depth;
+  prometheus::Gauge* running;
+  prometheus::Gauge* kv_usage;
+  prometheus::Counter* prompt_tokens;
+  prometheus::Counter* generated_tokens;
+  prometheus::Counter* preemptions;
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>* requests_;
+  prometheus::Family<prometheus::Gauge>* pipeline_up_;
+  std::unique_ptr<transport::MetricsHttpServer> http_;
+};
+
+}  // namespace strata::router
+
+#endif  // STRATA_ROUTER_ROUTER_METRICS_H_

@@ -1,0 +1,32 @@
+// Checks public API requests against the served model and the router's
+// limits before anything is queued. Every violation is INVALID_ARGUMENT with
+// the field's name, as DESIGN.md section 6 asks.
+#ifndef STRATA_ROUTER_VALIDATION_H_
+#define STRATA_ROUTER_VALIDATION_H_
+
+#include "absl/status/statusor.h"
+#include "router/scheduler.h"
+#include "strata/v1/inference.pb.h"
+
+namespace strata::router {
+
+struct Limits {
+  int64_t vocab_size = 0;
+  int64_t context_length = 0;     // max_position_embeddings
+  int64_t kv_capacity_tokens = 0; // the smallest replica's KV pool, in tokens (0: unknown)
+  int32_t max_tokens_limit = 4096;
+  int64_t max_prompt_tokens = 32768;
+  int32_t max_stop_ids = 64;
+  int32_t max_stop_strings = 16;
+  int32_t max_stop_string_bytes = 256;
+  std::vector<int64_t> eos_ids;
+};
+
+// A Generate request as a scheduler sequence.
+absl::StatusOr<SequenceSpec> ValidateGenerate(const v1::GenerateRequest& request, const Limits& limits);
+// A Score request as a scheduler sequence.
+absl::StatusOr<SequenceSpec> ValidateScore(const v1::ScoreRequest& request, const Limits& limits);
+
+}  // namespace strata::router
+
+#endif  // STRATA_ROUTER_VALIDATION_H_
