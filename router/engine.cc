@@ -266,14 +266,16 @@ void Engine::SetDown(Pipeline* p, const std::string& why) {
   if (was_up) pipelines_up_--;
   if (metrics_) metrics_->PipelineUp(p->name).Set(0);
   // Steps still travelling are ignored when they come back: their pipeline
-  // no longer knows them. Workers drop queued steps on Abort.
+  // no longer knows them. Workers drop the queued ones on Abort (every step
+  // issued so far; later steps, such as the next warm-up, run).
+  const uint64_t last_issued = next_step_ - 1;
   for (auto& [key, m] : p->members) {
     auto stub = m.stub;
-    std::thread([stub] {
+    std::thread([stub, last_issued] {
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
       v1::AbortRequest a;
-      a.set_up_to_step_id(UINT64_MAX);
+      a.set_up_to_step_id(last_issued);
       v1::AbortResponse r;
       (void)stub->Abort(&ctx, a, &r);
     }).detach();
@@ -344,7 +346,9 @@ void Engine::Cancel(uint64_t handle) {
 void Engine::Schedule(Pipeline* p) {
   while (p->sched && static_cast<int32_t>(p->in_flight.size()) < p->num_stages) {
     const uint64_t step = next_step_++;
+    const uint64_t preempted_before = p->sched->preemptions();
     auto plan = p->sched->NextStep(step);
+    if (metrics_) metrics_->preemptions->Increment(static_cast<double>(p->sched->preemptions() - preempted_before));
     if (!plan) break;
     for (const auto& s : plan->sequences) {
       auto it = p->streams.find(s.seq_id);
@@ -401,12 +405,8 @@ void Engine::HandleResult(const transport::Message& m) {
     if (p->sched) {
       int generated = 0;
       for (const auto& s : r->sequences) generated += s.token >= 0 ? 1 : 0;
-      const uint64_t before = p->sched->preemptions();
       p->sched->OnResult(*r);
-      if (metrics_) {
-        metrics_->generated_tokens->Increment(generated);
-        metrics_->preemptions->Increment(static_cast<double>(p->sched->preemptions() - before));
-      }
+      if (metrics_) metrics_->generated_tokens->Increment(generated);
     }
     return;
   }

@@ -50,6 +50,7 @@ struct Child {
   std::string name;
   pid_t pid = -1;
   std::string log;
+  std::vector<std::string> argv;
 };
 
 absl::StatusOr<Child> Spawn(const std::string& name, const std::vector<std::string>& argv, const std::string& log,
@@ -134,7 +135,8 @@ absl::Status Up(const std::vector<std::string>& args) {
       Flags f, Flags::Parse(args,
                             {"model", "stages", "tp", "replicas", "port", "backend", "threads", "isa", "kv-dtype",
                              "kv-memory-mb", "block-size", "transport", "metrics-port", "bin-dir", "log-dir",
-                             "ready-file", "timeout-s", "max-tokens-per-step"},
+                             "ready-file", "timeout-s", "max-tokens-per-step", "kv-blocks", "max-queue",
+                             "down-after-ms", "heartbeat-ms"},
                             {}));
   STRATA_ASSIGN_OR_RETURN(int64_t stages, f.GetInt("stages", 1, 1, 64));
   STRATA_ASSIGN_OR_RETURN(int64_t tp, f.GetInt("tp", 1, 1, 8));
@@ -148,6 +150,10 @@ absl::Status Up(const std::vector<std::string>& args) {
   STRATA_ASSIGN_OR_RETURN(int64_t kv_mb, f.GetInt("kv-memory-mb", 256, 1, int64_t{1} << 24));
   STRATA_ASSIGN_OR_RETURN(int64_t block_size, f.GetInt("block-size", 16, 1, 4096));
   STRATA_ASSIGN_OR_RETURN(int64_t step_tokens, f.GetInt("max-tokens-per-step", 256, 1, 65536));
+  STRATA_ASSIGN_OR_RETURN(int64_t kv_blocks, f.GetInt("kv-blocks", 0, 0, int64_t{1} << 31));
+  STRATA_ASSIGN_OR_RETURN(int64_t max_queue, f.GetInt("max-queue", 256, 1, 1 << 20));
+  STRATA_ASSIGN_OR_RETURN(int64_t down_after_ms, f.GetInt("down-after-ms", 5000, 100, 3600000));
+  STRATA_ASSIGN_OR_RETURN(int64_t heartbeat_ms, f.GetInt("heartbeat-ms", 1000, 50, 600000));
 
   std::string model = f.GetString("model", "");
   if (model.empty()) {
@@ -199,7 +205,10 @@ absl::Status Up(const std::vector<std::string>& args) {
   const std::string router_addr = absl::StrCat("127.0.0.1:", router_port);
   std::vector<std::string> rargs = {router_bin, "--port", absl::StrCat(router_port), "--model-name",
                                     model.substr(model.rfind('/') + 1), "--ucx-peer-errors", shm ? "false" : "true",
-                                    "--max-tokens-per-step", absl::StrCat(step_tokens)};
+                                    "--max-tokens-per-step", absl::StrCat(step_tokens),
+                                    "--max-queue", absl::StrCat(max_queue),
+                                    "--down-after-ms", absl::StrCat(down_after_ms),
+                                    "--heartbeat-ms", absl::StrCat(heartbeat_ms)};
   if (metrics_port >= 0) {
     rargs.push_back("--metrics-port");
     rargs.push_back(absl::StrCat(metrics_port));
@@ -223,6 +232,10 @@ absl::Status Up(const std::vector<std::string>& args) {
                                       "--backend", backend, "--threads", absl::StrCat(threads),
                                       "--kv-memory-mb", absl::StrCat(kv_mb), "--block-size", absl::StrCat(block_size),
                                       "--ucx-peer-errors", shm ? "false" : "true", "--metrics-port", "0"};
+        if (kv_blocks > 0) {
+          w.push_back("--kv-blocks");
+          w.push_back(absl::StrCat(kv_blocks));
+        }
         if (f.Has("isa")) {
           w.push_back("--isa");
           w.push_back(f.GetString("isa", "auto"));
@@ -237,6 +250,7 @@ absl::Status Up(const std::vector<std::string>& args) {
         }
         STRATA_ASSIGN_OR_RETURN(Child c, Spawn(absl::StrCat("worker p", r, " stage ", s, " rank ", t), w,
                                                absl::StrCat(logs, "/worker_p", r, "_s", s, "_r", t, ".log"), env));
+        c.argv = w;
         children.push_back(c);
       }
     }
@@ -268,7 +282,19 @@ absl::Status Up(const std::vector<std::string>& args) {
             << logs << "; Ctrl-C stops" << std::endl;
   if (f.Has("ready-file")) {
     const std::string path = f.GetString("ready-file", ""), tmp = path + ".tmp";
-    std::ofstream(tmp) << nlohmann::json({{"address", router_addr}, {"logs", logs}}).dump() << "\n";
+    // The children too, so a fault test can kill one and start it again.
+    nlohmann::json workers = nlohmann::json::array();
+    for (size_t i = 1; i < children.size(); ++i) {
+      workers.push_back({{"name", children[i].name}, {"pid", children[i].pid}, {"argv", children[i].argv},
+                         {"log", children[i].log}});
+    }
+    std::ofstream(tmp) << nlohmann::json({{"address", router_addr},
+                                          {"logs", logs},
+                                          {"router_pid", children[0].pid},
+                                          {"ucx_tls", env[0].second},
+                                          {"workers", workers}})
+                              .dump()
+                       << "\n";
     std::rename(tmp.c_str(), path.c_str());
   }
   // Wait for Ctrl-C or SIGTERM, watching the children meanwhile.

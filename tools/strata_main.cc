@@ -50,6 +50,7 @@ constexpr char kUsage[] =
     "              [--backend cpu|reference|cuda] [--threads N] [--isa ...] [--kv-dtype bf16|f32]\n"
     "              [--kv-memory-mb MB] [--block-size N] [--max-tokens-per-step N] [--metrics-port P]\n"
     "              [--log-dir DIR] [--bin-dir DIR] [--ready-file PATH] [--timeout-s N]\n"
+    "              [--kv-blocks N] [--max-queue N] [--heartbeat-ms MS] [--down-after-ms MS]\n"
     "              a router and S x T x R workers on this host; prints the address once healthy;\n"
     "              Ctrl-C drains and stops everything (no --model: the tiny test model)\n"
     "  generate    --server HOST:PORT --prompt-ids 1,2,3 [--max-tokens N] [--temperature T]\n"

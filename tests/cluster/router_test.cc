@@ -1,0 +1,415 @@
+// The whole system through its public gRPC API: `strata up` starts a router
+// and strata-worker processes; the tests call strata.v1.Inference the way a
+// client would. A 2-stage x 2-rank cluster gives the single-process
+// engine's greedy tokens; 64 concurrent streams each get exactly the tokens
+// they get alone; a small KV pool preempts and still gives the same tokens;
+// cancellation, deadlines, a full queue and bad input get their status
+// codes while the server stays healthy; killing a worker ends in-flight
+// requests with UNAVAILABLE and the pipeline comes back when it restarts.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <future>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "model/checkpoint.h"
+#include "model/make_model.h"
+#include "nlohmann/json.hpp"
+#include "strata/v1/inference.grpc.pb.h"
+#include "testdata/grpc_health.grpc.pb.h"
+#include "worker/local_engine.h"
+
+namespace strata {
+namespace {
+
+using std::chrono::milliseconds;
+using Clock = std::chrono::steady_clock;
+
+std::string TempDir() {
+  const char* d = std::getenv("TEST_TMPDIR");
+  return d != nullptr ? d : "/tmp";
+}
+
+std::string BinDir() {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  return srcdir != nullptr ? absl::StrCat(srcdir, "/strata") : "bazel-bin";
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+int FreePortish() { return 20000 + static_cast<int>(getpid() % 20000); }
+
+class Cluster {
+ public:
+  // Starts `strata up` with `flags`; returns when it is healthy.
+  void Start(const std::string& model, const std::vector<std::string>& flags) {
+    dir_ = absl::StrCat(TempDir(), "/cluster_", getpid(), "_", counter_++);
+    ready_ = dir_ + ".ready";
+    metrics_port_ = FreePortish() + counter_ * 7;
+    std::vector<std::string> argv = {BinDir() + "/tools/strata", "up", "--model", model, "--bin-dir", BinDir(),
+                                     "--log-dir", dir_, "--ready-file", ready_, "--metrics-port",
+                                     absl::StrCat(metrics_port_), "--backend", "cpu", "--kv-dtype", "f32"};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    pid_ = fork();
+    if (pid_ == 0) {
+      const std::string log = dir_ + ".up.log";
+      FILE* f = freopen(log.c_str(), "w", stderr);
+      (void)f;
+      std::vector<char*> args;
+      for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      execv(args[0], args.data());
+      _exit(127);
+    }
+    const auto deadline = Clock::now() + std::chrono::seconds(120);
+    while (access(ready_.c_str(), F_OK) != 0) {
+      int status = 0;
+      ASSERT_NE(waitpid(pid_, &status, WNOHANG), pid_) << "strata up exited:\n" << Slurp(dir_ + ".up.log");
+      ASSERT_LT(Clock::now(), deadline) << "strata up not ready:\n" << Slurp(dir_ + ".up.log");
+      std::this_thread::sleep_for(milliseconds(50));
+    }
+    info_ = nlohmann::json::parse(Slurp(ready_));
+    address_ = info_["address"].get<std::string>();
+    channel_ = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+    stub_ = v1::Inference::NewStub(channel_);
+    health_ = grpc::health::v1::Health::NewStub(channel_);
+  }
+
+  void Stop() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGINT);
+    int status = 0;
+    for (int i = 0; i < 600 && waitpid(pid_, &status, WNOHANG) != pid_; ++i) std::this_thread::sleep_for(milliseconds(100));
+    pid_ = -1;
+  }
+
+  ~Cluster() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+      for (const auto& w : info_["workers"]) kill(w["pid"].get<int>(), SIGKILL);
+      if (info_.contains("router_pid")) kill(info_["router_pid"].get<int>(), SIGKILL);
+    }
+  }
+
+  std::string Metrics() {
+    // A plain HTTP GET of the router's /metrics.
+    std::string cmd = absl::StrCat("exec 3<>/dev/tcp/127.0.0.1/", metrics_port_,
+                                   "; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3");
+    FILE* p = popen(absl::StrCat("bash -c \"", cmd, "\"").c_str(), "r");
+    std::string out;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+    pclose(p);
+    return out;
+  }
+
+  double MetricValue(const std::string& name) {
+    const std::string m = Metrics();
+    size_t at = m.find("\n" + name + "{");
+    if (at == std::string::npos) return -1;
+    at = m.find("} ", at);
+    return std::atof(m.c_str() + at + 2);
+  }
+
+  bool Healthy() {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    grpc::health::v1::HealthCheckRequest req;
+    grpc::health::v1::HealthCheckResponse resp;
+    return health_->Check(&ctx, req, &resp).ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+  }
+
+  v1::Inference::Stub* stub() { return stub_.get(); }
+  const nlohmann::json& info() const { return info_; }
+
+ private:
+  static inline int counter_ = 0;
+  pid_t pid_ = -1;
+  std::string dir_, ready_, address_;
+  int metrics_port_ = 0;
+  nlohmann::json info_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Inference::Stub> stub_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
+};
+
+struct Outcome {
+  std::vector<int32_t> tokens;
+  grpc::Status status;
+  v1::GenerateResponse::FinishReason finish = v1::GenerateResponse::FINISH_REASON_UNSPECIFIED;
+};
+
+v1::GenerateRequest Request(const std::vector<int32_t>& prompt, int max_tokens) {
+  v1::GenerateRequest r;
+  for (int32_t t : prompt) r.add_prompt_ids(t);
+  r.mutable_stop()->set_max_tokens(max_tokens);
+  r.mutable_stop()->set_ignore_eos(true);
+  return r;
+}
+
+Outcome Call(v1::Inference::Stub* stub, const v1::GenerateRequest& req, int timeout_ms = 60000) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + milliseconds(timeout_ms));
+  auto reader = stub->Generate(&ctx, req);
+  Outcome o;
+  v1::GenerateResponse m;
+  while (reader->Read(&m)) {
+    for (const auto& t : m.tokens()) o.tokens.push_back(t.token_id());
+    if (m.finish_reason() != v1::GenerateResponse::FINISH_REASON_UNSPECIFIED) o.finish = m.finish_reason();
+  }
+  o.status = reader->Finish();
+  return o;
+}
+
+std::vector<int32_t> Prompt(int n, int salt) {
+  std::vector<int32_t> p;
+  for (int i = 0; i < n; ++i) p.push_back((i * 37 + salt * 101 + 7) % 512);
+  return p;
+}
+
+class RouterTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_ = absl::StrCat(TempDir(), "/router_model");
+    model::MakeModelOptions o;
+    o.config = *model::LlamaPreset("tiny");
+    o.dtype = model::DType::kF32;
+    o.seed = 5;
+    ASSERT_TRUE(model::WriteRandomModel(model::PosixFileSystem(), model_, o).ok());
+  }
+  static std::vector<int32_t> Alone(const std::vector<int32_t>& prompt, int max_tokens) {
+    auto ckpt = model::Checkpoint::Open(model::PosixFileSystem(), model_);
+    kernels::cpu::CpuBackend backend({1, kernels::cpu::BestIsa(), model::DType::kF32});
+    auto engine = worker::LocalEngine::Create(&backend, **ckpt, {});
+    worker::GenerateRequest r;
+    r.prompt = prompt;
+    r.max_tokens = max_tokens;
+    r.ignore_eos = true;
+    return (*engine)->Generate(r)->tokens;
+  }
+  static inline std::string model_;
+};
+
+TEST_F(RouterTest, TwoStagesTwoRanksServeLikeTheSingleProcessEngine) {
+  Cluster c;
+  ASSERT_NO_FATAL_FAILURE(c.Start(model_, {"--stages", "2", "--tp", "2"}));
+  EXPECT_TRUE(c.Healthy());
+  {
+    grpc::ClientContext ctx;
+    v1::ListModelsResponse lm;
+    ASSERT_TRUE(c.stub()->ListModels(&ctx, v1::ListModelsRequest(), &lm).ok());
+    ASSERT_EQ(lm.models_size(), 1);
+    EXPECT_EQ(lm.models(0).pipelines_up(), 1);
+    ASSERT_EQ(lm.models(0).info().stages_size(), 2);
+    EXPECT_EQ(lm.models(0).info().stages(1).first_layer(), 2);
+    EXPECT_EQ(lm.models(0).info().stages(0).tp_size(), 2);
+    EXPECT_EQ(lm.models(0).info().shape().vocab_size(), 512);
+  }
+  // Greedy tokens equal the single-process engine's.
+  for (int salt = 0; salt < 4; ++salt) {
+    const auto prompt = Prompt(3 + salt * 9, salt);
+    Outcome o = Call(c.stub(), Request(prompt, 12));
+    ASSERT_TRUE(o.status.ok()) << o.status.error_message();
+    EXPECT_EQ(o.finish, v1::GenerateResponse::LENGTH);
+    EXPECT_EQ(o.tokens, Alone(prompt, 12)) << "prompt " << salt;
+  }
+  // 64 concurrent streams, mixed lengths: each as it is alone.
+  std::vector<v1::GenerateRequest> reqs;
+  std::vector<std::vector<int32_t>> alone;
+  for (int i = 0; i < 64; ++i) {
+    reqs.push_back(Request(Prompt(1 + (i * 7) % 40, i), 1 + (i * 5) % 24));
+    alone.push_back(Call(c.stub(), reqs.back()).tokens);
+  }
+  std::vector<std::future<Outcome>> futures;
+  for (int i = 0; i < 64; ++i) {
+    futures.push_back(std::async(std::launch::async, [&, i] { return Call(c.stub(), reqs[i]); }));
+  }
+  for (int i = 0; i < 64; ++i) {
+    Outcome o = futures[i].get();
+    ASSERT_TRUE(o.status.ok()) << i << ": " << o.status.error_message();
+    EXPECT_EQ(o.tokens, alone[i]) << "stream " << i;
+    EXPECT_EQ(static_cast<int>(o.tokens.size()), reqs[i].stop().max_tokens());
+  }
+  std::this_thread::sleep_for(milliseconds(100));
+  EXPECT_EQ(c.MetricValue("strata_kv_cache_usage_ratio"), 0.0) << c.Metrics();
+  EXPECT_EQ(c.MetricValue("strata_running_sequences"), 0.0);
+
+  // Score: the continuation's logprobs, each <= 0; the greedy continuation
+  // scores higher than a different one.
+  {
+    const auto prompt = Prompt(6, 9);
+    const auto greedy = Alone(prompt, 3);
+    v1::ScoreRequest sr;
+    for (int32_t t : prompt) sr.add_prompt_ids(t);
+    for (int32_t t : greedy) sr.add_continuation_ids(t);
+    grpc::ClientContext ctx;
+    v1::ScoreResponse resp;
+    ASSERT_TRUE(c.stub()->Score(&ctx, sr, &resp).ok());
+    ASSERT_EQ(resp.logprobs_size(), 3);
+    for (float lp : resp.logprobs()) EXPECT_LE(lp, 0.0f);
+    v1::ScoreRequest other = sr;
+    other.set_continuation_ids(0, (greedy[0] + 1) % 512);
+    grpc::ClientContext ctx2;
+    v1::ScoreResponse resp2;
+    ASSERT_TRUE(c.stub()->Score(&ctx2, other, &resp2).ok());
+    EXPECT_GT(resp.logprobs(0), resp2.logprobs(0));
+  }
+
+  // Bad input: INVALID_ARGUMENT naming the field; the server stays healthy.
+  struct Bad {
+    std::function<void(v1::GenerateRequest*)> edit;
+    std::string field;
+  };
+  const std::vector<Bad> bad = {
+      {[](v1::GenerateRequest* r) { r->clear_prompt_ids(); }, "prompt_ids"},
+      {[](v1::GenerateRequest* r) { r->set_prompt_ids(0, 512); }, "prompt_ids[0]"},
+      {[](v1::GenerateRequest* r) { r->set_prompt_ids(0, -1); }, "prompt_ids[0]"},
+      {[](v1::GenerateRequest* r) { r->mutable_stop()->set_max_tokens(0); }, "stop.max_tokens"},
+      {[](v1::GenerateRequest* r) { r->mutable_stop()->set_max_tokens(1 << 30); }, "stop.max_tokens"},
+      {[](v1::GenerateRequest* r) { r->mutable_sampling()->set_temperature(std::nanf("")); }, "sampling.temperature"},
+      {[](v1::GenerateRequest* r) { r->mutable_sampling()->set_temperature(-1); }, "sampling.temperature"},
+      {[](v1::GenerateRequest* r) { r->mutable_sampling()->set_temperature(2.5f); }, "sampling.temperature"},
+      {[](v1::GenerateRequest* r) { r->mutable_sampling()->set_top_p(1.5f); }, "sampling.top_p"},
+      {[](v1::GenerateRequest* r) { r->mutable_sampling()->set_top_k(-3); }, "sampling.top_k"},
+      {[](v1::GenerateRequest* r) { r->set_logprobs(21); }, "logprobs"},
+      {[](v1::GenerateRequest* r) {
+         for (int i = 0; i < 100; ++i) r->mutable_stop()->add_stop_token_ids(1);
+       },
+       "stop.stop_token_ids"},
+      {[](v1::GenerateRequest* r) { r->mutable_stop()->add_stop_token_ids(9999); }, "stop.stop_token_ids[0]"},
+      {[](v1::GenerateRequest* r) { r->set_model("gpt-17"); }, "model"},
+  };
+  for (const Bad& b : bad) {
+    v1::GenerateRequest r = Request({1, 2, 3}, 4);
+    b.edit(&r);
+    Outcome o = Call(c.stub(), r);
+    EXPECT_EQ(o.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << b.field;
+    EXPECT_EQ(o.status.error_message().rfind(b.field, 0), 0u) << o.status.error_message();
+  }
+  EXPECT_TRUE(c.Healthy());
+
+  // Cancel mid-stream: the blocks come back at once.
+  {
+    grpc::ClientContext ctx;
+    auto reader = c.stub()->Generate(&ctx, Request(Prompt(20, 3), 3000));
+    v1::GenerateResponse m;
+    int got = 0;
+    while (got < 5 && reader->Read(&m)) got += m.tokens_size();
+    ctx.TryCancel();
+    while (reader->Read(&m)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+    const auto until = Clock::now() + std::chrono::seconds(2);
+    while (c.MetricValue("strata_kv_cache_usage_ratio") != 0.0 && Clock::now() < until) {
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+    EXPECT_EQ(c.MetricValue("strata_kv_cache_usage_ratio"), 0.0);
+  }
+  // A deadline ends the request with DEADLINE_EXCEEDED.
+  {
+    Outcome o = Call(c.stub(), Request(Prompt(10, 4), 3000), /*timeout_ms=*/300);
+    EXPECT_EQ(o.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  }
+  EXPECT_TRUE(c.Healthy());
+  c.Stop();
+}
+
+TEST_F(RouterTest, SmallKvPoolPreemptsAndFullQueueRejects) {
+  Cluster c;
+  // 8 blocks of 4 tokens: room for one or two of these sequences at a time,
+  // and one stage, so no step is in flight while the next is planned and
+  // any running sequence can be preempted.
+  ASSERT_NO_FATAL_FAILURE(c.Start(model_, {"--stages", "1", "--tp", "1", "--kv-blocks", "8", "--block-size", "4",
+                                           "--max-tokens-per-step", "8", "--max-queue", "12"}));
+  std::vector<v1::GenerateRequest> reqs;
+  for (int i = 0; i < 12; ++i) reqs.push_back(Request(Prompt(2 + i % 3, i), 18 + i % 6));
+  std::vector<std::future<Outcome>> futures;
+  for (int i = 0; i < 12; ++i) futures.push_back(std::async(std::launch::async, [&, i] { return Call(c.stub(), reqs[i]); }));
+  for (int i = 0; i < 12; ++i) {
+    Outcome o = futures[i].get();
+    ASSERT_TRUE(o.status.ok()) << o.status.error_message();
+    EXPECT_EQ(o.tokens, Alone(std::vector<int32_t>(reqs[i].prompt_ids().begin(), reqs[i].prompt_ids().end()),
+                              reqs[i].stop().max_tokens()))
+        << "request " << i;
+  }
+  EXPECT_GT(c.MetricValue("strata_preemptions_total"), 0.0) << c.Metrics();
+  // A request that could never fit the pool is refused up front.
+  Outcome huge = Call(c.stub(), Request(Prompt(30, 1), 10));
+  EXPECT_EQ(huge.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // Flood: more requests than the queue holds get RESOURCE_EXHAUSTED.
+  std::vector<std::future<Outcome>> flood;
+  for (int i = 0; i < 60; ++i) flood.push_back(std::async(std::launch::async, [&, i] { return Call(c.stub(), Request(Prompt(6, i), 8)); }));
+  int exhausted = 0, ok = 0;
+  for (auto& f : flood) {
+    Outcome o = f.get();
+    if (o.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) ++exhausted;
+    if (o.status.ok()) ++ok;
+  }
+  EXPECT_GT(exhausted, 0);
+  EXPECT_GT(ok, 0);
+  EXPECT_EQ(exhausted + ok, 60);
+  EXPECT_TRUE(c.Healthy());
+  c.Stop();
+}
+
+TEST_F(RouterTest, AKilledWorkerFailsItsRequestsAndThePipelineComesBack) {
+  Cluster c;
+  ASSERT_NO_FATAL_FAILURE(c.Start(model_, {"--stages", "2", "--tp", "1", "--heartbeat-ms", "200",
+                                           "--down-after-ms", "2000", "--transport", "tcp"}));
+  auto stream = std::async(std::launch::async, [&] { return Call(c.stub(), Request(Prompt(8, 2), 100000 / 100)); });
+  std::this_thread::sleep_for(milliseconds(300));
+  const nlohmann::json victim = c.info()["workers"][1];  // stage 1
+  const auto killed = Clock::now();
+  kill(victim["pid"].get<int>(), SIGKILL);
+  Outcome o = stream.get();
+  const double secs = std::chrono::duration<double>(Clock::now() - killed).count();
+  EXPECT_EQ(o.status.error_code(), grpc::StatusCode::UNAVAILABLE) << o.status.error_message();
+  EXPECT_LT(secs, 5.0);
+  // The health service follows within its 100 ms refresh.
+  auto deadline = Clock::now() + std::chrono::seconds(2);
+  while (c.Healthy() && Clock::now() < deadline) std::this_thread::sleep_for(milliseconds(20));
+  EXPECT_FALSE(c.Healthy());
+  Outcome refused = Call(c.stub(), Request({1, 2}, 2));
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  // Restart the worker as strata up started it; the pipeline comes back.
+  std::vector<std::string> argv = victim["argv"].get<std::vector<std::string>>();
+  const pid_t pid = fork();
+  if (pid == 0) {
+    setenv("UCX_TLS", c.info()["ucx_tls"].get<std::string>().c_str(), 1);
+    FILE* f = freopen((victim["log"].get<std::string>() + ".restart").c_str(), "w", stderr);
+    (void)f;
+    std::vector<char*> args;
+    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  const auto until = Clock::now() + std::chrono::seconds(30);
+  while (!c.Healthy() && Clock::now() < until) std::this_thread::sleep_for(milliseconds(100));
+  EXPECT_TRUE(c.Healthy());
+  Outcome after = Call(c.stub(), Request(Prompt(5, 1), 6));
+  EXPECT_TRUE(after.status.ok()) << after.status.error_message();
+  EXPECT_EQ(after.tokens, Alone(Prompt(5, 1), 6));
+  c.Stop();
+  kill(pid, SIGTERM);
+  waitpid(pid, nullptr, 0);
+}
+
+}  // namespace
+}  // namespace strata
