@@ -362,6 +362,7 @@ void Engine::Schedule(Pipeline* p) {
     h.step_id = step;
     h.plan_bytes = static_cast<uint32_t>(bytes.size());
     p->in_flight[step] = Clock::now();
+    if (metrics_) metrics_->PipelineSteps(p->name).Increment();
     for (int peer : p->stage0) {
       absl::Status st = transport_->Send(peer, h, {{bytes.data(), bytes.size()}}, options_.step_timeout);
       if (!st.ok()) {

@@ -35,11 +35,20 @@ RouterMetrics::RouterMetrics(const std::string& model) : registry_(std::make_sha
                    .Help("Requests by outcome")
                    .Labels(labels)
                    .Register(*registry_);
+  pipeline_steps_ = &prometheus::BuildCounter()
+                         .Name("strata_pipeline_steps_total")
+                         .Help("Steps sent to each pipeline replica")
+                         .Labels(labels)
+                         .Register(*registry_);
   pipeline_up_ = &prometheus::BuildGauge()
                       .Name("strata_pipeline_up")
                       .Help("1 while every stage of the pipeline replica is registered, healthy and warmed up")
                       .Labels(labels)
                       .Register(*registry_);
+}
+
+prometheus::Counter& RouterMetrics::PipelineSteps(const std::string& pipeline) {
+  return pipeline_steps_->Add({{"pipeline", pipeline}});
 }
 
 prometheus::Counter& RouterMetrics::Requests(const std::string& outcome) { return requests_->Add({{"outcome", outcome}}); }

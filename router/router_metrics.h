@@ -27,6 +27,7 @@ class RouterMetrics {
   // outcome: ok, stop, length, cancelled, error, unavailable, invalid, rejected, deadline
   prometheus::Counter& Requests(const std::string& outcome);
   prometheus::Gauge& PipelineUp(const std::string& pipeline);
+  prometheus::Counter& PipelineSteps(const std::string& pipeline);
 
   prometheus::Histogram* ttft;
   prometheus::Histogram* inter_token;
@@ -43,6 +44,7 @@ class RouterMetrics {
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Gauge>* pipeline_up_;
+  prometheus::Family<prometheus::Counter>* pipeline_steps_;
   std::unique_ptr<transport::MetricsHttpServer> http_;
 };
 

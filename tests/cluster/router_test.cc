@@ -413,3 +413,109 @@ TEST_F(RouterTest, AKilledWorkerFailsItsRequestsAndThePipelineComesBack) {
 
 }  // namespace
 }  // namespace strata
+
+namespace strata {
+namespace {
+
+// A worker that stops answering (SIGSTOP: alive, silent) is noticed by the
+// heartbeats within --down-after-ms; its requests end with UNAVAILABLE, and
+// when it answers again (SIGCONT, same process) the pipeline comes back.
+TEST_F(RouterTest, AHungWorkerIsNoticedByHeartbeats) {
+  Cluster c;
+  ASSERT_NO_FATAL_FAILURE(c.Start(model_, {"--stages", "2", "--tp", "1", "--heartbeat-ms", "200",
+                                           "--down-after-ms", "1500", "--transport", "tcp"}));
+  auto stream = std::async(std::launch::async, [&] { return Call(c.stub(), Request(Prompt(8, 2), 1000)); });
+  std::this_thread::sleep_for(milliseconds(300));
+  const int victim = c.info()["workers"][1]["pid"].get<int>();
+  const auto stopped = Clock::now();
+  kill(victim, SIGSTOP);
+  Outcome o = stream.get();
+  const double secs = std::chrono::duration<double>(Clock::now() - stopped).count();
+  EXPECT_EQ(o.status.error_code(), grpc::StatusCode::UNAVAILABLE) << o.status.error_message();
+  EXPECT_GT(o.tokens.size(), 0u) << "the tokens before the hang were streamed";
+  EXPECT_LT(secs, 5.0);
+  kill(victim, SIGCONT);
+  const auto until = Clock::now() + std::chrono::seconds(30);
+  Outcome after;
+  do {
+    std::this_thread::sleep_for(milliseconds(200));
+    after = Call(c.stub(), Request(Prompt(5, 1), 6));
+  } while (!after.status.ok() && Clock::now() < until);
+  EXPECT_TRUE(after.status.ok()) << after.status.error_message();
+  EXPECT_EQ(after.tokens, Alone(Prompt(5, 1), 6));
+  c.Stop();
+}
+
+// Two replicas: requests spread over both; when one replica loses a worker
+// the router keeps serving on the other.
+TEST_F(RouterTest, ReplicasShareTheLoadAndSurviveEachOther) {
+  Cluster c;
+  ASSERT_NO_FATAL_FAILURE(c.Start(model_, {"--stages", "1", "--tp", "1", "--replicas", "2", "--transport", "tcp",
+                                           "--heartbeat-ms", "200", "--down-after-ms", "1500"}));
+  {
+    grpc::ClientContext ctx;
+    v1::ListModelsResponse lm;
+    ASSERT_TRUE(c.stub()->ListModels(&ctx, v1::ListModelsRequest(), &lm).ok());
+    EXPECT_EQ(lm.models(0).pipelines_up(), 2);
+  }
+  std::vector<std::future<Outcome>> futures;
+  for (int i = 0; i < 16; ++i) {
+    futures.push_back(std::async(std::launch::async, [&, i] { return Call(c.stub(), Request(Prompt(4 + i, i), 16)); }));
+  }
+  for (int i = 0; i < 16; ++i) {
+    Outcome o = futures[i].get();
+    ASSERT_TRUE(o.status.ok()) << o.status.error_message();
+    EXPECT_EQ(o.tokens, Alone(Prompt(4 + i, i), 16));
+  }
+  // Both replicas ran steps.
+  const std::string m = c.Metrics();
+  for (const char* p : {"p0", "p1"}) {
+    const std::string key = absl::StrCat("strata_pipeline_steps_total{model=\"router_model\",pipeline=\"", p, "\"} ");
+    const size_t at = m.find(key);
+    ASSERT_NE(at, std::string::npos) << m;
+    EXPECT_GT(std::atof(m.c_str() + at + key.size()), 0.0) << p;
+  }
+  kill(c.info()["workers"][1]["pid"].get<int>(), SIGKILL);
+  std::this_thread::sleep_for(milliseconds(2500));  // replica p1 marked down
+  EXPECT_TRUE(c.Healthy());
+  for (int i = 0; i < 4; ++i) {
+    Outcome o = Call(c.stub(), Request(Prompt(6, i), 5));
+    EXPECT_TRUE(o.status.ok()) << o.status.error_message();
+    EXPECT_EQ(o.tokens, Alone(Prompt(6, i), 5));
+  }
+  grpc::ClientContext ctx;
+  v1::ListModelsResponse lm;
+  ASSERT_TRUE(c.stub()->ListModels(&ctx, v1::ListModelsRequest(), &lm).ok());
+  EXPECT_EQ(lm.models(0).pipelines_up(), 1);
+  c.Stop();
+}
+
+}  // namespace
+}  // namespace strata
+
+namespace strata {
+namespace {
+
+// SIGTERM drains the router: the running request finishes, a new one gets
+// UNAVAILABLE, health says NOT_SERVING, and the router exits.
+TEST_F(RouterTest, SigtermDrainsTheRouter) {
+  Cluster c;
+  ASSERT_NO_FATAL_FAILURE(c.Start(model_, {"--stages", "1", "--tp", "1"}));
+  auto running = std::async(std::launch::async, [&] { return Call(c.stub(), Request(Prompt(8, 3), 3000)); });
+  std::this_thread::sleep_for(milliseconds(100));
+  const int router = c.info()["router_pid"].get<int>();
+  kill(router, SIGTERM);
+  std::this_thread::sleep_for(milliseconds(50));
+  Outcome refused = Call(c.stub(), Request({1, 2}, 2));
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE) << refused.status.error_message();
+  Outcome o = running.get();
+  EXPECT_TRUE(o.status.ok()) << o.status.error_message();
+  EXPECT_EQ(o.tokens.size(), 3000u);
+  const auto until = Clock::now() + std::chrono::seconds(10);
+  while (kill(router, 0) == 0 && Clock::now() < until) std::this_thread::sleep_for(milliseconds(50));
+  EXPECT_NE(kill(router, 0), 0) << "the router is still running after draining";
+  c.Stop();
+}
+
+}  // namespace
+}  // namespace strata
