@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <future>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -26,6 +27,7 @@
 #include "nlohmann/json.hpp"
 #include "strata/v1/inference.grpc.pb.h"
 #include "testdata/grpc_health.grpc.pb.h"
+#include "testdata/grpc_reflection.grpc.pb.h"
 #include "worker/local_engine.h"
 
 namespace strata {
@@ -136,6 +138,7 @@ class Cluster {
   }
 
   v1::Inference::Stub* stub() { return stub_.get(); }
+  std::shared_ptr<grpc::Channel> channel() { return channel_; }
   const nlohmann::json& info() const { return info_; }
 
  private:
@@ -250,8 +253,26 @@ TEST_F(RouterTest, TwoStagesTwoRanksServeLikeTheSingleProcessEngine) {
   EXPECT_EQ(c.MetricValue("strata_kv_cache_usage_ratio"), 0.0) << c.Metrics();
   EXPECT_EQ(c.MetricValue("strata_running_sequences"), 0.0);
 
-  // Score: the continuation's logprobs, each <= 0; the greedy continuation
-  // scores higher than a different one.
+  // Server reflection lists the public API, so generic tools can call it.
+  {
+    auto refl = grpc::reflection::v1alpha::ServerReflection::NewStub(c.channel());
+    grpc::ClientContext ctx;
+    auto rw = refl->ServerReflectionInfo(&ctx);
+    grpc::reflection::v1alpha::ServerReflectionRequest rq;
+    rq.set_list_services("");
+    ASSERT_TRUE(rw->Write(rq));
+    rw->WritesDone();
+    grpc::reflection::v1alpha::ServerReflectionResponse rs;
+    ASSERT_TRUE(rw->Read(&rs));
+    std::set<std::string> names;
+    for (const auto& sv : rs.list_services_response().service()) names.insert(sv.name());
+    EXPECT_TRUE(names.count("strata.v1.Inference")) << rs.DebugString();
+    EXPECT_TRUE(names.count("grpc.health.v1.Health"));
+    (void)rw->Finish();
+  }
+  // Score: the continuation's logprobs equal log-softmax of the
+  // single-process logits; the greedy continuation scores higher than a
+  // different one.
   {
     const auto prompt = Prompt(6, 9);
     const auto greedy = Alone(prompt, 3);
@@ -263,6 +284,27 @@ TEST_F(RouterTest, TwoStagesTwoRanksServeLikeTheSingleProcessEngine) {
     ASSERT_TRUE(c.stub()->Score(&ctx, sr, &resp).ok());
     ASSERT_EQ(resp.logprobs_size(), 3);
     for (float lp : resp.logprobs()) EXPECT_LE(lp, 0.0f);
+    auto ckpt = model::Checkpoint::Open(model::PosixFileSystem(), model_);
+    kernels::cpu::CpuBackend backend({1, kernels::cpu::BestIsa(), model::DType::kF32});
+    auto engine = worker::LocalEngine::Create(&backend, **ckpt, {});
+    worker::GenerateRequest gr;
+    gr.prompt = prompt;
+    gr.max_tokens = 3;
+    gr.ignore_eos = true;
+    gr.return_logits = true;
+    auto g = (*engine)->Generate(gr);
+    ASSERT_TRUE(g.ok());
+    double total = 0;
+    for (int i = 0; i < 3; ++i) {
+      const std::vector<float>& row = g->logits[i];
+      const float mx = *std::max_element(row.begin(), row.end());
+      double sum = 0;
+      for (float v : row) sum += std::exp(static_cast<double>(v - mx));
+      const double want = row[greedy[i]] - mx - std::log(sum);
+      EXPECT_NEAR(resp.logprobs(i), want, 1e-4) << i;
+      total += resp.logprobs(i);
+    }
+    EXPECT_NEAR(resp.total_logprob(), total, 1e-5);
     v1::ScoreRequest other = sr;
     other.set_continuation_ids(0, (greedy[0] + 1) % 512);
     grpc::ClientContext ctx2;
