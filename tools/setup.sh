@@ -24,6 +24,10 @@ if [[ "${1:-}" == "--with-torch" ]]; then
 fi
 
 missing=()
+# Node.js and npm make the tokenizer's test data (tools/tokenizer); the base
+# machine has Node.js, and Debian's packages fill in what is absent.
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 for p in "${want[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
     missing+=("$p")

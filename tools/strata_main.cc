@@ -24,6 +24,7 @@
 #include "tools/backend_factory.h"
 #include "tools/bench_engine.h"
 #include "tools/cluster.h"
+#include "tools/tokenize.h"
 #include "tools/flags.h"
 #include "worker/local_engine.h"
 
@@ -56,7 +57,12 @@ constexpr char kUsage[] =
     "  generate    --server HOST:PORT --prompt-ids 1,2,3 [--max-tokens N] [--temperature T]\n"
     "              [--top-k K] [--top-p P] [--seed N] [--ignore-eos] [--logprobs N] [--priority N]\n"
     "              [--request-id ID] [--timeout-ms MS] [--json] [--stream]\n"
-    "              one Generate call: the token ids and the finish reason\n";
+    "              one Generate call: the token ids and the finish reason\n"
+    "  tokenize    --model DIR (--text T | --file F) [--chat] [--special] [--json]\n"
+    "              Llama 3 token ids of the text (--chat: as a user turn of the chat format;\n"
+    "              --special: special-token strings become their ids)\n"
+    "  detokenize  --model DIR --ids 1,2,3 [--json]\n"
+    "              the text of token ids\n";
 
 absl::Status MakeModel(const std::vector<std::string>& args) {
   STRATA_ASSIGN_OR_RETURN(
@@ -182,6 +188,10 @@ int main(int argc, char** argv) {
     s = strata::tools::Up(args);
   } else if (command == "generate") {
     s = strata::tools::Generate(args);
+  } else if (command == "tokenize") {
+    s = strata::tools::Tokenize(args);
+  } else if (command == "detokenize") {
+    s = strata::tools::Detokenize(args);
   } else {
     std::fprintf(stderr, "strata: unknown command \"%s\"\n%s", command.c_str(), strata::tools::kUsage);
     return 2;

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 
 tools/setup.sh --with-torch
+tools/tokenizer/make_data.sh  # the Llama 3 tokenizer's files and expected ids, from npm
 
 log=$(mktemp)
 set +e
