@@ -19,7 +19,7 @@ const char kUsage[] =
     "usage: strata-router [--host ADDR] [--port P] [--data-port P] [--metrics-port P] [--model-name NAME]\n"
     "         [--max-queue N] [--max-tokens-limit N] [--max-tokens-per-step N] [--max-seqs-per-step N]\n"
     "         [--heartbeat-ms MS] [--down-after-ms MS] [--step-timeout-ms MS] [--drain-ms MS]\n"
-    "         [--ucx-peer-errors true|false] [--ready-file PATH]\n";
+    "         [--ucx-peer-errors true|false] [--ready-file PATH] [--tokenizer DIR]\n";
 
 }  // namespace
 
@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
   const std::vector<std::string> known = {"host", "port", "data-port", "metrics-port", "model-name", "max-queue",
                                           "max-tokens-limit", "max-tokens-per-step", "max-seqs-per-step",
                                           "heartbeat-ms", "down-after-ms", "step-timeout-ms", "drain-ms",
-                                          "ucx-peer-errors", "ready-file"};
+                                          "ucx-peer-errors", "ready-file", "tokenizer"};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") {
@@ -73,6 +73,7 @@ int main(int argc, char** argv) {
   o.port = static_cast<int>(get("port", 0, 0, 65535));
   o.metrics_port = static_cast<int>(get("metrics-port", -1, -1, 65535));
   o.model_name = v.count("model-name") ? v["model-name"] : "llama";
+  if (v.count("tokenizer")) o.tokenizer_dir = v["tokenizer"];
   o.engine.data_port = static_cast<int>(get("data-port", 0, 0, 65535));
   o.engine.max_queue = get("max-queue", 256, 1, 1 << 20);
   o.engine.max_tokens_limit = static_cast<int32_t>(get("max-tokens-limit", 4096, 1, 1 << 20));

@@ -7,6 +7,9 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "model/file_system.h"
+#include "model/tokenizer.h"
+#include "router/text_stream.h"
 #include "router/validation.h"
 #include "strata/v1/inference.grpc.pb.h"
 #include "strata/v1/worker.grpc.pb.h"
@@ -50,6 +53,71 @@ struct RouterServer::Services : public v1::Inference::Service, public v1::Fleet:
   Engine* engine = nullptr;
   RouterMetrics* metrics = nullptr;
   RouterOptions options;
+  std::unique_ptr<model::Tokenizer> tokenizer;
+
+  absl::StatusOr<std::vector<model::ChatMessage>> Messages(
+      const google::protobuf::RepeatedPtrField<v1::ChatMessage>& in) {
+    std::vector<model::ChatMessage> out;
+    for (const auto& m : in) out.push_back({m.role(), m.content()});
+    return out;
+  }
+
+  // The prompt as token ids, from exactly one of prompt_ids, prompt and
+  // messages. `chat` is set for messages.
+  absl::StatusOr<std::vector<int32_t>> PromptIds(const v1::GenerateRequest& r, bool* chat) {
+    *chat = false;
+    const int sources = (r.prompt_ids_size() > 0) + !r.prompt().empty() + (r.messages_size() > 0);
+    if (sources > 1) {
+      return absl::InvalidArgumentError("prompt_ids: give exactly one of prompt_ids, prompt and messages");
+    }
+    if (r.prompt_ids_size() > 0 || sources == 0) return std::vector<int32_t>(r.prompt_ids().begin(), r.prompt_ids().end());
+    if (!tokenizer) {
+      return absl::InvalidArgumentError(absl::StrCat(r.prompt().empty() ? "messages" : "prompt",
+                                                     ": text needs a tokenizer (start the router with --tokenizer DIR)"));
+    }
+    if (!r.prompt().empty()) {
+      auto ids = tokenizer->Encode(r.prompt());
+      if (!ids.ok()) return absl::InvalidArgumentError(absl::StrCat("prompt: ", ids.status().message()));
+      ids->insert(ids->begin(), model::kBeginOfText);
+      return ids;
+    }
+    *chat = true;
+    auto msgs = Messages(r.messages());
+    auto ids = model::ApplyChatTemplate(*tokenizer, *msgs);
+    if (!ids.ok()) return absl::InvalidArgumentError(ids.status().message());
+    return ids;
+  }
+
+  grpc::Status Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* req, v1::TokenizeResponse* resp) override {
+    if (!tokenizer) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "this router has no tokenizer (--tokenizer DIR)");
+    absl::StatusOr<std::vector<int32_t>> ids;
+    if (req->messages_size() > 0) {
+      if (!req->text().empty()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "text: give text or messages, not both");
+      ids = model::ApplyChatTemplate(*tokenizer, *Messages(req->messages()));
+    } else {
+      ids = req->special_tokens() ? tokenizer->EncodeWithSpecialTokens(req->text()) : tokenizer->Encode(req->text());
+      if (!ids.ok()) ids = absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message()));
+    }
+    if (!ids.ok()) return ToGrpc(ids.status());
+    for (int32_t id : *ids) resp->add_ids(id);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Detokenize(grpc::ServerContext*, const v1::DetokenizeRequest* req, v1::DetokenizeResponse* resp) override {
+    if (!tokenizer) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "this router has no tokenizer (--tokenizer DIR)");
+    model::IncrementalDecoder dec(tokenizer.get());
+    std::string text;
+    for (int i = 0; i < req->ids_size(); ++i) {
+      auto delta = dec.Push(req->ids(i));
+      if (!delta.ok()) {
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            absl::StrCat("ids[", i, "]: ", req->ids(i), " is outside the vocabulary"));
+      }
+      text += *delta;
+    }
+    resp->set_text(text + dec.Flush());
+    return grpc::Status::OK;
+  }
 
   absl::StatusOr<Limits> CurrentLimits(const std::string& requested_model) {
     v1::ModelInfo info;
@@ -66,6 +134,7 @@ struct RouterServer::Services : public v1::Inference::Service, public v1::Fleet:
     l.max_tokens_limit = options.engine.max_tokens_limit;
     l.max_prompt_tokens = options.engine.max_prompt_tokens;
     l.eos_ids.assign(info.shape().eos_token_ids().begin(), info.shape().eos_token_ids().end());
+    l.has_tokenizer = tokenizer != nullptr;
     return l;
   }
 
@@ -106,13 +175,33 @@ struct RouterServer::Services : public v1::Inference::Service, public v1::Fleet:
                         grpc::ServerWriter<v1::GenerateResponse>* writer) override {
     auto limits = CurrentLimits(req->model());
     if (!limits.ok()) return ToGrpc(limits.status());
-    auto spec = ValidateGenerate(*req, *limits);
+    bool chat = false;
+    auto prompt = PromptIds(*req, &chat);
+    if (!prompt.ok()) {
+      metrics->Requests("invalid").Increment();
+      return ToGrpc(prompt.status());
+    }
+    v1::GenerateRequest resolved = *req;
+    resolved.clear_prompt();
+    resolved.clear_messages();
+    resolved.mutable_prompt_ids()->Assign(prompt->begin(), prompt->end());
+    auto spec = ValidateGenerate(resolved, *limits);
     if (!spec.ok()) {
       metrics->Requests("invalid").Increment();
       return ToGrpc(spec.status());
     }
+    if (chat && !req->stop().ignore_eos()) {
+      for (int32_t id : model::ChatStopIds()) spec->stop_ids.push_back(id);
+    }
     if (grpc::Status s = Admit(); !s.ok()) return s;
     const std::string request_id = req->request_id().empty() ? NewRequestId() : req->request_id();
+    std::unique_ptr<TextStream> text;
+    if (tokenizer) {
+      text = std::make_unique<TextStream>(tokenizer.get(), std::vector<std::string>(req->stop().stop_strings().begin(),
+                                                                                    req->stop().stop_strings().end()));
+    }
+    int32_t sent_tokens = 0;
+    bool stopped_by_string = false;
     auto stream = std::make_shared<RequestStream>();
     const int32_t prompt_tokens = static_cast<int32_t>(spec->prompt.size());
     const uint64_t handle = engine->Submit(std::move(*spec), stream);
@@ -126,6 +215,13 @@ struct RouterServer::Services : public v1::Inference::Service, public v1::Fleet:
       resp.set_request_id(request_id);
       const auto now = Clock::now();
       for (const TokenOut& t : e.tokens) {
+        if (stopped_by_string) break;  // nothing after a stop string is sent
+        if (text) {
+          bool stopped = false;
+          *resp.mutable_text() += text->Push(t.id, &stopped);
+          if (stopped) stopped_by_string = true;
+        }
+        ++sent_tokens;
         v1::GeneratedToken* g = resp.add_tokens();
         g->set_token_id(t.id);
         g->set_logprob(t.logprob);
@@ -143,6 +239,21 @@ struct RouterServer::Services : public v1::Inference::Service, public v1::Fleet:
         }
       }
       if (!e.tokens.empty()) last_token = now;
+      if (stopped_by_string && !e.finished) {
+        // The reply ends at the stop string: free the sequence now.
+        engine->Cancel(handle);
+        const auto until = Clock::now() + std::chrono::seconds(10);
+        while (!stream->finished() && Clock::now() < until) stream->Next(milliseconds(20));
+        e.finished = true;
+        e.reason = Finish::kStop;
+        e.completion_tokens = sent_tokens;
+      }
+      if (e.finished && stopped_by_string) {
+        e.reason = Finish::kStop;
+        e.completion_tokens = sent_tokens;
+      } else if (e.finished && text && e.reason != Finish::kError && e.reason != Finish::kUnavailable) {
+        *resp.mutable_text() += text->Finish();
+      }
       if (e.finished) {
         const auto started = stream->first_step.load();
         if (started != Clock::time_point()) {
@@ -174,7 +285,7 @@ struct RouterServer::Services : public v1::Inference::Service, public v1::Fleet:
         if (e.reason == Finish::kError) return grpc::Status(grpc::StatusCode::INTERNAL, e.error);
         return grpc::Status::OK;
       }
-      if (resp.tokens_size() > 0 && !writer->Write(resp)) {
+      if ((resp.tokens_size() > 0 || !resp.text().empty()) && !writer->Write(resp)) {
         engine->Cancel(handle);  // the client went away
         const auto until = Clock::now() + std::chrono::seconds(10);
         while (!stream->finished() && Clock::now() < until) stream->Next(milliseconds(20));
@@ -253,6 +364,11 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
   r->services_->engine = r->engine_.get();
   r->services_->metrics = r->metrics_.get();
   r->services_->options = options;
+  if (!options.tokenizer_dir.empty()) {
+    auto tok = model::Tokenizer::Load(model::PosixFileSystem(), options.tokenizer_dir);
+    if (!tok.ok()) return absl::InvalidArgumentError(absl::StrCat("--tokenizer: ", tok.status().message()));
+    r->services_->tokenizer = std::move(*tok);
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

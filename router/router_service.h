@@ -18,6 +18,7 @@ struct RouterOptions {
   int port = 0;            // public API and Fleet (gRPC)
   int metrics_port = -1;   // -1: off
   std::string model_name;  // label for metrics; the served model comes from the workers
+  std::string tokenizer_dir;  // a folder with tokenizer.json or tokenizer.model; empty: token ids only
   EngineOptions engine;
   int max_message_bytes = 4 << 20;
 };

@@ -62,7 +62,9 @@ absl::StatusOr<SequenceSpec> ValidateGenerate(const v1::GenerateRequest& r, cons
       return Bad(absl::StrCat("stop.stop_strings[", i, "]"),
                  absl::StrCat("must be 1 to ", l.max_stop_string_bytes, " bytes"));
     }
-    return Bad("stop.stop_strings", "stop strings need the tokenizer, which this build does not have yet");
+  }
+  if (stop.stop_strings_size() > 0 && !l.has_tokenizer) {
+    return Bad("stop.stop_strings", "stop strings need a tokenizer (start the router with --tokenizer DIR)");
   }
   const v1::SamplingParams& sp = r.sampling();
   if (!std::isfinite(sp.temperature()) || sp.temperature() < 0.0f || sp.temperature() > 2.0f) {

@@ -20,6 +20,7 @@ struct Limits {
   int32_t max_stop_strings = 16;
   int32_t max_stop_string_bytes = 256;
   std::vector<int64_t> eos_ids;
+  bool has_tokenizer = false;      // stop strings need one
 };
 
 // A Generate request as a scheduler sequence.

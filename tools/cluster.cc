@@ -209,6 +209,12 @@ absl::Status Up(const std::vector<std::string>& args) {
                                     "--max-queue", absl::StrCat(max_queue),
                                     "--down-after-ms", absl::StrCat(down_after_ms),
                                     "--heartbeat-ms", absl::StrCat(heartbeat_ms)};
+  // The model folder's tokenizer, when it has one: text in and out.
+  if (model::PosixFileSystem()->Exists(model + "/tokenizer.json") ||
+      model::PosixFileSystem()->Exists(model + "/tokenizer.model")) {
+    rargs.push_back("--tokenizer");
+    rargs.push_back(model);
+  }
   if (metrics_port >= 0) {
     rargs.push_back("--metrics-port");
     rargs.push_back(absl::StrCat(metrics_port));
@@ -321,14 +327,14 @@ absl::Status Generate(const std::vector<std::string>& args) {
   STRATA_ASSIGN_OR_RETURN(Flags f, Flags::Parse(args,
                                                 {"server", "prompt-ids", "max-tokens", "temperature", "top-k", "top-p",
                                                  "seed", "ignore-eos", "json", "stream", "logprobs", "timeout-ms",
-                                                 "priority", "request-id", "prompt"},
-                                                {"ignore-eos", "json", "stream"}));
+                                                 "priority", "request-id", "prompt", "chat", "stop"},
+                                                {"ignore-eos", "json", "stream", "chat"}));
   if (!f.Has("server")) return absl::InvalidArgumentError("--server HOST:PORT is required");
-  if (f.Has("prompt")) {
-    return absl::InvalidArgumentError("--prompt needs the tokenizer, which this build does not have yet; use --prompt-ids");
+  if (f.Has("prompt") == f.Has("prompt-ids")) return absl::InvalidArgumentError("give exactly one of --prompt and --prompt-ids");
+  std::vector<int64_t> ids;
+  if (f.Has("prompt-ids")) {
+    STRATA_ASSIGN_OR_RETURN(ids, f.GetIntList("prompt-ids", 0, INT32_MAX));
   }
-  if (!f.Has("prompt-ids")) return absl::InvalidArgumentError("--prompt-ids is required");
-  STRATA_ASSIGN_OR_RETURN(std::vector<int64_t> ids, f.GetIntList("prompt-ids", 0, INT32_MAX));
   STRATA_ASSIGN_OR_RETURN(int64_t max_tokens, f.GetInt("max-tokens", 16, 1, 1 << 20));
   STRATA_ASSIGN_OR_RETURN(int64_t top_k, f.GetInt("top-k", 0, 0, 1 << 20));
   STRATA_ASSIGN_OR_RETURN(int64_t seed, f.GetInt("seed", 0, 0, INT64_MAX));
@@ -345,6 +351,16 @@ absl::Status Generate(const std::vector<std::string>& args) {
   v1::GenerateRequest req;
   req.set_request_id(f.GetString("request-id", ""));
   for (int64_t id : ids) req.add_prompt_ids(static_cast<int32_t>(id));
+  if (f.Has("prompt")) {
+    if (f.GetBool("chat")) {
+      v1::ChatMessage* m = req.add_messages();
+      m->set_role("user");
+      m->set_content(f.GetString("prompt", ""));
+    } else {
+      req.set_prompt(f.GetString("prompt", ""));
+    }
+  }
+  if (f.Has("stop")) req.mutable_stop()->add_stop_strings(f.GetString("stop", ""));
   req.mutable_sampling()->set_temperature(static_cast<float>(temperature));
   req.mutable_sampling()->set_top_k(static_cast<int32_t>(top_k));
   req.mutable_sampling()->set_top_p(static_cast<float>(top_p));
@@ -361,11 +377,12 @@ absl::Status Generate(const std::vector<std::string>& args) {
   v1::GenerateResponse msg;
   std::vector<int32_t> tokens;
   nlohmann::json logprob_json = nlohmann::json::array();
-  std::string finish = "none", request_id;
+  std::string finish = "none", request_id, text;
   v1::Usage usage;
   const bool json = f.GetBool("json"), stream = f.GetBool("stream");
   while (reader->Read(&msg)) {
     request_id = msg.request_id();
+    text += msg.text();
     std::vector<int32_t> fresh;
     for (const auto& t : msg.tokens()) {
       fresh.push_back(t.token_id());
@@ -376,9 +393,11 @@ absl::Status Generate(const std::vector<std::string>& args) {
         logprob_json.push_back({{"id", t.token_id()}, {"logprob", t.logprob()}, {"top", top}});
       }
     }
-    if (stream && !fresh.empty()) {
+    if (stream && (!fresh.empty() || !msg.text().empty())) {
       if (json) {
-        std::cout << nlohmann::json({{"tokens", fresh}}).dump() << std::endl;
+        std::cout << nlohmann::json({{"tokens", fresh}, {"text", msg.text()}}).dump() << std::endl;
+      } else if (!msg.text().empty()) {
+        std::cout << msg.text() << std::flush;
       } else {
         std::cout << absl::StrJoin(fresh, " ") << std::endl;
       }
@@ -390,13 +409,17 @@ absl::Status Generate(const std::vector<std::string>& args) {
   }
   grpc::Status s = reader->Finish();
   if (json) {
-    nlohmann::json out = {{"request_id", request_id}, {"tokens", tokens}, {"finish_reason", finish},
+    nlohmann::json out = {{"request_id", request_id}, {"tokens", tokens}, {"text", text}, {"finish_reason", finish},
                           {"usage", {{"prompt_tokens", usage.prompt_tokens()}, {"completion_tokens", usage.completion_tokens()}}}};
     if (logprobs >= 0) out["logprobs"] = logprob_json;
     if (!s.ok()) out["error"] = {{"code", static_cast<int>(s.error_code())}, {"message", s.error_message()}};
     std::cout << out.dump() << std::endl;
   } else if (!stream) {
-    std::cout << absl::StrJoin(tokens, " ") << "\nfinish: " << finish << std::endl;
+    std::cout << absl::StrJoin(tokens, " ") << "\n";
+    if (!text.empty()) std::cout << "text: " << text << "\n";
+    std::cout << "finish: " << finish << std::endl;
+  } else if (!text.empty()) {
+    std::cout << "\nfinish: " << finish << std::endl;
   }
   if (!s.ok()) {
     return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());

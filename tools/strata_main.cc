@@ -19,6 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "model/checkpoint.h"
 #include "model/make_model.h"
+#include "model/tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "third_party/status_macros.h"
 #include "tools/backend_factory.h"
@@ -36,7 +37,7 @@ constexpr char kUsage[] =
     "commands:\n"
     "  make-model  --out DIR [--preset tiny|1b] [--hidden N --layers N --heads N --kv-heads N\n"
     "              --head-dim N --ffn N --vocab N] [--dtype bf16|f32] [--seed N] [--shards N]\n"
-    "              [--tie-embeddings]\n"
+    "              [--tie-embeddings] [--tokenizer DIR]\n"
     "              writes a seeded random Llama-3-architecture checkpoint (Hugging Face layout)\n"
     "  run         --model DIR --prompt-ids 1,2,3 --max-tokens N [--threads N] [--json]\n"
     "              [--logits] [--logits-out FILE] [--position-offset N] [--ignore-eos]\n"
@@ -54,7 +55,8 @@ constexpr char kUsage[] =
     "              [--kv-blocks N] [--max-queue N] [--heartbeat-ms MS] [--down-after-ms MS]\n"
     "              a router and S x T x R workers on this host; prints the address once healthy;\n"
     "              Ctrl-C drains and stops everything (no --model: the tiny test model)\n"
-    "  generate    --server HOST:PORT --prompt-ids 1,2,3 [--max-tokens N] [--temperature T]\n"
+    "  generate    --server HOST:PORT (--prompt-ids 1,2,3 | --prompt TEXT [--chat]) [--stop STR]\n"
+    "              [--max-tokens N] [--temperature T]\n"
     "              [--top-k K] [--top-p P] [--seed N] [--ignore-eos] [--logprobs N] [--priority N]\n"
     "              [--request-id ID] [--timeout-ms MS] [--json] [--stream]\n"
     "              one Generate call: the token ids and the finish reason\n"
@@ -68,7 +70,7 @@ absl::Status MakeModel(const std::vector<std::string>& args) {
   STRATA_ASSIGN_OR_RETURN(
       Flags f, Flags::Parse(args,
                             {"out", "preset", "hidden", "layers", "heads", "kv-heads", "head-dim",
-                             "ffn", "vocab", "dtype", "seed", "shards", "tie-embeddings"},
+                             "ffn", "vocab", "dtype", "seed", "shards", "tie-embeddings", "tokenizer"},
                             {"tie-embeddings"}));
   if (!f.Has("out")) return absl::InvalidArgumentError("--out is required");
   STRATA_ASSIGN_OR_RETURN(model::LlamaConfig c, model::LlamaPreset(f.GetString("preset", "tiny")));
@@ -96,9 +98,25 @@ absl::Status MakeModel(const std::vector<std::string>& args) {
   STRATA_ASSIGN_OR_RETURN(int64_t shards, f.GetInt("shards", 1, 1, 9999));
   o.shards = static_cast<int>(shards);
   const std::string out = f.GetString("out", "");
+  if (f.Has("tokenizer")) {
+    // Checked before writing anything: the model must cover the tokenizer.
+    STRATA_ASSIGN_OR_RETURN(auto tok, model::Tokenizer::Load(model::PosixFileSystem(), f.GetString("tokenizer", "")));
+    if (c.vocab_size < tok->vocab_size()) {
+      return absl::InvalidArgumentError(absl::StrCat("--tokenizer has ", tok->vocab_size(), " tokens but --vocab is ",
+                                                     c.vocab_size, "; use --vocab ", tok->vocab_size()));
+    }
+  }
   STRATA_RETURN_IF_ERROR(model::WriteRandomModel(model::PosixFileSystem(), out, o));
-  std::fprintf(stderr, "wrote %s: %.3f B parameters, %s, %d file(s)\n", out.c_str(),
-               c.ParameterCount() / 1e9, dtype.c_str(), o.shards);
+  if (f.Has("tokenizer")) {
+    for (const char* name : {"tokenizer.json", "tokenizer.model"}) {
+      const std::string src = f.GetString("tokenizer", "") + "/" + name;
+      if (!model::PosixFileSystem()->Exists(src)) continue;
+      STRATA_ASSIGN_OR_RETURN(std::string bytes, model::PosixFileSystem()->ReadFile(src, 256ull << 20));
+      std::ofstream(out + "/" + name, std::ios::binary) << bytes;
+    }
+  }
+  std::fprintf(stderr, "wrote %s: %.3f B parameters, %s, %d file(s)%s\n", out.c_str(),
+               c.ParameterCount() / 1e9, dtype.c_str(), o.shards, f.Has("tokenizer") ? ", with the tokenizer" : "");
   return absl::OkStatus();
 }
 

@@ -24,6 +24,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "model/checkpoint.h"
 #include "model/make_model.h"
+#include "model/tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "strata/v1/inference.grpc.pb.h"
 #include "testdata/grpc_health.grpc.pb.h"
@@ -556,6 +557,139 @@ TEST_F(RouterTest, SigtermDrainsTheRouter) {
   const auto until = Clock::now() + std::chrono::seconds(10);
   while (kill(router, 0) == 0 && Clock::now() < until) std::this_thread::sleep_for(milliseconds(50));
   EXPECT_NE(kill(router, 0), 0) << "the router is still running after draining";
+  c.Stop();
+}
+
+}  // namespace
+}  // namespace strata
+
+namespace strata {
+namespace {
+
+std::string TokenizerDir() {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  return std::string(srcdir ? srcdir : ".") + "/strata/third_party/llama3_tokenizer/data";
+}
+
+// Text in and out (a tiny model with Llama 3's vocabulary and tokenizer):
+// text prompts and chat messages become the tokenizer's ids, text deltas
+// concatenate to the detokenized reply, stop strings end the reply before
+// them, and Tokenize / Detokenize round-trip.
+TEST_F(RouterTest, TextPromptsChatStopStringsAndTokenize) {
+  const std::string dir = absl::StrCat(TempDir(), "/text_model");
+  model::MakeModelOptions mo;
+  mo.config = *model::LlamaPreset("tiny");
+  mo.config.vocab_size = 128256;
+  mo.dtype = model::DType::kF32;
+  ASSERT_TRUE(model::WriteRandomModel(model::PosixFileSystem(), dir, mo).ok());
+  for (const char* name : {"tokenizer.json", "tokenizer.model"}) {
+    const std::string bytes = Slurp(TokenizerDir() + "/" + name);
+    ASSERT_FALSE(bytes.empty()) << "run tools/tokenizer/make_data.sh";
+    std::ofstream(dir + "/" + name, std::ios::binary) << bytes;
+  }
+  auto tok = model::Tokenizer::Load(model::PosixFileSystem(), dir);
+  ASSERT_TRUE(tok.ok());
+  Cluster c;
+  ASSERT_NO_FATAL_FAILURE(c.Start(dir, {"--stages", "2", "--tp", "1"}));
+  auto ckpt = model::Checkpoint::Open(model::PosixFileSystem(), dir);
+  kernels::cpu::CpuBackend backend({1, kernels::cpu::BestIsa(), model::DType::kF32});
+  auto engine = worker::LocalEngine::Create(&backend, **ckpt, {});
+  auto alone = [&](const std::vector<int32_t>& prompt, int n) {
+    worker::GenerateRequest r;
+    r.prompt = prompt;
+    r.max_tokens = n;
+    r.ignore_eos = true;
+    return (*engine)->Generate(r)->tokens;
+  };
+  auto call = [&](const v1::GenerateRequest& req, std::string* text) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    auto reader = c.stub()->Generate(&ctx, req);
+    Outcome out;
+    v1::GenerateResponse m;
+    text->clear();
+    while (reader->Read(&m)) {
+      for (const auto& t : m.tokens()) out.tokens.push_back(t.token_id());
+      *text += m.text();
+      if (m.finish_reason() != v1::GenerateResponse::FINISH_REASON_UNSPECIFIED) out.finish = m.finish_reason();
+    }
+    out.status = reader->Finish();
+    return out;
+  };
+  // A text prompt: <|begin_of_text|> + its ids.
+  v1::GenerateRequest req;
+  req.set_prompt("The capital of France is");
+  req.mutable_stop()->set_max_tokens(10);
+  req.mutable_stop()->set_ignore_eos(true);
+  std::string text;
+  Outcome o = call(req, &text);
+  ASSERT_TRUE(o.status.ok()) << o.status.error_message();
+  std::vector<int32_t> prompt = {model::kBeginOfText};
+  auto ids = (*tok)->Encode("The capital of France is");
+  prompt.insert(prompt.end(), ids->begin(), ids->end());
+  EXPECT_EQ(o.tokens, alone(prompt, 10));
+  model::IncrementalDecoder dec(tok->get());
+  std::string want_text;
+  for (int32_t id : o.tokens) want_text += *dec.Push(id);
+  want_text += dec.Flush();
+  EXPECT_EQ(text, want_text);
+  // A stop string taken from that reply ends the next one just before it.
+  bool checked_stop = false;
+  if (o.tokens.size() >= 6) {
+    const std::string stop = *(*tok)->Decode({o.tokens[4], o.tokens[5]});
+    const size_t at = want_text.find(stop);
+    if (!stop.empty() && model::ValidUtf8Prefix(stop) == stop.size() && at != std::string::npos) {
+      v1::GenerateRequest s = req;
+      s.mutable_stop()->add_stop_strings(stop);
+      std::string stopped_text;
+      Outcome so = call(s, &stopped_text);
+      ASSERT_TRUE(so.status.ok()) << so.status.error_message();
+      EXPECT_EQ(so.finish, v1::GenerateResponse::STOP);
+      EXPECT_EQ(stopped_text, want_text.substr(0, at));
+      EXPECT_LE(so.tokens.size(), 6u);
+      checked_stop = true;
+    }
+  }
+  EXPECT_TRUE(checked_stop) << "the reply's tokens 4 and 5 made no usable stop string: pick others";
+  // Chat messages: the Llama 3.1 format.
+  v1::GenerateRequest chat;
+  auto* m = chat.add_messages();
+  m->set_role("user");
+  m->set_content("Hello!");
+  chat.mutable_stop()->set_max_tokens(6);
+  chat.mutable_stop()->set_ignore_eos(true);
+  o = call(chat, &text);
+  ASSERT_TRUE(o.status.ok()) << o.status.error_message();
+  EXPECT_EQ(o.tokens, alone(*model::ApplyChatTemplate(**tok, {{"user", "Hello!"}}), 6));
+  // Bad text input.
+  v1::GenerateRequest both = req;
+  both.add_prompt_ids(1);
+  EXPECT_EQ(call(both, &text).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  v1::GenerateRequest role = chat;
+  role.mutable_messages(0)->set_role("robot");
+  Outcome bad_role = call(role, &text);
+  EXPECT_EQ(bad_role.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(bad_role.status.error_message().find("messages[0].role"), std::string::npos);
+  // Tokenize and Detokenize.
+  grpc::ClientContext ctx1;
+  v1::TokenizeRequest tr;
+  tr.set_text("Hello world<|eot_id|>");
+  v1::TokenizeResponse tresp;
+  ASSERT_TRUE(c.stub()->Tokenize(&ctx1, tr, &tresp).ok());
+  EXPECT_EQ(std::vector<int32_t>(tresp.ids().begin(), tresp.ids().end()), *(*tok)->Encode("Hello world<|eot_id|>"));
+  grpc::ClientContext ctx2;
+  tr.set_special_tokens(true);
+  ASSERT_TRUE(c.stub()->Tokenize(&ctx2, tr, &tresp).ok());
+  EXPECT_EQ(tresp.ids(tresp.ids_size() - 1), model::kEndOfTurn);
+  grpc::ClientContext ctx3;
+  v1::DetokenizeRequest dr;
+  for (int32_t id : tresp.ids()) dr.add_ids(id);
+  v1::DetokenizeResponse dresp;
+  ASSERT_TRUE(c.stub()->Detokenize(&ctx3, dr, &dresp).ok());
+  EXPECT_EQ(dresp.text(), "Hello world<|eot_id|>");
+  grpc::ClientContext ctx4;
+  dr.add_ids(1 << 20);
+  EXPECT_EQ(c.stub()->Detokenize(&ctx4, dr, &dresp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   c.Stop();
 }
 
