@@ -16,7 +16,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev pkg-config iproute2
 )
-TEST_PACKAGES=(python3-torch python3-numpy)
+TEST_PACKAGES=(python3-torch python3-numpy python3-yaml)
 
 want=("${PACKAGES[@]}")
 if [[ "${1:-}" == "--with-torch" ]]; then

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Static checks of the operator-facing files against the code, so they
+cannot drift apart silently:
+- monitoring/alerts.yml is well-formed Prometheus rules, and every strata_*
+  metric that the rules, the Grafana dashboard and the scrape config name is
+  one the router or a worker exports (histograms with _bucket/_sum/_count);
+- the dashboard JSON is what monitoring/grafana/make_dashboard.py writes;
+- every --flag in deploy/k8s and deploy/systemd, and every key of the
+  example worker config, is a flag that strata-worker / strata-router
+  accepts (from their --help);
+- the Kubernetes manifests parse, and each worker StatefulSet's replicas
+  equal its --tp-size.
+usage: check_configs.py ROOT STRATA_WORKER STRATA_ROUTER
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import yaml
+
+root, worker_bin, router_bin = sys.argv[1:4]
+errors = []
+
+
+def read(path):
+    with open(os.path.join(root, path), encoding="utf-8") as f:
+        return f.read()
+
+
+# Metric names the code exports.
+exported = set()
+kinds = {}
+for src in ["worker/worker_metrics.cc", "router/router_metrics.cc"]:
+    text = read(src)
+    for m in re.finditer(r'(Histogram|Gauge|Counter|hist|gauge|counter)\w*\(\)?\s*(?:\.Name\()?"(strata_[a-z_]+)"', text):
+        exported.add(m.group(2))
+        kinds[m.group(2)] = m.group(1).lower()
+    for m in re.finditer(r'"(strata_[a-z_]+)"', text):
+        exported.add(m.group(1))
+if len(exported) < 20:
+    errors.append(f"found only {len(exported)} exported metric names; the extraction is broken")
+
+
+def check_names(where, text):
+    for name in set(re.findall(r"\b(strata_[a-z_]+)\b", text)):
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        if name not in exported and base not in exported:
+            errors.append(f"{where}: metric {name} is not exported by the router or the workers")
+
+
+rules = yaml.safe_load(read("monitoring/alerts.yml"))
+n_rules = 0
+for g in rules.get("groups", []):
+    if not g.get("name") or not isinstance(g.get("rules"), list):
+        errors.append("alerts.yml: every group needs a name and rules")
+        continue
+    for r in g["rules"]:
+        n_rules += 1
+        for key in ("alert", "expr", "labels", "annotations"):
+            if key not in r:
+                errors.append(f"alerts.yml: rule {r.get('alert')} lacks {key}")
+        if r.get("labels", {}).get("severity") not in ("critical", "warning", "info"):
+            errors.append(f"alerts.yml: rule {r.get('alert')} has no known severity")
+        check_names(f"alerts.yml {r.get('alert')}", r.get("expr", ""))
+if n_rules < 10:
+    errors.append(f"alerts.yml has {n_rules} rules")
+
+dash_text = read("monitoring/grafana/strata-dashboard.json")
+dash = json.loads(dash_text)
+for p in dash["panels"]:
+    for t in p["targets"]:
+        check_names(f"dashboard panel {p['title']!r}", t["expr"])
+generated = subprocess.run([sys.executable, os.path.join(root, "monitoring/grafana/make_dashboard.py")],
+                           capture_output=True, text=True, check=True).stdout
+if json.loads(generated) != dash:
+    errors.append("monitoring/grafana/strata-dashboard.json differs from make_dashboard.py's output: regenerate it")
+yaml.safe_load(read("monitoring/prometheus.yml"))
+
+# Flags the binaries accept.
+def flags_of(binary):
+    out = subprocess.run([binary, "--help"], capture_output=True, text=True).stdout
+    found = set(re.findall(r"--([a-z][a-z0-9-]*)", out))
+    if len(found) < 5:
+        errors.append(f"{binary} --help lists only {found}")
+    return found
+
+worker_flags, router_flags = flags_of(worker_bin), flags_of(router_bin)
+
+
+def check_command(where, command):
+    # The binary must be a word of its own (not "strata-router:50051", an
+    # argument of the worker's --router).
+    for binary, accepted in (("strata-worker", worker_flags), ("strata-router", router_flags)):
+        for m in re.finditer(r"(?:^|\s|/)" + binary + r"(\s.*?)(?:$|&&|;)", command, re.S):
+            for flag in re.findall(r"(?:^|\s)--([a-z][a-z0-9-]*)", m.group(1)):
+                if flag not in accepted:
+                    errors.append(f"{where}: {binary} has no flag --{flag}")
+
+
+docs = list(yaml.safe_load_all(read("deploy/k8s/strata.yaml")))
+kinds_seen = {d["kind"] for d in docs}
+for want in ("Deployment", "StatefulSet", "Service"):
+    if want not in kinds_seen:
+        errors.append(f"deploy/k8s/strata.yaml has no {want}")
+for d in docs:
+    if d["kind"] in ("Deployment", "StatefulSet"):
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            cmd = " ".join(c.get("command", []) + c.get("args", []))
+            check_command(f"k8s {d['metadata']['name']}", cmd)
+            tp = re.search(r"--tp-size\s+(\d+)", cmd)
+            if d["kind"] == "StatefulSet" and (not tp or int(tp.group(1)) != d["spec"]["replicas"]):
+                errors.append(f"k8s {d['metadata']['name']}: replicas must equal --tp-size")
+for unit in ("deploy/systemd/strata-router.service", "deploy/systemd/strata-worker@.service"):
+    text = read(unit).replace("\\\n", " ")
+    for line in text.splitlines():
+        if line.startswith("ExecStart="):
+            check_command(unit, line)
+config = json.loads(read("deploy/systemd/worker-s0-r0.json"))
+for key in config:
+    if key not in worker_flags:
+        errors.append(f"deploy/systemd/worker-s0-r0.json: {key} is not a strata-worker flag")
+
+if errors:
+    print("\n".join(errors))
+    sys.exit(1)
+print(f"ok: {n_rules} alert rules, {len(dash['panels'])} dashboard panels, {len(exported)} exported metrics, "
+      f"{len(docs)} Kubernetes objects, systemd units and worker config checked")
