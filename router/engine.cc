@@ -52,6 +52,12 @@ bool RequestStream::finished() const {
 
 // ---------------------------------------------------------------- pipelines
 
+// A StepPlan's bytes, alive until every rank's send completed.
+struct Engine::StepSends {
+  std::string bytes;
+  std::vector<std::unique_ptr<transport::PendingSend>> sends;
+};
+
 struct Engine::Pipeline {
   enum class State { kForming, kWarming, kUp, kDown };
   struct Member {
@@ -70,6 +76,9 @@ struct Engine::Pipeline {
   std::map<uint64_t, Clock::time_point> in_flight;  // step id -> sent
   uint64_t warmup_step = 0;
   std::map<uint64_t, RequestStream*> streams;  // scheduler sequence id -> stream
+  // StepPlans still being sent to stage 0 (sends never block the engine
+  // thread: a hung stage-0 worker must not stall the router).
+  std::map<uint64_t, std::unique_ptr<StepSends>> sending;
 
   bool Complete() const { return num_stages > 0 && static_cast<int32_t>(members.size()) == num_stages * tp_size; }
   int64_t MinBlocks() const {
@@ -262,6 +271,9 @@ void Engine::SetDown(Pipeline* p, const std::string& why) {
   p->sched.reset();
   p->streams.clear();
   p->in_flight.clear();
+  // Sends still travelling keep their buffers until UCX lets go of them.
+  for (auto& [step, sending] : p->sending) graveyard_.push_back(std::move(sending));
+  p->sending.clear();
   p->warmup_step = 0;
   if (was_up) pipelines_up_--;
   if (metrics_) metrics_->PipelineUp(p->name).Set(0);
@@ -356,19 +368,59 @@ void Engine::Schedule(Pipeline* p) {
         it->second->first_step.store(Clock::now());
       }
     }
-    const std::string bytes = transport::EncodePlan(*plan);
+    auto sending = std::make_unique<StepSends>();
+    sending->bytes = transport::EncodePlan(*plan);
     transport::WireHeader h;
     h.type = static_cast<uint16_t>(transport::MessageType::kStepPlan);
     h.step_id = step;
-    h.plan_bytes = static_cast<uint32_t>(bytes.size());
+    h.plan_bytes = static_cast<uint32_t>(sending->bytes.size());
     p->in_flight[step] = Clock::now();
     if (metrics_) metrics_->PipelineSteps(p->name).Increment();
     for (int peer : p->stage0) {
-      absl::Status st = transport_->Send(peer, h, {{bytes.data(), bytes.size()}}, options_.step_timeout);
-      if (!st.ok()) {
-        SetDown(p, absl::StrCat("sending a step to stage 0 failed: ", st.message()));
+      auto send = transport_->SendAsync(peer, h, {{sending->bytes.data(), sending->bytes.size()}});
+      if (!send.ok()) {
+        graveyard_.push_back(std::move(sending));
+        SetDown(p, absl::StrCat("sending a step to stage 0 failed: ", send.status().message()));
         return;
       }
+      sending->sends.push_back(std::move(*send));
+    }
+    p->sending[step] = std::move(sending);
+  }
+}
+
+// Finished sends: their outcome, and their buffers freed. Called with mu_
+// held; never blocks.
+void Engine::ReapSends() {
+  for (auto& [name, pp] : pipelines_) {
+    Pipeline* p = pp.get();
+    for (auto it = p->sending.begin(); it != p->sending.end();) {
+      bool done = true;
+      for (const auto& s : it->second->sends) done = done && s->Done();
+      if (!done) {
+        ++it;
+        continue;
+      }
+      absl::Status failed;
+      for (const auto& s : it->second->sends) {
+        absl::Status st = transport_->Wait(s.get(), milliseconds(1));
+        if (!st.ok() && failed.ok()) failed = st;
+      }
+      it = p->sending.erase(it);
+      if (!failed.ok()) {
+        SetDown(p, absl::StrCat("sending a step to stage 0 failed: ", failed.message()));
+        break;
+      }
+    }
+  }
+  for (auto it = graveyard_.begin(); it != graveyard_.end();) {
+    bool done = true;
+    for (const auto& s : (*it)->sends) done = done && s->Done();
+    if (done) {
+      for (const auto& s : (*it)->sends) (void)transport_->Wait(s.get(), milliseconds(1));
+      it = graveyard_.erase(it);
+    } else {
+      ++it;
     }
   }
 }
@@ -484,6 +536,7 @@ void Engine::Loop() {
           ++it;
         }
       }
+      ReapSends();
       UpdateGauges();
     }
     auto m = transport_->Receive(milliseconds(20));

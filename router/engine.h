@@ -101,6 +101,7 @@ class Engine {
   void Drain(std::chrono::milliseconds budget);
 
   struct Pipeline;
+  struct StepSends;
 
  private:
   explicit Engine(const EngineOptions& options, RouterMetrics* metrics);
@@ -111,6 +112,7 @@ class Engine {
   void SetDown(Pipeline* p, const std::string& why);
   void TryBringUp(Pipeline* p);
   void UpdateGauges();
+  void ReapSends();
 
   EngineOptions options_;
   RouterMetrics* metrics_;
@@ -140,6 +142,8 @@ class Engine {
   };
   std::map<uint64_t, Live> live_;
   std::atomic<int32_t> pipelines_up_{0};
+  // Step sends of pipelines that went down, kept until UCX completes them.
+  std::vector<std::unique_ptr<StepSends>> graveyard_;
   std::atomic<int64_t> queued_{0};
 };
 

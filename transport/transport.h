@@ -43,6 +43,8 @@ struct TransportStats {
 class PendingSend {
  public:
   virtual ~PendingSend() = default;
+  // True once the send completed (either way): Wait then returns at once.
+  virtual bool Done() const = 0;
   // Set by a successful Wait: from the start of the send to its completion.
   double transfer_seconds = 0;
 };

@@ -489,6 +489,10 @@ struct UcxPendingSend : public PendingSend {
   Clock::time_point start;
   bool waited = false;
   std::function<void()> wait_unwaited;
+  bool Done() const override {
+    std::lock_guard<std::mutex> lock(completion->mu);
+    return completion->done;
+  }
   ~UcxPendingSend() override {
     if (!waited && wait_unwaited) wait_unwaited();
   }
@@ -524,7 +528,9 @@ absl::StatusOr<std::unique_ptr<PendingSend>> UcxTransport::SendAsync(int peer_id
   pending->start = Clock::now();
   Impl* impl = impl_.get();
   pending->wait_unwaited = [impl, peer_id, peer, c] {
-    (void)impl->WaitSend(peer_id, peer, c, std::chrono::milliseconds(30000));
+    // Destroyed unwaited (its owner went away): give it a moment, then
+    // close the endpoint so UCX lets go of the caller's buffers.
+    (void)impl->WaitSend(peer_id, peer, c, std::chrono::milliseconds(2000));
   };
   impl_->Post([impl, peer, c] {
     if (peer->ep == nullptr || peer->failed) {

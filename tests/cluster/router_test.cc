@@ -463,13 +463,19 @@ namespace {
 // A worker that stops answering (SIGSTOP: alive, silent) is noticed by the
 // heartbeats within --down-after-ms; its requests end with UNAVAILABLE, and
 // when it answers again (SIGCONT, same process) the pipeline comes back.
-TEST_F(RouterTest, AHungWorkerIsNoticedByHeartbeats) {
+// Over TCP, and over shared memory (no UCX peer-failure detection there):
+// the stage-0 worker is the one that hangs, so the router's own sends to it
+// stall, and must not stall the router.
+class HungWorkerTest : public RouterTest, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(HungWorkerTest, IsNoticedByHeartbeatsAndRecovers) {
   Cluster c;
+  const bool tcp = std::string(GetParam()) == "tcp";
   ASSERT_NO_FATAL_FAILURE(c.Start(model_, {"--stages", "2", "--tp", "1", "--heartbeat-ms", "200",
-                                           "--down-after-ms", "1500", "--transport", "tcp"}));
+                                           "--down-after-ms", "1500", "--transport", GetParam()}));
   auto stream = std::async(std::launch::async, [&] { return Call(c.stub(), Request(Prompt(8, 2), 1000)); });
   std::this_thread::sleep_for(milliseconds(300));
-  const int victim = c.info()["workers"][1]["pid"].get<int>();
+  const int victim = c.info()["workers"][tcp ? 1 : 0]["pid"].get<int>();
   const auto stopped = Clock::now();
   kill(victim, SIGSTOP);
   Outcome o = stream.get();
@@ -488,6 +494,9 @@ TEST_F(RouterTest, AHungWorkerIsNoticedByHeartbeats) {
   EXPECT_EQ(after.tokens, Alone(Prompt(5, 1), 6));
   c.Stop();
 }
+
+INSTANTIATE_TEST_SUITE_P(Transports, HungWorkerTest, ::testing::Values("tcp", "shm"),
+                         [](const auto& info) { return std::string(info.param); });
 
 // Two replicas: requests spread over both; when one replica loses a worker
 // the router keeps serving on the other.
