@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "model/tokenizer.h"
 
 namespace strata::router {
 namespace {
@@ -24,6 +25,7 @@ absl::Status CheckIds(const google::protobuf::RepeatedField<int32_t>& ids, const
 
 absl::Status CheckRequestId(const std::string& id) {
   if (id.size() > 256) return Bad("request_id", "longer than 256 bytes");
+  if (model::ValidUtf8Prefix(id) != id.size()) return Bad("request_id", "not valid UTF-8");
   return absl::OkStatus();
 }
 
@@ -61,6 +63,10 @@ absl::StatusOr<SequenceSpec> ValidateGenerate(const v1::GenerateRequest& r, cons
     if (stop.stop_strings(i).empty() || static_cast<int32_t>(stop.stop_strings(i).size()) > l.max_stop_string_bytes) {
       return Bad(absl::StrCat("stop.stop_strings[", i, "]"),
                  absl::StrCat("must be 1 to ", l.max_stop_string_bytes, " bytes"));
+    }
+    const size_t valid = model::ValidUtf8Prefix(stop.stop_strings(i));
+    if (valid != stop.stop_strings(i).size()) {
+      return Bad(absl::StrCat("stop.stop_strings[", i, "]"), absl::StrCat("not valid UTF-8 at byte ", valid));
     }
   }
   if (stop.stop_strings_size() > 0 && !l.has_tokenizer) {

@@ -670,7 +670,35 @@ TEST_F(RouterTest, TextPromptsChatStopStringsAndTokenize) {
   o = call(chat, &text);
   ASSERT_TRUE(o.status.ok()) << o.status.error_message();
   EXPECT_EQ(o.tokens, alone(*model::ApplyChatTemplate(**tok, {{"user", "Hello!"}}), 6));
-  // Bad text input.
+  // Malformed UTF-8 in text fields: INVALID_ARGUMENT naming the field.
+  {
+    v1::GenerateRequest bad_utf8 = req;
+    bad_utf8.set_prompt(std::string("caf\xc3(", 5));
+    Outcome bo = call(bad_utf8, &text);
+    EXPECT_EQ(bo.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(bo.status.error_message().rfind("prompt", 0), 0u) << bo.status.error_message();
+    v1::GenerateRequest bad_stop = req;
+    bad_stop.mutable_stop()->add_stop_strings("\xff");
+    bo = call(bad_stop, &text);
+    EXPECT_EQ(bo.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(bo.status.error_message().rfind("stop.stop_strings[0]", 0), 0u) << bo.status.error_message();
+    v1::GenerateRequest bad_chat = req;
+    bad_chat.clear_prompt();
+    auto* bm = bad_chat.add_messages();
+    bm->set_role("user");
+    bm->set_content("\xc0\xaf");
+    bo = call(bad_chat, &text);
+    EXPECT_EQ(bo.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(bo.status.error_message().find("messages[0].content"), std::string::npos) << bo.status.error_message();
+    grpc::ClientContext tctx;
+    v1::TokenizeRequest bt;
+    bt.set_text("\xfe");
+    v1::TokenizeResponse btr;
+    grpc::Status ts = c.stub()->Tokenize(&tctx, bt, &btr);
+    EXPECT_EQ(ts.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(ts.error_message().rfind("text", 0), 0u) << ts.error_message();
+    EXPECT_TRUE(c.Healthy());
+  }
   v1::GenerateRequest both = req;
   both.add_prompt_ids(1);
   EXPECT_EQ(call(both, &text).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
