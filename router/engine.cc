@@ -318,19 +318,24 @@ void Engine::TryBringUp(Pipeline* p) {
   plan.sequences = {s};
   plan.token_ids = {static_cast<int32_t>(std::max<int64_t>(0, std::min<int64_t>(model_.shape().bos_token_id(),
                                                                                  model_.shape().vocab_size() - 1)))};
-  const std::string bytes = transport::EncodePlan(plan);
+  // Sent without waiting, like every step (ReapSends collects the outcome).
+  auto sending = std::make_unique<StepSends>();
+  sending->bytes = transport::EncodePlan(plan);
   transport::WireHeader h;
   h.type = static_cast<uint16_t>(transport::MessageType::kStepPlan);
   h.step_id = plan.step_id;
-  h.plan_bytes = static_cast<uint32_t>(bytes.size());
+  h.plan_bytes = static_cast<uint32_t>(sending->bytes.size());
   for (int peer : p->stage0) {
-    absl::Status st = transport_->Send(peer, h, {{bytes.data(), bytes.size()}}, milliseconds(5000));
-    if (!st.ok()) {
+    auto send = transport_->SendAsync(peer, h, {{sending->bytes.data(), sending->bytes.size()}});
+    if (!send.ok()) {
+      graveyard_.push_back(std::move(sending));
       p->state = Pipeline::State::kDown;
-      p->down_reason = absl::StrCat("warm-up send failed: ", st.message());
+      p->down_reason = absl::StrCat("warm-up send failed: ", send.status().message());
       return;
     }
+    sending->sends.push_back(std::move(*send));
   }
+  p->sending[plan.step_id] = std::move(sending);
   p->state = Pipeline::State::kWarming;
   p->warmup_step = plan.step_id;
   p->in_flight[plan.step_id] = Clock::now();
