@@ -62,6 +62,6 @@ absl::Status RouterMetrics::Serve(const std::string& host, int port) {
   return http_->Start(host, port);
 }
 
-std::string RouterMetrics::Render() const { return transport::MetricsHttpServer(registry_).Render(); }
+std::string RouterMetrics::Render() const { return transport::RenderMetrics(*registry_); }
 
 }  // namespace strata::router

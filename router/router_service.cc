@@ -152,6 +152,14 @@ struct RouterServer::Services : public v1::Inference::Service, public v1::Fleet:
     return grpc::Status::OK;
   }
 
+  // Cancels a request and waits (bounded) until the engine ended it: its
+  // blocks are free within a step.
+  void CancelAndWait(uint64_t handle, RequestStream* stream) {
+    engine->Cancel(handle);
+    const auto until = Clock::now() + std::chrono::seconds(10);
+    while (!stream->finished() && Clock::now() < until) stream->Next(milliseconds(20));
+  }
+
   // Waits for the next events of `stream`, handling cancellation and the
   // deadline; returns false with `status` set when the request must end.
   bool NextEvents(grpc::ServerContext* ctx, uint64_t handle, RequestStream* stream, RequestStream::Event* e,
@@ -161,10 +169,7 @@ struct RouterServer::Services : public v1::Inference::Service, public v1::Fleet:
     const bool cancelled = ctx->IsCancelled();
     const bool expired = ctx->deadline() < std::chrono::system_clock::now();
     if (!cancelled && !expired) return true;
-    engine->Cancel(handle);
-    // The sequence's blocks are freed within a step; wait for it (bounded).
-    const auto until = Clock::now() + std::chrono::seconds(10);
-    while (!stream->finished() && Clock::now() < until) stream->Next(milliseconds(20));
+    CancelAndWait(handle, stream);
     metrics->Requests(expired && !cancelled ? "deadline" : "cancelled").Increment();
     *status = expired && !cancelled ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the request's deadline passed")
                                     : grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
@@ -241,9 +246,7 @@ struct RouterServer::Services : public v1::Inference::Service, public v1::Fleet:
       if (!e.tokens.empty()) last_token = now;
       if (stopped_by_string && !e.finished) {
         // The reply ends at the stop string: free the sequence now.
-        engine->Cancel(handle);
-        const auto until = Clock::now() + std::chrono::seconds(10);
-        while (!stream->finished() && Clock::now() < until) stream->Next(milliseconds(20));
+        CancelAndWait(handle, stream.get());
         e.finished = true;
         e.reason = Finish::kStop;
         e.completion_tokens = sent_tokens;
@@ -286,9 +289,7 @@ struct RouterServer::Services : public v1::Inference::Service, public v1::Fleet:
         return grpc::Status::OK;
       }
       if ((resp.tokens_size() > 0 || !resp.text().empty()) && !writer->Write(resp)) {
-        engine->Cancel(handle);  // the client went away
-        const auto until = Clock::now() + std::chrono::seconds(10);
-        while (!stream->finished() && Clock::now() < until) stream->Next(milliseconds(20));
+        CancelAndWait(handle, stream.get());  // the client went away
         metrics->Requests("cancelled").Increment();
         return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
       }

@@ -26,6 +26,7 @@
 #include "nlohmann/json.hpp"
 #include "strata/v1/inference.grpc.pb.h"
 #include "third_party/status_macros.h"
+#include "transport/address.h"
 #include "tools/flags.h"
 
 namespace strata::tools {
@@ -33,18 +34,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
-
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 struct Child {
   std::string name;
@@ -201,7 +190,7 @@ absl::Status Up(const std::vector<std::string>& args) {
     StopAll(&children, 5000);
     return absl::UnavailableError(why);
   };
-  const int router_port = port > 0 ? static_cast<int>(port) : FreePort();
+  const int router_port = port > 0 ? static_cast<int>(port) : transport::PickFreePort();
   const std::string router_addr = absl::StrCat("127.0.0.1:", router_port);
   std::vector<std::string> rargs = {router_bin, "--port", absl::StrCat(router_port), "--model-name",
                                     model.substr(model.rfind('/') + 1), "--ucx-peer-errors", shm ? "false" : "true",
@@ -225,8 +214,8 @@ absl::Status Up(const std::vector<std::string>& args) {
     std::vector<std::vector<int>> data(stages, std::vector<int>(tp));
     std::vector<int> store(stages);
     for (int64_t s = 0; s < stages; ++s) {
-      store[s] = FreePort();
-      for (int64_t t = 0; t < tp; ++t) data[s][t] = FreePort();
+      store[s] = transport::PickFreePort();
+      for (int64_t t = 0; t < tp; ++t) data[s][t] = transport::PickFreePort();
     }
     for (int64_t s = 0; s < stages; ++s) {
       for (int64_t t = 0; t < tp; ++t) {

@@ -83,9 +83,9 @@ void MetricsHttpServer::Loop() {
   }
 }
 
-std::string MetricsHttpServer::Render() const {
+std::string RenderMetrics(prometheus::Registry& registry) {
   std::ostringstream out;
-  prometheus::TextSerializer().Serialize(out, registry_->Collect());
+  prometheus::TextSerializer().Serialize(out, registry.Collect());
   return out.str();
 }
 

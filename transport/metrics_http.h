@@ -19,6 +19,9 @@
 
 namespace strata::transport {
 
+// A registry in the Prometheus text exposition format.
+std::string RenderMetrics(prometheus::Registry& registry);
+
 class MetricsHttpServer {
  public:
   explicit MetricsHttpServer(std::shared_ptr<prometheus::Registry> registry) : registry_(std::move(registry)) {}
@@ -28,7 +31,7 @@ class MetricsHttpServer {
   absl::Status Start(const std::string& host, int port);
   int port() const { return port_; }
   // The exposition text a scrape would get.
-  std::string Render() const;
+  std::string Render() const { return RenderMetrics(*registry_); }
 
  private:
   void Loop();

@@ -103,6 +103,6 @@ absl::Status WorkerMetrics::Serve(const std::string& host, int port) {
 
 int WorkerMetrics::port() const { return http_ ? http_->port() : -1; }
 
-std::string WorkerMetrics::Render() const { return transport::MetricsHttpServer(registry_).Render(); }
+std::string WorkerMetrics::Render() const { return transport::RenderMetrics(*registry_); }
 
 }  // namespace strata::worker

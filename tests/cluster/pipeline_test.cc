@@ -60,18 +60,6 @@ std::string WorkerBinary() {
   return "bazel-bin/worker/strata-worker";
 }
 
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 struct Process {
   pid_t pid = -1;
   std::string log;
@@ -172,8 +160,8 @@ class PipelineTest : public ::testing::TestWithParam<const char*> {
         absl::StrCat(netns_.on ? netns_.driver_host : "127.0.0.1", ":", driver_port);
     int data_port[kStages][kTp], store_port[kStages];
     for (int s = 0; s < kStages; ++s) {
-      store_port[s] = netns_.on ? 29400 + s : FreePort();
-      for (int r = 0; r < kTp; ++r) data_port[s][r] = netns_.on ? 29410 + r : FreePort();
+      store_port[s] = netns_.on ? 29400 + s : transport::PickFreePort();
+      for (int r = 0; r < kTp; ++r) data_port[s][r] = netns_.on ? 29410 + r : transport::PickFreePort();
     }
     for (int s = 0; s < kStages; ++s) {
       for (int r = 0; r < kTp; ++r) {
