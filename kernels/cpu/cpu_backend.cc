@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu/huge_pages.h"
 #include "kernels/cpu/lanes.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/reference/ops.h"
@@ -33,18 +34,17 @@ class CpuWeight : public Weight {
  public:
   CpuWeight(int64_t rows, int64_t cols, bool bf16, bool packed)
       : Weight(rows, cols), is_bf16(bf16), packed(packed) {
-    const int64_t n = packed ? PackedSize(rows, cols) : rows * cols;
-    if (bf16) {
-      b.resize(n);
-    } else {
-      f.resize(n);
-    }
+  }
+  // Allocates the storage; false when out of memory.
+  bool Allocate() {
+    const int64_t n = packed ? PackedSize(rows(), cols()) : rows() * cols();
+    return is_bf16 ? b.Allocate(n) : f.Allocate(n);
   }
   int64_t Index(int64_t r, int64_t c) const { return packed ? PackedIndex(r, c, cols()) : r * cols() + c; }
   bool is_bf16;
   bool packed;
-  std::vector<uint16_t> b;
-  std::vector<float> f;
+  HugePageArray<uint16_t> b;
+  HugePageArray<float> f;
 };
 
 class CpuBuffer : public Buffer {
@@ -117,6 +117,10 @@ absl::StatusOr<std::unique_ptr<Weight>> CpuBackend::LoadWeight(const model::Tens
   const bool matrix = tensor.shape.size() == 2;
   const bool bf16 = matrix && tensor.dtype == model::DType::kBF16;
   auto w = std::make_unique<CpuWeight>(rows_out, cols_out, bf16, matrix);
+  if (!w->Allocate()) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("out of memory for weight ", tensor.name, " (", rows_out, " x ", cols_out, ")"));
+  }
   const int64_t esize = model::DTypeSize(tensor.dtype);
   std::vector<uint16_t> row_b(bf16 ? cols_out : 0);
   std::vector<float> row_f(bf16 ? 0 : cols_out);

@@ -16,6 +16,8 @@ constexpr int kNr = 4;  // weight rows per block (8 for single rows)
 // How far ahead of its loads each weight-row stream is prefetched (a hint:
 // it never changes a result).
 constexpr int kPrefetchBytes = 16384;
+// Where the next weight tile's prefetches go (multi-row-block products).
+constexpr _mm_hint kTilePrefetchHint = _MM_HINT_T1;
 
 // Prefetches, kPrefetchBytes ahead, the cache lines of the packed chunk at
 // `off` in each 4-row block the rows rp[0..NR) touch.
@@ -244,10 +246,13 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void KernelAvx512(const flo
 
 // ---- AVX-512 BF16 (16 lanes x 2 products) ---------------------------------
 
+// pf, pf_lines: cache lines of a later weight tile to prefetch while this
+// block computes, spread evenly over its k loop (see ForBlocks).
 template <int MR, int NR>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void KernelBf16(const uint16_t* x, int64_t k,
                                                                                 const uint16_t* w, int j0, float* y,
-                                                                                int64_t ldy) {
+                                                                                int64_t ldy, const char* pf,
+                                                                                int64_t pf_lines) {
   __m512 acc[MR][NR];
   #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i)
@@ -257,9 +262,13 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void KernelBf16(
   const uint16_t* rp[NR];
   #pragma GCC unroll 8
   for (int j = 0; j < NR; ++j) rp[j] = At(w, j0 + j, 0, k);
+  const int64_t iters = k / 32;
+  const int pf_step = iters > 0 ? static_cast<int>((pf_lines + iters - 1) / iters) : 0;
+  const char* const pf_end = pf + 64 * pf_lines;
   int64_t kk = 0;
   for (; kk + 32 <= k; kk += 32) {
     const int64_t off = kk * kPackRows;
+    for (int p = 0; p < pf_step && pf < pf_end; ++p, pf += 64) _mm_prefetch(pf, kTilePrefetchHint);
     __m512bh wv[NR];
     // Decode-sized blocks stream their weights once: prefetch them. Larger
     // blocks reuse each weight block from cache, where prefetches only take
@@ -398,8 +407,9 @@ struct Avx512Op {
 };
 template <int MR, int NR>
 struct Bf16K {
-  static void Run(const uint16_t* x, int64_t k, const uint16_t* w, int j0, float* y, int64_t ldy) {
-    KernelBf16<MR, NR>(x, k, w, j0, y, ldy);
+  static void Run(const uint16_t* x, int64_t k, const uint16_t* w, int j0, float* y, int64_t ldy, const char* pf,
+                  int64_t pf_lines) {
+    KernelBf16<MR, NR>(x, k, w, j0, y, ldy, pf, pf_lines);
   }
 };
 
@@ -453,8 +463,31 @@ void MatMulRange(Isa isa, const MatMulArgs& a, int64_t n_begin, int64_t n_end) {
     MatMulRangeTwin(isa, a, n_begin, n_end);
   } else if (isa == Isa::kAvx512Bf16) {
     const int64_t k = a.k;
+    const Shape s = BlockShape(a.rows, true);
+    const int64_t groups = (a.rows + s.mr - 1) / s.mr;
+    // With several row blocks per weight tile, the first would wait on
+    // DRAM while the others compute from cache: instead every row block
+    // prefetches its share of the next tile's packed weights, so the
+    // stream from memory overlaps all the arithmetic on the current tile.
+    const int64_t block_bytes = (k + kPackCols - 1) / kPackCols * kPackRows * kPackCols * 2;
+    const char* const packed_end =
+        reinterpret_cast<const char*>(a.w_bf16) + PackedSize(a.n, k) * static_cast<int64_t>(sizeof(uint16_t));
     ForBlocks(a.rows, n_begin, n_end, true, [&](int64_t i, int64_t j, int mr, int nr) {
-      Dispatch<true, Bf16K>(mr, nr, a.xb + i * k, k, Block(a.w_bf16, j, k), static_cast<int>(j % kPackRows), a.y + i * a.n + j, a.n);
+      const char* pf = nullptr;
+      int64_t pf_lines = 0;
+      if (groups > 1 && s.mr > 2) {
+        const int64_t first = (j + s.nr) / kPackRows, last = (j + 2 * s.nr - 1) / kPackRows;
+        const char* begin = reinterpret_cast<const char*>(a.w_bf16) + first * block_bytes;
+        const char* end = std::min(packed_end, reinterpret_cast<const char*>(a.w_bf16) + (last + 1) * block_bytes);
+        if (begin < end) {
+          const int64_t lines = (end - begin + 63) / 64, g = i / s.mr;
+          const int64_t share = (lines + groups - 1) / groups;
+          pf = begin + 64 * std::min(lines, g * share);
+          pf_lines = std::min(lines, (g + 1) * share) - std::min(lines, g * share);
+        }
+      }
+      Dispatch<true, Bf16K>(mr, nr, a.xb + i * k, k, Block(a.w_bf16, j, k), static_cast<int>(j % kPackRows),
+                            a.y + i * a.n + j, a.n, pf, pf_lines);
     });
   } else if (a.w_bf16) {
     RangeSimd<uint16_t>(isa, a, a.w_bf16, n_begin, n_end);

@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "kernels/cpu/huge_pages.h"
 #include "kernels/cpu/isa.h"
 
 namespace strata::kernels::cpu {
@@ -111,8 +112,11 @@ double MeasureBf16DotPeak(int threads) {
 double MeasureReadBandwidth(int threads, int64_t bytes, int repeats) {
   threads = std::max(1, threads);
   const int64_t n = bytes / 4 / 64 * 64;
-  float* buf = static_cast<float*>(std::aligned_alloc(64, n * 4));
-  if (!buf) return 0;
+  // The same kind of memory as the packed weights (huge pages), so the
+  // ceiling and the decode step see the same TLB behaviour.
+  HugePageArray<float> mem;
+  if (!mem.Allocate(n)) return 0;
+  float* buf = mem.data();
   // First touch from the threads that will read, so pages spread as they run.
   RunThreads(threads, [&](int t) {
     const int64_t b = n * t / threads, e = n * (t + 1) / threads;
@@ -126,7 +130,6 @@ double MeasureReadBandwidth(int threads, int64_t bytes, int repeats) {
       sums[t] = SumRange(buf + b, e - b);
     }));
   }
-  std::free(buf);
   volatile float sink = sums[0];
   (void)sink;
   return static_cast<double>(n) * 4 / best;
