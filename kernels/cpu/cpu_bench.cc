@@ -66,6 +66,9 @@ BENCHMARK(BM_MatMul)
     ->ArgsProduct({{1, 16, 128}, {2048, 8192}, {2048}, {1, 2}})
     ->Args({1, 2048, 8192, 1})
     ->Args({1, 2048, 8192, 2})
+    ->Args({16, 2048, 8192, 1})
+    ->Args({16, 2048, 8192, 2})
+    ->Args({16, 32768, 2048, 1})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
