@@ -6,7 +6,7 @@
 //              [--backend cpu|reference|cuda] [--isa auto|avx512bf16|avx512|avx2|portable]
 //              [--kv-dtype bf16|f32] [--prefill-chunk N] [--block-size N]
 //   strata bench-engine --model DIR [--threads N] [--isa ...] [--kv-dtype ...]
-//              [--prompt-tokens N] [--decode-tokens N] [--batches 1,4,16] [--json]
+//              [--prompt-tokens N] [--decode-tokens N] [--batches 1,4,16] [--rounds N] [--json]
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
@@ -45,7 +45,7 @@ constexpr char kUsage[] =
     "              [--kv-dtype bf16|f32] [--prefill-chunk N] [--block-size N]\n"
     "              greedy generation with the single-process engine (default backend: cpu)\n"
     "  bench-engine --model DIR [--threads N] [--isa ...] [--kv-dtype ...] [--prompt-tokens N]\n"
-    "              [--decode-tokens N] [--batches 1,4,16] [--json]\n"
+    "              [--decode-tokens N] [--batches 1,4,16] [--rounds N] [--json]\n"
     "              prompt and decode throughput against this machine's read bandwidth and\n"
     "              FMA peak, measured in the same run\n"
     "  up          [--model DIR] [--stages S] [--tp T] [--replicas R] [--port P] [--transport shm|tcp]\n"
