@@ -1,5 +1,7 @@
 #include "kernels/cpu/cpu_backend.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -327,7 +329,7 @@ inline float ToF(float f) { return f; }
 template <int kD, typename T>
 __attribute__((always_inline)) inline void ScoreBody(const float* q, int64_t group, int64_t d_rt, const T* base,
                                                      const int64_t* slots, int64_t stride, int64_t visible,
-                                                     float scale, float* scores) {
+                                                     float scale, float* scores, int64_t ld) {
   const int64_t d = kD > 0 ? kD : d_rt;
   float krow[kMaxHeadDim];
   for (int64_t j = 0; j < visible; ++j) {
@@ -342,7 +344,7 @@ __attribute__((always_inline)) inline void ScoreBody(const float* q, int64_t gro
       if (kD == 0 || kD % 16 != 0) {
         for (int l = 0; i + l < d; ++l) lanes[l] += qg[i + l] * krow[i + l];
       }
-      scores[g * visible + j] = TreeSum<16>(lanes) * scale;
+      scores[g * ld + j] = TreeSum<16>(lanes) * scale;
     }
   }
 }
@@ -373,12 +375,92 @@ __attribute__((always_inline)) inline void ValueBody(const float* p, int64_t gro
   }
 
 STRATA_CLONES void ScoreKeys(const float* q, int64_t group, int64_t d, const uint16_t* base, const int64_t* slots,
-                             int64_t stride, int64_t visible, float scale, float* scores) {
-  STRATA_BY_HEAD_DIM(ScoreBody, q, group, d, base, slots, stride, visible, scale, scores)
+                             int64_t stride, int64_t visible, float scale, float* scores, int64_t ld) {
+  STRATA_BY_HEAD_DIM(ScoreBody, q, group, d, base, slots, stride, visible, scale, scores, ld)
 }
 STRATA_CLONES void ScoreKeys(const float* q, int64_t group, int64_t d, const float* base, const int64_t* slots,
-                             int64_t stride, int64_t visible, float scale, float* scores) {
-  STRATA_BY_HEAD_DIM(ScoreBody, q, group, d, base, slots, stride, visible, scale, scores)
+                             int64_t stride, int64_t visible, float scale, float* scores, int64_t ld) {
+  STRATA_BY_HEAD_DIM(ScoreBody, q, group, d, base, slots, stride, visible, scale, scores, ld)
+}
+
+// ---- AVX-512 scores, 16 keys at a time ------------------------------------
+// The same numbers as ScoreBody, bit for bit: each key's 16 lanes are
+// accumulated in the same order (multiply, then add: the backend builds
+// with -ffp-contract=off), and TreeSum's pairwise steps (lane i + lane
+// i + width, width 8, 4, 2, 1) run for 16 keys at once on shuffled
+// vectors instead of one horizontal sum per score, which dominated decode
+// attention (one 16-lane reduction per key and query head).
+
+__attribute__((target("avx512f"))) inline __m512 LoadRow16(const uint16_t* p) {
+  return _mm512_castsi512_ps(
+      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+}
+__attribute__((target("avx512f"))) inline __m512 LoadRow16(const float* p) { return _mm512_loadu_ps(p); }
+
+// a[j]: the 16 lanes of key j; returns TreeSum of each, key j in lane j.
+__attribute__((target("avx512f"))) inline __m512 TreeSum16Keys(const __m512* a) {
+  __m512 b[8], c[4], e[2];
+  for (int m = 0; m < 8; ++m) {  // width 8: keys 2m | 2m+1, 8 partials each
+    b[m] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * m], a[2 * m + 1], 0x44),
+                         _mm512_shuffle_f32x4(a[2 * m], a[2 * m + 1], 0xEE));
+  }
+  for (int n = 0; n < 4; ++n) {  // width 4: one key per 128-bit quarter
+    c[n] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * n], b[2 * n + 1], 0x88),
+                         _mm512_shuffle_f32x4(b[2 * n], b[2 * n + 1], 0xDD));
+  }
+  for (int t = 0; t < 2; ++t) {  // width 2: quarter q holds keys 8t+q, 8t+4+q
+    e[t] = _mm512_add_ps(_mm512_shuffle_ps(c[2 * t], c[2 * t + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(c[2 * t], c[2 * t + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  // width 1: lane 4q + m holds key 4m + q.
+  const __m512 f = _mm512_add_ps(_mm512_shuffle_ps(e[0], e[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                 _mm512_shuffle_ps(e[0], e[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  return _mm512_permutexvar_ps(order, f);
+}
+
+template <int kD, typename T>
+__attribute__((target("avx512f"))) void ScoreKeys16(const float* q, int64_t group, const T* base,
+                                                    const int64_t* slots, int64_t stride, int64_t visible,
+                                                    float scale, float* scores) {
+  static_assert(kD % 16 == 0 && kD <= kMaxHeadDim);
+  constexpr int kSteps = kD / 16;
+  const __m512 vscale = _mm512_set1_ps(scale);
+  int64_t j0 = 0;
+  for (; j0 + 16 <= visible; j0 += 16) {
+    __m512 k[16][kSteps];
+    for (int j = 0; j < 16; ++j) {
+      const T* kr = base + slots[j0 + j] * stride;
+      for (int i = 0; i < kSteps; ++i) k[j][i] = LoadRow16(kr + 16 * i);
+    }
+    for (int64_t g = 0; g < group; ++g) {
+      const float* qg = q + g * kD;
+      __m512 qv[kSteps];
+      for (int i = 0; i < kSteps; ++i) qv[i] = _mm512_loadu_ps(qg + 16 * i);
+      __m512 acc[16];
+      for (int j = 0; j < 16; ++j) {
+        acc[j] = _mm512_add_ps(_mm512_setzero_ps(), _mm512_mul_ps(qv[0], k[j][0]));
+        for (int i = 1; i < kSteps; ++i) acc[j] = _mm512_add_ps(acc[j], _mm512_mul_ps(qv[i], k[j][i]));
+      }
+      _mm512_storeu_ps(scores + g * visible + j0, _mm512_mul_ps(TreeSum16Keys(acc), vscale));
+    }
+  }
+  if (j0 < visible) {
+    ScoreBody<kD>(q, group, kD, base, slots + j0, stride, visible - j0, scale, scores + j0, visible);
+  }
+}
+
+// Scores through the 16-key path where the ISA and head_dim allow it.
+template <typename T>
+void Scores(bool avx512, const float* q, int64_t group, int64_t d, const T* base, const int64_t* slots,
+            int64_t stride, int64_t visible, float scale, float* scores) {
+  if (avx512 && d == 64) {
+    ScoreKeys16<64>(q, group, base, slots, stride, visible, scale, scores);
+  } else if (avx512 && d == 128) {
+    ScoreKeys16<128>(q, group, base, slots, stride, visible, scale, scores);
+  } else {
+    ScoreKeys(q, group, d, base, slots, stride, visible, scale, scores, visible);
+  }
 }
 STRATA_CLONES void AccumulateValues(const float* p, int64_t group, int64_t d, const uint16_t* base,
                                     const int64_t* slots, int64_t stride, int64_t visible, float* out) {
@@ -398,6 +480,9 @@ void CpuBackend::Attention(const KvCache& cache, int64_t layer, const float* q, 
   const int64_t d = s.head_dim, kvh = s.num_kv_heads, group = q_heads / kvh;
   const int64_t width = kvh * d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  // The 16-key score path gives the same bits as the portable one
+  // (cpu_backend_test checks every ISA against each other).
+  const bool avx512 = options_.isa == Isa::kAvx512 || options_.isa == Isa::kAvx512Bf16;
   EnsureSlots(s.block_size);
   // Tasks: (new token, KV head); a task serves the whole query group of its
   // KV head, reading each K and V row once.
@@ -413,9 +498,9 @@ void CpuBackend::Attention(const KvCache& cache, int64_t layer, const float* q, 
       scores.resize(group * visible);
       const float* qrow = q + (task.row * q_heads + h * group) * d;
       if (c.bf16()) {
-        ScoreKeys(qrow, group, d, c.kb(layer) + h * d, slots, width, visible, scale, scores.data());
+        Scores(avx512, qrow, group, d, c.kb(layer) + h * d, slots, width, visible, scale, scores.data());
       } else {
-        ScoreKeys(qrow, group, d, c.kf(layer) + h * d, slots, width, visible, scale, scores.data());
+        Scores(avx512, qrow, group, d, c.kf(layer) + h * d, slots, width, visible, scale, scores.data());
       }
       float* o = out + (task.row * q_heads + h * group) * d;
       for (int64_t g = 0; g < group; ++g) {
