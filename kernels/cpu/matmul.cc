@@ -243,19 +243,17 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void KernelAvx512(const flo
 
 // ---- AVX-512 BF16 (16 lanes x 2 products) ---------------------------------
 
-// The k range one call covers, and cache lines of a later weight tile to
-// prefetch while it computes, spread evenly over its k loop (see
-// BlockedBf16).
-struct KSpan {
-  int64_t begin = 0, end = 0;
-  const char* pf = nullptr;
-  int64_t pf_lines = 0;
+// Cache lines of a later weight tile to prefetch while a block computes,
+// spread evenly over its k loop (see BlockedBf16); none by default.
+struct TilePrefetch {
+  const char* begin = nullptr;
+  int64_t lines = 0;
 };
 
 template <int MR, int NR>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void KernelBf16(const uint16_t* x, int64_t k,
                                                                                 const uint16_t* w, int j0, float* y,
-                                                                                int64_t ldy, const KSpan& ks) {
+                                                                                int64_t ldy, const TilePrefetch& tp) {
   __m512 acc[MR][NR];
   #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i)
@@ -264,14 +262,14 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void KernelBf16(
   // Row pointers advance by one packed chunk (4 x 32 values) per step.
   const uint16_t* rp[NR];
   #pragma GCC unroll 8
-  for (int j = 0; j < NR; ++j) rp[j] = At(w, j0 + j, ks.begin, k);
-  const int64_t iters = (ks.end - ks.begin) / 32;
-  const int pf_step = iters > 0 ? static_cast<int>((ks.pf_lines + iters - 1) / iters) : 0;
-  const char* pf = ks.pf;
-  const char* const pf_end = pf + 64 * ks.pf_lines;
-  int64_t kk = ks.begin;
-  for (; kk + 32 <= ks.end; kk += 32) {
-    const int64_t off = (kk - ks.begin) * kPackRows;
+  for (int j = 0; j < NR; ++j) rp[j] = At(w, j0 + j, 0, k);
+  const int64_t iters = k / 32;
+  const int pf_step = iters > 0 ? static_cast<int>((tp.lines + iters - 1) / iters) : 0;
+  const char* pf = tp.begin;
+  const char* const pf_end = pf + 64 * tp.lines;
+  int64_t kk = 0;
+  for (; kk + 32 <= k; kk += 32) {
+    const int64_t off = kk * kPackRows;
     for (int p = 0; p < pf_step && pf < pf_end; ++p, pf += 64) Prefetch(pf, kTilePrefetchHint);
     __m512bh wv[NR];
     #pragma GCC unroll 8
@@ -283,8 +281,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void KernelBf16(
       for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
     }
   }
-  if (kk < ks.end) {
-    const __mmask32 m = static_cast<__mmask32>((ks.end - kk >= 32) ? ~0u : ((1u << (ks.end - kk)) - 1));
+  if (kk < k) {
+    const __mmask32 m = static_cast<__mmask32>((1u << (k - kk)) - 1);
     __m512bh wv[NR];
     #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) wv[j] = (__m512bh)_mm512_maskz_loadu_epi16(m, At(w, j0 + j, kk, k));
@@ -410,8 +408,9 @@ struct Avx512Op {
 };
 template <int MR, int NR>
 struct Bf16K {
-  static void Run(const uint16_t* x, int64_t k, const uint16_t* w, int j0, float* y, int64_t ldy, const KSpan& ks) {
-    KernelBf16<MR, NR>(x, k, w, j0, y, ldy, ks);
+  static void Run(const uint16_t* x, int64_t k, const uint16_t* w, int j0, float* y, int64_t ldy,
+                  const TilePrefetch& tp) {
+    KernelBf16<MR, NR>(x, k, w, j0, y, ldy, tp);
   }
 };
 
@@ -448,10 +447,8 @@ void BlockedBf16(const MatMulArgs& a, int64_t n_begin, int64_t n_end) {
   const int64_t groups = (a.rows + s.mr - 1) / s.mr;
   if (groups == 1 || s.mr <= 2) {
     ForBlocks(a.rows, n_begin, n_end, true, [&](int64_t i, int64_t j, int mr, int nr) {
-      KSpan ks;
-      ks.end = k;
       Dispatch<true, Bf16K>(mr, nr, a.xb + i * k, k, Block(a.w_bf16, j, k), static_cast<int>(j % kPackRows),
-                            a.y + i * a.n + j, a.n, ks);
+                            a.y + i * a.n + j, a.n, TilePrefetch{});
     });
     return;
   }
@@ -468,12 +465,11 @@ void BlockedBf16(const MatMulArgs& a, int64_t n_begin, int64_t n_end) {
     for (int64_t g = 0; g < groups; ++g) {
       const int64_t i = g * s.mr;
       const int mr = static_cast<int>(std::min<int64_t>(s.mr, a.rows - i));
-      KSpan ks;
-      ks.end = k;
-      ks.pf = pf_begin + 64 * std::min(lines, g * share);
-      ks.pf_lines = std::min(lines, (g + 1) * share) - std::min(lines, g * share);
+      TilePrefetch tp;
+      tp.begin = pf_begin + 64 * std::min(lines, g * share);
+      tp.lines = std::min(lines, (g + 1) * share) - std::min(lines, g * share);
       Dispatch<true, Bf16K>(mr, nr, a.xb + i * k, k, Block(a.w_bf16, j, k), static_cast<int>(j % kPackRows),
-                            a.y + i * a.n + j, a.n, ks);
+                            a.y + i * a.n + j, a.n, tp);
     }
   }
 }
