@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 
 namespace strata::kernels::cpu {
 
@@ -13,7 +14,7 @@ constexpr int64_t kHuge = int64_t{2} << 20;
 
 void* AllocateHugePages(int64_t bytes, int64_t* mapped) {
   *mapped = 0;
-  if (bytes < 0) return nullptr;
+  if (bytes < 0 || bytes > std::numeric_limits<int64_t>::max() - 2 * kHuge) return nullptr;
   const int64_t size = std::max<int64_t>(kHuge, (bytes + kHuge - 1) / kHuge * kHuge);
   // One huge page of slack so the array can start on a 2 MiB boundary;
   // the slack is unmapped again.

@@ -9,6 +9,7 @@
 #define STRATA_KERNELS_CPU_HUGE_PAGES_H_
 
 #include <cstdint>
+#include <limits>
 
 namespace strata::kernels::cpu {
 
@@ -30,6 +31,10 @@ class HugePageArray {
   // Allocates n zeroed elements; false when out of memory.
   bool Allocate(int64_t n) {
     FreeHugePages(data_, mapped_);
+    data_ = nullptr;
+    mapped_ = 0;
+    size_ = 0;
+    if (n < 0 || n > std::numeric_limits<int64_t>::max() / static_cast<int64_t>(sizeof(T))) return false;
     data_ = static_cast<T*>(AllocateHugePages(n * static_cast<int64_t>(sizeof(T)), &mapped_));
     size_ = data_ != nullptr ? n : 0;
     return data_ != nullptr;
