@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <vector>
 
 #include "kernels/cpu/lanes.h"
 #include "model/dtype.h"
@@ -14,21 +13,12 @@ namespace strata::kernels::cpu {
 namespace {
 
 constexpr int kNr = 4;  // weight rows per block (8 for 2-4 activation rows)
-// Where the next weight tile's prefetches go (multi-row-block products).
-constexpr _mm_hint kTilePrefetchHint = _MM_HINT_T1;
 
-// A prefetch the compiler must keep. GCC 12 treats _mm_prefetch as free of
-// side effects and, inside these kernels, deleted every one of them (no
-// prefetch instruction was left in the binary until the disassembly was
-// checked in session 4; the per-stream prefetch the docs credited for
-// batch-1 decode had never run). Volatile asm stays.
-inline void Prefetch(const char* p, _mm_hint hint) {
-  if (hint == _MM_HINT_T1) {
-    asm volatile("prefetcht1 %0" : : "m"(*p));
-  } else {
-    asm volatile("prefetcht0 %0" : : "m"(*p));
-  }
-}
+// Prefetches the cache line at p into L2. Volatile asm on purpose: GCC 12
+// treats _mm_prefetch as free of side effects and had deleted every one of
+// them from these kernels (no prefetch instruction was left in the binary;
+// the per-stream prefetch once credited for batch-1 decode never ran).
+inline void PrefetchL2(const char* p) { asm volatile("prefetcht1 %0" : : "m"(*p)); }
 
 // Row j (0 <= j < 8, spanning two packed blocks), column kk, of the
 // packed rows starting at w (a block start); k is the row length.
@@ -270,7 +260,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void KernelBf16(
   int64_t kk = 0;
   for (; kk + 32 <= k; kk += 32) {
     const int64_t off = kk * kPackRows;
-    for (int p = 0; p < pf_step && pf < pf_end; ++p, pf += 64) Prefetch(pf, kTilePrefetchHint);
+    for (int p = 0; p < pf_step && pf < pf_end; ++p, pf += 64) PrefetchL2(pf);
     __m512bh wv[NR];
     #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) wv[j] = (__m512bh)_mm512_loadu_si512(rp[j] + off);
@@ -445,33 +435,24 @@ void BlockedBf16(const MatMulArgs& a, int64_t n_begin, int64_t n_end) {
   const int64_t k = a.k;
   const Shape s = BlockShape(a.rows, true);
   const int64_t groups = (a.rows + s.mr - 1) / s.mr;
-  if (groups == 1 || s.mr <= 2) {
-    ForBlocks(a.rows, n_begin, n_end, true, [&](int64_t i, int64_t j, int mr, int nr) {
-      Dispatch<true, Bf16K>(mr, nr, a.xb + i * k, k, Block(a.w_bf16, j, k), static_cast<int>(j % kPackRows),
-                            a.y + i * a.n + j, a.n, TilePrefetch{});
-    });
-    return;
-  }
-  const int64_t block_bytes = (k + kPackCols - 1) / kPackCols * kPackRows * kPackCols * 2;
-  const char* const base = reinterpret_cast<const char*>(a.w_bf16);
-  const char* const packed_end = base + PackedSize(a.n, k) * static_cast<int64_t>(sizeof(uint16_t));
-  for (int64_t j = n_begin; j < n_end; j += s.nr) {
-    const int nr = static_cast<int>(std::min<int64_t>(s.nr, n_end - j));
-    // The next tile's packed blocks, shared out over this tile's row blocks.
-    const char* pf_begin = base + (j + s.nr) / kPackRows * block_bytes;
-    const char* pf_stop = std::min(packed_end, base + ((j + 2 * s.nr - 1) / kPackRows + 1) * block_bytes);
-    const int64_t lines = pf_begin < pf_stop ? (pf_stop - pf_begin + 63) / 64 : 0;
-    const int64_t share = (lines + groups - 1) / groups;
-    for (int64_t g = 0; g < groups; ++g) {
-      const int64_t i = g * s.mr;
-      const int mr = static_cast<int>(std::min<int64_t>(s.mr, a.rows - i));
-      TilePrefetch tp;
-      tp.begin = pf_begin + 64 * std::min(lines, g * share);
+  const bool prefetch_next = groups > 1 && s.mr > 2;
+  const char* const packed_end = reinterpret_cast<const char*>(a.w_bf16 + PackedSize(a.n, k));
+  ForBlocks(a.rows, n_begin, n_end, true, [&](int64_t i, int64_t j, int mr, int nr) {
+    TilePrefetch tp;
+    if (prefetch_next) {
+      // The packed blocks of the next tile's rows [j + nr, j + 2 nr), shared
+      // out over this tile's row blocks.
+      const char* begin = reinterpret_cast<const char*>(Block(a.w_bf16, j + s.nr, k));
+      const char* end =
+          std::min(packed_end, reinterpret_cast<const char*>(Block(a.w_bf16, j + 2 * s.nr - 1 + kPackRows, k)));
+      const int64_t lines = begin < end ? (end - begin + 63) / 64 : 0;
+      const int64_t g = i / s.mr, share = (lines + groups - 1) / groups;
+      tp.begin = begin + 64 * std::min(lines, g * share);
       tp.lines = std::min(lines, (g + 1) * share) - std::min(lines, g * share);
-      Dispatch<true, Bf16K>(mr, nr, a.xb + i * k, k, Block(a.w_bf16, j, k), static_cast<int>(j % kPackRows),
-                            a.y + i * a.n + j, a.n, tp);
     }
-  }
+    Dispatch<true, Bf16K>(mr, nr, a.xb + i * k, k, Block(a.w_bf16, j, k), static_cast<int>(j % kPackRows),
+                          a.y + i * a.n + j, a.n, tp);
+  });
 }
 
 }  // namespace
