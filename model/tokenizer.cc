@@ -56,29 +56,28 @@ uint8_t Classify(uint32_t cp) {
   return c;
 }
 
+// The length of the UTF-8 character a byte starts (1 to 4), or 0 for a
+// byte that cannot start one.
+size_t Utf8Length(uint8_t lead) {
+  if (lead < 0x80) return 1;
+  if (lead >= 0xc2 && lead <= 0xdf) return 2;
+  if (lead >= 0xe0 && lead <= 0xef) return 3;
+  if (lead >= 0xf0 && lead <= 0xf4) return 4;
+  return 0;
+}
+
 // Decodes one UTF-8 character at s[i]; returns its length, or 0 when the
 // bytes there are not a valid (shortest-form, non-surrogate) character.
 size_t DecodeUtf8(absl::string_view s, size_t i, uint32_t* cp) {
   const auto b = [&](size_t k) { return static_cast<uint8_t>(s[k]); };
   const uint8_t c = b(i);
-  if (c < 0x80) {
+  const size_t n = Utf8Length(c);
+  if (n == 0) return 0;
+  if (n == 1) {
     *cp = c;
     return 1;
   }
-  size_t n;
-  uint32_t v;
-  if (c >= 0xc2 && c <= 0xdf) {
-    n = 2;
-    v = c & 0x1f;
-  } else if (c >= 0xe0 && c <= 0xef) {
-    n = 3;
-    v = c & 0x0f;
-  } else if (c >= 0xf0 && c <= 0xf4) {
-    n = 4;
-    v = c & 0x07;
-  } else {
-    return 0;
-  }
+  uint32_t v = c & (0x7f >> n);  // the lead byte's payload bits
   if (i + n > s.size()) return 0;
   for (size_t k = 1; k < n; ++k) {
     if ((b(i + k) & 0xc0) != 0x80) return 0;
@@ -90,12 +89,8 @@ size_t DecodeUtf8(absl::string_view s, size_t i, uint32_t* cp) {
 }
 
 absl::Status CheckUtf8(absl::string_view s) {
-  uint32_t cp;
-  for (size_t i = 0; i < s.size();) {
-    const size_t n = DecodeUtf8(s, i, &cp);
-    if (n == 0) return absl::InvalidArgumentError(absl::StrCat("text is not valid UTF-8 at byte ", i));
-    i += n;
-  }
+  const size_t valid = ValidUtf8Prefix(s);
+  if (valid != s.size()) return absl::InvalidArgumentError(absl::StrCat("text is not valid UTF-8 at byte ", valid));
   return absl::OkStatus();
 }
 
@@ -503,9 +498,8 @@ std::string IncrementalDecoder::Drain(bool final) {
       continue;
     }
     // Not a complete character here: is it the start of one still arriving?
-    const uint8_t c = static_cast<uint8_t>(pending_[i]);
-    const size_t need = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xc2 && c <= 0xdf ? 2 : 0;
-    bool prefix_ok = need > 0 && i + need > pending_.size();
+    const size_t need = Utf8Length(static_cast<uint8_t>(pending_[i]));
+    bool prefix_ok = need > 1 && i + need > pending_.size();
     for (size_t k = i + 1; prefix_ok && k < pending_.size(); ++k) {
       prefix_ok = (static_cast<uint8_t>(pending_[k]) & 0xc0) == 0x80;
     }
@@ -529,14 +523,14 @@ std::string IncrementalDecoder::Flush() { return Drain(true); }
 absl::StatusOr<std::vector<int32_t>> ApplyChatTemplate(const Tokenizer& t, const std::vector<ChatMessage>& messages,
                                                        bool add_generation_prompt) {
   std::vector<int32_t> ids = {kBeginOfText};
+  const std::vector<int32_t> blank_line = *t.Encode("\n\n");  // valid UTF-8: cannot fail
   auto header = [&](const std::string& role) -> absl::Status {
     ids.push_back(kStartHeader);
     auto r = t.Encode(role);
     if (!r.ok()) return r.status();
     ids.insert(ids.end(), r->begin(), r->end());
     ids.push_back(kEndHeader);
-    auto nl = t.Encode("\n\n");
-    ids.insert(ids.end(), nl->begin(), nl->end());
+    ids.insert(ids.end(), blank_line.begin(), blank_line.end());
     return absl::OkStatus();
   };
   for (size_t i = 0; i < messages.size(); ++i) {

@@ -56,6 +56,13 @@ bool RequestStream::finished() const {
 struct Engine::StepSends {
   std::string bytes;
   std::vector<std::unique_ptr<transport::PendingSend>> sends;
+
+  bool AllDone() const {
+    for (const auto& s : sends) {
+      if (!s->Done()) return false;
+    }
+    return true;
+  }
 };
 
 struct Engine::Pipeline {
@@ -318,24 +325,11 @@ void Engine::TryBringUp(Pipeline* p) {
   plan.sequences = {s};
   plan.token_ids = {static_cast<int32_t>(std::max<int64_t>(0, std::min<int64_t>(model_.shape().bos_token_id(),
                                                                                  model_.shape().vocab_size() - 1)))};
-  // Sent without waiting, like every step (ReapSends collects the outcome).
-  auto sending = std::make_unique<StepSends>();
-  sending->bytes = transport::EncodePlan(plan);
-  transport::WireHeader h;
-  h.type = static_cast<uint16_t>(transport::MessageType::kStepPlan);
-  h.step_id = plan.step_id;
-  h.plan_bytes = static_cast<uint32_t>(sending->bytes.size());
-  for (int peer : p->stage0) {
-    auto send = transport_->SendAsync(peer, h, {{sending->bytes.data(), sending->bytes.size()}});
-    if (!send.ok()) {
-      graveyard_.push_back(std::move(sending));
-      p->state = Pipeline::State::kDown;
-      p->down_reason = absl::StrCat("warm-up send failed: ", send.status().message());
-      return;
-    }
-    sending->sends.push_back(std::move(*send));
+  if (absl::Status st = SendPlan(p, plan); !st.ok()) {
+    p->state = Pipeline::State::kDown;
+    p->down_reason = absl::StrCat("warm-up send failed: ", st.message());
+    return;
   }
-  p->sending[plan.step_id] = std::move(sending);
   p->state = Pipeline::State::kWarming;
   p->warmup_step = plan.step_id;
   p->in_flight[plan.step_id] = Clock::now();
@@ -373,25 +367,35 @@ void Engine::Schedule(Pipeline* p) {
         it->second->first_step.store(Clock::now());
       }
     }
-    auto sending = std::make_unique<StepSends>();
-    sending->bytes = transport::EncodePlan(*plan);
-    transport::WireHeader h;
-    h.type = static_cast<uint16_t>(transport::MessageType::kStepPlan);
-    h.step_id = step;
-    h.plan_bytes = static_cast<uint32_t>(sending->bytes.size());
     p->in_flight[step] = Clock::now();
     if (metrics_) metrics_->PipelineSteps(p->name).Increment();
-    for (int peer : p->stage0) {
-      auto send = transport_->SendAsync(peer, h, {{sending->bytes.data(), sending->bytes.size()}});
-      if (!send.ok()) {
-        graveyard_.push_back(std::move(sending));
-        SetDown(p, absl::StrCat("sending a step to stage 0 failed: ", send.status().message()));
-        return;
-      }
-      sending->sends.push_back(std::move(*send));
+    if (absl::Status st = SendPlan(p, *plan); !st.ok()) {
+      SetDown(p, absl::StrCat("sending a step to stage 0 failed: ", st.message()));
+      return;
     }
-    p->sending[step] = std::move(sending);
   }
+}
+
+// Posts `plan` to every stage-0 rank without waiting (a hung stage-0 worker
+// must not stall the engine thread); ReapSends collects the outcome. On a
+// failed post the sends already made finish in the graveyard.
+absl::Status Engine::SendPlan(Pipeline* p, const transport::StepPlan& plan) {
+  auto sending = std::make_unique<StepSends>();
+  sending->bytes = transport::EncodePlan(plan);
+  transport::WireHeader h;
+  h.type = static_cast<uint16_t>(transport::MessageType::kStepPlan);
+  h.step_id = plan.step_id;
+  h.plan_bytes = static_cast<uint32_t>(sending->bytes.size());
+  for (int peer : p->stage0) {
+    auto send = transport_->SendAsync(peer, h, {{sending->bytes.data(), sending->bytes.size()}});
+    if (!send.ok()) {
+      graveyard_.push_back(std::move(sending));
+      return send.status();
+    }
+    sending->sends.push_back(std::move(*send));
+  }
+  p->sending[plan.step_id] = std::move(sending);
+  return absl::OkStatus();
 }
 
 // Finished sends: their outcome, and their buffers freed. Called with mu_
@@ -400,9 +404,7 @@ void Engine::ReapSends() {
   for (auto& [name, pp] : pipelines_) {
     Pipeline* p = pp.get();
     for (auto it = p->sending.begin(); it != p->sending.end();) {
-      bool done = true;
-      for (const auto& s : it->second->sends) done = done && s->Done();
-      if (!done) {
+      if (!it->second->AllDone()) {
         ++it;
         continue;
       }
@@ -419,9 +421,7 @@ void Engine::ReapSends() {
     }
   }
   for (auto it = graveyard_.begin(); it != graveyard_.end();) {
-    bool done = true;
-    for (const auto& s : (*it)->sends) done = done && s->Done();
-    if (done) {
+    if ((*it)->AllDone()) {
       for (const auto& s : (*it)->sends) (void)transport_->Wait(s.get(), milliseconds(1));
       it = graveyard_.erase(it);
     } else {

@@ -112,6 +112,7 @@ class Engine {
   void SetDown(Pipeline* p, const std::string& why);
   void TryBringUp(Pipeline* p);
   void UpdateGauges();
+  absl::Status SendPlan(Pipeline* p, const transport::StepPlan& plan);
   void ReapSends();
 
   EngineOptions options_;

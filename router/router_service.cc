@@ -55,8 +55,7 @@ struct RouterServer::Services : public v1::Inference::Service, public v1::Fleet:
   RouterOptions options;
   std::unique_ptr<model::Tokenizer> tokenizer;
 
-  absl::StatusOr<std::vector<model::ChatMessage>> Messages(
-      const google::protobuf::RepeatedPtrField<v1::ChatMessage>& in) {
+  static std::vector<model::ChatMessage> Messages(const google::protobuf::RepeatedPtrField<v1::ChatMessage>& in) {
     std::vector<model::ChatMessage> out;
     for (const auto& m : in) out.push_back({m.role(), m.content()});
     return out;
@@ -82,8 +81,7 @@ struct RouterServer::Services : public v1::Inference::Service, public v1::Fleet:
       return ids;
     }
     *chat = true;
-    auto msgs = Messages(r.messages());
-    auto ids = model::ApplyChatTemplate(*tokenizer, *msgs);
+    auto ids = model::ApplyChatTemplate(*tokenizer, Messages(r.messages()));
     if (!ids.ok()) return absl::InvalidArgumentError(ids.status().message());
     return ids;
   }
@@ -93,7 +91,7 @@ struct RouterServer::Services : public v1::Inference::Service, public v1::Fleet:
     absl::StatusOr<std::vector<int32_t>> ids;
     if (req->messages_size() > 0) {
       if (!req->text().empty()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "text: give text or messages, not both");
-      ids = model::ApplyChatTemplate(*tokenizer, *Messages(req->messages()));
+      ids = model::ApplyChatTemplate(*tokenizer, Messages(req->messages()));
     } else {
       ids = req->special_tokens() ? tokenizer->EncodeWithSpecialTokens(req->text()) : tokenizer->Encode(req->text());
       if (!ids.ok()) ids = absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message()));
@@ -244,14 +242,10 @@ struct RouterServer::Services : public v1::Inference::Service, public v1::Fleet:
         }
       }
       if (!e.tokens.empty()) last_token = now;
-      if (stopped_by_string && !e.finished) {
+      if (stopped_by_string) {
         // The reply ends at the stop string: free the sequence now.
-        CancelAndWait(handle, stream.get());
+        if (!e.finished) CancelAndWait(handle, stream.get());
         e.finished = true;
-        e.reason = Finish::kStop;
-        e.completion_tokens = sent_tokens;
-      }
-      if (e.finished && stopped_by_string) {
         e.reason = Finish::kStop;
         e.completion_tokens = sent_tokens;
       } else if (e.finished && text && e.reason != Finish::kError && e.reason != Finish::kUnavailable) {
