@@ -520,6 +520,19 @@ absl::StatusOr<std::string> IncrementalDecoder::Push(int32_t id) {
 
 std::string IncrementalDecoder::Flush() { return Drain(true); }
 
+absl::StatusOr<std::string> DecodeToText(const Tokenizer& tokenizer, const std::vector<int32_t>& ids) {
+  IncrementalDecoder dec(&tokenizer);
+  std::string text;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto delta = dec.Push(ids[i]);
+    if (!delta.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("ids[", i, "]: ", ids[i], " is outside the vocabulary"));
+    }
+    text += *delta;
+  }
+  return text + dec.Flush();
+}
+
 absl::StatusOr<std::vector<int32_t>> ApplyChatTemplate(const Tokenizer& t, const std::vector<ChatMessage>& messages,
                                                        bool add_generation_prompt) {
   std::vector<int32_t> ids = {kBeginOfText};

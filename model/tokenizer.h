@@ -91,6 +91,11 @@ class IncrementalDecoder {
   std::string pending_;
 };
 
+// All of `ids` as text through an IncrementalDecoder (always valid UTF-8:
+// a character cut off at the end comes out as U+FFFD); INVALID_ARGUMENT
+// "ids[i]: ..." for an id outside the vocabulary.
+absl::StatusOr<std::string> DecodeToText(const Tokenizer& tokenizer, const std::vector<int32_t>& ids);
+
 // Llama 3.1 chat format.
 struct ChatMessage {
   std::string role;  // system | user | assistant | ipython

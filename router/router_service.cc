@@ -103,17 +103,9 @@ struct RouterServer::Services : public v1::Inference::Service, public v1::Fleet:
 
   grpc::Status Detokenize(grpc::ServerContext*, const v1::DetokenizeRequest* req, v1::DetokenizeResponse* resp) override {
     if (!tokenizer) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "this router has no tokenizer (--tokenizer DIR)");
-    model::IncrementalDecoder dec(tokenizer.get());
-    std::string text;
-    for (int i = 0; i < req->ids_size(); ++i) {
-      auto delta = dec.Push(req->ids(i));
-      if (!delta.ok()) {
-        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                            absl::StrCat("ids[", i, "]: ", req->ids(i), " is outside the vocabulary"));
-      }
-      text += *delta;
-    }
-    resp->set_text(text + dec.Flush());
+    auto text = model::DecodeToText(*tokenizer, std::vector<int32_t>(req->ids().begin(), req->ids().end()));
+    if (!text.ok()) return ToGrpc(text.status());
+    resp->set_text(*text);
     return grpc::Status::OK;
   }
 

@@ -46,13 +46,7 @@ absl::Status Detokenize(const std::vector<std::string>& args) {
   std::vector<int32_t> ids(ids64.begin(), ids64.end());
   // Through the streaming decoder, so partial characters print as U+FFFD
   // rather than as broken bytes.
-  model::IncrementalDecoder dec(tok.get());
-  std::string text;
-  for (int32_t id : ids) {
-    STRATA_ASSIGN_OR_RETURN(std::string delta, dec.Push(id));
-    text += delta;
-  }
-  text += dec.Flush();
+  STRATA_ASSIGN_OR_RETURN(std::string text, model::DecodeToText(*tok, ids));
   if (f.GetBool("json")) {
     std::cout << nlohmann::json({{"text", text}}).dump() << std::endl;
   } else {
