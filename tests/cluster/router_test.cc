@@ -29,6 +29,7 @@
 #include "strata/v1/inference.grpc.pb.h"
 #include "testdata/grpc_health.grpc.pb.h"
 #include "testdata/grpc_reflection.grpc.pb.h"
+#include "transport/address.h"
 #include "worker/local_engine.h"
 
 namespace strata {
@@ -54,7 +55,22 @@ std::string Slurp(const std::string& path) {
   return ss.str();
 }
 
-int FreePortish() { return 20000 + static_cast<int>(getpid() % 20000); }
+// Forks and execs argv with stderr to `log` and `env` set; the child's pid.
+pid_t SpawnLogged(const std::vector<std::string>& argv, const std::string& log,
+                  const std::vector<std::pair<std::string, std::string>>& env = {}) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
+    FILE* f = freopen(log.c_str(), "w", stderr);
+    (void)f;
+    std::vector<char*> args;
+    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  return pid;
+}
 
 class Cluster {
  public:
@@ -62,22 +78,12 @@ class Cluster {
   void Start(const std::string& model, const std::vector<std::string>& flags) {
     dir_ = absl::StrCat(TempDir(), "/cluster_", getpid(), "_", counter_++);
     ready_ = dir_ + ".ready";
-    metrics_port_ = FreePortish() + counter_ * 7;
+    metrics_port_ = transport::PickFreePort();
     std::vector<std::string> argv = {BinDir() + "/tools/strata", "up", "--model", model, "--bin-dir", BinDir(),
                                      "--log-dir", dir_, "--ready-file", ready_, "--metrics-port",
                                      absl::StrCat(metrics_port_), "--backend", "cpu", "--kv-dtype", "f32"};
     argv.insert(argv.end(), flags.begin(), flags.end());
-    pid_ = fork();
-    if (pid_ == 0) {
-      const std::string log = dir_ + ".up.log";
-      FILE* f = freopen(log.c_str(), "w", stderr);
-      (void)f;
-      std::vector<char*> args;
-      for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-      args.push_back(nullptr);
-      execv(args[0], args.data());
-      _exit(127);
-    }
+    pid_ = SpawnLogged(argv, dir_ + ".up.log");
     const auto deadline = Clock::now() + std::chrono::seconds(120);
     while (access(ready_.c_str(), F_OK) != 0) {
       int status = 0;
@@ -432,17 +438,8 @@ TEST_F(RouterTest, AKilledWorkerFailsItsRequestsAndThePipelineComesBack) {
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE);
   // Restart the worker as strata up started it; the pipeline comes back.
   std::vector<std::string> argv = victim["argv"].get<std::vector<std::string>>();
-  const pid_t pid = fork();
-  if (pid == 0) {
-    setenv("UCX_TLS", c.info()["ucx_tls"].get<std::string>().c_str(), 1);
-    FILE* f = freopen((victim["log"].get<std::string>() + ".restart").c_str(), "w", stderr);
-    (void)f;
-    std::vector<char*> args;
-    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
-  }
+  const pid_t pid = SpawnLogged(argv, victim["log"].get<std::string>() + ".restart",
+                                {{"UCX_TLS", c.info()["ucx_tls"].get<std::string>()}});
   const auto until = Clock::now() + std::chrono::seconds(30);
   while (!c.Healthy() && Clock::now() < until) std::this_thread::sleep_for(milliseconds(100));
   EXPECT_TRUE(c.Healthy());
