@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
 #include "nlohmann/json.hpp"
-#include "third_party/status_macros.h"
+#include "base/status_macros.h"
 
 namespace strata::model {
 namespace {

@@ -5,7 +5,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
-#include "third_party/status_macros.h"
+#include "base/status_macros.h"
 
 namespace strata::model {
 namespace {

@@ -9,7 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
 #include "model/safetensors.h"
-#include "third_party/status_macros.h"
+#include "base/status_macros.h"
 
 namespace strata::model {
 namespace {

@@ -2,7 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/backend_factory.h"
-#include "third_party/status_macros.h"
+#include "base/status_macros.h"
 
 namespace strata::tools {
 

@@ -9,7 +9,7 @@
 #include "kernels/cpu/roofline.h"
 #include "model/checkpoint.h"
 #include "nlohmann/json.hpp"
-#include "third_party/status_macros.h"
+#include "base/status_macros.h"
 #include "tools/backend_factory.h"
 #include "tools/flags.h"
 #include "worker/local_engine.h"

@@ -25,7 +25,7 @@
 #include "model/make_model.h"
 #include "nlohmann/json.hpp"
 #include "strata/v1/inference.grpc.pb.h"
-#include "third_party/status_macros.h"
+#include "base/status_macros.h"
 #include "transport/address.h"
 #include "tools/flags.h"
 

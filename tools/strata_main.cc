@@ -21,7 +21,7 @@
 #include "model/make_model.h"
 #include "model/tokenizer.h"
 #include "nlohmann/json.hpp"
-#include "third_party/status_macros.h"
+#include "base/status_macros.h"
 #include "tools/backend_factory.h"
 #include "tools/bench_engine.h"
 #include "tools/cluster.h"

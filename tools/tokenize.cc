@@ -6,7 +6,7 @@
 #include "model/file_system.h"
 #include "model/tokenizer.h"
 #include "nlohmann/json.hpp"
-#include "third_party/status_macros.h"
+#include "base/status_macros.h"
 #include "tools/flags.h"
 
 namespace strata::tools {

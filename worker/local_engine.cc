@@ -4,7 +4,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
-#include "third_party/status_macros.h"
+#include "base/status_macros.h"
 
 namespace strata::worker {
 

@@ -5,7 +5,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "third_party/status_macros.h"
+#include "base/status_macros.h"
 
 namespace strata::worker {
 namespace {

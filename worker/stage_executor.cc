@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "model/make_model.h"
 #include "model/rope.h"
-#include "third_party/status_macros.h"
+#include "base/status_macros.h"
 
 namespace strata::worker {
 namespace {

@@ -7,7 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/reference/sampling.h"
-#include "third_party/status_macros.h"
+#include "base/status_macros.h"
 
 namespace strata::worker {
 

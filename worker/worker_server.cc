@@ -21,7 +21,7 @@
 #include "model/file_system.h"
 #include "nlohmann/json.hpp"
 #include "strata/v1/worker.grpc.pb.h"
-#include "third_party/status_macros.h"
+#include "base/status_macros.h"
 #include "transport/ucx_transport.h"
 #include "worker/communicator.h"
 #include "worker/gloo_communicator.h"

@@ -14,7 +14,7 @@
 #include "kernels/reference/ops.h"
 #include "kernels/reference/reference_backend.h"
 #include "model/rope.h"
-#include "third_party/status_macros.h"
+#include "base/status_macros.h"
 
 namespace strata::kernels::cpu {
 namespace {

@@ -13,7 +13,7 @@
 #include "kernels/reference/ops.h"
 #include "kernels/reference/reference_backend.h"
 #include "model/dtype.h"
-#include "third_party/status_macros.h"
+#include "base/status_macros.h"
 
 namespace strata::kernels::cuda {
 namespace {

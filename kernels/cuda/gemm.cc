@@ -2,7 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_check.h"
-#include "third_party/status_macros.h"
+#include "base/status_macros.h"
 
 namespace strata::kernels::cuda {
 

@@ -5,7 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/reference/ops.h"
-#include "third_party/status_macros.h"
+#include "base/status_macros.h"
 
 namespace strata::kernels {
 namespace {

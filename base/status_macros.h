@@ -4,8 +4,8 @@
 //
 //   STRATA_RETURN_IF_ERROR(DoThing());
 //   STRATA_ASSIGN_OR_RETURN(auto file, OpenFile(path));
-#ifndef STRATA_THIRD_PARTY_STATUS_MACROS_H_
-#define STRATA_THIRD_PARTY_STATUS_MACROS_H_
+#ifndef STRATA_BASE_STATUS_MACROS_H_
+#define STRATA_BASE_STATUS_MACROS_H_
 
 #include <utility>
 
@@ -30,4 +30,4 @@
   if (!statusor.ok()) return std::move(statusor).status(); \
   lhs = std::move(statusor).value()
 
-#endif  // STRATA_THIRD_PARTY_STATUS_MACROS_H_
+#endif  // STRATA_BASE_STATUS_MACROS_H_
