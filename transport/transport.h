@@ -1,7 +1,8 @@
 // The seam between the serving code and the data plane: connect to a peer by
 // address, send a header plus byte ranges (sent without copying where the
 // transport allows), receive whole, validated messages. UcxTransport is the
-// implementation; tests and benchmarks use the same interface.
+// implementation; LoopbackTransport is its in-process twin for unit tests
+// (faults injected through its LoopbackNetwork); both keep this contract.
 #ifndef STRATA_TRANSPORT_TRANSPORT_H_
 #define STRATA_TRANSPORT_TRANSPORT_H_
 
@@ -26,6 +27,9 @@ struct Bytes {
 struct Message {
   WireHeader header;
   std::vector<uint8_t> data;  // plan bytes then payload bytes
+  // When the transport queued it for Receive (the start of the receiver's
+  // queue wait).
+  std::chrono::steady_clock::time_point received = std::chrono::steady_clock::now();
 
   const uint8_t* plan() const { return data.data(); }
   const uint8_t* payload() const { return data.data() + header.plan_bytes; }

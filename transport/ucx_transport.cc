@@ -144,6 +144,7 @@ struct UcxTransport::Impl {
   void Deliver(Message m) {
     received += 1;
     received_bytes += m.data.size();
+    m.received = std::chrono::steady_clock::now();
     std::lock_guard<std::mutex> lock(rx_mu);
     rx.push_back(std::move(m));
     rx_cv.notify_one();

@@ -76,6 +76,36 @@ absl::Status Bad(const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat("malformed data-plane message: ", what));
 }
 
+void PutTimings(Writer& w, const std::vector<StageTiming>& timings) {
+  w.Put<uint32_t>(static_cast<uint32_t>(timings.size()));
+  for (const StageTiming& t : timings) {
+    w.Put<int32_t>(t.stage);
+    w.Put<float>(t.queue_seconds);
+    w.Put<float>(t.compute_seconds);
+    w.Put<float>(t.allreduce_seconds);
+    w.Put<float>(t.send_seconds);
+  }
+}
+
+absl::Status GetTimings(Reader& r, std::vector<StageTiming>* timings) {
+  uint32_t n = 0;
+  if (!r.Get(&n)) return Bad("truncated in the stage timings");
+  if (n > kMaxStageTimings) return Bad(absl::StrCat(n, " stage timings, over the limit of ", kMaxStageTimings));
+  timings->resize(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    StageTiming& t = (*timings)[i];
+    if (!r.Get(&t.stage) || !r.Get(&t.queue_seconds) || !r.Get(&t.compute_seconds) || !r.Get(&t.allreduce_seconds) ||
+        !r.Get(&t.send_seconds)) {
+      return Bad(absl::StrCat("truncated in stage timing ", i));
+    }
+    if (t.stage < 0 || t.stage >= kMaxStageTimings) return Bad(absl::StrCat("stage timing ", i, ": stage ", t.stage));
+    for (float v : {t.queue_seconds, t.compute_seconds, t.allreduce_seconds, t.send_seconds}) {
+      if (!std::isfinite(v) || v < 0) return Bad(absl::StrCat("stage timing ", i, ": ", v, " seconds"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 const char* MessageTypeName(MessageType type) {
@@ -145,6 +175,7 @@ std::string EncodePlan(const StepPlan& plan) {
     w.Put<int32_t>(s.next_token_id);
   }
   w.PutVector(plan.token_ids);
+  PutTimings(w, plan.timings);
   std::string out = w.Take();
   out.resize((out.size() + 7) / 8 * 8, '\0');  // keeps the payload after it 8-byte aligned
   return out;
@@ -198,6 +229,7 @@ absl::StatusOr<StepPlan> DecodePlan(const uint8_t* data, size_t size) {
   if (static_cast<int64_t>(plan.token_ids.size()) != rows) {
     return Bad(absl::StrCat("plan has ", rows, " rows but ", plan.token_ids.size(), " token ids"));
   }
+  if (absl::Status s = GetTimings(r, &plan.timings); !s.ok()) return s;
   if (r.left() >= 8 || (size % 8) != 0) {
     return Bad(absl::StrCat(r.left(), " trailing bytes after the plan (at most 7 padding bytes to 8-byte size)"));
   }
@@ -207,10 +239,23 @@ absl::StatusOr<StepPlan> DecodePlan(const uint8_t* data, size_t size) {
   return plan;
 }
 
+void StepResult::SetStatus(const absl::Status& status) {
+  code = static_cast<int32_t>(status.code());
+  error = status.ok() ? "" : std::string(status.message());
+  if (!status.ok() && error.empty()) error = absl::StatusCodeToString(status.code());
+  if (error.size() > static_cast<size_t>(kMaxErrorBytes)) error.resize(kMaxErrorBytes);
+}
+
+absl::Status StepResult::status() const {
+  return ok() ? absl::OkStatus() : absl::Status(static_cast<absl::StatusCode>(code), error);
+}
+
 std::string EncodeResult(const StepResult& result) {
   Writer w;
   w.Put<uint64_t>(result.step_id);
+  w.Put<int32_t>(result.code);
   w.PutString(result.error);
+  PutTimings(w, result.timings);
   w.Put<uint32_t>(static_cast<uint32_t>(result.sequences.size()));
   for (const SequenceResult& s : result.sequences) {
     w.Put<uint64_t>(s.seq_id);
@@ -231,9 +276,18 @@ absl::StatusOr<StepResult> DecodeResult(const uint8_t* data, size_t size) {
   Reader r(data, size);
   StepResult result;
   uint32_t n = 0;
-  if (!r.Get(&result.step_id) || !r.GetString(&result.error, 1 << 16) || !r.Get(&n)) {
+  if (!r.Get(&result.step_id) || !r.Get(&result.code) || !r.GetString(&result.error, kMaxErrorBytes)) {
     return Bad("result truncated in its header");
   }
+  if (result.code < 0 || result.code > static_cast<int32_t>(absl::StatusCode::kUnauthenticated)) {
+    return Bad(absl::StrCat("result status code ", result.code, " is not a gRPC code"));
+  }
+  if ((result.code == 0) != result.error.empty()) {
+    return Bad(absl::StrCat("result with status code ", result.code, " and ", result.error.size(),
+                            " bytes of error message (a failure needs both, success neither)"));
+  }
+  if (absl::Status s = GetTimings(r, &result.timings); !s.ok()) return s;
+  if (!r.Get(&n)) return Bad("result truncated in its header");
   if (n > kMaxSequencesPerStep) return Bad(absl::StrCat("result has ", n, " sequences"));
   result.sequences.resize(n);
   for (uint32_t i = 0; i < n; ++i) {

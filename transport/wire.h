@@ -23,7 +23,9 @@
 namespace strata::transport {
 
 inline constexpr uint32_t kWireMagic = 0x41525453;  // "STRA" little-endian
-inline constexpr uint16_t kWireVersion = 1;
+// 2: StepResult carries a status code and per-stage timings; plans carry
+// the timings of the stages they passed through.
+inline constexpr uint16_t kWireVersion = 2;
 
 enum class MessageType : uint16_t {
   kStepPlan = 1,
@@ -54,6 +56,8 @@ inline constexpr int64_t kMaxSequencesPerStep = 4096;
 inline constexpr int64_t kMaxRowsPerStep = 1 << 16;
 inline constexpr int64_t kMaxBlockTable = 1 << 20;
 inline constexpr int32_t kMaxTopLogprobs = 20;
+inline constexpr int64_t kMaxStageTimings = 1024;  // one per stage
+inline constexpr int64_t kMaxErrorBytes = 1 << 16;
 
 // Checks a received header against the data length (plan + payload) and the
 // limits. INVALID_ARGUMENT naming what is wrong.
@@ -87,11 +91,27 @@ struct PlanSequence {
   int32_t next_token_id = -1;
 };
 
+// Where a step's time went on one stage (its rank 0, which speaks for the
+// stage), in seconds: waiting in the receive queue, the stage's forward
+// pass without its all-reduces, the all-reduces, and sending (waiting for
+// the previous send to the next stage and posting this one, or encoding
+// and posting the result). Every value is finite and >= 0.
+struct StageTiming {
+  int32_t stage = 0;
+  float queue_seconds = 0;
+  float compute_seconds = 0;
+  float allreduce_seconds = 0;
+  float send_seconds = 0;
+};
+
 struct StepPlan {
   uint64_t step_id = 0;
   bool return_logits = false;  // the full logits of sampled rows (debugging, parity tests)
   std::vector<PlanSequence> sequences;
   std::vector<int32_t> token_ids;  // one per new row, sequence after sequence
+  // The stages this step passed through so far, in order (empty from the
+  // router); each stage appends its own before forwarding.
+  std::vector<StageTiming> timings;
 
   int64_t NumRows() const;
 };
@@ -120,8 +140,20 @@ struct SequenceResult {
 
 struct StepResult {
   uint64_t step_id = 0;
-  std::string error;  // non-empty: the step failed on the pipeline
+  // The step's outcome as a gRPC / absl status code (0: OK) and, when it
+  // failed, the message saying where and why. The router acts on the code
+  // (UNAVAILABLE and DEADLINE_EXCEEDED take the pipeline down; any other
+  // failure ends the step's sequences), never on the text. A decoded result
+  // has code 0 exactly when error is empty.
+  int32_t code = 0;
+  std::string error;
+  std::vector<StageTiming> timings;  // every stage the step passed, in order
   std::vector<SequenceResult> sequences;
+
+  bool ok() const { return code == 0; }
+  // Sets code and error from a failed status (OK clears both).
+  void SetStatus(const absl::Status& status);
+  absl::Status status() const;
 };
 
 std::string EncodeResult(const StepResult& result);

@@ -1,6 +1,7 @@
 // The wire format: plans and results round-trip; headers and bodies that are
 // truncated, of another version, oversized or inconsistent are refused with
 // a message, and no prefix or bit flip of a valid message crashes a decoder.
+#include <cmath>
 #include "transport/wire.h"
 
 #include <cstring>
@@ -84,9 +85,77 @@ TEST(WireTest, ResultRoundTrips) {
   EXPECT_EQ(back->sequences[0].token, 77);
   EXPECT_EQ(back->sequences[0].top[1].token, 3);
   EXPECT_EQ(back->sequences[0].logits, s.logits);
-  r.error = "stage 1 failed";
+  r.SetStatus(absl::InternalError("stage 1 failed"));
   const std::string err = EncodeResult(r);
   EXPECT_EQ(DecodeResult(reinterpret_cast<const uint8_t*>(err.data()), err.size())->error, "stage 1 failed");
+}
+
+TEST(WireTest, ResultCarriesCodeAndStageTimings) {
+  StepResult r;
+  r.step_id = 9;
+  r.SetStatus(absl::UnavailableError("stage 1 rank 0: forwarding activations: peer gone"));
+  r.timings = {{0, 0.001f, 0.02f, 0.003f, 0.0004f}, {1, 0.0f, 0.03f, 0.002f, 0.0001f}};
+  const std::string bytes = EncodeResult(r);
+  auto back = DecodeResult(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_FALSE(back->ok());
+  EXPECT_EQ(back->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(back->error, r.error);
+  ASSERT_EQ(back->timings.size(), 2u);
+  EXPECT_EQ(back->timings[1].stage, 1);
+  EXPECT_FLOAT_EQ(back->timings[0].compute_seconds, 0.02f);
+  EXPECT_FLOAT_EQ(back->timings[1].send_seconds, 0.0001f);
+  r.SetStatus(absl::OkStatus());
+  EXPECT_TRUE(r.ok());
+  EXPECT_TRUE(r.error.empty());
+}
+
+TEST(WireTest, ResultRefusesInconsistentStatus) {
+  auto decode = [](StepResult r) {
+    const std::string bytes = EncodeResult(r);
+    return DecodeResult(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()).status();
+  };
+  StepResult code_without_text;
+  code_without_text.code = static_cast<int32_t>(absl::StatusCode::kInternal);
+  EXPECT_EQ(decode(code_without_text).code(), absl::StatusCode::kInvalidArgument);
+  StepResult text_without_code;
+  text_without_code.error = "failed";
+  EXPECT_EQ(decode(text_without_code).code(), absl::StatusCode::kInvalidArgument);
+  StepResult unknown_code;
+  unknown_code.code = 17;
+  unknown_code.error = "what";
+  EXPECT_NE(decode(unknown_code).message().find("not a gRPC code"), std::string::npos);
+  StepResult nan_timing;
+  nan_timing.timings = {{0, 0, std::nanf(""), 0, 0}};
+  EXPECT_EQ(decode(nan_timing).code(), absl::StatusCode::kInvalidArgument);
+  StepResult negative_timing;
+  negative_timing.timings = {{0, -1.0f, 0, 0, 0}};
+  EXPECT_EQ(decode(negative_timing).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(WireTest, PlanCarriesUpstreamTimings) {
+  StepPlan p;
+  p.step_id = 3;
+  PlanSequence s;
+  s.seq_id = 1;
+  s.num_tokens = 1;
+  s.block_table = {0};
+  p.sequences = {s};
+  p.token_ids = {5};
+  p.timings = {{0, 0.5f, 1.0f, 0.25f, 0.125f}};
+  const std::string bytes = EncodePlan(p);
+  EXPECT_EQ(bytes.size() % 8, 0u);
+  auto back = DecodePlan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  ASSERT_TRUE(back.ok()) << back.status();
+  ASSERT_EQ(back->timings.size(), 1u);
+  EXPECT_FLOAT_EQ(back->timings[0].allreduce_seconds, 0.25f);
+  // A stage appends its own timing: the encoding grows by a fixed amount,
+  // so a stage can reserve the space before it knows the values.
+  StepPlan more = *back;
+  more.timings.push_back({1, 0, 0, 0, 0});
+  const size_t reserved = EncodePlan(more).size();
+  more.timings.back() = {1, 0.1f, 2.0f, 0.3f, 0.01f};
+  EXPECT_EQ(EncodePlan(more).size(), reserved);
 }
 
 TEST(WireTest, HeaderValidation) {
@@ -100,7 +169,7 @@ TEST(WireTest, HeaderValidation) {
   EXPECT_FALSE(ValidateHeader(&h, sizeof(h), 499).ok());
   EXPECT_FALSE(ValidateHeader(&h, sizeof(h), 501).ok());
   WireHeader v = h;
-  v.version = 2;
+  v.version = kWireVersion + 1;
   auto s = ValidateHeader(&v, sizeof(v), 500);
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.message().find("version"), std::string::npos) << s;

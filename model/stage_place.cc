@@ -1,0 +1,85 @@
+#include "model/stage_place.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace strata::model {
+namespace {
+
+absl::Status Invalid(const std::string& msg) { return absl::InvalidArgumentError(msg); }
+
+}  // namespace
+
+std::pair<int64_t, int64_t> StagePlace::EvenSplit(int64_t num_layers, int32_t stage, int32_t num_stages) {
+  return {num_layers * stage / num_stages, num_layers * (stage + 1) / num_stages};
+}
+
+absl::StatusOr<StagePlace> StagePlace::Create(int32_t stage, int32_t num_stages, int32_t tp_rank, int32_t tp_size,
+                                              int64_t num_layers, int64_t first_layer, int64_t last_layer) {
+  if (num_stages < 1 || num_stages > kMaxStages) {
+    return Invalid(absl::StrCat("num_stages ", num_stages, " is outside [1, ", kMaxStages, "]"));
+  }
+  if (stage < 0 || stage >= num_stages) {
+    return Invalid(absl::StrCat("stage ", stage, " is outside [0, ", num_stages, ")"));
+  }
+  if (tp_size < 1 || tp_size > kMaxTpSize) {
+    return Invalid(absl::StrCat("tp_size ", tp_size, " is outside [1, ", kMaxTpSize, "]"));
+  }
+  if (tp_rank < 0 || tp_rank >= tp_size) {
+    return Invalid(absl::StrCat("tp_rank ", tp_rank, " is outside [0, ", tp_size, ")"));
+  }
+  if (num_layers < 1) return Invalid(absl::StrCat("num_layers ", num_layers, " must be positive"));
+  if (num_stages > num_layers) {
+    return Invalid(absl::StrCat("num_stages ", num_stages, " is more than the model's ", num_layers, " layers"));
+  }
+  StagePlace p;
+  p.stage_ = stage;
+  p.num_stages_ = num_stages;
+  p.tp_rank_ = tp_rank;
+  p.tp_size_ = tp_size;
+  p.num_layers_ = num_layers;
+  const auto even = EvenSplit(num_layers, stage, num_stages);
+  p.first_layer_ = first_layer >= 0 ? first_layer : even.first;
+  p.last_layer_ = last_layer >= 0 ? last_layer : even.second;
+  if (p.first_layer_ >= p.last_layer_ || p.last_layer_ > num_layers) {
+    return Invalid(absl::StrCat("layers [", p.first_layer_, ", ", p.last_layer_, ") are not a non-empty range inside [0, ",
+                                num_layers, ")"));
+  }
+  if (stage == 0 && p.first_layer_ != 0) {
+    return Invalid(absl::StrCat("stage 0 must start at layer 0, not ", p.first_layer_));
+  }
+  if (p.has_lm_head() && p.last_layer_ != num_layers) {
+    return Invalid(absl::StrCat("the last stage must end at layer ", num_layers, ", not ", p.last_layer_));
+  }
+  return p;
+}
+
+std::string StagePlace::Describe() const {
+  return absl::StrCat("stage ", stage_, " rank ", tp_rank_, " (layers [", first_layer_, ", ", last_layer_, "))");
+}
+
+absl::Status StagePlace::CheckSameStage(const StagePlace& peer) const {
+  if (peer.stage_ != stage_ || peer.num_stages_ != num_stages_ || peer.tp_size_ != tp_size_ ||
+      peer.num_layers_ != num_layers_) {
+    return Invalid(absl::StrCat(peer.Describe(), " is not a rank of ", Describe()));
+  }
+  if (peer.first_layer_ != first_layer_ || peer.last_layer_ != last_layer_) {
+    return Invalid(absl::StrCat("stage ", stage_, " rank ", peer.tp_rank_, " holds layers [", peer.first_layer_, ", ",
+                                peer.last_layer_, "); rank ", tp_rank_, " says [", first_layer_, ", ", last_layer_,
+                                ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StagePlace::CheckFollowedBy(const StagePlace& next) const {
+  if (next.num_stages_ != num_stages_ || next.tp_size_ != tp_size_ || next.num_layers_ != num_layers_ ||
+      next.stage_ != stage_ + 1) {
+    return Invalid(absl::StrCat(next.Describe(), " cannot follow ", Describe()));
+  }
+  if (next.first_layer_ != last_layer_) {
+    return Invalid(absl::StrCat("stage ", stage_, " ends at layer ", last_layer_, " but stage ", next.stage_,
+                                " starts at ", next.first_layer_, ": the plan must cover each layer once"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace strata::model

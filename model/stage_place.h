@@ -1,0 +1,66 @@
+// A worker's place in the world: which pipeline stage it is, which tensor-
+// parallel rank of that stage, which layers it holds, and whether it owns
+// the embedding (stage 0) and the lm_head (the last stage). Computed once
+// (TensorRT-LLM's WorldConfig habit) and used by the worker, the router's
+// plan checks and `strata up`, so no one re-derives the arithmetic.
+#ifndef STRATA_MODEL_STAGE_PLACE_H_
+#define STRATA_MODEL_STAGE_PLACE_H_
+
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#include "absl/status/statusor.h"
+
+namespace strata::model {
+
+// Limits on what a place may say (values arrive from flags and peers).
+inline constexpr int32_t kMaxStages = 1024;
+inline constexpr int32_t kMaxTpSize = 64;
+
+class StagePlace {
+ public:
+  // `first_layer`/`last_layer` < 0: the even split of `num_layers` over
+  // `num_stages`. INVALID_ARGUMENT naming the field for anything out of
+  // range: stage or rank outside its count, more stages than layers, a
+  // layer range that is empty or leaves [0, num_layers), stage 0 not
+  // starting at layer 0 or the last stage not ending at num_layers.
+  static absl::StatusOr<StagePlace> Create(int32_t stage, int32_t num_stages, int32_t tp_rank, int32_t tp_size,
+                                           int64_t num_layers, int64_t first_layer = -1, int64_t last_layer = -1);
+
+  // Layers [first, last) of stage `stage` when `num_layers` split evenly.
+  static std::pair<int64_t, int64_t> EvenSplit(int64_t num_layers, int32_t stage, int32_t num_stages);
+
+  int32_t stage() const { return stage_; }
+  int32_t num_stages() const { return num_stages_; }
+  int32_t tp_rank() const { return tp_rank_; }
+  int32_t tp_size() const { return tp_size_; }
+  int64_t first_layer() const { return first_layer_; }
+  int64_t last_layer() const { return last_layer_; }
+  int64_t num_layers() const { return num_layers_; }  // of the whole model
+  bool has_embedding() const { return stage_ == 0; }
+  bool has_lm_head() const { return stage_ + 1 == num_stages_; }
+  // Rank 0 of a stage speaks for it (results, errors, the rendezvous store).
+  bool is_stage_leader() const { return tp_rank_ == 0; }
+  // Global rank in a pipeline of num_stages x tp_size workers.
+  int32_t rank() const { return stage_ * tp_size_ + tp_rank_; }
+
+  // "stage 1 rank 0 (layers [4, 8))", for logs and errors.
+  std::string Describe() const;
+
+  // Whether `next` can follow this place in the same pipeline: the same
+  // stage count, TP size and model, the next stage, starting at this
+  // stage's last layer. INVALID_ARGUMENT saying which part differs.
+  absl::Status CheckFollowedBy(const StagePlace& next) const;
+  // Whether `peer` is another rank of this stage: the same layers and sizes.
+  absl::Status CheckSameStage(const StagePlace& peer) const;
+
+ private:
+  StagePlace() = default;
+  int32_t stage_ = 0, num_stages_ = 1, tp_rank_ = 0, tp_size_ = 1;
+  int64_t first_layer_ = 0, last_layer_ = 0, num_layers_ = 0;
+};
+
+}  // namespace strata::model
+
+#endif  // STRATA_MODEL_STAGE_PLACE_H_

@@ -1,0 +1,80 @@
+#include "model/stage_place.h"
+
+#include "gtest/gtest.h"
+
+namespace strata::model {
+namespace {
+
+TEST(StagePlaceTest, EvenSplitCoversEveryLayerOnce) {
+  for (int64_t layers : {2, 7, 16, 126}) {
+    for (int32_t stages = 1; stages <= std::min<int64_t>(layers, 9); ++stages) {
+      int64_t next = 0;
+      for (int32_t s = 0; s < stages; ++s) {
+        auto p = StagePlace::Create(s, stages, 0, 1, layers);
+        ASSERT_TRUE(p.ok()) << p.status();
+        EXPECT_EQ(p->first_layer(), next);
+        EXPECT_LT(p->first_layer(), p->last_layer());
+        next = p->last_layer();
+        EXPECT_EQ(p->has_embedding(), s == 0);
+        EXPECT_EQ(p->has_lm_head(), s + 1 == stages);
+        if (s > 0) {
+          auto prev = StagePlace::Create(s - 1, stages, 0, 1, layers);
+          EXPECT_TRUE(prev->CheckFollowedBy(*p).ok());
+        }
+      }
+      EXPECT_EQ(next, layers);
+    }
+  }
+}
+
+TEST(StagePlaceTest, RanksAndLeaders) {
+  auto p = StagePlace::Create(1, 2, 3, 4, 8);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->rank(), 7);
+  EXPECT_FALSE(p->is_stage_leader());
+  EXPECT_EQ(p->Describe(), "stage 1 rank 3 (layers [4, 8))");
+  auto peer = StagePlace::Create(1, 2, 0, 4, 8);
+  EXPECT_TRUE(peer->is_stage_leader());
+  EXPECT_TRUE(p->CheckSameStage(*peer).ok());
+}
+
+TEST(StagePlaceTest, ExplicitLayers) {
+  auto first = StagePlace::Create(0, 2, 0, 1, 8, 0, 3);
+  auto second = StagePlace::Create(1, 2, 0, 1, 8, 3, 8);
+  ASSERT_TRUE(first.ok() && second.ok());
+  EXPECT_TRUE(first->CheckFollowedBy(*second).ok());
+  auto gap = StagePlace::Create(1, 2, 0, 1, 8, 4, 8);
+  ASSERT_TRUE(gap.ok());
+  absl::Status s = first->CheckFollowedBy(*gap);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("ends at layer 3 but stage 1 starts at 4"), std::string::npos) << s;
+  auto other_rank = StagePlace::Create(1, 2, 1, 2, 8, 4, 8);
+  auto this_rank = StagePlace::Create(1, 2, 0, 2, 8, 3, 8);
+  EXPECT_FALSE(this_rank->CheckSameStage(*other_rank).ok());
+}
+
+TEST(StagePlaceTest, RefusesBadPlacesNamingTheField) {
+  struct Case {
+    int32_t stage, stages, rank, tp;
+    int64_t layers, first, last;
+    const char* names;
+  };
+  const Case cases[] = {
+      {0, 0, 0, 1, 8, -1, -1, "num_stages"},   {2, 2, 0, 1, 8, -1, -1, "stage 2"},
+      {-1, 2, 0, 1, 8, -1, -1, "stage -1"},    {0, 1, 0, 0, 8, -1, -1, "tp_size"},
+      {0, 1, 0, 65, 8, -1, -1, "tp_size"},     {0, 1, 2, 2, 8, -1, -1, "tp_rank 2"},
+      {0, 9, 0, 1, 8, -1, -1, "more than"},    {0, 1, 0, 1, 0, -1, -1, "num_layers"},
+      {0, 2, 0, 1, 8, 1, 4, "start at layer 0"}, {1, 2, 0, 1, 8, 4, 7, "end at layer 8"},
+      {0, 2, 0, 1, 8, 3, 3, "non-empty"},      {1, 2, 0, 1, 8, 4, 9, "non-empty"},
+      {0, 2000, 0, 1, 4000, -1, -1, "num_stages"},
+  };
+  for (const Case& c : cases) {
+    auto p = StagePlace::Create(c.stage, c.stages, c.rank, c.tp, c.layers, c.first, c.last);
+    ASSERT_FALSE(p.ok()) << c.names;
+    EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(p.status().message().find(c.names), std::string::npos) << p.status() << " wanted " << c.names;
+  }
+}
+
+}  // namespace
+}  // namespace strata::model

@@ -1,0 +1,118 @@
+#include "transport/loopback_transport.h"
+
+#include <cstring>
+
+#include "gtest/gtest.h"
+
+namespace strata::transport {
+namespace {
+
+using std::chrono::milliseconds;
+
+WireHeader ResultHeader(uint64_t step, size_t bytes) {
+  WireHeader h;
+  h.type = static_cast<uint16_t>(MessageType::kStepResult);
+  h.step_id = step;
+  h.payload_bytes = bytes;
+  return h;
+}
+
+absl::StatusOr<int> ConnectTo(LoopbackTransport& from, const LoopbackTransport& to) {
+  auto hp = ParseHostPort(to.address(), "peer");
+  if (!hp.ok()) return hp.status();
+  return from.Connect(*hp);
+}
+
+TEST(LoopbackTransportTest, DeliversValidatedMessagesInOrder) {
+  LoopbackNetwork net;
+  auto a = net.Listen();
+  auto b = net.Listen();
+  EXPECT_NE(a->address(), b->address());
+  auto peer = ConnectTo(*a, *b);
+  ASSERT_TRUE(peer.ok()) << peer.status();
+  EXPECT_EQ(*ConnectTo(*a, *b), *peer);  // reused
+  const std::string one = "first", two = "second!";
+  ASSERT_TRUE(a->Send(*peer, ResultHeader(1, one.size()), {{one.data(), one.size()}}, milliseconds(100)).ok());
+  auto pending = a->SendAsync(*peer, ResultHeader(2, two.size()), {{two.data(), 3}, {two.data() + 3, 4}});
+  ASSERT_TRUE(pending.ok());
+  ASSERT_TRUE(a->Wait(pending->get(), milliseconds(100)).ok());
+  auto m1 = b->Receive(milliseconds(100));
+  auto m2 = b->Receive(milliseconds(100));
+  ASSERT_TRUE(m1.ok() && m2.ok());
+  EXPECT_EQ(m1->header.step_id, 1u);
+  EXPECT_EQ(std::string(m2->data.begin(), m2->data.end()), two);
+  EXPECT_EQ(b->Receive(milliseconds(5)).status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(a->stats().messages_sent, 2u);
+  EXPECT_EQ(b->stats().messages_received, 2u);
+}
+
+TEST(LoopbackTransportTest, RefusesMismatchedLengthsAndCountsMalformedMessages) {
+  LoopbackNetwork net;
+  auto a = net.Listen();
+  auto b = net.Listen();
+  const int peer = *ConnectTo(*a, *b);
+  const std::string body = "abc";
+  EXPECT_EQ(a->Send(peer, ResultHeader(1, 99), {{body.data(), body.size()}}, milliseconds(10)).code(),
+            absl::StatusCode::kInvalidArgument);
+  WireHeader h = ResultHeader(1, body.size());
+  h.version = kWireVersion + 1;
+  std::string raw(sizeof(h), '\0');
+  std::memcpy(raw.data(), &h, sizeof(h));
+  ASSERT_TRUE(net.DeliverRaw(b->address(), raw, body).ok());
+  ASSERT_TRUE(net.DeliverRaw(b->address(), raw.substr(1), body).ok());
+  EXPECT_EQ(b->stats().messages_rejected, 2u);
+  EXPECT_FALSE(b->Receive(milliseconds(5)).ok());
+  EXPECT_EQ(net.DeliverRaw("loopback:999", raw, body).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(a->Connect({"loopback", 999}).status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(LoopbackTransportTest, InjectedFaults) {
+  LoopbackNetwork net;
+  auto a = net.Listen();
+  auto b = net.Listen();
+  const int peer = *ConnectTo(*a, *b);
+  const std::string body = "x";
+  auto send = [&](uint64_t step) {
+    return a->Send(peer, ResultHeader(step, 1), {{body.data(), 1}}, milliseconds(20));
+  };
+  net.DropTo(b->address(), true);  // accepted and lost
+  EXPECT_TRUE(send(1).ok());
+  EXPECT_FALSE(b->Receive(milliseconds(5)).ok());
+  net.DropTo(b->address(), false);
+  net.FailSendsTo(b->address(), absl::UnavailableError("peer reset"));
+  EXPECT_EQ(send(2).code(), absl::StatusCode::kUnavailable);
+  net.FailSendsTo(b->address(), absl::OkStatus());
+  net.HangSendsTo(b->address(), true);
+  EXPECT_EQ(send(3).code(), absl::StatusCode::kDeadlineExceeded);
+  auto hung = a->SendAsync(peer, ResultHeader(4, 1), {{body.data(), 1}});
+  ASSERT_TRUE(hung.ok());
+  EXPECT_FALSE((*hung)->Done());
+  net.HangSendsTo(b->address(), false);
+  EXPECT_TRUE((*hung)->Done());
+  auto m = b->Receive(milliseconds(20));
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->header.step_id, 4u);  // the timed-out send was given up with its PendingSend
+  EXPECT_FALSE(b->Receive(milliseconds(5)).ok());
+}
+
+TEST(LoopbackTransportTest, InterruptWakesReceiveOncePerCall) {
+  LoopbackNetwork net;
+  auto a = net.Listen();
+  a->Interrupt();
+  EXPECT_EQ(a->Receive(milliseconds(1000)).status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(a->Receive(milliseconds(5)).status().code(), absl::StatusCode::kDeadlineExceeded);
+}
+
+TEST(LoopbackTransportTest, PeerGone) {
+  LoopbackNetwork net;
+  auto a = net.Listen();
+  auto b = net.Listen();
+  const int peer = *ConnectTo(*a, *b);
+  b.reset();
+  const std::string body = "x";
+  EXPECT_EQ(a->Send(peer, ResultHeader(1, 1), {{body.data(), 1}}, milliseconds(5)).code(),
+            absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace strata::transport
