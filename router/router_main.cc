@@ -3,14 +3,13 @@
 // new requests get UNAVAILABLE, running ones finish within --drain-ms, then
 // it exits 0.
 #include <algorithm>
-#include <csignal>
 #include <fstream>
 #include <iostream>
 #include <map>
-#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "base/signals.h"
 #include "router/router_service.h"
 
 namespace {
@@ -92,12 +91,7 @@ int main(int argc, char** argv) {
   }
   if (bad) return 2;
 
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  std::signal(SIGPIPE, SIG_IGN);
+  strata::base::BlockStopSignals();
 
   auto server = strata::router::RouterServer::Start(o);
   if (!server.ok()) {
@@ -113,13 +107,7 @@ int main(int argc, char** argv) {
                        << "\"}\n";
     std::rename(tmp.c_str(), v["ready-file"].c_str());
   }
-  std::thread signals([&] {
-    int sig = 0;
-    sigwait(&stop_signals, &sig);
-    std::cerr << "strata-router: signal " << sig << ", draining" << std::endl;
-    (*server)->Drain(std::chrono::milliseconds(drain_ms));
-  });
-  signals.detach();
+  strata::base::DrainOnStopSignal("strata-router", [&] { (*server)->Drain(std::chrono::milliseconds(drain_ms)); });
   (*server)->Wait();
   return 0;
 }

@@ -26,7 +26,7 @@
 #include "nlohmann/json.hpp"
 #include "strata/v1/inference.grpc.pb.h"
 #include "base/status_macros.h"
-#include "transport/address.h"
+#include "base/net.h"
 #include "tools/flags.h"
 
 namespace strata::tools {
@@ -190,7 +190,7 @@ absl::Status Up(const std::vector<std::string>& args) {
     StopAll(&children, 5000);
     return absl::UnavailableError(why);
   };
-  const int router_port = port > 0 ? static_cast<int>(port) : transport::PickFreePort();
+  const int router_port = port > 0 ? static_cast<int>(port) : base::PickFreePort();
   const std::string router_addr = absl::StrCat("127.0.0.1:", router_port);
   std::vector<std::string> rargs = {router_bin, "--port", absl::StrCat(router_port), "--model-name",
                                     model.substr(model.rfind('/') + 1), "--ucx-peer-errors", shm ? "false" : "true",
@@ -214,8 +214,8 @@ absl::Status Up(const std::vector<std::string>& args) {
     std::vector<std::vector<int>> data(stages, std::vector<int>(tp));
     std::vector<int> store(stages);
     for (int64_t s = 0; s < stages; ++s) {
-      store[s] = transport::PickFreePort();
-      for (int64_t t = 0; t < tp; ++t) data[s][t] = transport::PickFreePort();
+      store[s] = base::PickFreePort();
+      for (int64_t t = 0; t < tp; ++t) data[s][t] = base::PickFreePort();
     }
     for (int64_t s = 0; s < stages; ++s) {
       for (int64_t t = 0; t < tp; ++t) {

@@ -3,7 +3,6 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <cstring>
 
@@ -25,18 +24,6 @@ absl::StatusOr<HostPort> ParseHostPort(const std::string& text, const std::strin
     return absl::InvalidArgumentError(absl::StrCat(what, ": port in \"", text, "\" is not in [0, 65535]"));
   }
   return hp;
-}
-
-int PickFreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
 }
 
 absl::StatusOr<sockaddr_in> Resolve(const HostPort& address) {

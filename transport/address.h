@@ -20,10 +20,6 @@ struct HostPort {
 // Parses "host:port" (port in [0, 65535]); INVALID_ARGUMENT naming `what`.
 absl::StatusOr<HostPort> ParseHostPort(const std::string& text, const std::string& what);
 
-// A port that was free on 127.0.0.1 a moment ago (for launchers and tests
-// that must name ports before the processes that listen on them start).
-int PickFreePort();
-
 // Resolves to an IPv4 socket address (getaddrinfo, AF_INET).
 absl::StatusOr<sockaddr_in> Resolve(const HostPort& address);
 

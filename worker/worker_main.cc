@@ -1,10 +1,9 @@
 // strata-worker: one TP rank of one pipeline stage (see worker_options.h for
 // the flags). SIGTERM or SIGINT drains: steps already sent to this worker
 // run, then it exits 0.
-#include <csignal>
 #include <iostream>
-#include <thread>
 
+#include "base/signals.h"
 #include "worker/worker_options.h"
 #include "worker/worker_server.h"
 
@@ -19,26 +18,14 @@ int main(int argc, char** argv) {
     std::cerr << "strata-worker: " << options.status().message() << "\n" << strata::worker::WorkerUsage();
     return 2;
   }
-  // Block the stop signals in every thread; one thread waits for them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  std::signal(SIGPIPE, SIG_IGN);
+  strata::base::BlockStopSignals();
 
   auto server = strata::worker::WorkerServer::Start(*options);
   if (!server.ok()) {
     std::cerr << "strata-worker: " << server.status() << "\n";
     return 1;
   }
-  std::thread signals([&] {
-    int sig = 0;
-    sigwait(&stop_signals, &sig);
-    std::cerr << "strata-worker: signal " << sig << ", draining\n";
-    (*server)->Drain(/*quiet_ms=*/500, /*budget_ms=*/30000);
-  });
-  signals.detach();
+  strata::base::DrainOnStopSignal("strata-worker", [&] { (*server)->Drain(/*quiet_ms=*/500, /*budget_ms=*/30000); });
   (*server)->Wait();
   return 0;
 }

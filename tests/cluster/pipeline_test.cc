@@ -27,6 +27,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "base/net.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/reference/sampling.h"
@@ -160,8 +161,8 @@ class PipelineTest : public ::testing::TestWithParam<const char*> {
         absl::StrCat(netns_.on ? netns_.driver_host : "127.0.0.1", ":", driver_port);
     int data_port[kStages][kTp], store_port[kStages];
     for (int s = 0; s < kStages; ++s) {
-      store_port[s] = netns_.on ? 29400 + s : transport::PickFreePort();
-      for (int r = 0; r < kTp; ++r) data_port[s][r] = netns_.on ? 29410 + r : transport::PickFreePort();
+      store_port[s] = netns_.on ? 29400 + s : base::PickFreePort();
+      for (int r = 0; r < kTp; ++r) data_port[s][r] = netns_.on ? 29410 + r : base::PickFreePort();
     }
     for (int s = 0; s < kStages; ++s) {
       for (int r = 0; r < kTp; ++r) {

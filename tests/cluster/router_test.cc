@@ -29,7 +29,7 @@
 #include "strata/v1/inference.grpc.pb.h"
 #include "testdata/grpc_health.grpc.pb.h"
 #include "testdata/grpc_reflection.grpc.pb.h"
-#include "transport/address.h"
+#include "base/net.h"
 #include "worker/local_engine.h"
 
 namespace strata {
@@ -78,7 +78,7 @@ class Cluster {
   void Start(const std::string& model, const std::vector<std::string>& flags) {
     dir_ = absl::StrCat(TempDir(), "/cluster_", getpid(), "_", counter_++);
     ready_ = dir_ + ".ready";
-    metrics_port_ = transport::PickFreePort();
+    metrics_port_ = base::PickFreePort();
     std::vector<std::string> argv = {BinDir() + "/tools/strata", "up", "--model", model, "--bin-dir", BinDir(),
                                      "--log-dir", dir_, "--ready-file", ready_, "--metrics-port",
                                      absl::StrCat(metrics_port_), "--backend", "cpu", "--kv-dtype", "f32"};

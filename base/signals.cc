@@ -1,0 +1,49 @@
+#include "base/signals.h"
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <thread>
+
+namespace strata::base {
+namespace {
+
+sigset_t StopSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  return set;
+}
+
+}  // namespace
+
+void BlockStopSignals() {
+  const sigset_t set = StopSignals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+int WaitForStopSignal(std::chrono::milliseconds timeout) {
+  const sigset_t set = StopSignals();
+  const auto ms = timeout.count() < 0 ? 0 : timeout.count();
+  timespec ts{static_cast<time_t>(ms / 1000), static_cast<long>(ms % 1000) * 1000000L};
+  siginfo_t info;
+  const int sig = sigtimedwait(&set, &info, &ts);
+  return sig > 0 ? sig : 0;
+}
+
+void DrainOnStopSignal(const std::string& program, std::function<void()> drain) {
+  std::thread([program, drain = std::move(drain)] {
+    const sigset_t set = StopSignals();
+    int sig = 0;
+    while (sigwait(&set, &sig) != 0) {
+    }
+    std::fprintf(stderr, "%s: signal %d, draining\n", program.c_str(), sig);
+    std::fflush(stderr);
+    drain();
+  }).detach();
+}
+
+}  // namespace strata::base
