@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "kernels/sampling_params.h"
 #include "kernels/step_layout.h"
 #include "model/safetensors.h"
 
@@ -68,6 +70,12 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string Name() const = 0;
+  // Bytes one K or V value takes in this backend's KV cache (4 for f32, 2
+  // for bf16), for sizing a cache to a memory budget.
+  virtual int64_t KvBytesPerValue() const = 0;
+  // The device stream collectives must run on; nullptr for host backends.
+  // On the CUDA backend it is its cudaStream_t, owned by the backend.
+  virtual void* NativeStream() { return nullptr; }
 
   // Copies (and converts) a checkpoint tensor, or a slice of it, into
   // backend storage. 1-D tensors load as one row.
@@ -116,10 +124,27 @@ class Backend {
   // out: [n, cols] = rows `row_ids` (host, in [0, rows of x)) of x: [?, cols].
   virtual void GatherRows(const float* x, int64_t cols, const int64_t* row_ids, int64_t n,
                           float* out) = 0;
+  // Samples and scores logits rows: row i of logits: [requests.size(),
+  // vocab] (backend memory) as requests[i] asks, into results[i] (host;
+  // results.size() == requests.size()). Tokens follow the plain sampler of
+  // kernels/reference/sampling.h. Only the results reach the host (the
+  // caller copies logits with CopyToHost when it wants them whole). Returns
+  // when the results are written, with any error queued work reported.
+  // INVALID_ARGUMENT (ValidateSampleRequests) for a bad request; nothing
+  // runs then.
+  virtual absl::Status Sample(const float* logits, int64_t vocab, absl::Span<const SampleRequest> requests,
+                              absl::Span<SampleResult> results) = 0;
   // Waits for queued work (a no-op on synchronous backends) and reports any
   // asynchronous error.
   virtual absl::Status Synchronize() = 0;
 };
+
+// The checks every Backend::Sample makes first: vocab >= 1, as many results
+// as requests, a target in [-1, vocab), and for rows that sample, logprobs
+// in [-1, kMaxTopLogprobs], a finite temperature >= 0, top_k >= 0 and top_p
+// in (0, 1]. INVALID_ARGUMENT naming the row and the field.
+absl::Status ValidateSampleRequests(int64_t vocab, absl::Span<const SampleRequest> requests,
+                                    absl::Span<const SampleResult> results);
 
 }  // namespace strata::kernels
 

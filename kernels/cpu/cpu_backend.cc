@@ -538,4 +538,9 @@ void CpuBackend::GatherRows(const float* x, int64_t cols, const int64_t* row_ids
   for (int64_t i = 0; i < n; ++i) std::memcpy(out + i * cols, x + row_ids[i] * cols, cols * sizeof(float));
 }
 
+absl::Status CpuBackend::Sample(const float* logits, int64_t vocab, absl::Span<const SampleRequest> requests,
+                                absl::Span<SampleResult> results) {
+  return SampleOnHost(pool_, logits, vocab, requests, results);
+}
+
 }  // namespace strata::kernels::cpu

@@ -34,6 +34,7 @@ class CpuBackend : public Backend {
   explicit CpuBackend(const CpuBackendOptions& options = {});
 
   std::string Name() const override;
+  int64_t KvBytesPerValue() const override { return options_.kv_dtype == model::DType::kBF16 ? 2 : 4; }
   absl::StatusOr<std::unique_ptr<Weight>> LoadWeight(const model::TensorView& tensor,
                                                      const WeightSlice& slice) override;
   absl::StatusOr<std::unique_ptr<Buffer>> AllocateBuffer(int64_t floats) override;
@@ -56,6 +57,10 @@ class CpuBackend : public Backend {
   void Add(float* x, const float* y, int64_t n) override;
   void GatherRows(const float* x, int64_t cols, const int64_t* row_ids, int64_t n,
                   float* out) override;
+  // The reference sampler per row (kernels/reference/sampling.h), rows on
+  // the pool: the same tokens and log-probabilities as ReferenceBackend.
+  absl::Status Sample(const float* logits, int64_t vocab, absl::Span<const SampleRequest> requests,
+                      absl::Span<SampleResult> results) override;
   absl::Status Synchronize() override { return absl::OkStatus(); }
 
   Isa isa() const { return options_.isa; }

@@ -353,32 +353,46 @@ absl::Status CudaBackend::Synchronize() {
   return s;
 }
 
-absl::StatusOr<std::vector<int32_t>> CudaBackend::Sample(const float* logits, int64_t rows,
-                                                        int64_t vocab,
-                                                        const std::vector<SamplingParams>& params) {
+absl::Status CudaBackend::Sample(const float* logits, int64_t vocab, absl::Span<const SampleRequest> requests,
+                                 absl::Span<SampleResult> results) {
+  STRATA_RETURN_IF_ERROR(ValidateSampleRequests(vocab, requests, results));
   STRATA_RETURN_IF_ERROR(error_);
-  if (static_cast<int64_t>(params.size()) != rows) {
-    return absl::InvalidArgumentError(absl::StrCat(params.size(), " sampling params for ", rows, " rows"));
+  const int64_t rows = static_cast<int64_t>(requests.size());
+  if (rows == 0) return absl::OkStatus();
+  // Rows that do not sample draw greedily (the cheap path); their ids are
+  // not read.
+  std::vector<SamplingParams> params(rows);
+  bool any_sample = false;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (requests[r].sample) params[r] = requests[r].params;
+    any_sample = any_sample || requests[r].sample;
   }
-  std::vector<int32_t> ids(rows);
-  if (rows == 0) return ids;
-  const size_t params_bytes = rows * sizeof(SamplingParams);
-  const size_t scratch_bytes = rows * vocab * sizeof(float);
-  const size_t scratch_off = (params_bytes + 15) / 16 * 16;
-  const size_t ids_off = (scratch_off + scratch_bytes + 255) / 256 * 256;
-  STRATA_RETURN_IF_ERROR(Reserve(&sample_scratch_, &sample_scratch_cap_, ids_off + rows * sizeof(int32_t)));
+  // One scratch allocation: params, requests, the sampler's [rows, vocab]
+  // floats, the drawn ids, the results; each part 256-byte aligned.
+  auto align = [](size_t bytes) { return (bytes + 255) / 256 * 256; };
+  const size_t requests_off = align(rows * sizeof(SamplingParams));
+  const size_t floats_off = requests_off + align(rows * sizeof(SampleRequest));
+  const size_t ids_off = floats_off + align(any_sample ? rows * vocab * sizeof(float) : 0);
+  const size_t results_off = ids_off + align(rows * sizeof(int32_t));
+  STRATA_RETURN_IF_ERROR(Reserve(&sample_scratch_, &sample_scratch_cap_, results_off + rows * sizeof(SampleResult)));
   char* base = static_cast<char*>(sample_scratch_);
-  // Params first (aligned at the buffer start), then the scratch floats.
   auto* dparams = reinterpret_cast<SamplingParams*>(base);
-  auto* scratch = reinterpret_cast<float*>(base + scratch_off);
+  auto* drequests = reinterpret_cast<SampleRequest*>(base + requests_off);
+  auto* dfloats = reinterpret_cast<float*>(base + floats_off);
   auto* dids = reinterpret_cast<int32_t*>(base + ids_off);
-  STRATA_RETURN_IF_ERROR(
-      CUDA_STATUS(cudaMemcpyAsync(dparams, params.data(), params_bytes, cudaMemcpyHostToDevice, stream_)));
-  STRATA_RETURN_IF_ERROR(CUDA_STATUS(LaunchSample(logits, rows, vocab, dparams, scratch, dids, stream_)));
-  STRATA_RETURN_IF_ERROR(CUDA_STATUS(
-      cudaMemcpyAsync(ids.data(), dids, rows * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_)));
-  STRATA_RETURN_IF_ERROR(CUDA_STATUS(cudaStreamSynchronize(stream_)));
-  return ids;
+  auto* dresults = reinterpret_cast<SampleResult*>(base + results_off);
+  STRATA_RETURN_IF_ERROR(CUDA_STATUS(cudaMemcpyAsync(drequests, requests.data(), rows * sizeof(SampleRequest),
+                                                     cudaMemcpyHostToDevice, stream_)));
+  if (any_sample) {
+    STRATA_RETURN_IF_ERROR(CUDA_STATUS(
+        cudaMemcpyAsync(dparams, params.data(), rows * sizeof(SamplingParams), cudaMemcpyHostToDevice, stream_)));
+    STRATA_RETURN_IF_ERROR(CUDA_STATUS(LaunchSample(logits, rows, vocab, dparams, dfloats, dids, stream_)));
+  }
+  STRATA_RETURN_IF_ERROR(CUDA_STATUS(LaunchScore(logits, rows, vocab, drequests, dids, dresults, stream_)));
+  STRATA_RETURN_IF_ERROR(CUDA_STATUS(cudaMemcpyAsync(results.data(), dresults, rows * sizeof(SampleResult),
+                                                     cudaMemcpyDeviceToHost, stream_)));
+  // The host staging above and `results` are the caller's or this frame's.
+  return CUDA_STATUS(cudaStreamSynchronize(stream_));
 }
 
 }  // namespace strata::kernels::cuda

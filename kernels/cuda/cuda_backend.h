@@ -26,6 +26,8 @@ class CudaBackend : public Backend {
   ~CudaBackend() override;
 
   std::string Name() const override { return "cuda"; }
+  int64_t KvBytesPerValue() const override { return 2; }  // bf16
+  void* NativeStream() override { return stream_; }
   absl::StatusOr<std::unique_ptr<Weight>> LoadWeight(const model::TensorView& tensor,
                                                      const WeightSlice& slice) override;
   absl::StatusOr<std::unique_ptr<Buffer>> AllocateBuffer(int64_t floats) override;
@@ -47,12 +49,11 @@ class CudaBackend : public Backend {
   void Add(float* x, const float* y, int64_t n) override;
   void GatherRows(const float* x, int64_t cols, const int64_t* row_ids, int64_t n,
                   float* out) override;
+  // On the device (LaunchSample, then LaunchScore); only the results come
+  // back to the host.
+  absl::Status Sample(const float* logits, int64_t vocab, absl::Span<const SampleRequest> requests,
+                      absl::Span<SampleResult> results) override;
   absl::Status Synchronize() override;
-
-  // Samples one token per row of logits (device [rows, vocab]) with the
-  // reference sampler's semantics; params: host [rows].
-  absl::StatusOr<std::vector<int32_t>> Sample(const float* logits, int64_t rows, int64_t vocab,
-                                              const std::vector<SamplingParams>& params);
 
   cudaStream_t stream() const { return stream_; }
   int sm_count() const { return sm_count_; }

@@ -1,12 +1,14 @@
-// The small CUDA ops, the cuBLASLt GEMM and the sampler against the
-// reference, on seeded random inputs over odd shapes; outputs poisoned and
+// The small CUDA ops, the cuBLASLt GEMM, the sampler and the backend's
+// Sample op against the reference, on seeded random inputs over odd shapes; outputs poisoned and
 // guard regions checked.
 #include <algorithm>
 #include <memory>
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/gemv.h"
@@ -271,6 +273,75 @@ TEST_F(OpsCudaTest, SamplingMatchesReferenceSampler) {
     EXPECT_EQ(got[0], 5) << "greedy tie must pick the lowest id";
     EXPECT_LE(mismatches, 1) << "vocab " << vocab;
   }
+}
+
+// Backend::Sample on the device against reference::SampleRow: a mix of
+// greedy and tempered draws, logprobs -1 .. 20, targets and idle rows, over
+// vocab sizes odd and even up to the real 128256.
+TEST_F(OpsCudaTest, BackendSampleMatchesTheHostSampler) {
+  auto backend = CudaBackend::Create();
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  std::mt19937 rng(9);
+  for (int64_t vocab : {1, 2, 7, 1000, 4099, 128256}) {
+    const int64_t rows = 45;
+    std::vector<float> logits = Random(rows * vocab, rng, 3.0f);
+    // Even rows: a tie for the top; the lower id comes first.
+    for (int64_t r = 0; r < rows && vocab >= 7; r += 2) logits[r * vocab + 3] = logits[r * vocab + 5] = 50.0f;
+    std::vector<SampleRequest> requests(rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      SampleRequest& q = requests[r];
+      q.sample = r % 5 != 4;
+      q.params.temperature = r % 3 == 0 ? 0.0f : 0.4f + 0.3f * (r % 4);
+      q.params.top_k = r % 4 == 1 ? 5 : 0;
+      q.params.top_p = r % 4 == 2 ? 0.8f : 1.0f;
+      q.params.seed = 77 + r;
+      q.params.step = r;
+      q.logprobs = std::min<int32_t>(static_cast<int32_t>(r % 23) - 1, kMaxTopLogprobs);
+      q.target = r % 2 == 0 ? static_cast<int32_t>((r * 7919) % vocab) : -1;
+    }
+    auto buffer = (*backend)->AllocateBuffer(rows * vocab);
+    ASSERT_TRUE(buffer.ok());
+    ASSERT_TRUE((*backend)->CopyFromHost(logits.data(), rows * vocab, (*buffer)->data()).ok());
+    std::vector<SampleResult> got(rows);
+    for (SampleResult& g : got) {  // poisoned: the kernel must write every field
+      g.token = g.num_top = -7;
+      g.logprob = g.target_logprob = kPoison;
+      for (TokenLogprob& t : g.top) t = {-7, kPoison};
+    }
+    ASSERT_TRUE((*backend)->Sample((*buffer)->data(), vocab, requests, absl::MakeSpan(got)).ok());
+    int mismatches = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = logits.data() + r * vocab;
+      const SampleRequest& q = requests[r];
+      const SampleResult want = reference::SampleRow(row, vocab, q);
+      const std::string where = "vocab " + std::to_string(vocab) + " row " + std::to_string(r);
+      auto near = [&](float g, float w, const std::string& what) {
+        EXPECT_LE(std::fabs(g - w), 1e-5f + 1e-5f * std::fabs(w)) << where << " " << what << ": got " << g
+                                                                  << " want " << w;
+      };
+      if (got[r].token != want.token) {
+        // Only float summation order differs; allow a rare boundary case.
+        ++mismatches;
+        ASSERT_TRUE(q.sample && q.params.temperature > 0.0f) << "greedy must match exactly, " << where;
+        ASSERT_GE(got[r].token, 0);
+        ASSERT_LT(got[r].token, vocab);
+      }
+      const reference::RowLogSoftmax ls = reference::LogSoftmaxOf(row, vocab);
+      if (q.sample && q.logprobs >= 0) near(got[r].logprob, ls.At(row[got[r].token]), "logprob");
+      if (q.target >= 0) near(got[r].target_logprob, want.target_logprob, "target");
+      ASSERT_EQ(got[r].num_top, want.num_top) << where;
+      for (int k = 0; k < kMaxTopLogprobs; ++k) {
+        EXPECT_EQ(got[r].top[k].token, want.top[k].token) << where << " top " << k;
+        near(got[r].top[k].logprob, want.top[k].logprob, "top " + std::to_string(k));
+      }
+    }
+    if (vocab >= 7) {
+      EXPECT_EQ(got[0].token, 3) << "greedy tie must pick the lowest id";
+    }
+    EXPECT_LE(mismatches, 1) << "vocab " << vocab;
+  }
+  EXPECT_EQ((*backend)->KvBytesPerValue(), 2);
+  EXPECT_NE((*backend)->NativeStream(), nullptr);
 }
 
 }  // namespace

@@ -22,6 +22,10 @@ __device__ T BlockReduce(T v, Op op, T* scratch) {
   return r;
 }
 
+struct SumD { __device__ double operator()(double a, double b) const { return a + b; } };
+struct MaxU {
+  __device__ unsigned long long operator()(unsigned long long a, unsigned long long b) const { return a > b ? a : b; }
+};
 struct MaxF { __device__ float operator()(float a, float b) const { return fmaxf(a, b); } };
 struct SumF { __device__ float operator()(float a, float b) const { return a + b; } };
 struct SumI { __device__ int64_t operator()(int64_t a, int64_t b) const { return a + b; } };
@@ -126,7 +130,76 @@ SampleKernel(const float* __restrict__ logits, int64_t vocab, const SamplingPara
   if (tid == 0) out_ids[row] = static_cast<int32_t>(pick != LLONG_MAX ? pick : (last >= 0 ? last : arg));
 }
 
+// A key whose order is (logit descending, id ascending) under max: the
+// logit's bits made monotone (-0 as +0, as the host compares them), then the
+// id inverted. Never 0 for an id below 2^32 - 1.
+__device__ unsigned long long RankKey(float v, int64_t id) {
+  uint32_t b = __float_as_uint(v == 0.0f ? 0.0f : v);
+  b = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+  return (static_cast<unsigned long long>(b) << 32) | (0xFFFFFFFFu - static_cast<uint32_t>(id));
+}
+
+__global__ void __launch_bounds__(kThreads)
+ScoreKernel(const float* __restrict__ logits, int64_t vocab, const SampleRequest* __restrict__ requests,
+            const int32_t* __restrict__ tokens, SampleResult* __restrict__ results) {
+  __shared__ float f_red[kWarps];
+  __shared__ double d_red[kWarps];
+  __shared__ unsigned long long k_red[kWarps];
+  const int64_t row = blockIdx.x;
+  const SampleRequest q = requests[row];
+  SampleResult* out = results + row;
+  const int tid = threadIdx.x;
+  const bool logprob = q.sample && q.logprobs >= 0;
+  const int n = logprob ? static_cast<int>(min(static_cast<int64_t>(q.logprobs), vocab)) : 0;
+  if (tid == 0) {
+    out->token = q.sample ? tokens[row] : -1;
+    out->logprob = 0.0f;
+    out->target_logprob = 0.0f;
+    out->num_top = n;
+  }
+  if (tid >= n && tid < kMaxTopLogprobs) {
+    out->top[tid].token = 0;
+    out->top[tid].logprob = 0.0f;
+  }
+  if (!logprob && q.target < 0) return;  // the same for the whole block
+  const float* l = logits + row * vocab;
+  float mx = -INFINITY;
+  for (int64_t i = tid; i < vocab; i += kThreads) mx = fmaxf(mx, l[i]);
+  mx = BlockReduce(mx, MaxF(), f_red);
+  double sum = 0.0;
+  for (int64_t i = tid; i < vocab; i += kThreads) sum += exp(static_cast<double>(l[i] - mx));
+  sum = BlockReduce(sum, SumD(), d_red);
+  const float log_sum = static_cast<float>(log(sum));
+  if (tid == 0) {
+    if (logprob) out->logprob = l[tokens[row]] - mx - log_sum;
+    if (q.target >= 0) out->target_logprob = l[q.target] - mx - log_sum;
+  }
+  unsigned long long prev = ~0ull;
+  for (int k = 0; k < n; ++k) {
+    unsigned long long best = 0;
+    for (int64_t i = tid; i < vocab; i += kThreads) {
+      const unsigned long long key = RankKey(l[i], i);
+      if (key < prev && key > best) best = key;
+    }
+    best = BlockReduce(best, MaxU(), k_red);
+    prev = best;
+    if (tid == 0) {
+      const int64_t id = 0xFFFFFFFFu - static_cast<uint32_t>(best);
+      out->top[k].token = static_cast<int32_t>(id);
+      out->top[k].logprob = l[id] - mx - log_sum;
+    }
+  }
+}
+
 }  // namespace
+
+cudaError_t LaunchScore(const float* logits, int64_t rows, int64_t vocab, const SampleRequest* requests,
+                        const int32_t* tokens, SampleResult* results, cudaStream_t stream) {
+  if (rows < 0 || vocab <= 0 || vocab > INT_MAX) return cudaErrorInvalidValue;
+  if (rows == 0) return cudaSuccess;
+  ScoreKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(logits, vocab, requests, tokens, results);
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchSample(const float* logits, int64_t rows, int64_t vocab,
                          const SamplingParams* params, float* scratch, int32_t* out_ids,

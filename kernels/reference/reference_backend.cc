@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/reference/ops.h"
+#include "kernels/reference/sampling.h"
 #include "base/status_macros.h"
 
 namespace strata::kernels {
@@ -150,6 +151,22 @@ void ReferenceBackend::Add(float* x, const float* y, int64_t n) {
 void ReferenceBackend::GatherRows(const float* x, int64_t cols, const int64_t* row_ids, int64_t n,
                                   float* out) {
   for (int64_t i = 0; i < n; ++i) std::memcpy(out + i * cols, x + row_ids[i] * cols, cols * sizeof(float));
+}
+
+absl::Status ReferenceBackend::Sample(const float* logits, int64_t vocab,
+                                      absl::Span<const SampleRequest> requests,
+                                      absl::Span<SampleResult> results) {
+  return SampleOnHost(pool_, logits, vocab, requests, results);
+}
+
+absl::Status SampleOnHost(ThreadPool& pool, const float* logits, int64_t vocab,
+                          absl::Span<const SampleRequest> requests, absl::Span<SampleResult> results) {
+  STRATA_RETURN_IF_ERROR(ValidateSampleRequests(vocab, requests, results));
+  // Each row is independent, so the results do not depend on the threads.
+  pool.ParallelFor(static_cast<int64_t>(requests.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) results[i] = reference::SampleRow(logits + i * vocab, vocab, requests[i]);
+  });
+  return absl::OkStatus();
 }
 
 }  // namespace strata::kernels

@@ -16,6 +16,7 @@ class ReferenceBackend : public Backend {
   explicit ReferenceBackend(int threads = 1);
 
   std::string Name() const override { return "reference"; }
+  int64_t KvBytesPerValue() const override { return 4; }  // f32
   absl::StatusOr<std::unique_ptr<Weight>> LoadWeight(const model::TensorView& tensor,
                                                      const WeightSlice& slice) override;
   absl::StatusOr<std::unique_ptr<Buffer>> AllocateBuffer(int64_t floats) override;
@@ -35,6 +36,9 @@ class ReferenceBackend : public Backend {
   void Add(float* x, const float* y, int64_t n) override;
   void GatherRows(const float* x, int64_t cols, const int64_t* row_ids, int64_t n,
                   float* out) override;
+  // Rows in parallel, each by reference::SampleRow.
+  absl::Status Sample(const float* logits, int64_t vocab, absl::Span<const SampleRequest> requests,
+                      absl::Span<SampleResult> results) override;
   absl::Status Synchronize() override { return absl::OkStatus(); }
 
  private:
@@ -42,6 +46,11 @@ class ReferenceBackend : public Backend {
   const StepLayout* layout_ = nullptr;
   std::vector<int64_t> positions_;
 };
+
+// Backend::Sample on host logits: validates, then runs reference::SampleRow
+// on each row, rows spread over `pool`. Shared by the host backends.
+absl::Status SampleOnHost(ThreadPool& pool, const float* logits, int64_t vocab,
+                          absl::Span<const SampleRequest> requests, absl::Span<SampleResult> results);
 
 // Checks a slice against a tensor's shape and returns it with -1 ends
 // resolved. Shared by every backend's LoadWeight.

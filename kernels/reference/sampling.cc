@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <numeric>
 #include <vector>
 
 namespace strata::kernels::reference {
@@ -73,6 +74,36 @@ int32_t Sample(const float* logits, int64_t vocab, const SamplingParams& p) {
     if (cum > target) return static_cast<int32_t>(i);
   }
   return static_cast<int32_t>(last);
+}
+
+RowLogSoftmax LogSoftmaxOf(const float* row, int64_t n) {
+  RowLogSoftmax r;
+  r.max = *std::max_element(row, row + n);
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(row[i] - r.max));
+  r.log_sum = static_cast<float>(std::log(sum));
+  return r;
+}
+
+SampleResult SampleRow(const float* row, int64_t vocab, const SampleRequest& request) {
+  SampleResult r;
+  if (request.sample) r.token = Sample(row, vocab, request.params);
+  const bool logprob = request.sample && request.logprobs >= 0;
+  if (!logprob && request.target < 0) return r;
+  const RowLogSoftmax ls = LogSoftmaxOf(row, vocab);
+  if (request.target >= 0) r.target_logprob = ls.At(row[request.target]);
+  if (!logprob) return r;
+  r.logprob = ls.At(row[r.token]);
+  if (request.logprobs == 0) return r;
+  std::vector<int32_t> ids(vocab);
+  std::iota(ids.begin(), ids.end(), 0);
+  const int64_t n = std::min<int64_t>(request.logprobs, vocab);
+  std::partial_sort(ids.begin(), ids.begin() + n, ids.end(), [&](int32_t a, int32_t b) {
+    return row[a] > row[b] || (row[a] == row[b] && a < b);
+  });
+  for (int64_t k = 0; k < n; ++k) r.top[k] = {ids[k], ls.At(row[ids[k]])};
+  r.num_top = static_cast<int32_t>(n);
+  return r;
 }
 
 }  // namespace strata::kernels::reference
