@@ -38,6 +38,20 @@ absl::Status LocalEngine::EnsureCache(int64_t tokens) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<int32_t> LocalEngine::NextToken(const float* logits, bool keep_logits, GenerateResult* result) {
+  const int64_t vocab = config().vocab_size;
+  kernels::SampleRequest greedy;
+  greedy.sample = true;
+  kernels::SampleResult next;
+  STRATA_RETURN_IF_ERROR(backend_->Sample(logits, vocab, {greedy}, absl::MakeSpan(&next, 1)));
+  result->tokens.push_back(next.token);
+  if (keep_logits) {
+    result->logits.emplace_back(vocab);
+    STRATA_RETURN_IF_ERROR(backend_->CopyToHost(logits, vocab, result->logits.back().data()));
+  }
+  return next.token;
+}
+
 absl::StatusOr<GenerateResult> LocalEngine::Generate(const GenerateRequest& request) {
   const model::LlamaConfig& c = config();
   if (request.prompt.empty()) return absl::InvalidArgumentError("prompt: must not be empty");
@@ -66,7 +80,7 @@ absl::StatusOr<GenerateResult> LocalEngine::Generate(const GenerateRequest& requ
   for (int64_t b = 0; b < blocks; ++b) seq.block_table.push_back(static_cast<int32_t>(b));
 
   GenerateResult result;
-  std::vector<float> logits;
+  const float* logits = nullptr;
   auto clock = [] { return std::chrono::steady_clock::now(); };
   auto t0 = clock();
   // Prefill in chunks; only the last chunk's last row needs logits.
@@ -81,14 +95,12 @@ absl::StatusOr<GenerateResult> LocalEngine::Generate(const GenerateRequest& requ
     const bool last = start + n == prompt_len;
     std::vector<int64_t> rows;
     if (last) rows.push_back(n - 1);
-    STRATA_RETURN_IF_ERROR(executor_->Forward(layout, ids, {}, rows, cache_.get(), &logits));
+    STRATA_ASSIGN_OR_RETURN(logits, executor_->ForwardLogits(layout, ids, {}, rows, cache_.get()));
   }
   auto t1 = clock();
   int64_t cached = prompt_len;
   for (;;) {
-    const int32_t next = Argmax(logits.data(), c.vocab_size);
-    result.tokens.push_back(next);
-    if (request.return_logits) result.logits.push_back(logits);
+    STRATA_ASSIGN_OR_RETURN(const int32_t next, NextToken(logits, request.return_logits, &result));
     const bool eos = std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), next) != c.eos_token_ids.end();
     if (eos && !request.ignore_eos) {
       result.finish_reason = "stop";
@@ -102,7 +114,7 @@ absl::StatusOr<GenerateResult> LocalEngine::Generate(const GenerateRequest& requ
     seq.num_tokens = 1;
     kernels::StepLayout layout;
     layout.sequences = {seq};
-    STRATA_RETURN_IF_ERROR(executor_->Forward(layout, {next}, {}, {0}, cache_.get(), &logits));
+    STRATA_ASSIGN_OR_RETURN(logits, executor_->ForwardLogits(layout, {next}, {}, {0}, cache_.get()));
     ++cached;
   }
   auto t2 = clock();

@@ -1,6 +1,8 @@
 // The single-process engine behind `strata run`: one StageExecutor holding
 // every layer, a paged KV cache it manages itself, chunked prefill and a
-// greedy decode loop. It drives exactly the code a pipeline of workers runs.
+// greedy decode loop. It drives exactly the code a pipeline of workers runs;
+// the greedy choice is the backend's Sample, so only the token crosses to the
+// host unless the logits are asked for.
 #ifndef STRATA_WORKER_LOCAL_ENGINE_H_
 #define STRATA_WORKER_LOCAL_ENGINE_H_
 
@@ -58,6 +60,10 @@ class LocalEngine {
               const EngineOptions& options)
       : backend_(backend), executor_(std::move(executor)), options_(options) {}
   absl::Status EnsureCache(int64_t tokens);
+  // The greedy token of `logits` (backend memory, [vocab]) by
+  // Backend::Sample, appended to result->tokens; the logits too when
+  // `keep_logits`.
+  absl::StatusOr<int32_t> NextToken(const float* logits, bool keep_logits, GenerateResult* result);
 
   kernels::Backend* backend_;
   std::unique_ptr<StageExecutor> executor_;

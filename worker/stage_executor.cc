@@ -104,6 +104,10 @@ kernels::KvCacheShape StageExecutor::KvShape(int64_t num_blocks, int64_t block_s
   return s;
 }
 
+int64_t StageExecutor::KvBytesPerBlock(int64_t block_size) const {
+  return KvBytesPerBlock(block_size, backend_->KvBytesPerValue());
+}
+
 int64_t StageExecutor::KvBytesPerBlock(int64_t block_size, int64_t bytes_per_value) const {
   return std::max<int64_t>(spec_.last_layer - spec_.first_layer, 1) * 2 * block_size * dims_.num_kv_heads *
          config_.head_dim * bytes_per_value;
@@ -135,19 +139,18 @@ absl::Status StageExecutor::EnsureScratch(int64_t rows, int64_t logit_rows) {
     STRATA_ASSIGN_OR_RETURN(scratch_.logits, backend_->AllocateBuffer(logit_rows * dims_.vocab));
     if (spec_.tp_size > 1) {
       STRATA_ASSIGN_OR_RETURN(scratch_.all_logits, backend_->AllocateBuffer(logit_rows * c.vocab_size));
+      STRATA_ASSIGN_OR_RETURN(scratch_.vocab_logits, backend_->AllocateBuffer(logit_rows * c.vocab_size));
     }
     scratch_.logit_rows = logit_rows;
   }
   return absl::OkStatus();
 }
 
-absl::Status StageExecutor::Forward(const kernels::StepLayout& layout,
-                                    const std::vector<int32_t>& token_ids,
-                                    absl::Span<const float> hidden_in,
-                                    const std::vector<int64_t>& logit_rows, kernels::KvCache* cache,
-                                    std::vector<float>* out, float* hidden_out) {
+absl::Status StageExecutor::Validate(const kernels::StepLayout& layout, const std::vector<int32_t>& token_ids,
+                                     absl::Span<const float> hidden_in, const std::vector<int64_t>& logit_rows,
+                                     const kernels::KvCache& cache) const {
   const model::LlamaConfig& c = config_;
-  const kernels::KvCacheShape& kv = cache->shape();
+  const kernels::KvCacheShape& kv = cache.shape();
   if (kv.num_kv_heads != dims_.num_kv_heads || kv.head_dim != c.head_dim ||
       kv.num_layers < static_cast<int64_t>(layers_.size())) {
     return absl::InvalidArgumentError("KV cache shape does not match this stage");
@@ -178,6 +181,15 @@ absl::Status StageExecutor::Forward(const kernels::StepLayout& layout,
       }
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status StageExecutor::RunLayers(const kernels::StepLayout& layout, const std::vector<int32_t>& token_ids,
+                                      absl::Span<const float> hidden_in, const std::vector<int64_t>& logit_rows,
+                                      kernels::KvCache* cache) {
+  STRATA_RETURN_IF_ERROR(Validate(layout, token_ids, hidden_in, logit_rows, *cache));
+  const int64_t rows = layout.NumRows();
+  const int64_t h = config_.hidden_size;
   STRATA_RETURN_IF_ERROR(EnsureScratch(rows, spec_.has_lm_head ? static_cast<int64_t>(logit_rows.size()) : 0));
   STRATA_RETURN_IF_ERROR(backend_->BeginStep(layout));
 
@@ -199,59 +211,95 @@ absl::Status StageExecutor::Forward(const kernels::StepLayout& layout,
   } else {
     STRATA_RETURN_IF_ERROR(b.CopyFromHost(hidden_in.data(), rows * h, x));
   }
+  for (size_t i = 0; i < layers_.size(); ++i) STRATA_RETURN_IF_ERROR(RunLayer(i, rows, cache));
+  return absl::OkStatus();
+}
+
+absl::Status StageExecutor::RunLayer(size_t index, int64_t rows, kernels::KvCache* cache) {
+  const model::LlamaConfig& c = config_;
+  const Layer& L = layers_[index];
+  const int64_t layer = static_cast<int64_t>(index);
+  const int64_t h = c.hidden_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    const Layer& L = layers_[i];
-    float* norm = scratch_.norm->data();
-    float* q = scratch_.q->data();
-    float* k = scratch_.k->data();
-    float* v = scratch_.v->data();
-    b.RmsNorm(x, *L.input_norm, eps, rows, norm);
-    b.MatMulShared(norm, rows, {L.q.get(), L.k.get(), L.v.get()}, {q, k, v});
-    b.Rope(q, dims_.num_heads, c.head_dim, inv_freq_);
-    b.Rope(k, dims_.num_kv_heads, c.head_dim, inv_freq_);
-    b.WriteKv(*cache, static_cast<int64_t>(i), k, v);
-    b.Attention(*cache, static_cast<int64_t>(i), q, dims_.num_heads, scratch_.attn->data());
-    b.MatMul(scratch_.attn->data(), rows, *L.o, scratch_.proj->data());
-    STRATA_RETURN_IF_ERROR(AllReduce(scratch_.proj->data(), rows * h));
-    b.Add(x, scratch_.proj->data(), rows * h);
-    b.RmsNorm(x, *L.post_norm, eps, rows, norm);
-    b.MatMulShared(norm, rows, {L.gate.get(), L.up.get()}, {scratch_.gate->data(), scratch_.up->data()});
-    b.SwiGlu(scratch_.gate->data(), scratch_.up->data(), rows, dims_.intermediate, scratch_.act->data());
-    b.MatMul(scratch_.act->data(), rows, *L.down, scratch_.proj->data());
-    STRATA_RETURN_IF_ERROR(AllReduce(scratch_.proj->data(), rows * h));
-    b.Add(x, scratch_.proj->data(), rows * h);
+  kernels::Backend& b = *backend_;
+  float* x = scratch_.x->data();
+  float* norm = scratch_.norm->data();
+  float* q = scratch_.q->data();
+  float* k = scratch_.k->data();
+  float* v = scratch_.v->data();
+  b.RmsNorm(x, *L.input_norm, eps, rows, norm);
+  b.MatMulShared(norm, rows, {L.q.get(), L.k.get(), L.v.get()}, {q, k, v});
+  b.Rope(q, dims_.num_heads, c.head_dim, inv_freq_);
+  b.Rope(k, dims_.num_kv_heads, c.head_dim, inv_freq_);
+  b.WriteKv(*cache, layer, k, v);
+  b.Attention(*cache, layer, q, dims_.num_heads, scratch_.attn->data());
+  b.MatMul(scratch_.attn->data(), rows, *L.o, scratch_.proj->data());
+  STRATA_RETURN_IF_ERROR(AllReduce(scratch_.proj->data(), rows * h));
+  b.Add(x, scratch_.proj->data(), rows * h);
+  b.RmsNorm(x, *L.post_norm, eps, rows, norm);
+  b.MatMulShared(norm, rows, {L.gate.get(), L.up.get()}, {scratch_.gate->data(), scratch_.up->data()});
+  b.SwiGlu(scratch_.gate->data(), scratch_.up->data(), rows, dims_.intermediate, scratch_.act->data());
+  b.MatMul(scratch_.act->data(), rows, *L.down, scratch_.proj->data());
+  STRATA_RETURN_IF_ERROR(AllReduce(scratch_.proj->data(), rows * h));
+  b.Add(x, scratch_.proj->data(), rows * h);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<const float*> StageExecutor::Logits(const std::vector<int64_t>& logit_rows) {
+  const int64_t n = static_cast<int64_t>(logit_rows.size());
+  if (n == 0) return nullptr;
+  const model::LlamaConfig& c = config_;
+  kernels::Backend& b = *backend_;
+  b.GatherRows(scratch_.x->data(), c.hidden_size, logit_rows.data(), n, scratch_.gathered->data());
+  b.RmsNorm(scratch_.gathered->data(), *final_norm_, static_cast<float>(c.rms_norm_eps), n,
+            scratch_.gathered_norm->data());
+  b.MatMul(scratch_.gathered_norm->data(), n, *lm_head_, scratch_.logits->data());
+  if (spec_.tp_size == 1) return scratch_.logits->data();
+  // Vocab-parallel lm_head: gather [T][n][V/T], then interleave into [n][V]
+  // on the backend: as rows of V/T floats, row i * T + r of the result is
+  // row r * n + i of the gathered block.
+  const int64_t part = dims_.vocab, t = spec_.tp_size;
+  STRATA_RETURN_IF_ERROR(comm_->AllGather(scratch_.logits->data(), n * part, scratch_.all_logits->data()));
+  interleave_rows_.resize(n * t);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t r = 0; r < t; ++r) interleave_rows_[i * t + r] = r * n + i;
   }
+  b.GatherRows(scratch_.all_logits->data(), part, interleave_rows_.data(), n * t, scratch_.vocab_logits->data());
+  return scratch_.vocab_logits->data();
+}
+
+absl::StatusOr<const float*> StageExecutor::ForwardLogits(const kernels::StepLayout& layout,
+                                                          const std::vector<int32_t>& token_ids,
+                                                          absl::Span<const float> hidden_in,
+                                                          const std::vector<int64_t>& logit_rows,
+                                                          kernels::KvCache* cache) {
+  if (!spec_.has_lm_head) return absl::FailedPreconditionError("ForwardLogits on a stage without the lm_head");
+  STRATA_RETURN_IF_ERROR(RunLayers(layout, token_ids, hidden_in, logit_rows, cache));
+  STRATA_ASSIGN_OR_RETURN(const float* logits, Logits(logit_rows));
+  STRATA_RETURN_IF_ERROR(backend_->Synchronize());
+  return logits;
+}
+
+absl::Status StageExecutor::Forward(const kernels::StepLayout& layout, const std::vector<int32_t>& token_ids,
+                                    absl::Span<const float> hidden_in, const std::vector<int64_t>& logit_rows,
+                                    kernels::KvCache* cache, std::vector<float>* out, float* hidden_out) {
+  kernels::Backend& b = *backend_;
   if (!spec_.has_lm_head) {
+    STRATA_RETURN_IF_ERROR(RunLayers(layout, token_ids, hidden_in, logit_rows, cache));
+    const int64_t n = layout.NumRows() * config_.hidden_size;
     if (hidden_out == nullptr) {
-      out->resize(rows * h);
+      out->resize(n);
       hidden_out = out->data();
     }
-    STRATA_RETURN_IF_ERROR(b.CopyToHost(x, rows * h, hidden_out));
+    STRATA_RETURN_IF_ERROR(b.CopyToHost(scratch_.x->data(), n, hidden_out));
     return b.Synchronize();
   }
-  const int64_t n = static_cast<int64_t>(logit_rows.size());
-  out->resize(n * c.vocab_size);
-  if (n == 0) return b.Synchronize();
-  b.GatherRows(x, h, logit_rows.data(), n, scratch_.gathered->data());
-  b.RmsNorm(scratch_.gathered->data(), *final_norm_, eps, n, scratch_.gathered_norm->data());
-  b.MatMul(scratch_.gathered_norm->data(), n, *lm_head_, scratch_.logits->data());
-  if (spec_.tp_size == 1) {
-    STRATA_RETURN_IF_ERROR(b.CopyToHost(scratch_.logits->data(), n * c.vocab_size, out->data()));
-    return b.Synchronize();
-  }
-  // Vocab-parallel lm_head: gather [T][n][V/T] and interleave into [n][V].
-  const int64_t part = dims_.vocab;
-  STRATA_RETURN_IF_ERROR(comm_->AllGather(scratch_.logits->data(), n * part, scratch_.all_logits->data()));
-  all_logits_host_.resize(n * c.vocab_size);
-  STRATA_RETURN_IF_ERROR(b.CopyToHost(scratch_.all_logits->data(), n * c.vocab_size, all_logits_host_.data()));
-  STRATA_RETURN_IF_ERROR(b.Synchronize());
-  for (int64_t r = 0; r < spec_.tp_size; ++r) {
-    for (int64_t i = 0; i < n; ++i) {
-      std::copy_n(all_logits_host_.data() + (r * n + i) * part, part, out->data() + i * c.vocab_size + r * part);
-    }
-  }
-  return absl::OkStatus();
+  STRATA_ASSIGN_OR_RETURN(const float* logits, ForwardLogits(layout, token_ids, hidden_in, logit_rows, cache));
+  const int64_t n = static_cast<int64_t>(logit_rows.size()) * config_.vocab_size;
+  out->resize(n);
+  if (n == 0) return absl::OkStatus();
+  STRATA_RETURN_IF_ERROR(b.CopyToHost(logits, n, out->data()));
+  return b.Synchronize();
 }
 
 }  // namespace strata::worker

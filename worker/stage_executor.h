@@ -47,12 +47,15 @@ class StageExecutor {
                                                              Communicator* comm = nullptr);
 
   const model::LlamaConfig& config() const { return config_; }
+  kernels::Backend* backend() const { return backend_; }
   const StageSpec& spec() const { return spec_; }
   const TpDims& dims() const { return dims_; }
   uint64_t weight_bytes() const { return weight_bytes_; }  // checkpoint bytes of this rank's slices
 
   // The KV cache shape this stage (rank) needs for `num_blocks` blocks.
   kernels::KvCacheShape KvShape(int64_t num_blocks, int64_t block_size) const;
+  // Bytes of one KV block in this stage's backend (its KvBytesPerValue).
+  int64_t KvBytesPerBlock(int64_t block_size) const;
   // Bytes of one KV block at `bytes_per_value` (4 for f32, 2 for bf16).
   int64_t KvBytesPerBlock(int64_t block_size, int64_t bytes_per_value) const;
 
@@ -72,13 +75,26 @@ class StageExecutor {
                        absl::Span<const float> hidden_in, const std::vector<int64_t>& logit_rows,
                        kernels::KvCache* cache, std::vector<float>* out, float* hidden_out = nullptr);
 
+  // Forward on the last stage that leaves the logits [logit_rows, vocab] (the
+  // whole vocabulary, gathered from every rank) in backend memory, for
+  // Backend::Sample: the returned pointer is valid until the next call on
+  // this executor; nullptr when logit_rows is empty. The same arguments and
+  // errors as Forward; FAILED_PRECONDITION on a stage without the lm_head.
+  absl::StatusOr<const float*> ForwardLogits(const kernels::StepLayout& layout,
+                                             const std::vector<int32_t>& token_ids,
+                                             absl::Span<const float> hidden_in,
+                                             const std::vector<int64_t>& logit_rows, kernels::KvCache* cache);
+
  private:
   struct Layer {
     std::unique_ptr<kernels::Weight> input_norm, q, k, v, o, post_norm, gate, up, down;
   };
   struct Scratch {
+    // logits: this rank's [logit rows, vocab / tp]; with tp > 1, all_logits
+    // [tp][logit rows][vocab / tp] gathered from every rank and vocab_logits
+    // their interleaving into [logit rows, vocab].
     std::unique_ptr<kernels::Buffer> x, norm, q, k, v, attn, proj, gate, up, act, gathered,
-        gathered_norm, logits, all_logits;
+        gathered_norm, logits, all_logits, vocab_logits;
     int64_t rows = 0;
     int64_t logit_rows = 0;
   };
@@ -87,6 +103,18 @@ class StageExecutor {
                 Communicator* comm);
   absl::Status AllReduce(float* data, int64_t n);
   absl::Status EnsureScratch(int64_t rows, int64_t logit_rows);
+  // Forward's argument checks.
+  absl::Status Validate(const kernels::StepLayout& layout, const std::vector<int32_t>& token_ids,
+                        absl::Span<const float> hidden_in, const std::vector<int64_t>& logit_rows,
+                        const kernels::KvCache& cache) const;
+  // Validates, begins the step and runs the embedding (or takes hidden_in)
+  // and every layer, leaving the hidden states in scratch_.x.
+  absl::Status RunLayers(const kernels::StepLayout& layout, const std::vector<int32_t>& token_ids,
+                         absl::Span<const float> hidden_in, const std::vector<int64_t>& logit_rows,
+                         kernels::KvCache* cache);
+  absl::Status RunLayer(size_t index, int64_t rows, kernels::KvCache* cache);
+  // The final norm and lm_head of `logit_rows`, gathered over the vocabulary.
+  absl::StatusOr<const float*> Logits(const std::vector<int64_t>& logit_rows);
 
   kernels::Backend* backend_;
   model::LlamaConfig config_;
@@ -95,7 +123,7 @@ class StageExecutor {
   TpDims dims_;
   std::vector<float> inv_freq_;
   std::vector<int32_t> local_ids_;
-  std::vector<float> all_logits_host_;
+  std::vector<int64_t> interleave_rows_;
   std::unique_ptr<kernels::Weight> embedding_, final_norm_, lm_head_;
   std::vector<Layer> layers_;
   Scratch scratch_;

@@ -1,26 +1,15 @@
 #include "worker/step_runner.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <set>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/reference/sampling.h"
 #include "base/status_macros.h"
 
 namespace strata::worker {
 
 using transport::MessageType;
-
-RowLogSoftmax LogSoftmaxOf(const float* row, int64_t n) {
-  RowLogSoftmax r;
-  r.max = *std::max_element(row, row + n);
-  double sum = 0;
-  for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(row[i] - r.max));
-  r.log_sum = static_cast<float>(std::log(sum));
-  return r;
-}
 
 absl::StatusOr<StepOutput> StepRunner::Run(const transport::Message& m) {
   const StageSpec& spec = executor_->spec();
@@ -95,61 +84,73 @@ absl::StatusOr<StepOutput> StepRunner::Run(const transport::Message& m) {
     STRATA_RETURN_IF_ERROR(executor_->Forward(layout, plan.token_ids, hidden, logit_rows, cache_, nullptr, hidden_out));
     return out;
   }
-  STRATA_RETURN_IF_ERROR(executor_->Forward(layout, plan.token_ids, hidden, logit_rows, cache_, &logits_));
-  if (spec.tp_rank != 0) return out;  // rank 0 of the last stage answers  // rank 0 of the last stage answers
+  STRATA_ASSIGN_OR_RETURN(const float* logits,
+                          executor_->ForwardLogits(layout, plan.token_ids, hidden, logit_rows, cache_));
+  if (spec.tp_rank != 0) return out;  // rank 0 of the last stage answers
+  STRATA_RETURN_IF_ERROR(SampleAndScore(logits, static_cast<int64_t>(logit_rows.size()), first_logit, &out));
+  return out;
+}
 
-  // The last stage: sample and score.
-  const int64_t vocab = c.vocab_size;
-  out.result.step_id = plan.step_id;
+absl::Status StepRunner::SampleAndScore(const float* logits, int64_t n, const std::vector<int64_t>& first_logit,
+                                        StepOutput* out) {
+  const transport::StepPlan& plan = out->plan;
+  const int64_t vocab = executor_->config().vocab_size;
+  // One request per logits row: sampling rows draw (and report logprobs),
+  // prompt rows score the token that follows them, up to the first row
+  // without one.
+  requests_.assign(n, kernels::SampleRequest());
   int64_t row = 0;
+  bool any_sample = false;
+  for (size_t i = 0; i < plan.sequences.size(); ++i) {
+    const transport::PlanSequence& s = plan.sequences[i];
+    if (s.prompt_logprobs) {
+      for (int32_t t = 0; t < s.num_tokens; ++t) {
+        const int32_t target = t + 1 < s.num_tokens ? plan.token_ids[row + t + 1] : s.next_token_id;
+        if (target < 0) break;
+        if (target >= vocab) {
+          return absl::InvalidArgumentError(absl::StrCat("next_token_id ", target, " is outside the vocabulary"));
+        }
+        requests_[first_logit[i] + t].target = target;
+      }
+    }
+    if (s.sample) {
+      kernels::SampleRequest& q = requests_[first_logit[i] + s.num_tokens - 1];
+      q.sample = true;
+      q.params = {s.sampling.temperature, s.sampling.top_k, s.sampling.top_p, s.sampling.seed, s.sampling.step};
+      q.logprobs = s.logprobs;
+      any_sample = true;
+    }
+    row += s.num_tokens;
+  }
+  kernels::Backend* backend = executor_->backend();
+  results_.resize(n);
+  STRATA_RETURN_IF_ERROR(backend->Sample(logits, vocab, requests_, absl::MakeSpan(results_)));
+  if (plan.return_logits && any_sample) {
+    logits_.resize(n * vocab);
+    STRATA_RETURN_IF_ERROR(backend->CopyToHost(logits, n * vocab, logits_.data()));
+  }
+
+  out->result.step_id = plan.step_id;
   for (size_t i = 0; i < plan.sequences.size(); ++i) {
     const transport::PlanSequence& s = plan.sequences[i];
     transport::SequenceResult r;
     r.seq_id = s.seq_id;
-    if (first_logit[i] >= 0 || s.sample) {
-      // Logits row of new token t is first_logit + t (valid for t = last
-      // when only the last row was gathered).
-      auto row_of = [&](int32_t t) { return logits_.data() + (first_logit[i] + t) * vocab; };
-      if (s.sample) {
-        const float* last = row_of(s.num_tokens - 1);
-        kernels::SamplingParams p;
-        p.temperature = s.sampling.temperature;
-        p.top_k = s.sampling.top_k;
-        p.top_p = s.sampling.top_p;
-        p.seed = s.sampling.seed;
-        p.step = s.sampling.step;
-        r.token = kernels::reference::Sample(last, vocab, p);
-        if (s.logprobs >= 0) {
-          const RowLogSoftmax ls = LogSoftmaxOf(last, vocab);
-          r.logprob = ls.At(last[r.token]);
-          if (s.logprobs > 0) {
-            std::vector<int32_t> ids(vocab);
-            for (int32_t v = 0; v < vocab; ++v) ids[v] = v;
-            const int64_t n = std::min<int64_t>(s.logprobs, vocab);
-            std::partial_sort(ids.begin(), ids.begin() + n, ids.end(), [&](int32_t a, int32_t b) {
-              return last[a] > last[b] || (last[a] == last[b] && a < b);
-            });
-            for (int64_t k = 0; k < n; ++k) r.top.push_back({ids[k], ls.At(last[ids[k]])});
-          }
-        }
-        if (plan.return_logits) r.logits.assign(last, last + vocab);
-      }
-      if (s.prompt_logprobs) {
-        for (int32_t t = 0; t < s.num_tokens; ++t) {
-          const int32_t target = t + 1 < s.num_tokens ? plan.token_ids[row + t + 1] : s.next_token_id;
-          if (target < 0) break;
-          if (target >= vocab) {
-            return absl::InvalidArgumentError(absl::StrCat("next_token_id ", target, " is outside the vocabulary"));
-          }
-          const float* lr = row_of(t);
-          r.prompt_logprobs.push_back(LogSoftmaxOf(lr, vocab).At(lr[target]));
-        }
+    if (s.sample) {
+      const int64_t last = first_logit[i] + s.num_tokens - 1;
+      const kernels::SampleResult& got = results_[last];
+      r.token = got.token;
+      if (s.logprobs >= 0) r.logprob = got.logprob;
+      for (int32_t k = 0; k < got.num_top; ++k) r.top.push_back({got.top[k].token, got.top[k].logprob});
+      if (plan.return_logits) r.logits.assign(logits_.data() + last * vocab, logits_.data() + (last + 1) * vocab);
+    }
+    if (s.prompt_logprobs) {
+      for (int32_t t = 0; t < s.num_tokens && requests_[first_logit[i] + t].target >= 0; ++t) {
+        r.prompt_logprobs.push_back(results_[first_logit[i] + t].target_logprob);
       }
     }
-    out.result.sequences.push_back(std::move(r));
-    row += s.num_tokens;
+    out->result.sequences.push_back(std::move(r));
   }
-  return out;
+  return absl::OkStatus();
 }
 
 }  // namespace strata::worker

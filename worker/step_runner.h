@@ -3,6 +3,8 @@
 // stage, runs the stage executor over the worker's KV pool, and produces
 // what goes on: activations for the next stage, or, on the last stage, the
 // StepResult (sampled tokens, logprobs; logits only when the plan asks).
+// Sampling and scoring run on the backend (Backend::Sample): only their
+// results, and the logits when asked, come to the host.
 // Networking is the caller's; this is the part every rank runs identically.
 #ifndef STRATA_WORKER_STEP_RUNNER_H_
 #define STRATA_WORKER_STEP_RUNNER_H_
@@ -42,20 +44,19 @@ class StepRunner {
   absl::StatusOr<StepOutput> Run(const transport::Message& message);
 
  private:
+  // The last stage, rank 0: samples and scores the n logits rows (backend
+  // memory, [n, vocab]; the row of sequence i's new token t is
+  // first_logit[i] + t) with Backend::Sample, into out->result.
+  absl::Status SampleAndScore(const float* logits, int64_t n, const std::vector<int64_t>& first_logit,
+                              StepOutput* out);
+
   StageExecutor* executor_;
   kernels::KvCache* cache_;
-  std::vector<float> logits_;
+  std::vector<float> logits_;  // host copy, only when the plan asks for logits
   std::vector<float> aligned_;
+  std::vector<kernels::SampleRequest> requests_;
+  std::vector<kernels::SampleResult> results_;
 };
-
-// log softmax of one row at `token`; the row's max and log-sum-exp are
-// computed once per row by the caller.
-struct RowLogSoftmax {
-  float max = 0;
-  float log_sum = 0;  // log(sum(exp(x - max)))
-  float At(float x) const { return x - max - log_sum; }
-};
-RowLogSoftmax LogSoftmaxOf(const float* row, int64_t n);
 
 }  // namespace strata::worker
 
