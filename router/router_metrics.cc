@@ -7,6 +7,11 @@ prometheus::Histogram::BucketBoundaries LatencyBuckets() {
   return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
 }
 
+// Stage phases run from microseconds (a queue wait) to seconds (a long prefill).
+prometheus::Histogram::BucketBoundaries PhaseBuckets() {
+  return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10};
+}
+
 }  // namespace
 
 RouterMetrics::RouterMetrics(const std::string& model) : registry_(std::make_shared<prometheus::Registry>()) {
@@ -30,6 +35,28 @@ RouterMetrics::RouterMetrics(const std::string& model) : registry_(std::make_sha
   prompt_tokens = counter("strata_prompt_tokens_total", "Prompt tokens of finished requests");
   generated_tokens = counter("strata_generation_tokens_total", "Tokens generated");
   preemptions = counter("strata_preemptions_total", "Sequences preempted (by recompute) for lack of KV blocks");
+  malformed_results = counter("strata_router_malformed_results_total",
+                              "Data-plane results the router refused (malformed or not a result)");
+  stage_seconds_ = &prometheus::BuildHistogram()
+                        .Name("strata_stage_step_seconds")
+                        .Help("Time a step spent on a stage, by phase (queue, compute, allreduce, send)")
+                        .Labels(labels)
+                        .Register(*registry_);
+  stage_busy_ = &prometheus::BuildCounter()
+                     .Name("strata_pipeline_stage_busy_seconds_total")
+                     .Help("Seconds a stage spent computing steps (forward and all-reduce)")
+                     .Labels(labels)
+                     .Register(*registry_);
+  in_flight_ = &prometheus::BuildCounter()
+                    .Name("strata_pipeline_in_flight_seconds_total")
+                    .Help("Seconds the pipeline had at least one step in flight")
+                    .Labels(labels)
+                    .Register(*registry_);
+  bubble_ = &prometheus::BuildGauge()
+                 .Name("strata_pipeline_bubble_ratio")
+                 .Help("Share of in-flight time the mean stage was idle, over the last window")
+                 .Labels(labels)
+                 .Register(*registry_);
   requests_ = &prometheus::BuildCounter()
                    .Name("strata_requests_total")
                    .Help("Requests by outcome")
@@ -50,6 +77,22 @@ RouterMetrics::RouterMetrics(const std::string& model) : registry_(std::make_sha
 prometheus::Counter& RouterMetrics::PipelineSteps(const std::string& pipeline) {
   return pipeline_steps_->Add({{"pipeline", pipeline}});
 }
+
+prometheus::Histogram& RouterMetrics::StageSeconds(const std::string& pipeline, int32_t stage,
+                                                  const std::string& phase) {
+  return stage_seconds_->Add({{"pipeline", pipeline}, {"stage", std::to_string(stage)}, {"phase", phase}},
+                             PhaseBuckets());
+}
+
+prometheus::Counter& RouterMetrics::StageBusySeconds(const std::string& pipeline, int32_t stage) {
+  return stage_busy_->Add({{"pipeline", pipeline}, {"stage", std::to_string(stage)}});
+}
+
+prometheus::Counter& RouterMetrics::InFlightSeconds(const std::string& pipeline) {
+  return in_flight_->Add({{"pipeline", pipeline}});
+}
+
+prometheus::Gauge& RouterMetrics::Bubble(const std::string& pipeline) { return bubble_->Add({{"pipeline", pipeline}}); }
 
 prometheus::Counter& RouterMetrics::Requests(const std::string& outcome) { return requests_->Add({{"outcome", outcome}}); }
 

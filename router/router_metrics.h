@@ -3,6 +3,7 @@
 #ifndef STRATA_ROUTER_ROUTER_METRICS_H_
 #define STRATA_ROUTER_ROUTER_METRICS_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -28,6 +29,15 @@ class RouterMetrics {
   prometheus::Counter& Requests(const std::string& outcome);
   prometheus::Gauge& PipelineUp(const std::string& pipeline);
   prometheus::Counter& PipelineSteps(const std::string& pipeline);
+  // The time a step spent on one stage, by phase (queue, compute,
+  // allreduce, send), from the timings every StepResult carries.
+  prometheus::Histogram& StageSeconds(const std::string& pipeline, int32_t stage, const std::string& phase);
+  // Pipeline bubble: seconds each stage computed (compute + allreduce) and
+  // seconds the pipeline had steps in flight; the bubble ratio is
+  // 1 - mean stage busy / in flight, over the last window.
+  prometheus::Counter& StageBusySeconds(const std::string& pipeline, int32_t stage);
+  prometheus::Counter& InFlightSeconds(const std::string& pipeline);
+  prometheus::Gauge& Bubble(const std::string& pipeline);
 
   prometheus::Histogram* ttft;
   prometheus::Histogram* inter_token;
@@ -39,12 +49,17 @@ class RouterMetrics {
   prometheus::Counter* prompt_tokens;
   prometheus::Counter* generated_tokens;
   prometheus::Counter* preemptions;
+  prometheus::Counter* malformed_results;
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Gauge>* pipeline_up_;
   prometheus::Family<prometheus::Counter>* pipeline_steps_;
+  prometheus::Family<prometheus::Histogram>* stage_seconds_;
+  prometheus::Family<prometheus::Counter>* stage_busy_;
+  prometheus::Family<prometheus::Counter>* in_flight_;
+  prometheus::Family<prometheus::Gauge>* bubble_;
   std::unique_ptr<transport::MetricsHttpServer> http_;
 };
 

@@ -158,7 +158,7 @@ void Scheduler::OnResult(const transport::StepResult& r) {
     Seq* s = it->second.get();
     if (s->in_flight_step != r.step_id) continue;
     s->in_flight_step = 0;
-    if (!r.error.empty()) {
+    if (!r.ok()) {
       Finish(s, Finish::kError, r.error);
       continue;
     }

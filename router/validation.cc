@@ -31,6 +31,34 @@ absl::Status CheckRequestId(const std::string& id) {
 
 }  // namespace
 
+std::vector<model::ChatMessage> ChatMessages(const google::protobuf::RepeatedPtrField<v1::ChatMessage>& in) {
+  std::vector<model::ChatMessage> out;
+  for (const auto& m : in) out.push_back({m.role(), m.content()});
+  return out;
+}
+
+absl::StatusOr<std::vector<int32_t>> ResolvePrompt(const v1::GenerateRequest& r, const model::Tokenizer* tokenizer,
+                                                   bool* chat) {
+  *chat = false;
+  const int sources = (r.prompt_ids_size() > 0) + !r.prompt().empty() + (r.messages_size() > 0);
+  if (sources > 1) return absl::InvalidArgumentError("prompt_ids: give exactly one of prompt_ids, prompt and messages");
+  if (r.prompt_ids_size() > 0 || sources == 0) return std::vector<int32_t>(r.prompt_ids().begin(), r.prompt_ids().end());
+  if (!tokenizer) {
+    return absl::InvalidArgumentError(absl::StrCat(r.prompt().empty() ? "messages" : "prompt",
+                                                   ": text needs a tokenizer (start the router with --tokenizer DIR)"));
+  }
+  if (!r.prompt().empty()) {
+    auto ids = tokenizer->Encode(r.prompt());
+    if (!ids.ok()) return absl::InvalidArgumentError(absl::StrCat("prompt: ", ids.status().message()));
+    ids->insert(ids->begin(), model::kBeginOfText);
+    return ids;
+  }
+  *chat = true;
+  auto ids = model::ApplyChatTemplate(*tokenizer, ChatMessages(r.messages()));
+  if (!ids.ok()) return absl::InvalidArgumentError(ids.status().message());
+  return ids;
+}
+
 absl::StatusOr<SequenceSpec> ValidateGenerate(const v1::GenerateRequest& r, const Limits& l) {
   if (auto s = CheckRequestId(r.request_id()); !s.ok()) return s;
   if (r.prompt_ids().empty()) return Bad("prompt_ids", "the prompt is empty");

@@ -4,7 +4,10 @@
 #ifndef STRATA_ROUTER_VALIDATION_H_
 #define STRATA_ROUTER_VALIDATION_H_
 
+#include <vector>
+
 #include "absl/status/statusor.h"
+#include "model/tokenizer.h"
 #include "router/scheduler.h"
 #include "strata/v1/inference.pb.h"
 
@@ -22,6 +25,13 @@ struct Limits {
   std::vector<int64_t> eos_ids;
   bool has_tokenizer = false;      // stop strings need one
 };
+
+// The prompt as token ids, from exactly one of prompt_ids, prompt (text,
+// BOS prepended) and messages (the Llama 3.1 chat format); `tokenizer` may
+// be null (token ids only). *chat is set for messages.
+absl::StatusOr<std::vector<int32_t>> ResolvePrompt(const v1::GenerateRequest& request, const model::Tokenizer* tokenizer,
+                                                   bool* chat);
+std::vector<model::ChatMessage> ChatMessages(const google::protobuf::RepeatedPtrField<v1::ChatMessage>& messages);
 
 // A Generate request as a scheduler sequence.
 absl::StatusOr<SequenceSpec> ValidateGenerate(const v1::GenerateRequest& request, const Limits& limits);

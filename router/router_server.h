@@ -1,14 +1,22 @@
-// The router's gRPC services: the public strata.v1.Inference API, the
-// Fleet service workers register with, the standard grpc.health.v1.Health
-// service (SERVING while a pipeline is up) and server reflection.
-#ifndef STRATA_ROUTER_ROUTER_SERVICE_H_
-#define STRATA_ROUTER_ROUTER_SERVICE_H_
+// One strata-router process: the metrics endpoint, the data plane (UCX),
+// the dispatcher with its fleet, and the gRPC server with the public
+// strata.v1.Inference API, the Fleet service workers register with, the
+// standard grpc.health.v1.Health service (SERVING while a pipeline is up)
+// and server reflection.
+#ifndef STRATA_ROUTER_ROUTER_SERVER_H_
+#define STRATA_ROUTER_ROUTER_SERVER_H_
 
+#include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/status/statusor.h"
-#include "router/engine.h"
+#include "grpcpp/grpcpp.h"
+#include "router/dispatcher.h"
+#include "router/fleet_service.h"
+#include "router/inference_service.h"
 #include "router/router_metrics.h"
 
 namespace strata::router {
@@ -19,7 +27,7 @@ struct RouterOptions {
   int metrics_port = -1;   // -1: off
   std::string model_name;  // label for metrics; the served model comes from the workers
   std::string tokenizer_dir;  // a folder with tokenizer.json or tokenizer.model; empty: token ids only
-  EngineOptions engine;
+  DispatcherOptions engine;   // the dispatcher, its drivers and the fleet
   int max_message_bytes = 4 << 20;
 };
 
@@ -31,21 +39,22 @@ class RouterServer {
   std::string address() const;       // host:port of the gRPC services
   std::string data_address() const;  // where results arrive
   std::string metrics_address() const;
-  Engine& engine() { return *engine_; }
+  Dispatcher& dispatcher() { return *dispatcher_; }
 
   // SIGTERM: new requests get UNAVAILABLE, running ones finish within
   // `budget`, then the servers stop.
   void Drain(std::chrono::milliseconds budget);
   void Wait();
 
-  struct Services;
-
  private:
   RouterServer() = default;
+  void HealthLoop();
+
   RouterOptions options_;
   std::unique_ptr<RouterMetrics> metrics_;
-  std::unique_ptr<Engine> engine_;
-  std::unique_ptr<Services> services_;
+  std::unique_ptr<Dispatcher> dispatcher_;
+  std::unique_ptr<InferenceService> inference_;
+  std::unique_ptr<FleetService> fleet_service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   std::thread health_thread_;
@@ -54,4 +63,4 @@ class RouterServer {
 
 }  // namespace strata::router
 
-#endif  // STRATA_ROUTER_ROUTER_SERVICE_H_
+#endif  // STRATA_ROUTER_ROUTER_SERVER_H_

@@ -1,0 +1,251 @@
+// The router's core without processes: the dispatcher with its fleet and
+// drivers over the loopback transport and a fake control plane, and fake
+// one-stage pipelines on threads of the test that answer every plan.
+// Requests spread over the replicas; a malformed result is dropped and
+// counted; a replica whose results stop coming goes down (its requests end
+// UNAVAILABLE, its workers are told to abort) and comes back; a replica
+// whose member restarts goes down at once.
+#include "router/dispatcher.h"
+
+#include <atomic>
+#include <cstring>
+#include <functional>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "transport/loopback_transport.h"
+
+namespace strata::router {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+using transport::LoopbackNetwork;
+using transport::LoopbackTransport;
+
+class FakeControl : public WorkerControl {
+ public:
+  std::vector<bool> ProbeAll(const std::vector<ProbeTarget>& targets, milliseconds) override {
+    return std::vector<bool>(targets.size(), true);
+  }
+  void AbortAll(const std::vector<std::string>& addresses, uint64_t up_to) override {
+    aborts += static_cast<int>(addresses.size());
+  }
+  std::atomic<int> aborts{0};
+};
+
+// A one-stage, one-rank pipeline: answers each plan with token 7 for every
+// sampling sequence, while `answer` is set.
+class FakeStage {
+ public:
+  FakeStage(LoopbackNetwork* net, std::string router) : endpoint_(net->Listen()), router_(std::move(router)) {
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~FakeStage() {
+    stop_ = true;
+    thread_.join();
+  }
+  std::string address() const { return endpoint_->address(); }
+  std::atomic<bool> answer{true};
+  std::atomic<int> steps{0};
+
+ private:
+  void Serve() {
+    auto hp = transport::ParseHostPort(router_, "router");
+    const int peer = *endpoint_->Connect(*hp);
+    while (!stop_) {
+      auto m = endpoint_->Receive(milliseconds(10));
+      if (!m.ok() || !answer) continue;
+      auto plan = transport::DecodePlan(m->plan(), m->header.plan_bytes);
+      if (!plan.ok()) continue;
+      steps++;
+      transport::StepResult r;
+      r.step_id = plan->step_id;
+      r.timings = {{0, 0.0f, 0.001f, 0.0f, 0.0f}};
+      for (const auto& s : plan->sequences) r.sequences.push_back({s.seq_id, s.sample ? 7 : -1, -0.1f, {}, {}, {}});
+      const std::string bytes = transport::EncodeResult(r);
+      transport::WireHeader h;
+      h.type = static_cast<uint16_t>(transport::MessageType::kStepResult);
+      h.step_id = r.step_id;
+      h.payload_bytes = bytes.size();
+      (void)endpoint_->Send(peer, h, {{bytes.data(), bytes.size()}}, milliseconds(100));
+    }
+  }
+  std::unique_ptr<LoopbackTransport> endpoint_;
+  std::string router_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+v1::RegisterRequest Registration(const std::string& pipeline, const FakeStage& stage, uint64_t epoch) {
+  v1::RegisterRequest r;
+  auto* id = r.mutable_identity();
+  id->set_pipeline(pipeline);
+  id->set_num_stages(1);
+  id->set_tp_size(1);
+  id->set_first_layer(0);
+  id->set_last_layer(2);
+  id->set_has_embedding(true);
+  id->set_has_lm_head(true);
+  r.set_model_name("m");
+  r.mutable_shape()->set_num_layers(2);
+  r.mutable_shape()->set_vocab_size(64);
+  r.mutable_shape()->set_hidden_size(8);
+  r.mutable_shape()->set_max_position_embeddings(4096);
+  r.set_control_address(absl::StrCat("127.0.0.1:", 1000 + pipeline.size()));
+  r.set_data_address(stage.address());
+  r.set_kv_num_blocks(256);
+  r.set_kv_block_size(16);
+  r.set_epoch(epoch);
+  return r;
+}
+
+class DispatcherTest : public ::testing::Test {
+ protected:
+  void Start(std::chrono::milliseconds step_timeout = milliseconds(5000)) {
+    DispatcherOptions o;
+    o.heartbeat = milliseconds(20);
+    o.down_after = milliseconds(5000);
+    o.step_timeout = step_timeout;
+    auto control = std::make_unique<FakeControl>();
+    control_ = control.get();
+    metrics_ = std::make_unique<RouterMetrics>("m");
+    dispatcher_ = std::make_unique<Dispatcher>(o, metrics_.get(), net_.Listen(), std::move(control));
+  }
+  void TearDown() override {
+    dispatcher_.reset();
+    stages_.clear();
+  }
+  FakeStage* AddReplica(const std::string& name, uint64_t epoch = 1) {
+    stages_.push_back(std::make_unique<FakeStage>(&net_, dispatcher_->data_address()));
+    EXPECT_TRUE(dispatcher_->fleet().Register(Registration(name, *stages_.back(), epoch)).ok());
+    return stages_.back().get();
+  }
+  bool WaitFor(const std::function<bool()>& done, milliseconds budget = milliseconds(5000)) {
+    const auto until = Clock::now() + budget;
+    while (!done()) {
+      if (Clock::now() > until) return false;
+      std::this_thread::sleep_for(milliseconds(5));
+    }
+    return true;
+  }
+  // Submits a request and waits for its end.
+  RequestStream::Event Run(int32_t max_tokens) {
+    SequenceSpec s;
+    s.prompt = {1, 2, 3};
+    s.max_tokens = max_tokens;
+    auto stream = std::make_shared<RequestStream>();
+    dispatcher_->Submit(std::move(s), stream);
+    RequestStream::Event all;
+    while (!all.finished) {
+      RequestStream::Event e = stream->Next(milliseconds(5000));
+      if (!e.finished && e.tokens.empty()) break;  // nothing for 5 s
+      all.tokens.insert(all.tokens.end(), e.tokens.begin(), e.tokens.end());
+      all.finished = e.finished;
+      all.reason = e.reason;
+      all.error = e.error;
+    }
+    return all;
+  }
+
+  LoopbackNetwork net_;
+  FakeControl* control_ = nullptr;
+  std::unique_ptr<RouterMetrics> metrics_;
+  std::vector<std::unique_ptr<FakeStage>> stages_;
+  std::unique_ptr<Dispatcher> dispatcher_;
+};
+
+TEST_F(DispatcherTest, RequestsSpreadOverReplicas) {
+  Start();
+  FakeStage* a = AddReplica("p0");
+  FakeStage* b = AddReplica("p1");
+  ASSERT_TRUE(WaitFor([&] { return dispatcher_->fleet().pipelines_up() == 2; }));
+  EXPECT_TRUE(dispatcher_->Serving());
+  EXPECT_EQ(dispatcher_->KvCapacityTokens(), 256 * 16);
+  std::vector<std::thread> clients;
+  std::atomic<int> good{0};
+  for (int i = 0; i < 8; ++i) {
+    clients.emplace_back([&] {
+      RequestStream::Event e = Run(5);
+      if (e.finished && e.reason == Finish::kLength && e.tokens.size() == 5u) good++;
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(good.load(), 8);
+  EXPECT_GT(a->steps.load(), 1);
+  EXPECT_GT(b->steps.load(), 1);
+  const std::string m = metrics_->Render();
+  EXPECT_NE(m.find("strata_stage_step_seconds_count{model=\"m\",phase=\"compute\",pipeline=\"p0\",stage=\"0\"}"),
+            std::string::npos);
+}
+
+TEST_F(DispatcherTest, AMalformedResultIsDroppedAndCounted) {
+  Start();
+  AddReplica("p0");
+  ASSERT_TRUE(WaitFor([&] { return dispatcher_->Serving(); }));
+  transport::WireHeader h;
+  h.type = static_cast<uint16_t>(transport::MessageType::kStepResult);
+  h.payload_bytes = 5;
+  std::string header(sizeof(h), '\0');
+  std::memcpy(header.data(), &h, sizeof(h));
+  ASSERT_TRUE(net_.DeliverRaw(dispatcher_->data_address(), header, "junk!").ok());
+  EXPECT_EQ(Run(3).tokens.size(), 3u);
+  ASSERT_TRUE(WaitFor([&] {
+    return metrics_->Render().find("strata_router_malformed_results_total{model=\"m\"} 1") != std::string::npos;
+  }));
+  EXPECT_TRUE(dispatcher_->Serving());
+}
+
+TEST_F(DispatcherTest, AReplicaWhoseResultsStopGoesDownAndComesBack) {
+  Start(milliseconds(150));
+  FakeStage* a = AddReplica("p0");
+  ASSERT_TRUE(WaitFor([&] { return dispatcher_->Serving(); }));
+  a->answer = false;
+  RequestStream::Event e = Run(3);
+  EXPECT_TRUE(e.finished);
+  EXPECT_EQ(e.reason, Finish::kUnavailable);
+  EXPECT_NE(e.error.find("got no result within 150 ms"), std::string::npos) << e.error;
+  EXPECT_GE(control_->aborts.load(), 1);
+  a->answer = true;
+  ASSERT_TRUE(WaitFor([&] { return dispatcher_->Serving(); })) << "the replica warms up again";
+  EXPECT_EQ(Run(2).tokens.size(), 2u);
+}
+
+TEST_F(DispatcherTest, ARestartedMemberTakesItsReplicaDownAtOnce) {
+  Start();
+  FakeStage* a = AddReplica("p0", 1);
+  ASSERT_TRUE(WaitFor([&] { return dispatcher_->Serving(); }));
+  a->answer = false;  // a request in flight when the member restarts
+  SequenceSpec s;
+  s.prompt = {1};
+  s.max_tokens = 4;
+  auto stream = std::make_shared<RequestStream>();
+  dispatcher_->Submit(s, stream);
+  ASSERT_TRUE(WaitFor([&] { return dispatcher_->queued() == 0; }));
+  std::this_thread::sleep_for(milliseconds(50));  // the step is in flight, unanswered
+  a->answer = true;  // the restarted worker answers what it is sent
+  ASSERT_TRUE(dispatcher_->fleet().Register(Registration("p0", *a, 2)).ok());
+  ASSERT_TRUE(WaitFor([&] { return stream->finished(); }));
+  RequestStream::Event e = stream->Next(milliseconds(10));
+  EXPECT_EQ(e.reason, Finish::kUnavailable);
+  EXPECT_NE(e.error.find("restarted"), std::string::npos) << e.error;
+  ASSERT_TRUE(WaitFor([&] { return dispatcher_->Serving(); }));
+  EXPECT_EQ(Run(1).tokens.size(), 1u);
+}
+
+TEST_F(DispatcherTest, NoReplicaAndDrain) {
+  Start();
+  EXPECT_EQ(Run(1).reason, Finish::kUnavailable);
+  AddReplica("p0");
+  ASSERT_TRUE(WaitFor([&] { return dispatcher_->Serving(); }));
+  dispatcher_->Drain(milliseconds(100));
+  EXPECT_FALSE(dispatcher_->Serving());
+  RequestStream::Event e = Run(1);
+  EXPECT_EQ(e.reason, Finish::kUnavailable);
+  EXPECT_EQ(e.error, "the router is draining");
+}
+
+}  // namespace
+}  // namespace strata::router

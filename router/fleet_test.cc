@@ -1,0 +1,240 @@
+// The fleet: plan checks (a worker whose identity, model or layer range
+// does not fit its pipeline is refused with the reason, and a replica that
+// covers the model exactly once is accepted), the replica state machine,
+// and heartbeats over a fake control plane.
+#include "router/fleet.h"
+
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+
+namespace strata::router {
+namespace {
+
+using std::chrono::milliseconds;
+
+// A control plane whose workers answer as the test says.
+class FakeControl : public WorkerControl {
+ public:
+  std::vector<bool> ProbeAll(const std::vector<ProbeTarget>& targets, milliseconds) override {
+    std::lock_guard<std::mutex> lock(mu);
+    probes += 1;
+    std::vector<bool> alive;
+    for (const ProbeTarget& t : targets) alive.push_back(!silent.count(t.control_address));
+    return alive;
+  }
+  void AbortAll(const std::vector<std::string>& addresses, uint64_t up_to) override {
+    std::lock_guard<std::mutex> lock(mu);
+    aborts.push_back({addresses.size(), up_to});
+  }
+  std::mutex mu;
+  std::set<std::string> silent;
+  int probes = 0;
+  std::vector<std::pair<size_t, uint64_t>> aborts;
+};
+
+v1::RegisterRequest Worker(int stage, int stages, int rank, int tp, int first, int last) {
+  v1::RegisterRequest r;
+  auto* id = r.mutable_identity();
+  id->set_pipeline("p0");
+  id->set_stage(stage);
+  id->set_num_stages(stages);
+  id->set_tp_rank(rank);
+  id->set_tp_size(tp);
+  id->set_first_layer(first);
+  id->set_last_layer(last);
+  id->set_has_embedding(stage == 0);
+  id->set_has_lm_head(stage + 1 == stages);
+  r.set_model_name("m");
+  r.mutable_shape()->set_num_layers(8);
+  r.mutable_shape()->set_vocab_size(512);
+  r.mutable_shape()->set_hidden_size(64);
+  r.mutable_shape()->set_max_position_embeddings(4096);
+  r.set_control_address("127.0.0.1:1");
+  r.set_data_address("127.0.0.1:2");
+  r.set_kv_num_blocks(100);
+  r.set_kv_block_size(16);
+  r.set_epoch(7);
+  return r;
+}
+
+std::string Refusal(Fleet& e, const v1::RegisterRequest& r) { return std::string(e.Register(r).message()); }
+
+TEST(FleetTest, RegistrationChecksThePlan) {
+  FleetOptions o;
+  o.heartbeat = std::chrono::milliseconds(100000);  // no probes during the test
+  FakeControl control;
+  Fleet engine(o, &control, nullptr);
+  ASSERT_TRUE(engine.Register(Worker(0, 2, 0, 2, 0, 4)).ok());
+  // Same stage, other rank, other layers.
+  EXPECT_NE(Refusal(engine, Worker(0, 2, 1, 2, 0, 3)).find("holds layers [0, 4)"), std::string::npos);
+  // A gap between stages.
+  EXPECT_NE(Refusal(engine, Worker(1, 2, 0, 2, 5, 8)).find("cover each layer once"), std::string::npos);
+  // The last stage must end at the last layer.
+  EXPECT_NE(Refusal(engine, Worker(1, 2, 0, 2, 4, 7)).find("must end at layer 8"), std::string::npos);
+  // Another TP size or stage count in the same pipeline.
+  EXPECT_NE(Refusal(engine, Worker(1, 2, 0, 4, 4, 8)).find("tp_size 2"), std::string::npos);
+  EXPECT_NE(Refusal(engine, Worker(1, 3, 0, 2, 4, 8)).find("2 stages"), std::string::npos);
+  // Another model.
+  v1::RegisterRequest other = Worker(1, 2, 0, 2, 4, 8);
+  other.set_model_name("n");
+  EXPECT_EQ(engine.Register(other).code(), absl::StatusCode::kFailedPrecondition);
+  other = Worker(1, 2, 0, 2, 4, 8);
+  other.mutable_shape()->set_vocab_size(1024);
+  EXPECT_EQ(engine.Register(other).code(), absl::StatusCode::kFailedPrecondition);
+  // Malformed identities.
+  v1::RegisterRequest bad = Worker(2, 2, 0, 2, 4, 8);
+  EXPECT_NE(Refusal(engine, bad).find("identity.stage"), std::string::npos);
+  bad = Worker(1, 2, 2, 2, 4, 8);
+  EXPECT_NE(Refusal(engine, bad).find("identity.tp_rank"), std::string::npos);
+  bad = Worker(1, 2, 0, 2, 4, 9);
+  EXPECT_NE(Refusal(engine, bad).find("layers"), std::string::npos);
+  bad = Worker(1, 2, 0, 2, 4, 8);
+  bad.mutable_identity()->set_has_embedding(true);
+  EXPECT_NE(Refusal(engine, bad).find("embedding"), std::string::npos);
+  bad = Worker(1, 2, 0, 2, 4, 8);
+  bad.set_data_address("nowhere");
+  EXPECT_NE(Refusal(engine, bad).find("HOST:PORT"), std::string::npos);
+  bad = Worker(1, 2, 0, 2, 4, 8);
+  bad.set_kv_num_blocks(0);
+  EXPECT_FALSE(engine.Register(bad).ok());
+  // The rest of a good plan.
+  EXPECT_TRUE(engine.Register(Worker(0, 2, 1, 2, 0, 4)).ok());
+  EXPECT_TRUE(engine.Register(Worker(1, 2, 0, 2, 4, 8)).ok());
+  EXPECT_TRUE(engine.Register(Worker(1, 2, 1, 2, 4, 8)).ok());
+  v1::ModelInfo info;
+  int32_t up = 0, total = 0;
+  ASSERT_TRUE(engine.Model(&info, &up, &total));
+  EXPECT_EQ(total, 1);
+  ASSERT_EQ(info.stages_size(), 2);
+  EXPECT_EQ(info.stages(1).first_layer(), 4);
+}
+
+TEST(FleetTest, RefusesAnAbsurdKvPool) {
+  FakeControl control;
+  Fleet fleet({}, &control, nullptr);
+  v1::RegisterRequest huge = Worker(0, 1, 0, 1, 0, 8);
+  huge.set_kv_num_blocks(int64_t{1} << 40);
+  absl::Status s = fleet.Register(huge);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("kv_num_blocks"), std::string::npos) << s;
+}
+
+// Two stages of one rank, each at its own control address.
+void RegisterPipeline(Fleet& fleet, const std::string& name, uint64_t epoch = 7) {
+  for (int stage = 0; stage < 2; ++stage) {
+    v1::RegisterRequest r = Worker(stage, 2, 0, 1, stage * 4, stage * 4 + 4);
+    r.mutable_identity()->set_pipeline(name);
+    r.set_control_address(absl::StrCat("127.0.0.1:", 100 + stage));
+    r.set_data_address(absl::StrCat("127.0.0.1:", 200 + stage));
+    r.set_kv_num_blocks(100 - stage);
+    r.set_epoch(epoch);
+    ASSERT_TRUE(fleet.Register(r).ok());
+  }
+}
+
+TEST(FleetTest, StateMachineFormingWarmingUpDownDraining) {
+  FleetOptions o;
+  o.heartbeat = milliseconds(20);
+  o.down_after = milliseconds(60);
+  FakeControl control;
+  Fleet fleet(o, &control, nullptr);
+  v1::RegisterRequest first = Worker(0, 2, 0, 1, 0, 4);
+  ASSERT_TRUE(fleet.Register(first).ok());
+  EXPECT_TRUE(fleet.TakeReadyToWarm().empty()) << "an incomplete replica never warms up";
+  EXPECT_EQ(fleet.state("p0"), PipelineState::kForming);
+  RegisterPipeline(fleet, "p0");
+  auto ready = fleet.TakeReadyToWarm();
+  ASSERT_EQ(ready.size(), 1u);
+  EXPECT_EQ(ready[0].num_blocks, 99);  // the smallest pool of the members
+  EXPECT_EQ(ready[0].stage0_data, std::vector<std::string>{"127.0.0.1:200"});
+  EXPECT_EQ(ready[0].control.size(), 2u);
+  EXPECT_EQ(fleet.state("p0"), PipelineState::kWarming);
+  EXPECT_TRUE(fleet.TakeReadyToWarm().empty()) << "warming: not handed out twice";
+  EXPECT_EQ(fleet.pipelines_up(), 0);
+  fleet.MarkUp("p0");
+  EXPECT_EQ(fleet.state("p0"), PipelineState::kUp);
+  EXPECT_EQ(fleet.pipelines_up(), 1);
+  // A driver's verdict takes it down; once healthy it is handed out again,
+  // but not before a heartbeat interval passed since the last warm-up.
+  fleet.MarkDown("p0", "step 3 got no result");
+  EXPECT_EQ(fleet.pipelines_up(), 0);
+  EXPECT_EQ(fleet.down_reason("p0"), "step 3 got no result");
+  EXPECT_TRUE(fleet.TakeReadyToWarm().empty());
+  std::this_thread::sleep_for(milliseconds(25));
+  ASSERT_EQ(fleet.TakeReadyToWarm().size(), 1u);
+  fleet.MarkUp("p0");
+  fleet.DrainAll();
+  EXPECT_EQ(fleet.state("p0"), PipelineState::kDraining);
+  EXPECT_EQ(fleet.pipelines_up(), 0);
+  EXPECT_TRUE(fleet.TakeDownEvents().empty());
+}
+
+TEST(FleetTest, HeartbeatsTakeASilentReplicaDownAndBringItBack) {
+  FleetOptions o;
+  o.heartbeat = milliseconds(20);
+  o.down_after = milliseconds(60);
+  FakeControl control;
+  Fleet fleet(o, &control, nullptr);
+  RegisterPipeline(fleet, "p0");
+  RegisterPipeline(fleet, "p1");
+  for (const auto& plan : fleet.TakeReadyToWarm()) fleet.MarkUp(plan.name);
+  EXPECT_EQ(fleet.pipelines_up(), 2);
+  fleet.Beat();
+  EXPECT_EQ(fleet.pipelines_up(), 2);
+  {
+    std::lock_guard<std::mutex> lock(control.mu);
+    control.silent.insert("127.0.0.1:101");  // stage 1 of both replicas goes quiet
+  }
+  std::this_thread::sleep_for(milliseconds(80));
+  fleet.Beat();
+  EXPECT_EQ(fleet.state("p0"), PipelineState::kDown);
+  EXPECT_EQ(fleet.pipelines_up(), 0);
+  auto events = fleet.TakeDownEvents();
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_NE(events[0].second.find("stage 1 rank 0 has not answered"), std::string::npos) << events[0].second;
+  EXPECT_TRUE(fleet.TakeReadyToWarm().empty()) << "a silent member keeps its replica down";
+  {
+    std::lock_guard<std::mutex> lock(control.mu);
+    control.silent.clear();
+  }
+  fleet.Beat();
+  EXPECT_EQ(fleet.TakeReadyToWarm().size(), 2u);
+}
+
+TEST(FleetTest, ARestartedMemberTakesItsReplicaDown) {
+  FakeControl control;
+  Fleet fleet({}, &control, nullptr);
+  RegisterPipeline(fleet, "p0", 7);
+  for (const auto& plan : fleet.TakeReadyToWarm()) fleet.MarkUp(plan.name);
+  v1::RegisterRequest again = Worker(1, 2, 0, 1, 4, 8);
+  again.set_control_address("127.0.0.1:101");
+  again.set_epoch(8);
+  ASSERT_TRUE(fleet.Register(again).ok());
+  EXPECT_EQ(fleet.state("p0"), PipelineState::kDown);
+  auto events = fleet.TakeDownEvents();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_NE(events[0].second.find("restarted (new epoch)"), std::string::npos);
+  // The same epoch again (a retried registration) changes nothing.
+  ASSERT_TRUE(fleet.Register(again).ok());
+  EXPECT_TRUE(fleet.TakeDownEvents().empty());
+}
+
+TEST(FleetTest, HeartbeatThreadProbesWithoutAThreadPerWorker) {
+  FleetOptions o;
+  o.heartbeat = milliseconds(10);
+  FakeControl control;
+  {
+    Fleet fleet(o, &control, nullptr);
+    RegisterPipeline(fleet, "p0");
+    fleet.StartHeartbeats();
+    std::this_thread::sleep_for(milliseconds(100));
+  }  // the destructor stops the heartbeats
+  std::lock_guard<std::mutex> lock(control.mu);
+  EXPECT_GE(control.probes, 3);
+}
+
+}  // namespace
+}  // namespace strata::router

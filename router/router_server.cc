@@ -1,0 +1,96 @@
+#include "router/router_server.h"
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "model/file_system.h"
+#include "transport/ucx_transport.h"
+
+namespace strata::router {
+
+using std::chrono::milliseconds;
+
+absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOptions& options) {
+  std::unique_ptr<RouterServer> r(new RouterServer());
+  r->options_ = options;
+  r->metrics_ = std::make_unique<RouterMetrics>(options.model_name);
+  if (options.metrics_port >= 0) {
+    if (auto s = r->metrics_->Serve(options.host, options.metrics_port); !s.ok()) return s;
+  }
+  std::unique_ptr<model::Tokenizer> tokenizer;
+  if (!options.tokenizer_dir.empty()) {
+    auto tok = model::Tokenizer::Load(model::PosixFileSystem(), options.tokenizer_dir);
+    if (!tok.ok()) return absl::InvalidArgumentError(absl::StrCat("--tokenizer: ", tok.status().message()));
+    tokenizer = std::move(*tok);
+  }
+  DispatcherOptions dispatch = options.engine;
+  dispatch.host = options.host;
+  transport::UcxOptions uo;
+  uo.listen = {dispatch.host, dispatch.data_port};
+  uo.peer_failure_detection = dispatch.ucx_peer_errors;
+  auto data_plane = transport::UcxTransport::Create(uo);
+  if (!data_plane.ok()) return data_plane.status();
+  r->dispatcher_ = std::make_unique<Dispatcher>(dispatch, r->metrics_.get(), std::move(*data_plane),
+                                                MakeGrpcWorkerControl());
+  r->inference_ = std::make_unique<InferenceService>(r->dispatcher_.get(), r->metrics_.get(), std::move(tokenizer));
+  r->fleet_service_ = std::make_unique<FleetService>(&r->dispatcher_->fleet(), r->dispatcher_->data_address());
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(absl::StrCat(options.host, ":", options.port), grpc::InsecureServerCredentials(), &r->port_);
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.SetMaxSendMessageSize(options.max_message_bytes);
+  builder.RegisterService(r->inference_.get());
+  builder.RegisterService(r->fleet_service_.get());
+  r->server_ = builder.BuildAndStart();
+  if (r->server_ == nullptr || r->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("the router cannot listen on ", options.host, ":", options.port));
+  }
+  r->server_->GetHealthCheckService()->SetServingStatus(false);
+  RouterServer* raw = r.get();
+  r->health_thread_ = std::thread([raw] { raw->HealthLoop(); });
+  return r;
+}
+
+// The health service follows the dispatcher (polled: it has no callbacks).
+void RouterServer::HealthLoop() {
+  auto* health = server_->GetHealthCheckService();
+  bool last = false, first = true;
+  while (!stop_) {
+    const bool serving = dispatcher_->Serving();
+    if (serving != last || first) {
+      health->SetServingStatus(serving);
+      health->SetServingStatus("strata.v1.Inference", serving);
+      last = serving;
+      first = false;
+    }
+    std::this_thread::sleep_for(milliseconds(100));
+  }
+}
+
+RouterServer::~RouterServer() {
+  stop_ = true;
+  if (health_thread_.joinable()) health_thread_.join();
+  if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  dispatcher_.reset();
+}
+
+std::string RouterServer::address() const { return absl::StrCat(options_.host, ":", port_); }
+std::string RouterServer::data_address() const { return dispatcher_->data_address(); }
+std::string RouterServer::metrics_address() const {
+  return metrics_->port() >= 0 ? absl::StrCat(options_.host, ":", metrics_->port()) : "";
+}
+
+void RouterServer::Drain(milliseconds budget) {
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  dispatcher_->Drain(budget);
+  stop_ = true;
+  if (health_thread_.joinable()) health_thread_.join();
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+}
+
+void RouterServer::Wait() { server_->Wait(); }
+
+}  // namespace strata::router

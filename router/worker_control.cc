@@ -1,0 +1,98 @@
+#include "router/worker_control.h"
+
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "grpcpp/grpcpp.h"
+#include "strata/v1/worker.grpc.pb.h"
+
+namespace strata::router {
+namespace {
+
+class GrpcWorkerControl : public WorkerControl {
+ public:
+  GrpcWorkerControl() : abort_thread_([this] { DrainAborts(); }) {}
+  ~GrpcWorkerControl() override {
+    abort_cq_.Shutdown();
+    abort_thread_.join();
+  }
+
+  std::vector<bool> ProbeAll(const std::vector<ProbeTarget>& targets, std::chrono::milliseconds timeout) override {
+    struct Call {
+      grpc::ClientContext ctx;
+      v1::HealthResponse response;
+      grpc::Status status;
+      std::unique_ptr<grpc::ClientAsyncResponseReader<v1::HealthResponse>> reader;
+    };
+    grpc::CompletionQueue cq;
+    std::vector<std::unique_ptr<Call>> calls(targets.size());
+    const auto deadline = std::chrono::system_clock::now() + timeout;
+    for (size_t i = 0; i < targets.size(); ++i) {
+      calls[i] = std::make_unique<Call>();
+      calls[i]->ctx.set_deadline(deadline);
+      calls[i]->reader = Stub(targets[i].control_address)->AsyncHealth(&calls[i]->ctx, v1::HealthRequest(), &cq);
+      calls[i]->reader->Finish(&calls[i]->response, &calls[i]->status, reinterpret_cast<void*>(i));
+    }
+    std::vector<bool> alive(targets.size(), false);
+    // Every call ends by its deadline, so this loop ends too.
+    for (size_t done = 0; done < targets.size(); ++done) {
+      void* tag = nullptr;
+      bool ok = false;
+      if (!cq.Next(&tag, &ok)) break;
+      const size_t i = reinterpret_cast<size_t>(tag);
+      const Call& c = *calls[i];
+      alive[i] = ok && c.status.ok() && c.response.epoch() == targets[i].epoch &&
+                 c.response.state() == v1::HealthResponse::SERVING;
+    }
+    cq.Shutdown();
+    void* tag = nullptr;
+    bool ok = false;
+    while (cq.Next(&tag, &ok)) {
+    }
+    return alive;
+  }
+
+  void AbortAll(const std::vector<std::string>& addresses, uint64_t up_to_step_id) override {
+    for (const std::string& address : addresses) {
+      auto* call = new AbortCall;  // freed when its completion is drained
+      call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
+      v1::AbortRequest request;
+      request.set_up_to_step_id(up_to_step_id);
+      call->reader = Stub(address)->AsyncAbort(&call->ctx, request, &abort_cq_);
+      call->reader->Finish(&call->response, &call->status, call);
+    }
+  }
+
+ private:
+  struct AbortCall {
+    grpc::ClientContext ctx;
+    v1::AbortResponse response;
+    grpc::Status status;
+    std::unique_ptr<grpc::ClientAsyncResponseReader<v1::AbortResponse>> reader;
+  };
+
+  void DrainAborts() {
+    void* tag = nullptr;
+    bool ok = false;
+    while (abort_cq_.Next(&tag, &ok)) delete static_cast<AbortCall*>(tag);
+  }
+
+  v1::Worker::Stub* Stub(const std::string& address) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& stub = stubs_[address];
+    if (!stub) stub = v1::Worker::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    return stub.get();
+  }
+
+  std::mutex mu_;
+  std::map<std::string, std::unique_ptr<v1::Worker::Stub>> stubs_;
+  grpc::CompletionQueue abort_cq_;
+  std::thread abort_thread_;
+};
+
+}  // namespace
+
+std::unique_ptr<WorkerControl> MakeGrpcWorkerControl() { return std::make_unique<GrpcWorkerControl>(); }
+
+}  // namespace strata::router

@@ -1,0 +1,40 @@
+// The router's side of the workers' control plane, as a seam: heartbeats
+// (Health of every member, concurrently, within a deadline) and aborts.
+// GrpcWorkerControl does it with asynchronous gRPC calls on one completion
+// queue per use (no thread per worker per beat); fleet and dispatcher tests
+// put a fake in its place.
+#ifndef STRATA_ROUTER_WORKER_CONTROL_H_
+#define STRATA_ROUTER_WORKER_CONTROL_H_
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace strata::router {
+
+struct ProbeTarget {
+  std::string control_address;
+  uint64_t epoch = 0;  // the registration's: another epoch is a restarted worker
+};
+
+class WorkerControl {
+ public:
+  virtual ~WorkerControl() = default;
+  // Calls Health on every target at once; alive[i] is true when target i
+  // answered SERVING with its epoch within `timeout`. Blocks at most
+  // `timeout` (plus scheduling); thread-compatible (one caller at a time).
+  virtual std::vector<bool> ProbeAll(const std::vector<ProbeTarget>& targets, std::chrono::milliseconds timeout) = 0;
+  // Tells every worker at `control_addresses` to drop the steps it holds up
+  // to `up_to_step_id`. Returns at once; the calls finish in the background
+  // (bounded by a deadline). Thread-safe.
+  virtual void AbortAll(const std::vector<std::string>& control_addresses, uint64_t up_to_step_id) = 0;
+};
+
+// Over gRPC (insecure channels, one per address, kept).
+std::unique_ptr<WorkerControl> MakeGrpcWorkerControl();
+
+}  // namespace strata::router
+
+#endif  // STRATA_ROUTER_WORKER_CONTROL_H_
