@@ -6,14 +6,15 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "base/flag_groups.h"
+#include "base/status_macros.h"
+#include "kernels/backend_factory.h"
 #include "kernels/cpu/roofline.h"
 #include "model/checkpoint.h"
 #include "nlohmann/json.hpp"
-#include "base/status_macros.h"
-#include "tools/backend_factory.h"
-#include "tools/flags.h"
 #include "worker/local_engine.h"
 #include "worker/stage_executor.h"
+#include "worker/worker_options.h"
 
 namespace strata::tools {
 namespace {
@@ -23,23 +24,31 @@ double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 
 }  // namespace
 
-absl::Status BenchEngine(const std::vector<std::string>& args) {
-  STRATA_ASSIGN_OR_RETURN(
-      Flags f, Flags::Parse(args,
-                            {"model", "backend", "threads", "isa", "kv-dtype", "prompt-tokens",
-                             "decode-tokens", "batches", "rounds", "json"},
-                            {"json"}));
-  if (!f.Has("model")) return absl::InvalidArgumentError("--model is required");
-  STRATA_ASSIGN_OR_RETURN(int64_t threads, f.GetInt("threads", 1, 1, 1024));
-  STRATA_ASSIGN_OR_RETURN(int64_t prompt_tokens, f.GetInt("prompt-tokens", 128, 1, 1 << 16));
-  STRATA_ASSIGN_OR_RETURN(int64_t decode_tokens, f.GetInt("decode-tokens", 64, 1, 1 << 16));
-  STRATA_ASSIGN_OR_RETURN(int64_t rounds, f.GetInt("rounds", 3, 1, 100));
-  std::vector<int64_t> batches = {1, 4, 16};
-  if (f.Has("batches")) {
-    STRATA_ASSIGN_OR_RETURN(batches, f.GetIntList("batches", 1, 1024));
-  }
-  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<kernels::Backend> backend, MakeBackend(f));
-  STRATA_ASSIGN_OR_RETURN(auto ckpt, model::Checkpoint::Open(model::PosixFileSystem(), f.GetString("model", "")));
+const base::FlagTable& BenchEngineFlags() {
+  static const base::FlagTable* table = new base::FlagTable(
+      "strata bench-engine --model DIR [flags]",
+      "Prompt and decode throughput of the single-process engine's step loop.\n"
+      "Each is reported against this machine's read bandwidth and FMA peak, measured in the same run.",
+      {{"bench-engine",
+        {base::StringFlag("model", std::nullopt, "DIR", "a Hugging Face model folder").Required(),
+         base::IntFlag("prompt-tokens", 128, 1, 1 << 16, "tokens of the prompt step"),
+         base::IntFlag("decode-tokens", 64, 1, 1 << 16, "decode steps per batch"),
+         base::IntListFlag("batches", "1,4,16", 1, 1024, "decode batch sizes"),
+         base::IntFlag("rounds", 3, 1, 100, "interleaved rounds per batch; the fastest is kept"),
+         base::BoolFlag("json", false, "print the report as one JSON line")}},
+       base::BackendFlags()});
+  return *table;
+}
+
+absl::Status BenchEngine(const base::ParsedFlags& f) {
+  const int64_t threads = f.Int("threads");
+  const int64_t prompt_tokens = f.Int("prompt-tokens");
+  const int64_t decode_tokens = f.Int("decode-tokens");
+  const int64_t rounds = f.Int("rounds");
+  const std::vector<int64_t> batches = f.IntList("batches");
+  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<kernels::Backend> backend,
+                          kernels::MakeBackend(worker::BackendChoiceFromFlags(f)));
+  STRATA_ASSIGN_OR_RETURN(auto ckpt, model::Checkpoint::Open(model::PosixFileSystem(), f.String("model")));
   const model::LlamaConfig& c = ckpt->config();
   if (prompt_tokens + decode_tokens > c.max_position_embeddings) {
     return absl::InvalidArgumentError("--prompt-tokens + --decode-tokens exceed the model's context");
@@ -168,7 +177,7 @@ absl::Status BenchEngine(const std::vector<std::string>& args) {
                       {"vs_batch1", batch1_tps > 0 ? tps / batch1_tps : 0}});
   }
   result["decode"] = decode;
-  if (f.GetBool("json")) {
+  if (f.Bool("json")) {
     std::cout << result.dump() << std::endl;
     return absl::OkStatus();
   }

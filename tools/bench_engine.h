@@ -4,14 +4,13 @@
 #ifndef STRATA_TOOLS_BENCH_ENGINE_H_
 #define STRATA_TOOLS_BENCH_ENGINE_H_
 
-#include <string>
-#include <vector>
-
 #include "absl/status/status.h"
+#include "base/flags.h"
 
 namespace strata::tools {
 
-absl::Status BenchEngine(const std::vector<std::string>& args);
+const base::FlagTable& BenchEngineFlags();
+absl::Status BenchEngine(const base::ParsedFlags& flags);
 
 }  // namespace strata::tools
 

@@ -2,10 +2,8 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <netinet/in.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -16,18 +14,16 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
+#include "base/flag_groups.h"
+#include "base/net.h"
+#include "base/signals.h"
+#include "base/status_macros.h"
 #include "grpcpp/grpcpp.h"
-#include "absl/strings/ascii.h"
-#include "absl/strings/numbers.h"
 #include "model/checkpoint.h"
 #include "model/file_system.h"
 #include "model/make_model.h"
 #include "nlohmann/json.hpp"
 #include "strata/v1/inference.grpc.pb.h"
-#include "base/status_macros.h"
-#include "base/net.h"
-#include "tools/flags.h"
 
 namespace strata::tools {
 namespace {
@@ -47,6 +43,7 @@ absl::StatusOr<Child> Spawn(const std::string& name, const std::vector<std::stri
   Child c;
   c.name = name;
   c.log = log;
+  c.argv = argv;
   c.pid = fork();
   if (c.pid < 0) return absl::InternalError("fork failed");
   if (c.pid == 0) {
@@ -117,186 +114,219 @@ std::string CacheDir() {
   return "/tmp/strata-cache";
 }
 
-}  // namespace
+// What strata up starts, where, and with what.
+struct Layout {
+  int64_t stages = 1, tp = 1, replicas = 1;
+  bool shm = true;
+  std::string model, router_bin, worker_bin, logs;
+  std::vector<std::pair<std::string, std::string>> env;
+};
 
-absl::Status Up(const std::vector<std::string>& args) {
-  STRATA_ASSIGN_OR_RETURN(
-      Flags f, Flags::Parse(args,
-                            {"model", "stages", "tp", "replicas", "port", "backend", "threads", "isa", "kv-dtype",
-                             "kv-memory-mb", "block-size", "transport", "metrics-port", "bin-dir", "log-dir",
-                             "ready-file", "timeout-s", "max-tokens-per-step", "kv-blocks", "max-queue",
-                             "down-after-ms", "heartbeat-ms"},
-                            {}));
-  STRATA_ASSIGN_OR_RETURN(int64_t stages, f.GetInt("stages", 1, 1, 64));
-  STRATA_ASSIGN_OR_RETURN(int64_t tp, f.GetInt("tp", 1, 1, 8));
-  STRATA_ASSIGN_OR_RETURN(int64_t replicas, f.GetInt("replicas", 1, 1, 16));
-  STRATA_ASSIGN_OR_RETURN(int64_t port, f.GetInt("port", 0, 0, 65535));
-  STRATA_ASSIGN_OR_RETURN(int64_t metrics_port, f.GetInt("metrics-port", -1, -1, 65535));
-  STRATA_ASSIGN_OR_RETURN(int64_t timeout_s, f.GetInt("timeout-s", 180, 1, 3600));
-  STRATA_ASSIGN_OR_RETURN(const std::string transport, f.GetChoice("transport", "shm", {"shm", "tcp"}));
-  STRATA_ASSIGN_OR_RETURN(const std::string backend, f.GetChoice("backend", "cpu", {"cpu", "reference", "cuda"}));
-  STRATA_ASSIGN_OR_RETURN(int64_t threads, f.GetInt("threads", 1, 1, 1024));
-  STRATA_ASSIGN_OR_RETURN(int64_t kv_mb, f.GetInt("kv-memory-mb", 256, 1, int64_t{1} << 24));
-  STRATA_ASSIGN_OR_RETURN(int64_t block_size, f.GetInt("block-size", 16, 1, 4096));
-  STRATA_ASSIGN_OR_RETURN(int64_t step_tokens, f.GetInt("max-tokens-per-step", 256, 1, 65536));
-  STRATA_ASSIGN_OR_RETURN(int64_t kv_blocks, f.GetInt("kv-blocks", 0, 0, int64_t{1} << 31));
-  STRATA_ASSIGN_OR_RETURN(int64_t max_queue, f.GetInt("max-queue", 256, 1, 1 << 20));
-  STRATA_ASSIGN_OR_RETURN(int64_t down_after_ms, f.GetInt("down-after-ms", 5000, 100, 3600000));
-  STRATA_ASSIGN_OR_RETURN(int64_t heartbeat_ms, f.GetInt("heartbeat-ms", 1000, 50, 600000));
+absl::StatusOr<std::string> ModelDir(const base::ParsedFlags& f) {
+  if (f.IsSet("model")) return f.String("model");
+  const std::string model = CacheDir() + "/tiny";
+  if (!model::PosixFileSystem()->Exists(model + "/config.json")) {
+    model::MakeModelOptions o;
+    STRATA_ASSIGN_OR_RETURN(o.config, model::LlamaPreset("tiny"));
+    std::cerr << "strata up: no --model; writing the tiny test model to " << model << "\n";
+    STRATA_RETURN_IF_ERROR(model::WriteRandomModel(model::PosixFileSystem(), model, o));
+  }
+  return model;
+}
 
-  std::string model = f.GetString("model", "");
-  if (model.empty()) {
-    model = CacheDir() + "/tiny";
-    if (!model::PosixFileSystem()->Exists(model + "/config.json")) {
-      model::MakeModelOptions o;
-      STRATA_ASSIGN_OR_RETURN(o.config, model::LlamaPreset("tiny"));
-      std::cerr << "strata up: no --model; writing the tiny test model to " << model << "\n";
-      STRATA_RETURN_IF_ERROR(model::WriteRandomModel(model::PosixFileSystem(), model, o));
-    }
+absl::StatusOr<Layout> Plan(const base::ParsedFlags& f) {
+  Layout l;
+  l.stages = f.Int("stages");
+  l.tp = f.Int("tp");
+  l.replicas = f.Int("replicas");
+  l.shm = f.String("transport") == "shm";
+  l.env.push_back({"UCX_TLS", l.shm ? "sm,tcp,self" : "tcp,self"});
+  STRATA_ASSIGN_OR_RETURN(l.model, ModelDir(f));
+  STRATA_ASSIGN_OR_RETURN(auto ckpt, model::Checkpoint::Open(model::PosixFileSystem(), l.model));
+  if (l.stages > ckpt->config().num_layers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--stages ", l.stages, " is more than the model's ", ckpt->config().num_layers, " layers"));
   }
-  STRATA_ASSIGN_OR_RETURN(auto ckpt, model::Checkpoint::Open(model::PosixFileSystem(), model));
-  if (stages > ckpt->config().num_layers) {
-    return absl::InvalidArgumentError(absl::StrCat("--stages ", stages, " is more than the model's ",
-                                                   ckpt->config().num_layers, " layers"));
-  }
-  const std::string bin = f.GetString("bin-dir", DefaultBinDir());
-  const std::string router_bin = bin + "/router/strata-router", worker_bin = bin + "/worker/strata-worker";
-  for (const std::string& b : {router_bin, worker_bin}) {
+  const std::string bin = f.IsSet("bin-dir") ? f.String("bin-dir") : DefaultBinDir();
+  l.router_bin = bin + "/router/strata-router";
+  l.worker_bin = bin + "/worker/strata-worker";
+  for (const std::string& b : {l.router_bin, l.worker_bin}) {
     if (access(b.c_str(), X_OK) != 0) {
       return absl::InvalidArgumentError(absl::StrCat(b, " is missing: build //router:strata-router and "
                                                         "//worker:strata-worker, or pass --bin-dir"));
     }
   }
-  std::string logs = f.GetString("log-dir", "");
-  if (logs.empty()) {
+  l.logs = f.String("log-dir");
+  if (l.logs.empty()) {
     char tmpl[] = "/tmp/strata-up-XXXXXX";
     if (mkdtemp(tmpl) == nullptr) return absl::InternalError("cannot make a log folder");
-    logs = tmpl;
+    l.logs = tmpl;
   }
-  mkdir(logs.c_str(), 0755);
-  std::vector<std::pair<std::string, std::string>> env;
-  const bool shm = transport == "shm";
-  env.push_back({"UCX_TLS", shm ? "sm,tcp,self" : "tcp,self"});
+  mkdir(l.logs.c_str(), 0755);
+  return l;
+}
 
-  // Block Ctrl-C and SIGTERM here; this thread waits for them later.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-
-  std::vector<Child> children;
-  auto fail = [&](const std::string& why) {
-    StopAll(&children, 5000);
-    return absl::UnavailableError(why);
-  };
-  const int router_port = port > 0 ? static_cast<int>(port) : base::PickFreePort();
-  const std::string router_addr = absl::StrCat("127.0.0.1:", router_port);
-  std::vector<std::string> rargs = {router_bin, "--port", absl::StrCat(router_port), "--model-name",
-                                    model.substr(model.rfind('/') + 1), "--ucx-peer-errors", shm ? "false" : "true",
-                                    "--max-tokens-per-step", absl::StrCat(step_tokens),
-                                    "--max-queue", absl::StrCat(max_queue),
-                                    "--down-after-ms", absl::StrCat(down_after_ms),
-                                    "--heartbeat-ms", absl::StrCat(heartbeat_ms)};
+// Only what the user set is passed on: the router's defaults are its own.
+std::vector<std::string> RouterArgs(const base::ParsedFlags& f, const Layout& l, int port) {
+  std::vector<std::string> a = {l.router_bin, absl::StrCat("--port=", port),
+                                absl::StrCat("--model-name=", l.model.substr(l.model.rfind('/') + 1)),
+                                absl::StrCat("--ucx-peer-errors=", l.shm ? "false" : "true")};
   // The model folder's tokenizer, when it has one: text in and out.
-  if (model::PosixFileSystem()->Exists(model + "/tokenizer.json") ||
-      model::PosixFileSystem()->Exists(model + "/tokenizer.model")) {
-    rargs.push_back("--tokenizer");
-    rargs.push_back(model);
+  if (model::PosixFileSystem()->Exists(l.model + "/tokenizer.json") ||
+      model::PosixFileSystem()->Exists(l.model + "/tokenizer.model")) {
+    a.push_back("--tokenizer=" + l.model);
   }
-  if (metrics_port >= 0) {
-    rargs.push_back("--metrics-port");
-    rargs.push_back(absl::StrCat(metrics_port));
+  if (f.IsSet("metrics-port")) a.push_back(absl::StrCat("--metrics-port=", f.Int("metrics-port")));
+  for (std::string& x : f.ArgsFor(base::RouterEngineFlags())) a.push_back(std::move(x));
+  return a;
+}
+
+// The ports of one replica's workers: a TP store per stage, a data port per rank.
+struct ReplicaPorts {
+  std::vector<int> store;
+  std::vector<std::vector<int>> data;
+};
+
+ReplicaPorts PickPorts(const Layout& l) {
+  ReplicaPorts p;
+  p.data.assign(l.stages, std::vector<int>(l.tp));
+  for (int64_t s = 0; s < l.stages; ++s) {
+    p.store.push_back(base::PickFreePort());
+    for (int64_t t = 0; t < l.tp; ++t) p.data[s][t] = base::PickFreePort();
   }
-  STRATA_ASSIGN_OR_RETURN(Child router, Spawn("router", rargs, logs + "/router.log", env));
-  children.push_back(router);
-  for (int64_t r = 0; r < replicas; ++r) {
-    std::vector<std::vector<int>> data(stages, std::vector<int>(tp));
-    std::vector<int> store(stages);
-    for (int64_t s = 0; s < stages; ++s) {
-      store[s] = base::PickFreePort();
-      for (int64_t t = 0; t < tp; ++t) data[s][t] = base::PickFreePort();
-    }
-    for (int64_t s = 0; s < stages; ++s) {
-      for (int64_t t = 0; t < tp; ++t) {
-        std::vector<std::string> w = {worker_bin, "--model", model, "--pipeline", absl::StrCat("p", r),
-                                      "--stage", absl::StrCat(s), "--num-stages", absl::StrCat(stages),
-                                      "--tp-rank", absl::StrCat(t), "--tp-size", absl::StrCat(tp),
-                                      "--tp-store", absl::StrCat("127.0.0.1:", store[s]),
-                                      "--data-port", absl::StrCat(data[s][t]), "--router", router_addr,
-                                      "--backend", backend, "--threads", absl::StrCat(threads),
-                                      "--kv-memory-mb", absl::StrCat(kv_mb), "--block-size", absl::StrCat(block_size),
-                                      "--ucx-peer-errors", shm ? "false" : "true", "--metrics-port", "0"};
-        if (kv_blocks > 0) {
-          w.push_back("--kv-blocks");
-          w.push_back(absl::StrCat(kv_blocks));
-        }
-        if (f.Has("isa")) {
-          w.push_back("--isa");
-          w.push_back(f.GetString("isa", "auto"));
-        }
-        if (f.Has("kv-dtype")) {
-          w.push_back("--kv-dtype");
-          w.push_back(f.GetString("kv-dtype", "bf16"));
-        }
-        if (s + 1 < stages) {
-          w.push_back("--next-stage");
-          w.push_back(absl::StrCat("127.0.0.1:", data[s + 1][t]));
-        }
-        STRATA_ASSIGN_OR_RETURN(Child c, Spawn(absl::StrCat("worker p", r, " stage ", s, " rank ", t), w,
-                                               absl::StrCat(logs, "/worker_p", r, "_s", s, "_r", t, ".log"), env));
-        c.argv = w;
-        children.push_back(c);
+  return p;
+}
+
+std::vector<std::string> WorkerArgs(const base::ParsedFlags& f, const Layout& l, const ReplicaPorts& p,
+                                    int64_t replica, int64_t s, int64_t t, const std::string& router) {
+  std::vector<std::string> a = {l.worker_bin,
+                                "--model=" + l.model,
+                                absl::StrCat("--pipeline=p", replica),
+                                absl::StrCat("--stage=", s),
+                                absl::StrCat("--num-stages=", l.stages),
+                                absl::StrCat("--tp-rank=", t),
+                                absl::StrCat("--tp-size=", l.tp),
+                                absl::StrCat("--tp-store=127.0.0.1:", p.store[s]),
+                                absl::StrCat("--data-port=", p.data[s][t]),
+                                "--router=" + router,
+                                absl::StrCat("--ucx-peer-errors=", l.shm ? "false" : "true"),
+                                "--metrics-port=0"};
+  for (std::string& x : f.ArgsFor(base::BackendFlags())) a.push_back(std::move(x));
+  for (std::string& x : f.ArgsFor(base::KvFlags())) a.push_back(std::move(x));
+  if (s + 1 < l.stages) a.push_back(absl::StrCat("--next-stage=127.0.0.1:", p.data[s + 1][t]));
+  return a;
+}
+
+absl::Status StartAll(const base::ParsedFlags& f, const Layout& l, const std::string& router, int router_port,
+                      std::vector<Child>* children) {
+  STRATA_ASSIGN_OR_RETURN(Child rc, Spawn("router", RouterArgs(f, l, router_port), l.logs + "/router.log", l.env));
+  children->push_back(rc);
+  for (int64_t r = 0; r < l.replicas; ++r) {
+    const ReplicaPorts ports = PickPorts(l);
+    for (int64_t s = 0; s < l.stages; ++s) {
+      for (int64_t t = 0; t < l.tp; ++t) {
+        STRATA_ASSIGN_OR_RETURN(Child c, Spawn(absl::StrCat("worker p", r, " stage ", s, " rank ", t),
+                                               WorkerArgs(f, l, ports, r, s, t, router),
+                                               absl::StrCat(l.logs, "/worker_p", r, "_s", s, "_r", t, ".log"), l.env));
+        children->push_back(c);
       }
     }
   }
-  // Healthy: every replica up, as ListModels reports.
-  auto stub = v1::Inference::NewStub(grpc::CreateChannel(router_addr, grpc::InsecureChannelCredentials()));
+  return absl::OkStatus();
+}
+
+// Healthy: every replica up, as ListModels reports.
+absl::Status WaitHealthy(const std::string& router, const Layout& l, int64_t timeout_s, std::vector<Child>* children) {
+  auto stub = v1::Inference::NewStub(grpc::CreateChannel(router, grpc::InsecureChannelCredentials()));
   const auto deadline = Clock::now() + std::chrono::seconds(timeout_s);
   while (true) {
-    for (Child& c : children) {
+    for (Child& c : *children) {
       int code = 0;
       if (c.pid > 0 && Exited(&c, &code)) {
-        return fail(absl::StrCat(c.name, " exited with status ", code, "; its log (", c.log, "):\n", Tail(c.log)));
+        return absl::UnavailableError(
+            absl::StrCat(c.name, " exited with status ", code, "; its log (", c.log, "):\n", Tail(c.log)));
       }
     }
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
     v1::ListModelsResponse lm;
     if (stub->ListModels(&ctx, v1::ListModelsRequest(), &lm).ok() && lm.models_size() == 1 &&
-        lm.models(0).pipelines_up() == replicas) {
-      break;
+        lm.models(0).pipelines_up() == l.replicas) {
+      return absl::OkStatus();
     }
     if (Clock::now() > deadline) {
-      return fail(absl::StrCat("the cluster did not come up within ", timeout_s, " s; logs in ", logs));
+      return absl::UnavailableError(
+          absl::StrCat("the cluster did not come up within ", timeout_s, " s; logs in ", l.logs));
     }
     std::this_thread::sleep_for(milliseconds(100));
   }
-  std::cout << "strata up: serving " << model << " on " << router_addr << " (" << stages << " stage(s) x " << tp
-            << " rank(s) x " << replicas << " replica(s), UCX " << (shm ? "shared memory" : "TCP") << "); logs in "
-            << logs << "; Ctrl-C stops" << std::endl;
-  if (f.Has("ready-file")) {
-    const std::string path = f.GetString("ready-file", ""), tmp = path + ".tmp";
-    // The children too, so a fault test can kill one and start it again.
-    nlohmann::json workers = nlohmann::json::array();
-    for (size_t i = 1; i < children.size(); ++i) {
-      workers.push_back({{"name", children[i].name}, {"pid", children[i].pid}, {"argv", children[i].argv},
-                         {"log", children[i].log}});
-    }
-    std::ofstream(tmp) << nlohmann::json({{"address", router_addr},
-                                          {"logs", logs},
-                                          {"router_pid", children[0].pid},
-                                          {"ucx_tls", env[0].second},
-                                          {"workers", workers}})
-                              .dump()
-                       << "\n";
-    std::rename(tmp.c_str(), path.c_str());
+}
+
+// The children too, so a fault test can kill one and start it again.
+void WriteReadyFile(const std::string& path, const std::string& router, const Layout& l,
+                    const std::vector<Child>& children) {
+  nlohmann::json workers = nlohmann::json::array();
+  for (size_t i = 1; i < children.size(); ++i) {
+    workers.push_back({{"name", children[i].name}, {"pid", children[i].pid}, {"argv", children[i].argv},
+                       {"log", children[i].log}});
   }
+  const std::string tmp = path + ".tmp";
+  std::ofstream(tmp) << nlohmann::json({{"address", router},
+                                        {"logs", l.logs},
+                                        {"router_pid", children[0].pid},
+                                        {"ucx_tls", l.env[0].second},
+                                        {"workers", workers}})
+                            .dump()
+                     << "\n";
+  std::rename(tmp.c_str(), path.c_str());
+}
+
+}  // namespace
+
+const base::FlagTable& UpFlags() {
+  using base::IntFlag;
+  using base::StringFlag;
+  static const base::FlagTable* table = new base::FlagTable(
+      "strata up [flags]",
+      "A router and S x T x R workers on this host, serving once every replica is up.\n"
+      "Prints the address; Ctrl-C drains the router, then stops everything. --port and --metrics-port\n"
+      "are the router's; the backend and KV flags go to every worker.",
+      {{"cluster",
+        {StringFlag("model", std::nullopt, "DIR", "the model folder (default: the tiny test model in ~/.cache/strata)"),
+         IntFlag("stages", 1, 1, 64, "pipeline stages"),
+         IntFlag("tp", 1, 1, 8, "tensor-parallel ranks per stage"),
+         IntFlag("replicas", 1, 1, 16, "pipeline replicas"),
+         base::ChoiceFlag("transport", "shm", {"shm", "tcp"}, "UCX between the processes"),
+         IntFlag("port", 0, 0, 65535, "the router's gRPC port (0: a free one)"),
+         base::MetricsPortFlag(),
+         StringFlag("bin-dir", std::nullopt, "DIR", "holds router/strata-router and worker/strata-worker "
+                                                    "(default: this binary's bazel-bin)"),
+         StringFlag("log-dir", std::nullopt, "DIR", "the children's logs (default: a new folder in /tmp)"),
+         StringFlag("ready-file", std::nullopt, "PATH", "written once healthy: the address, logs, pids and argv"),
+         IntFlag("timeout-s", 180, 1, 3600, "how long the cluster may take to come up")}},
+       base::BackendFlags(), base::KvFlags(), base::RouterEngineFlags()});
+  return *table;
+}
+
+absl::Status Up(const base::ParsedFlags& f) {
+  STRATA_ASSIGN_OR_RETURN(const Layout l, Plan(f));
+  // Ctrl-C and SIGTERM are taken by this thread below, once everything is up.
+  base::BlockStopSignals();
+  const int router_port = f.Int("port") > 0 ? static_cast<int>(f.Int("port")) : base::PickFreePort();
+  const std::string router = absl::StrCat("127.0.0.1:", router_port);
+  std::vector<Child> children;
+  absl::Status s = StartAll(f, l, router, router_port, &children);
+  if (s.ok()) s = WaitHealthy(router, l, f.Int("timeout-s"), &children);
+  if (!s.ok()) {
+    StopAll(&children, 5000);
+    return s.code() == absl::StatusCode::kInvalidArgument ? s : absl::UnavailableError(s.message());
+  }
+  std::cout << "strata up: serving " << l.model << " on " << router << " (" << l.stages << " stage(s) x " << l.tp
+            << " rank(s) x " << l.replicas << " replica(s), UCX " << (l.shm ? "shared memory" : "TCP")
+            << "); logs in " << l.logs << "; Ctrl-C stops" << std::endl;
+  if (f.IsSet("ready-file")) WriteReadyFile(f.String("ready-file"), router, l, children);
   // Wait for Ctrl-C or SIGTERM, watching the children meanwhile.
-  timespec poll{0, 200 * 1000 * 1000};
-  while (true) {
-    siginfo_t info;
-    if (sigtimedwait(&stop_signals, &info, &poll) > 0) break;
+  while (base::WaitForStopSignal(milliseconds(200)) == 0) {
     for (Child& c : children) {
       int code = 0;
       if (c.pid > 0 && Exited(&c, &code)) {
@@ -309,110 +339,6 @@ absl::Status Up(const std::vector<std::string>& args) {
   StopAll(&router_only, 35000);
   std::vector<Child> workers(children.begin() + 1, children.end());
   StopAll(&workers, 35000);
-  return absl::OkStatus();
-}
-
-absl::Status Generate(const std::vector<std::string>& args) {
-  STRATA_ASSIGN_OR_RETURN(Flags f, Flags::Parse(args,
-                                                {"server", "prompt-ids", "max-tokens", "temperature", "top-k", "top-p",
-                                                 "seed", "ignore-eos", "json", "stream", "logprobs", "timeout-ms",
-                                                 "priority", "request-id", "prompt", "chat", "stop"},
-                                                {"ignore-eos", "json", "stream", "chat"}));
-  if (!f.Has("server")) return absl::InvalidArgumentError("--server HOST:PORT is required");
-  if (f.Has("prompt") == f.Has("prompt-ids")) return absl::InvalidArgumentError("give exactly one of --prompt and --prompt-ids");
-  std::vector<int64_t> ids;
-  if (f.Has("prompt-ids")) {
-    STRATA_ASSIGN_OR_RETURN(ids, f.GetIntList("prompt-ids", 0, INT32_MAX));
-  }
-  STRATA_ASSIGN_OR_RETURN(int64_t max_tokens, f.GetInt("max-tokens", 16, 1, 1 << 20));
-  STRATA_ASSIGN_OR_RETURN(int64_t top_k, f.GetInt("top-k", 0, 0, 1 << 20));
-  STRATA_ASSIGN_OR_RETURN(int64_t seed, f.GetInt("seed", 0, 0, INT64_MAX));
-  STRATA_ASSIGN_OR_RETURN(int64_t logprobs, f.GetInt("logprobs", -1, -1, 20));
-  STRATA_ASSIGN_OR_RETURN(int64_t timeout_ms, f.GetInt("timeout-ms", 600000, 1, 86400000));
-  STRATA_ASSIGN_OR_RETURN(int64_t priority, f.GetInt("priority", 0, INT32_MIN, INT32_MAX));
-  double temperature = 0, top_p = 1;
-  if (f.Has("temperature") && !absl::SimpleAtod(f.GetString("temperature", "0"), &temperature)) {
-    return absl::InvalidArgumentError("--temperature is not a number");
-  }
-  if (f.Has("top-p") && !absl::SimpleAtod(f.GetString("top-p", "1"), &top_p)) {
-    return absl::InvalidArgumentError("--top-p is not a number");
-  }
-  v1::GenerateRequest req;
-  req.set_request_id(f.GetString("request-id", ""));
-  for (int64_t id : ids) req.add_prompt_ids(static_cast<int32_t>(id));
-  if (f.Has("prompt")) {
-    if (f.GetBool("chat")) {
-      v1::ChatMessage* m = req.add_messages();
-      m->set_role("user");
-      m->set_content(f.GetString("prompt", ""));
-    } else {
-      req.set_prompt(f.GetString("prompt", ""));
-    }
-  }
-  if (f.Has("stop")) req.mutable_stop()->add_stop_strings(f.GetString("stop", ""));
-  req.mutable_sampling()->set_temperature(static_cast<float>(temperature));
-  req.mutable_sampling()->set_top_k(static_cast<int32_t>(top_k));
-  req.mutable_sampling()->set_top_p(static_cast<float>(top_p));
-  req.mutable_sampling()->set_seed(static_cast<uint64_t>(seed));
-  req.mutable_stop()->set_max_tokens(static_cast<int32_t>(max_tokens));
-  req.mutable_stop()->set_ignore_eos(f.GetBool("ignore-eos"));
-  req.set_logprobs(static_cast<int32_t>(logprobs));
-  req.set_return_logprobs(logprobs >= 0);
-  req.set_priority(static_cast<int32_t>(priority));
-  auto stub = v1::Inference::NewStub(grpc::CreateChannel(f.GetString("server", ""), grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + milliseconds(timeout_ms));
-  auto reader = stub->Generate(&ctx, req);
-  v1::GenerateResponse msg;
-  std::vector<int32_t> tokens;
-  nlohmann::json logprob_json = nlohmann::json::array();
-  std::string finish = "none", request_id, text;
-  v1::Usage usage;
-  const bool json = f.GetBool("json"), stream = f.GetBool("stream");
-  while (reader->Read(&msg)) {
-    request_id = msg.request_id();
-    text += msg.text();
-    std::vector<int32_t> fresh;
-    for (const auto& t : msg.tokens()) {
-      fresh.push_back(t.token_id());
-      tokens.push_back(t.token_id());
-      if (logprobs >= 0) {
-        nlohmann::json top = nlohmann::json::array();
-        for (const auto& o : t.top()) top.push_back({{"id", o.token_id()}, {"logprob", o.logprob()}});
-        logprob_json.push_back({{"id", t.token_id()}, {"logprob", t.logprob()}, {"top", top}});
-      }
-    }
-    if (stream && (!fresh.empty() || !msg.text().empty())) {
-      if (json) {
-        std::cout << nlohmann::json({{"tokens", fresh}, {"text", msg.text()}}).dump() << std::endl;
-      } else if (!msg.text().empty()) {
-        std::cout << msg.text() << std::flush;
-      } else {
-        std::cout << absl::StrJoin(fresh, " ") << std::endl;
-      }
-    }
-    if (msg.finish_reason() != v1::GenerateResponse::FINISH_REASON_UNSPECIFIED) {
-      finish = absl::AsciiStrToLower(v1::GenerateResponse::FinishReason_Name(msg.finish_reason()));
-      usage = msg.usage();
-    }
-  }
-  grpc::Status s = reader->Finish();
-  if (json) {
-    nlohmann::json out = {{"request_id", request_id}, {"tokens", tokens}, {"text", text}, {"finish_reason", finish},
-                          {"usage", {{"prompt_tokens", usage.prompt_tokens()}, {"completion_tokens", usage.completion_tokens()}}}};
-    if (logprobs >= 0) out["logprobs"] = logprob_json;
-    if (!s.ok()) out["error"] = {{"code", static_cast<int>(s.error_code())}, {"message", s.error_message()}};
-    std::cout << out.dump() << std::endl;
-  } else if (!stream) {
-    std::cout << absl::StrJoin(tokens, " ") << "\n";
-    if (!text.empty()) std::cout << "text: " << text << "\n";
-    std::cout << "finish: " << finish << std::endl;
-  } else if (!text.empty()) {
-    std::cout << "\nfinish: " << finish << std::endl;
-  }
-  if (!s.ok()) {
-    return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
-  }
   return absl::OkStatus();
 }
 

@@ -2,17 +2,18 @@
 #ifndef STRATA_TOOLS_TOKENIZE_H_
 #define STRATA_TOOLS_TOKENIZE_H_
 
-#include <string>
-#include <vector>
-
 #include "absl/status/status.h"
+#include "base/flags.h"
 
 namespace strata::tools {
 
 // --model DIR (--text T | --file F) [--chat] [--special] [--json]
-absl::Status Tokenize(const std::vector<std::string>& args);
+const base::FlagTable& TokenizeFlags();
+absl::Status Tokenize(const base::ParsedFlags& flags);
+
 // --model DIR --ids 1,2,3 [--json]
-absl::Status Detokenize(const std::vector<std::string>& args);
+const base::FlagTable& DetokenizeFlags();
+absl::Status Detokenize(const base::ParsedFlags& flags);
 
 }  // namespace strata::tools
 

@@ -1,6 +1,6 @@
-// strata-worker: one TP rank of one pipeline stage (see worker_options.h for
-// the flags). SIGTERM or SIGINT drains: steps already sent to this worker
-// run, then it exits 0.
+// strata-worker: one TP rank of one pipeline stage (`--help` prints the
+// flags from worker_options.cc's table). SIGTERM or SIGINT drains: steps
+// already sent to this worker run, then it exits 0.
 #include <iostream>
 
 #include "base/signals.h"
@@ -8,14 +8,14 @@
 #include "worker/worker_server.h"
 
 int main(int argc, char** argv) {
-  std::vector<std::string> args(argv + 1, argv + argc);
-  if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h")) {
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  if (strata::base::WantsHelp(args)) {
     std::cout << strata::worker::WorkerUsage();
     return 0;
   }
   auto options = strata::worker::ParseWorkerOptions(args);
   if (!options.ok()) {
-    std::cerr << "strata-worker: " << options.status().message() << "\n" << strata::worker::WorkerUsage();
+    std::cerr << "strata-worker: " << options.status().message() << " (strata-worker --help lists the flags)\n";
     return 2;
   }
   strata::base::BlockStopSignals();

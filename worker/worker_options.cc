@@ -1,153 +1,119 @@
 #include "worker/worker_options.h"
 
-#include <fstream>
-#include <map>
-#include <sstream>
-
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "nlohmann/json.hpp"
-#include "transport/address.h"
+#include "base/flag_groups.h"
+#include "base/status_macros.h"
 
 namespace strata::worker {
 namespace {
 
-const char* const kNames[] = {"config",      "model",          "model-name",  "pipeline",     "stage",
-                              "num-stages",  "layers",         "tp-rank",     "tp-size",      "tp-store",
-                              "backend",     "threads",        "isa",         "kv-dtype",     "host",
-                              "data-port",   "control-port",   "metrics-port", "next-stage",  "result-address",
-                              "router",      "block-size",     "kv-blocks",   "kv-memory-mb", "ucx-peer-errors",
-                              "step-timeout-ms", "ready-file"};
-
-bool Known(const std::string& name) {
-  for (const char* n : kNames) {
-    if (name == n) return true;
-  }
-  return false;
-}
+using base::AddressFlag;
+using base::IntFlag;
+using base::StringFlag;
 
 absl::Status Bad(const std::string& name, const std::string& why) {
   return absl::InvalidArgumentError(absl::StrCat("--", name, ": ", why));
 }
 
-}  // namespace
-
-std::string WorkerUsage() {
-  return "usage: strata-worker --model DIR [--stage S --num-stages N] [--layers FIRST:LAST]\n"
-         "         [--tp-rank R --tp-size T --tp-store HOST:PORT] [--backend cpu|reference|cuda]\n"
-         "         [--threads N] [--isa auto|avx512bf16|avx512|avx2|portable] [--kv-dtype bf16|f32]\n"
-         "         [--host ADDR] [--data-port P] [--control-port P] [--metrics-port P]\n"
-         "         [--next-stage HOST:PORT] [--result-address HOST:PORT] [--router HOST:PORT]\n"
-         "         [--block-size N] [--kv-blocks N | --kv-memory-mb MB] [--pipeline NAME]\n"
-         "         [--ucx-peer-errors true|false] [--step-timeout-ms MS] [--ready-file PATH]\n"
-         "         [--config FILE.json]\n";
+base::FlagGroup OwnFlags() {
+  return {"worker",
+          {StringFlag("model", std::nullopt, "DIR", "a Hugging Face model folder").Required(),
+           StringFlag("model-name", std::nullopt, "NAME", "the model's name at registration (default: the folder's)"),
+           StringFlag("pipeline", "p0", "NAME", "the pipeline replica this worker belongs to"),
+           IntFlag("stage", 0, 0, 1023, "this worker's pipeline stage"),
+           IntFlag("num-stages", 1, 1, 1024, "stages in the pipeline"),
+           StringFlag("layers", std::nullopt, "FIRST:LAST", "this stage's layers (default: an even split)"),
+           IntFlag("tp-rank", 0, 0, 63, "this worker's tensor-parallel rank"),
+           IntFlag("tp-size", 1, 1, 64, "tensor-parallel ranks in the stage"),
+           AddressFlag("tp-store", "the TP group's rendezvous, served by rank 0 (needed when --tp-size > 1)"),
+           StringFlag("host", "127.0.0.1", "ADDR", "the address peers reach this worker at"),
+           IntFlag("control-port", 0, 0, 65535, "gRPC control-plane port (0: any)"),
+           base::MetricsPortFlag(),
+           AddressFlag("next-stage", "data plane of stage + 1, same rank (needed on every stage but the last)"),
+           AddressFlag("result-address", "where the last stage sends results (default: from the router)"),
+           AddressFlag("router", "the router's Fleet service to register with (default: none)"),
+           IntFlag("step-timeout-ms", 30000, 100, 3600000, "a collective or send that takes longer fails the step"),
+           StringFlag("ready-file", std::nullopt, "PATH", "written with the addresses once serving")}};
 }
 
-absl::StatusOr<WorkerOptions> ParseWorkerOptions(const std::vector<std::string>& args) {
-  std::map<std::string, std::string> v;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a.rfind("--", 0) != 0) return absl::InvalidArgumentError(absl::StrCat("unexpected argument \"", a, "\""));
-    std::string name = a.substr(2), value;
-    const size_t eq = name.find('=');
-    if (eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-    } else {
-      if (i + 1 >= args.size()) return Bad(name, "needs a value");
-      value = args[++i];
-    }
-    if (!Known(name)) return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
-    v[name] = value;
-  }
-  if (v.count("config")) {
-    std::ifstream in(v["config"]);
-    if (!in) return Bad("config", absl::StrCat("cannot read ", v["config"]));
-    std::stringstream ss;
-    ss << in.rdbuf();
-    nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
-    if (!j.is_object()) return Bad("config", absl::StrCat(v["config"], " is not a JSON object"));
-    for (auto it = j.begin(); it != j.end(); ++it) {
-      if (!Known(it.key()) || it.key() == "config") {
-        return Bad("config", absl::StrCat(v["config"], ": unknown key \"", it.key(), "\""));
-      }
-      if (v.count(it.key())) continue;  // the command line wins
-      if (it->is_string()) {
-        v[it.key()] = it->get<std::string>();
-      } else if (it->is_number_integer() || it->is_boolean()) {
-        v[it.key()] = it->dump();
-      } else {
-        return Bad(it.key(), absl::StrCat("in ", v["config"], " must be a string, integer or boolean"));
-      }
-    }
-  }
-  WorkerOptions o;
-  auto get_int = [&](const std::string& name, int64_t lo, int64_t hi, auto* out) -> absl::Status {
-    auto it = v.find(name);
-    if (it == v.end()) return absl::OkStatus();
-    int64_t x = 0;
-    if (!absl::SimpleAtoi(it->second, &x) || x < lo || x > hi) {
-      return Bad(name, absl::StrCat("\"", it->second, "\" is not an integer in [", lo, ", ", hi, "]"));
-    }
-    *out = static_cast<std::remove_pointer_t<decltype(out)>>(x);
-    return absl::OkStatus();
-  };
-  auto get_addr = [&](const std::string& name, std::string* out) -> absl::Status {
-    auto it = v.find(name);
-    if (it == v.end()) return absl::OkStatus();
-    auto hp = transport::ParseHostPort(it->second, "--" + name);
-    if (!hp.ok()) return hp.status();
-    *out = it->second;
-    return absl::OkStatus();
-  };
-  if (!v.count("model")) return Bad("model", "is required (a Hugging Face model folder)");
-  o.model_dir = v["model"];
-  o.model_name = v.count("model-name") ? v["model-name"] : "";
-  if (o.model_name.empty()) {
-    std::string d = o.model_dir;
-    while (d.size() > 1 && d.back() == '/') d.pop_back();
-    o.model_name = d.substr(d.rfind('/') == std::string::npos ? 0 : d.rfind('/') + 1);
-  }
-  if (v.count("pipeline")) o.pipeline = v["pipeline"];
+// Checks across flags, which no single declaration can.
+absl::Status CheckTogether(const WorkerOptions& o) {
   if (o.pipeline.empty()) return Bad("pipeline", "must not be empty");
-  for (auto s : {get_int("num-stages", 1, 1024, &o.num_stages), get_int("stage", 0, 1023, &o.stage),
-                 get_int("tp-size", 1, 64, &o.tp_size), get_int("tp-rank", 0, 63, &o.tp_rank),
-                 get_int("threads", 1, 1024, &o.backend.threads), get_int("data-port", 0, 65535, &o.data_port),
-                 get_int("control-port", 0, 65535, &o.control_port),
-                 get_int("metrics-port", -1, 65535, &o.metrics_port),
-                 get_int("block-size", 1, 4096, &o.block_size), get_int("kv-blocks", 0, int64_t{1} << 31, &o.kv_blocks),
-                 get_int("kv-memory-mb", 1, int64_t{1} << 24, &o.kv_memory_mb),
-                 get_int("step-timeout-ms", 100, 3600000, &o.step_timeout_ms),
-                 get_addr("tp-store", &o.tp_store), get_addr("next-stage", &o.next_stage),
-                 get_addr("result-address", &o.result_address), get_addr("router", &o.router)}) {
-    if (!s.ok()) return s;
-  }
+  if (o.host.empty()) return Bad("host", "must not be empty");
   if (o.stage >= o.num_stages) return Bad("stage", absl::StrCat(o.stage, " is not below --num-stages ", o.num_stages));
   if (o.tp_rank >= o.tp_size) return Bad("tp-rank", absl::StrCat(o.tp_rank, " is not below --tp-size ", o.tp_size));
   if (o.tp_size > 1 && o.tp_store.empty()) return Bad("tp-store", "is required when --tp-size > 1");
   if (o.stage + 1 < o.num_stages && o.next_stage.empty()) {
     return Bad("next-stage", "is required on every stage but the last");
   }
-  if (v.count("layers")) {
-    const std::string& l = v["layers"];
-    const size_t colon = l.find(':');
-    if (colon == std::string::npos || !absl::SimpleAtoi(l.substr(0, colon), &o.first_layer) ||
-        !absl::SimpleAtoi(l.substr(colon + 1), &o.last_layer) || o.first_layer < 0 ||
-        o.last_layer <= o.first_layer) {
-      return Bad("layers", absl::StrCat("\"", l, "\" is not FIRST:LAST with 0 <= FIRST < LAST"));
-    }
+  return absl::OkStatus();
+}
+
+absl::Status ParseLayers(const std::string& l, WorkerOptions* o) {
+  const size_t colon = l.find(':');
+  if (colon == std::string::npos || !absl::SimpleAtoi(l.substr(0, colon), &o->first_layer) ||
+      !absl::SimpleAtoi(l.substr(colon + 1), &o->last_layer) || o->first_layer < 0 ||
+      o->last_layer <= o->first_layer) {
+    return Bad("layers", absl::StrCat("\"", l, "\" is not FIRST:LAST with 0 <= FIRST < LAST"));
   }
-  if (v.count("backend")) o.backend.name = v["backend"];
-  if (v.count("isa")) o.backend.isa = v["isa"];
-  if (v.count("kv-dtype")) o.backend.kv_dtype = v["kv-dtype"];
-  if (v.count("host")) o.host = v["host"];
-  if (o.host.empty()) return Bad("host", "must not be empty");
-  if (v.count("ucx-peer-errors")) {
-    const std::string& b = v["ucx-peer-errors"];
-    if (b != "true" && b != "false") return Bad("ucx-peer-errors", "must be true or false");
-    o.ucx_peer_errors = b == "true";
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+const base::FlagTable& WorkerFlags() {
+  static const base::FlagTable* table = new base::FlagTable(
+      "strata-worker --model DIR [flags]",
+      "One tensor-parallel rank of one pipeline stage: loads its slice of the model, runs the steps the\n"
+      "router sends over UCX and forwards activations. SIGTERM or SIGINT drains, then exits 0.",
+      {OwnFlags(), base::BackendFlags(), base::KvFlags(), base::DataPlaneFlags()});
+  return *table;
+}
+
+std::string WorkerUsage() { return WorkerFlags().Help(); }
+
+kernels::BackendChoice BackendChoiceFromFlags(const base::ParsedFlags& f) {
+  kernels::BackendChoice c;
+  c.name = f.String("backend");
+  c.threads = static_cast<int>(f.Int("threads"));
+  c.isa = f.String("isa");
+  c.kv_dtype = f.String("kv-dtype");
+  return c;
+}
+
+absl::StatusOr<WorkerOptions> ParseWorkerOptions(const std::vector<std::string>& args) {
+  STRATA_ASSIGN_OR_RETURN(const base::ParsedFlags f, WorkerFlags().Parse(args));
+  WorkerOptions o;
+  o.model_dir = f.String("model");
+  o.model_name = f.String("model-name");
+  if (o.model_name.empty()) {
+    std::string d = o.model_dir;
+    while (d.size() > 1 && d.back() == '/') d.pop_back();
+    o.model_name = d.substr(d.rfind('/') == std::string::npos ? 0 : d.rfind('/') + 1);
   }
-  if (v.count("ready-file")) o.ready_file = v["ready-file"];
+  o.pipeline = f.String("pipeline");
+  o.stage = static_cast<int>(f.Int("stage"));
+  o.num_stages = static_cast<int>(f.Int("num-stages"));
+  if (f.HasValue("layers")) STRATA_RETURN_IF_ERROR(ParseLayers(f.String("layers"), &o));
+  o.tp_rank = static_cast<int>(f.Int("tp-rank"));
+  o.tp_size = static_cast<int>(f.Int("tp-size"));
+  o.tp_store = f.String("tp-store");
+  o.backend = BackendChoiceFromFlags(f);
+  o.host = f.String("host");
+  o.data_port = static_cast<int>(f.Int("data-port"));
+  o.control_port = static_cast<int>(f.Int("control-port"));
+  o.metrics_port = static_cast<int>(f.Int("metrics-port"));
+  o.next_stage = f.String("next-stage");
+  o.result_address = f.String("result-address");
+  o.router = f.String("router");
+  o.block_size = f.Int("block-size");
+  o.kv_blocks = f.Int("kv-blocks");
+  o.kv_memory_mb = f.Int("kv-memory-mb");
+  o.ucx_peer_errors = f.Bool("ucx-peer-errors");
+  o.step_timeout_ms = f.Int("step-timeout-ms");
+  o.ready_file = f.String("ready-file");
+  STRATA_RETURN_IF_ERROR(CheckTogether(o));
   return o;
 }
 

@@ -1,7 +1,8 @@
-// strata-worker's configuration: command-line flags ("--name value" or
-// "--name=value"), optionally on top of a JSON config file (--config FILE,
-// an object with the same names). Every value is checked, and an error
-// names the flag.
+// strata-worker's configuration, parsed with its flag table (base/flags.h):
+// the worker's own flags plus the shared backend, KV, data-plane and
+// metrics groups (base/flag_groups.h), each declared once. `--config FILE`
+// reads the same names from a JSON object; every value is checked, and an
+// error names the flag and the value.
 #ifndef STRATA_WORKER_WORKER_OPTIONS_H_
 #define STRATA_WORKER_WORKER_OPTIONS_H_
 
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "base/flags.h"
 #include "kernels/backend_factory.h"
 
 namespace strata::worker {
@@ -41,11 +43,18 @@ struct WorkerOptions {
   std::string ready_file;          // --ready-file: written with the addresses once serving
 };
 
+// strata-worker's flag table.
+const base::FlagTable& WorkerFlags();
+
 // Parses argv (without the program name).
 absl::StatusOr<WorkerOptions> ParseWorkerOptions(const std::vector<std::string>& args);
 
-// The usage text.
+// The --help text, from the table.
 std::string WorkerUsage();
+
+// The backend group's values (base::BackendFlags) as the kernels' factory
+// takes them; `strata run` and `bench-engine` use it too.
+kernels::BackendChoice BackendChoiceFromFlags(const base::ParsedFlags& flags);
 
 }  // namespace strata::worker
 
