@@ -105,12 +105,8 @@ kernels::KvCacheShape StageExecutor::KvShape(int64_t num_blocks, int64_t block_s
 }
 
 int64_t StageExecutor::KvBytesPerBlock(int64_t block_size) const {
-  return KvBytesPerBlock(block_size, backend_->KvBytesPerValue());
-}
-
-int64_t StageExecutor::KvBytesPerBlock(int64_t block_size, int64_t bytes_per_value) const {
   return std::max<int64_t>(spec_.last_layer - spec_.first_layer, 1) * 2 * block_size * dims_.num_kv_heads *
-         config_.head_dim * bytes_per_value;
+         config_.head_dim * backend_->KvBytesPerValue();
 }
 
 absl::Status StageExecutor::EnsureScratch(int64_t rows, int64_t logit_rows) {

@@ -56,8 +56,6 @@ class StageExecutor {
   kernels::KvCacheShape KvShape(int64_t num_blocks, int64_t block_size) const;
   // Bytes of one KV block in this stage's backend (its KvBytesPerValue).
   int64_t KvBytesPerBlock(int64_t block_size) const;
-  // Bytes of one KV block at `bytes_per_value` (4 for f32, 2 for bf16).
-  int64_t KvBytesPerBlock(int64_t block_size, int64_t bytes_per_value) const;
 
   // Runs one step.
   //   token_ids: [layout rows] when the stage has the embedding (else empty);

@@ -1,5 +1,8 @@
 #include "worker/step_runner.h"
 
+#include <cstdio>
+#include <cstdlib>
+
 #include <algorithm>
 #include <cstring>
 #include <set>
@@ -76,11 +79,16 @@ absl::StatusOr<StepOutput> StepRunner::Run(const transport::Message& m) {
     }
   }
   if (!spec.has_lm_head) {
-    // m.header.plan_bytes is a multiple of 8 (EncodePlan pads), so the
+    // The plan goes on with a placeholder for this stage's timing (filled
+    // in by StampTiming, same size); EncodePlan pads to 8 bytes, so the
     // floats after it are aligned.
-    out.activations.resize(m.header.plan_bytes + static_cast<size_t>(out.rows * h) * sizeof(float));
-    std::memcpy(out.activations.data(), m.plan(), m.header.plan_bytes);
-    float* hidden_out = reinterpret_cast<float*>(out.activations.data() + m.header.plan_bytes);
+    transport::StepPlan outgoing = plan;
+    outgoing.timings.push_back({});
+    const std::string encoded = transport::EncodePlan(outgoing);
+    out.plan_bytes = static_cast<uint32_t>(encoded.size());
+    out.activations.resize(encoded.size() + static_cast<size_t>(out.rows * h) * sizeof(float));
+    std::memcpy(out.activations.data(), encoded.data(), encoded.size());
+    float* hidden_out = reinterpret_cast<float*>(out.activations.data() + encoded.size());
     STRATA_RETURN_IF_ERROR(executor_->Forward(layout, plan.token_ids, hidden, logit_rows, cache_, nullptr, hidden_out));
     return out;
   }
@@ -89,6 +97,23 @@ absl::StatusOr<StepOutput> StepRunner::Run(const transport::Message& m) {
   if (spec.tp_rank != 0) return out;  // rank 0 of the last stage answers
   STRATA_RETURN_IF_ERROR(SampleAndScore(logits, static_cast<int64_t>(logit_rows.size()), first_logit, &out));
   return out;
+}
+
+void StepOutput::StampTiming(const transport::StageTiming& timing) {
+  if (activations.empty()) {
+    result.timings = plan.timings;
+    result.timings.push_back(timing);
+    return;
+  }
+  transport::StepPlan outgoing = plan;
+  outgoing.timings.push_back(timing);
+  const std::string encoded = transport::EncodePlan(outgoing);
+  // Fixed-width fields: the reserved room fits exactly.
+  if (encoded.size() != plan_bytes) {
+    std::fprintf(stderr, "StampTiming: plan of %zu bytes, %u reserved\n", encoded.size(), plan_bytes);
+    std::abort();
+  }
+  std::memcpy(activations.data(), encoded.data(), encoded.size());
 }
 
 absl::Status StepRunner::SampleAndScore(const float* logits, int64_t n, const std::vector<int64_t>& first_logit,

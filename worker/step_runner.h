@@ -26,12 +26,18 @@ struct StepOutput {
   bool is_prefill = false;     // some sequence had more than one new token
   int64_t rows = 0;
   // Not the last stage: the Activations message body, the plan as it
-  // arrived then the hidden states [rows, hidden] f32, written there by the
-  // executor (one contiguous buffer, no copy).
+  // arrived with room for this stage's timing, then the hidden states
+  // [rows, hidden] f32, written there by the executor (one contiguous
+  // buffer, no copy).
   std::vector<uint8_t> activations;
   uint32_t plan_bytes = 0;
   transport::StepResult result;  // the last stage
   int64_t kv_blocks_used = 0;  // distinct blocks the step referenced
+
+  // Records this stage's timing where it travels on: appended to the plan
+  // in `activations` (its room was reserved: the size does not change), or,
+  // on the last stage, after the upstream timings in `result`.
+  void StampTiming(const transport::StageTiming& timing);
 };
 
 class StepRunner {

@@ -88,6 +88,15 @@ WorkerMetrics::WorkerMetrics(const WorkerLabels& l) : registry_(std::make_shared
                              .Labels(labels)
                              .Register(*registry_)
                              .Add({});
+  auto& phases = prometheus::BuildHistogram()
+                     .Name("strata_worker_step_phase_seconds")
+                     .Help("Where a step's time went on this worker: queue, compute, allreduce, send")
+                     .Labels(labels)
+                     .Register(*registry_);
+  queue_seconds = &phases.Add({{"phase", "queue"}}, TransferBuckets());
+  compute_seconds = &phases.Add({{"phase", "compute"}}, StepBuckets());
+  allreduce_seconds = &phases.Add({{"phase", "allreduce"}}, TransferBuckets());
+  send_seconds = &phases.Add({{"phase", "send"}}, TransferBuckets());
   up = &prometheus::BuildGauge()
             .Name("strata_worker_up")
             .Help("1 while the worker serves steps")
@@ -100,6 +109,8 @@ absl::Status WorkerMetrics::Serve(const std::string& host, int port) {
   http_ = std::make_unique<transport::MetricsHttpServer>(registry_);
   return http_->Start(host, port);
 }
+
+double WorkerMetrics::SumOf(prometheus::Histogram* h) const { return h->Collect().histogram.sample_sum; }
 
 int WorkerMetrics::port() const { return http_ ? http_->port() : -1; }
 

@@ -51,6 +51,19 @@ class WorkerMetrics {
   prometheus::Gauge* weight_bytes_loaded;
   prometheus::Gauge* device_memory_bytes;
   prometheus::Gauge* up;  // 1 while serving
+  // Where a step's time went on this worker: queue (waiting to be run),
+  // compute (the forward pass without its collectives), allreduce (host
+  // time in collectives), send (waiting for the previous send to the next
+  // stage and posting this one).
+  prometheus::Histogram* queue_seconds;
+  prometheus::Histogram* compute_seconds;
+  prometheus::Histogram* allreduce_seconds;
+  prometheus::Histogram* send_seconds;
+
+  // The counters as numbers, for the Stats RPC: the metrics are the one
+  // record of what the worker did.
+  double Value(const prometheus::Counter* c) const { return c->Value(); }
+  double SumOf(prometheus::Histogram* h) const;
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;

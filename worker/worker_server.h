@@ -1,11 +1,15 @@
-// One strata worker process: loads its shard, joins its TP group, opens the
-// UCX data plane, serves the Worker control service and /metrics, registers
-// with the router, and runs the steps that arrive, forwarding activations to
-// the next stage or results to the router.
+// One strata worker process, wired from its parts: its place in the world
+// (model::StagePlace), the checkpoint slice and backend (StageExecutor), its
+// tensor-parallel group (TpGroup), the KV pool, the data plane (DataLoop
+// over UCX), the control service (ControlService), /metrics, and the
+// registration with the router (Registration). Start returns once the
+// worker serves steps.
 #ifndef STRATA_WORKER_WORKER_SERVER_H_
 #define STRATA_WORKER_WORKER_SERVER_H_
 
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -16,7 +20,7 @@ namespace strata::worker {
 class WorkerServer {
  public:
   // Loads and starts everything; errors name what failed (bad flags,
-  // checkpoint, TP group, ports). Returns once the worker serves steps.
+  // checkpoint, TP group, ports).
   static absl::StatusOr<std::unique_ptr<WorkerServer>> Start(const WorkerOptions& options);
   ~WorkerServer();
 
@@ -33,11 +37,16 @@ class WorkerServer {
   void Wait();
   void Shutdown();
 
-  struct State;
+  struct Parts;  // what the server owns, in the order it starts them
 
  private:
-  explicit WorkerServer(std::unique_ptr<State> state);
-  std::unique_ptr<State> s_;
+  explicit WorkerServer(std::unique_ptr<Parts> parts);
+  absl::Status WriteReadyFile() const;
+
+  std::unique_ptr<Parts> p_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool finished_ = false;
 };
 
 }  // namespace strata::worker

@@ -1,0 +1,49 @@
+// A worker's control plane (strata.v1.Worker): Health (state and epoch, the
+// router's heartbeat), Stats (read from the worker's metrics, the one record
+// of what it did), Drain (stop taking work) and Abort (steps the data loop
+// must drop). Thread-safe: gRPC calls it from its own threads.
+#ifndef STRATA_WORKER_CONTROL_SERVICE_H_
+#define STRATA_WORKER_CONTROL_SERVICE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+
+#include "strata/v1/worker.grpc.pb.h"
+#include "worker/abort_list.h"
+#include "worker/worker_metrics.h"
+
+namespace strata::worker {
+
+class ControlService : public v1::Worker::Service {
+ public:
+  using State = v1::HealthResponse::State;
+  // What Stats reports beside the metrics.
+  struct Facts {
+    v1::WorkerIdentity identity;
+    uint64_t epoch = 0;
+    int64_t kv_blocks = 0;
+    uint64_t weight_bytes = 0;
+  };
+  // `aborts` and `metrics` must outlive the service.
+  ControlService(Facts facts, AbortList* aborts, WorkerMetrics* metrics)
+      : facts_(std::move(facts)), aborts_(aborts), metrics_(metrics) {}
+
+  void set_state(State state) { state_ = state; }
+  State state() const { return state_.load(); }
+
+  grpc::Status Health(grpc::ServerContext*, const v1::HealthRequest*, v1::HealthResponse* r) override;
+  grpc::Status Stats(grpc::ServerContext*, const v1::StatsRequest*, v1::StatsResponse* r) override;
+  grpc::Status Drain(grpc::ServerContext*, const v1::DrainRequest*, v1::DrainResponse* r) override;
+  grpc::Status Abort(grpc::ServerContext*, const v1::AbortRequest* req, v1::AbortResponse* r) override;
+
+ private:
+  const Facts facts_;
+  AbortList* aborts_;
+  WorkerMetrics* metrics_;
+  std::atomic<State> state_{v1::HealthResponse::LOADING};
+};
+
+}  // namespace strata::worker
+
+#endif  // STRATA_WORKER_CONTROL_SERVICE_H_

@@ -1,0 +1,48 @@
+// A worker joins its router's fleet: Fleet.Register with its identity (its
+// StagePlace), the model's shape, its addresses, KV capacity and epoch,
+// retried until the router answers. The router's answer names where results
+// go. Runs on a thread of its own so a router that is not up yet never
+// delays serving.
+#ifndef STRATA_WORKER_REGISTRATION_H_
+#define STRATA_WORKER_REGISTRATION_H_
+
+#include <atomic>
+#include <functional>
+#include <string>
+#include <thread>
+
+#include "model/config.h"
+#include "model/stage_place.h"
+#include "strata/v1/worker.pb.h"
+
+namespace strata::worker {
+
+// The identity a worker at `place` reports.
+v1::WorkerIdentity IdentityOf(const std::string& pipeline, const model::StagePlace& place);
+// The model's shape as the router compares it across workers.
+v1::ModelShape ShapeOf(const model::LlamaConfig& config);
+
+class Registration {
+ public:
+  // Outcome callbacks run on the registration thread: `accepted` with the
+  // router's result address, `refused` with its reason (a misfit the worker
+  // cannot fix by retrying).
+  Registration(std::string router, v1::RegisterRequest request, std::string log_prefix,
+               std::function<void(const std::string& result_address)> accepted,
+               std::function<void(const std::string& why)> refused);
+  ~Registration();  // stops retrying and joins
+
+ private:
+  void Run();
+
+  const std::string router_;
+  const v1::RegisterRequest request_;
+  const std::string log_prefix_;
+  std::function<void(const std::string&)> accepted_, refused_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+}  // namespace strata::worker
+
+#endif  // STRATA_WORKER_REGISTRATION_H_
