@@ -42,9 +42,8 @@ std::vector<unsigned char> Residency(const void* addr, size_t n) {
   return v;
 }
 
-TEST(ShardLoadTest, LoadsOnlyItsSlicesPages) {
-  const std::string dir = absl::StrCat(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp",
-                                       "/shard_load_", getpid());
+// A 2-shard f32 model in `dir`, evicted from the page cache.
+void WriteEvictedModel(const std::string& dir) {
   model::MakeModelOptions o;
   o.config = *model::LlamaPreset("tiny");
   o.config.hidden_size = 512;
@@ -66,6 +65,38 @@ TEST(ShardLoadTest, LoadsOnlyItsSlicesPages) {
     posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
     close(fd);
   }
+}
+
+// The byte ranges of tensor `n` that stage 1 of 2, TP rank 1 of 2 (layers 2
+// and 3, the final norm and the lm_head) holds.
+std::vector<std::pair<int64_t, int64_t>> OwnRanges(const std::string& n, const model::TensorView& tensor) {
+  const model::TensorView* t = &tensor;
+  const int64_t rows = t->shape.size() == 2 ? t->shape[0] : 1, cols = t->shape.back();
+  const int64_t elem = static_cast<int64_t>(t->num_bytes) / (rows * cols);
+  // Which byte ranges of this tensor are this rank's.
+  std::vector<std::pair<int64_t, int64_t>> own;
+  bool held = false;
+  int64_t layer = -1;
+  if (n.rfind("model.layers.", 0) == 0) layer = std::atoll(n.c_str() + 13);
+  if (layer >= 2 || n == "model.norm.weight" || n == "lm_head.weight") held = true;
+  if (held) {
+    const bool row_parallel = n.find("o_proj") != std::string::npos || n.find("down_proj") != std::string::npos;
+    const bool norm = t->shape.size() == 1;
+    if (norm) {
+    own.push_back({0, static_cast<int64_t>(t->num_bytes)});
+    } else if (row_parallel) {
+    for (int64_t r = 0; r < rows; ++r) own.push_back({(r * cols + cols / 2) * elem, (r * cols + cols) * elem});
+    } else {
+    own.push_back({rows / 2 * cols * elem, rows * cols * elem});
+    }
+  }
+  return own;
+}
+
+TEST(ShardLoadTest, LoadsOnlyItsSlicesPages) {
+  const std::string dir = absl::StrCat(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp",
+                                       "/shard_load_", getpid());
+  ASSERT_NO_FATAL_FAILURE(WriteEvictedModel(dir));
   auto ckpt = model::Checkpoint::Open(model::PosixFileSystem(), dir);
   ASSERT_TRUE(ckpt.ok()) << ckpt.status();
   // The mapping of every tensor, to check residency before and after.
@@ -97,25 +128,7 @@ TEST(ShardLoadTest, LoadsOnlyItsSlicesPages) {
   size_t foreign_resident = 0, own_resident = 0, foreign_pages = 0;
   for (const std::string& n : names) {
     auto t = (*ckpt)->Find(n);
-    const int64_t rows = t->shape.size() == 2 ? t->shape[0] : 1, cols = t->shape.back();
-    const int64_t elem = static_cast<int64_t>(t->num_bytes) / (rows * cols);
-    // Which byte ranges of this tensor are this rank's.
-    std::vector<std::pair<int64_t, int64_t>> own;
-    bool held = false;
-    int64_t layer = -1;
-    if (n.rfind("model.layers.", 0) == 0) layer = std::atoll(n.c_str() + 13);
-    if (layer >= 2 || n == "model.norm.weight" || n == "lm_head.weight") held = true;
-    if (held) {
-      const bool row_parallel = n.find("o_proj") != std::string::npos || n.find("down_proj") != std::string::npos;
-      const bool norm = t->shape.size() == 1;
-      if (norm) {
-        own.push_back({0, static_cast<int64_t>(t->num_bytes)});
-      } else if (row_parallel) {
-        for (int64_t r = 0; r < rows; ++r) own.push_back({(r * cols + cols / 2) * elem, (r * cols + cols) * elem});
-      } else {
-        own.push_back({rows / 2 * cols * elem, rows * cols * elem});
-      }
-    }
+    const std::vector<std::pair<int64_t, int64_t>> own = OwnRanges(n, *t);
     std::set<size_t> own_pages;  // page indexes (from the tensor's first page) a slice touches
     const uintptr_t base = reinterpret_cast<uintptr_t>(t->data) / page * page;
     const size_t offset = reinterpret_cast<uintptr_t>(t->data) - base;

@@ -14,9 +14,41 @@ namespace strata::worker {
 
 using transport::MessageType;
 
+// The hidden states [rows, hidden] f32 that arrived after the plan.
+absl::StatusOr<absl::Span<const float>> StepRunner::IncomingHidden(const transport::Message& m, int64_t rows) {
+  const int64_t h = executor_->config().hidden_size;
+  const uint64_t want_bytes = static_cast<uint64_t>(rows * h) * sizeof(float);
+  if (m.header.payload_bytes != want_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("activations of ", m.header.payload_bytes, " bytes, expected ",
+                                                   rows, " rows x ", h, " floats"));
+  }
+  const uint8_t* p = m.payload();
+  if (reinterpret_cast<uintptr_t>(p) % alignof(float) != 0) {  // never with EncodePlan's padding
+    aligned_.resize(rows * h);
+    std::memcpy(aligned_.data(), p, want_bytes);
+    return absl::MakeConstSpan(aligned_);
+  }
+  return absl::Span<const float>(reinterpret_cast<const float*>(p), rows * h);
+}
+
+// Runs the stage into out->activations: the plan goes on with a placeholder
+// for this stage's timing (filled in by StampTiming, same size); EncodePlan
+// pads to 8 bytes, so the floats after it are aligned.
+absl::Status StepRunner::ForwardHidden(const kernels::StepLayout& layout, absl::Span<const float> hidden,
+                                       const std::vector<int64_t>& logit_rows, StepOutput* out) {
+  const int64_t h = executor_->config().hidden_size;
+  transport::StepPlan outgoing = out->plan;
+  outgoing.timings.push_back({});
+  const std::string encoded = transport::EncodePlan(outgoing);
+  out->plan_bytes = static_cast<uint32_t>(encoded.size());
+  out->activations.resize(encoded.size() + static_cast<size_t>(out->rows * h) * sizeof(float));
+  std::memcpy(out->activations.data(), encoded.data(), encoded.size());
+  float* hidden_out = reinterpret_cast<float*>(out->activations.data() + encoded.size());
+  return executor_->Forward(layout, out->plan.token_ids, hidden, logit_rows, cache_, nullptr, hidden_out);
+}
+
 absl::StatusOr<StepOutput> StepRunner::Run(const transport::Message& m) {
   const StageSpec& spec = executor_->spec();
-  const model::LlamaConfig& c = executor_->config();
   const auto type = static_cast<MessageType>(m.header.type);
   const MessageType want = spec.has_embedding ? MessageType::kStepPlan : MessageType::kActivations;
   if (type != want) {
@@ -31,7 +63,6 @@ absl::StatusOr<StepOutput> StepRunner::Run(const transport::Message& m) {
   }
   out.plan_bytes = m.header.plan_bytes;
   out.rows = plan.NumRows();
-  const int64_t h = c.hidden_size;
 
   kernels::StepLayout layout;
   layout.sequences.reserve(plan.sequences.size());
@@ -45,19 +76,7 @@ absl::StatusOr<StepOutput> StepRunner::Run(const transport::Message& m) {
 
   absl::Span<const float> hidden;
   if (!spec.has_embedding) {
-    const uint64_t want_bytes = static_cast<uint64_t>(out.rows * h) * sizeof(float);
-    if (m.header.payload_bytes != want_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat("activations of ", m.header.payload_bytes, " bytes, expected ",
-                                                     out.rows, " rows x ", h, " floats"));
-    }
-    const uint8_t* p = m.payload();
-    if (reinterpret_cast<uintptr_t>(p) % alignof(float) != 0) {  // never with EncodePlan's padding
-      aligned_.resize(out.rows * h);
-      std::memcpy(aligned_.data(), p, want_bytes);
-      hidden = absl::MakeConstSpan(aligned_);
-    } else {
-      hidden = absl::Span<const float>(reinterpret_cast<const float*>(p), out.rows * h);
-    }
+    STRATA_ASSIGN_OR_RETURN(hidden, IncomingHidden(m, out.rows));
   }
 
   // Rows whose logits the last stage needs: each sampling sequence's last
@@ -79,17 +98,7 @@ absl::StatusOr<StepOutput> StepRunner::Run(const transport::Message& m) {
     }
   }
   if (!spec.has_lm_head) {
-    // The plan goes on with a placeholder for this stage's timing (filled
-    // in by StampTiming, same size); EncodePlan pads to 8 bytes, so the
-    // floats after it are aligned.
-    transport::StepPlan outgoing = plan;
-    outgoing.timings.push_back({});
-    const std::string encoded = transport::EncodePlan(outgoing);
-    out.plan_bytes = static_cast<uint32_t>(encoded.size());
-    out.activations.resize(encoded.size() + static_cast<size_t>(out.rows * h) * sizeof(float));
-    std::memcpy(out.activations.data(), encoded.data(), encoded.size());
-    float* hidden_out = reinterpret_cast<float*>(out.activations.data() + encoded.size());
-    STRATA_RETURN_IF_ERROR(executor_->Forward(layout, plan.token_ids, hidden, logit_rows, cache_, nullptr, hidden_out));
+    STRATA_RETURN_IF_ERROR(ForwardHidden(layout, hidden, logit_rows, &out));
     return out;
   }
   STRATA_ASSIGN_OR_RETURN(const float* logits,

@@ -56,6 +56,10 @@ class StepRunner {
   absl::Status SampleAndScore(const float* logits, int64_t n, const std::vector<int64_t>& first_logit,
                               StepOutput* out);
 
+  absl::StatusOr<absl::Span<const float>> IncomingHidden(const transport::Message& m, int64_t rows);
+  absl::Status ForwardHidden(const kernels::StepLayout& layout, absl::Span<const float> hidden,
+                             const std::vector<int64_t>& logit_rows, StepOutput* out);
+
   StageExecutor* executor_;
   kernels::KvCache* cache_;
   std::vector<float> logits_;  // host copy, only when the plan asks for logits

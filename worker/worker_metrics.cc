@@ -18,6 +18,12 @@ prometheus::Histogram::BucketBoundaries TransferBuckets() {
 WorkerMetrics::WorkerMetrics(const WorkerLabels& l) : registry_(std::make_shared<prometheus::Registry>()) {
   const std::map<std::string, std::string> labels = {
       {"model", l.model}, {"pipeline", l.pipeline}, {"stage", absl::StrCat(l.stage)}, {"tp_rank", absl::StrCat(l.tp_rank)}};
+  AddStepMetrics(labels);
+  AddDataPlaneMetrics(labels);
+  AddCapacityMetrics(labels);
+}
+
+void WorkerMetrics::AddStepMetrics(const std::map<std::string, std::string>& labels) {
   auto& step_seconds = prometheus::BuildHistogram()
                            .Name("strata_worker_step_seconds")
                            .Help("Time to compute one step on this worker, by phase")
@@ -39,6 +45,9 @@ WorkerMetrics::WorkerMetrics(const WorkerLabels& l) : registry_(std::make_shared
               .Labels(labels)
               .Register(*registry_)
               .Add({});
+}
+
+void WorkerMetrics::AddDataPlaneMetrics(const std::map<std::string, std::string>& labels) {
   auto& bytes = prometheus::BuildCounter()
                     .Name("strata_worker_activation_bytes_total")
                     .Help("Data-plane bytes, by direction")
@@ -64,6 +73,9 @@ WorkerMetrics::WorkerMetrics(const WorkerLabels& l) : registry_(std::make_shared
                        .Labels(labels)
                        .Register(*registry_)
                        .Add({});
+}
+
+void WorkerMetrics::AddCapacityMetrics(const std::map<std::string, std::string>& labels) {
   kv_blocks_total = &prometheus::BuildGauge()
                          .Name("strata_worker_kv_blocks_total")
                          .Help("Blocks in this worker's paged KV pool")

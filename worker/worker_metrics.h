@@ -4,6 +4,7 @@
 #ifndef STRATA_WORKER_WORKER_METRICS_H_
 #define STRATA_WORKER_WORKER_METRICS_H_
 
+#include <map>
 #include <memory>
 #include <string>
 
@@ -66,6 +67,10 @@ class WorkerMetrics {
   double SumOf(prometheus::Histogram* h) const;
 
  private:
+  void AddStepMetrics(const std::map<std::string, std::string>& labels);
+  void AddDataPlaneMetrics(const std::map<std::string, std::string>& labels);
+  void AddCapacityMetrics(const std::map<std::string, std::string>& labels);
+
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<transport::MetricsHttpServer> http_;
 };

@@ -58,36 +58,52 @@ std::string HttpGet(int port, const std::string& path) {
   return out;
 }
 
-TEST(WorkerServerTest, RegistersServesControlCallsAndMetrics) {
-  const std::string dir = absl::StrCat(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp", "/ws_", getpid());
+// The worker under test and the router's side of it: a Fleet service and a
+// data-plane endpoint for results.
+struct WorkerUnderTest {
+  std::string dir;
+  std::unique_ptr<transport::UcxTransport> results;
+  FakeFleet fleet;
+  std::unique_ptr<grpc::Server> fleet_server;
+  std::unique_ptr<WorkerServer> server;
+  std::unique_ptr<pb::Worker::Stub> stub;
+};
+
+void StartWorker(WorkerUnderTest* w) {
+  w->dir = absl::StrCat(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp", "/ws_", getpid());
   model::MakeModelOptions mo;
   mo.config = *model::LlamaPreset("tiny");
-  ASSERT_TRUE(model::WriteRandomModel(model::PosixFileSystem(), dir, mo).ok());
+  ASSERT_TRUE(model::WriteRandomModel(model::PosixFileSystem(), w->dir, mo).ok());
 
   // The router's side: a Fleet service and a data-plane endpoint for results.
   auto results = transport::UcxTransport::Create({{"127.0.0.1", 0}});
   ASSERT_TRUE(results.ok());
-  FakeFleet fleet;
-  fleet.result_address = (*results)->address();
+  w->results = std::move(*results);
+  w->fleet.result_address = w->results->address();
   int fleet_port = 0;
   grpc::ServerBuilder builder;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &fleet_port);
-  builder.RegisterService(&fleet);
-  auto fleet_server = builder.BuildAndStart();
+  builder.RegisterService(&w->fleet);
+  w->fleet_server = builder.BuildAndStart();
   ASSERT_NE(fleet_port, 0);
 
-  auto options = ParseWorkerOptions({"--model", dir, "--router", absl::StrCat("127.0.0.1:", fleet_port),
+  auto options = ParseWorkerOptions({"--model", w->dir, "--router", absl::StrCat("127.0.0.1:", fleet_port),
                                      "--metrics-port", "0", "--kv-memory-mb", "1", "--block-size", "8",
                                      "--backend", "reference", "--pipeline", "blue"});
   ASSERT_TRUE(options.ok()) << options.status();
   auto server = WorkerServer::Start(*options);
   ASSERT_TRUE(server.ok()) << server.status();
+  w->server = std::move(*server);
 
+  w->stub = pb::Worker::NewStub(grpc::CreateChannel(w->server->control_address(), grpc::InsecureChannelCredentials()));
+}
+
+void CheckRegistration(WorkerUnderTest& w) {
   {
-    std::unique_lock<std::mutex> lock(fleet.mu);
-    ASSERT_TRUE(fleet.cv.wait_for(lock, std::chrono::seconds(20), [&] { return !fleet.requests.empty(); }));
+    std::unique_lock<std::mutex> lock(w.fleet.mu);
+    ASSERT_TRUE(w.fleet.cv.wait_for(lock, std::chrono::seconds(20), [&] { return !w.fleet.requests.empty(); }));
   }
-  const pb::RegisterRequest& reg = fleet.requests[0];
+  const pb::RegisterRequest& reg = w.fleet.requests[0];
   EXPECT_EQ(reg.identity().pipeline(), "blue");
   EXPECT_EQ(reg.identity().stage(), 0);
   EXPECT_EQ(reg.identity().tp_size(), 1);
@@ -100,24 +116,28 @@ TEST(WorkerServerTest, RegistersServesControlCallsAndMetrics) {
   EXPECT_EQ(reg.kv_block_size(), 8);
   // tiny: 4 layers x K,V x 8 tokens x 2 KV heads x 16 x 4 bytes per block.
   EXPECT_EQ(reg.kv_num_blocks(), (1 << 20) / (4 * 2 * 8 * 2 * 16 * 4));
-  EXPECT_EQ(reg.kv_num_blocks(), (*server)->kv_blocks());
-  EXPECT_EQ(reg.data_address(), (*server)->data_address());
-  EXPECT_EQ(reg.epoch(), (*server)->epoch());
+  EXPECT_EQ(reg.kv_num_blocks(), w.server->kv_blocks());
+  EXPECT_EQ(reg.data_address(), w.server->data_address());
+  EXPECT_EQ(reg.epoch(), w.server->epoch());
   EXPECT_GT(reg.weight_bytes(), 0u);
 
-  auto channel = grpc::CreateChannel((*server)->control_address(), grpc::InsecureChannelCredentials());
-  auto stub = pb::Worker::NewStub(channel);
+}
+
+void CheckHealth(WorkerUnderTest& w) {
   {
     grpc::ClientContext ctx;
     pb::HealthResponse h;
-    ASSERT_TRUE(stub->Health(&ctx, pb::HealthRequest(), &h).ok());
+    ASSERT_TRUE(w.stub->Health(&ctx, pb::HealthRequest(), &h).ok());
     EXPECT_EQ(h.state(), pb::HealthResponse::SERVING);
-    EXPECT_EQ(h.epoch(), (*server)->epoch());
+    EXPECT_EQ(h.epoch(), w.server->epoch());
   }
 
+}
+
+void RunStepsAndAbort(WorkerUnderTest& w) {
   // A step through the data plane; the result comes to the registered
   // result address.
-  auto peer = (*results)->Connect(*transport::ParseHostPort((*server)->data_address(), "worker"));
+  auto peer = w.results->Connect(*transport::ParseHostPort(w.server->data_address(), "worker"));
   ASSERT_TRUE(peer.ok()) << peer.status();
   auto send_plan = [&](uint64_t step, uint64_t seq) {
     transport::StepPlan plan;
@@ -133,10 +153,10 @@ TEST(WorkerServerTest, RegistersServesControlCallsAndMetrics) {
     h.type = static_cast<uint16_t>(transport::MessageType::kStepPlan);
     h.step_id = step;
     h.plan_bytes = static_cast<uint32_t>(bytes.size());
-    return (*results)->Send(*peer, h, {{bytes.data(), bytes.size()}}, milliseconds(5000));
+    return w.results->Send(*peer, h, {{bytes.data(), bytes.size()}}, milliseconds(5000));
   };
   ASSERT_TRUE(send_plan(1, 7).ok());
-  auto m = (*results)->Receive(milliseconds(20000));
+  auto m = w.results->Receive(milliseconds(20000));
   ASSERT_TRUE(m.ok()) << m.status();
   auto r = transport::DecodeResult(m->payload(), m->header.payload_bytes);
   ASSERT_TRUE(r.ok());
@@ -151,29 +171,32 @@ TEST(WorkerServerTest, RegistersServesControlCallsAndMetrics) {
     a.set_up_to_step_id(5);
     a.add_sequence_ids(9);
     pb::AbortResponse ar;
-    ASSERT_TRUE(stub->Abort(&ctx, a, &ar).ok());
+    ASSERT_TRUE(w.stub->Abort(&ctx, a, &ar).ok());
   }
   ASSERT_TRUE(send_plan(4, 8).ok());
   ASSERT_TRUE(send_plan(7, 9).ok());
   ASSERT_TRUE(send_plan(6, 8).ok());
-  m = (*results)->Receive(milliseconds(20000));
+  m = w.results->Receive(milliseconds(20000));
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_EQ(m->header.step_id, 6u);
-  EXPECT_EQ((*results)->Receive(milliseconds(200)).status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(w.results->Receive(milliseconds(200)).status().code(), absl::StatusCode::kDeadlineExceeded);
 
+}
+
+void CheckStatsMetricsAndDrain(WorkerUnderTest& w) {
   {
     grpc::ClientContext ctx;
     pb::StatsResponse st;
-    ASSERT_TRUE(stub->Stats(&ctx, pb::StatsRequest(), &st).ok());
+    ASSERT_TRUE(w.stub->Stats(&ctx, pb::StatsRequest(), &st).ok());
     EXPECT_EQ(st.prefill_steps(), 2u);
     EXPECT_EQ(st.steps_aborted(), 2u);
     EXPECT_EQ(st.rows(), 6u);
-    EXPECT_EQ(st.kv_blocks_total(), (*server)->kv_blocks());
+    EXPECT_EQ(st.kv_blocks_total(), w.server->kv_blocks());
     EXPECT_EQ(st.kv_blocks_used(), 1);
     EXPECT_GT(st.step_seconds(), 0.0);
   }
 
-  const int metrics_port = transport::ParseHostPort((*server)->metrics_address(), "metrics")->port;
+  const int metrics_port = transport::ParseHostPort(w.server->metrics_address(), "metrics")->port;
   const std::string scrape = HttpGet(metrics_port, "/metrics");
   EXPECT_NE(scrape.find("HTTP/1.1 200 OK"), std::string::npos);
   EXPECT_NE(scrape.find("strata_worker_steps_total{model="), std::string::npos) << scrape;
@@ -186,15 +209,24 @@ TEST(WorkerServerTest, RegistersServesControlCallsAndMetrics) {
   {
     grpc::ClientContext ctx;
     pb::DrainResponse d;
-    ASSERT_TRUE(stub->Drain(&ctx, pb::DrainRequest(), &d).ok());
+    ASSERT_TRUE(w.stub->Drain(&ctx, pb::DrainRequest(), &d).ok());
     grpc::ClientContext ctx2;
     pb::HealthResponse h;
-    ASSERT_TRUE(stub->Health(&ctx2, pb::HealthRequest(), &h).ok());
+    ASSERT_TRUE(w.stub->Health(&ctx2, pb::HealthRequest(), &h).ok());
     EXPECT_EQ(h.state(), pb::HealthResponse::DRAINING);
   }
-  (*server)->Drain(100, 5000);
-  (*server)->Wait();
-  fleet_server->Shutdown();
+  w.server->Drain(100, 5000);
+  w.server->Wait();
+  w.fleet_server->Shutdown();
+}
+
+TEST(WorkerServerTest, RegistersServesControlCallsAndMetrics) {
+  WorkerUnderTest w;
+  ASSERT_NO_FATAL_FAILURE(StartWorker(&w));
+  ASSERT_NO_FATAL_FAILURE(CheckRegistration(w));
+  ASSERT_NO_FATAL_FAILURE(CheckHealth(w));
+  ASSERT_NO_FATAL_FAILURE(RunStepsAndAbort(w));
+  ASSERT_NO_FATAL_FAILURE(CheckStatsMetricsAndDrain(w));
 }
 
 TEST(WorkerOptionsTest, RefusesBadFlagsNamingThem) {
