@@ -121,15 +121,15 @@ grpc::Status InferenceService::Generate(grpc::ServerContext* ctx, const v1::Gene
   if (!limits.ok()) return ToGrpc(limits.status());
   bool chat = false;
   auto prompt = ResolvePrompt(*req, tokenizer_.get(), &chat);
-  v1::GenerateRequest resolved;
-  absl::StatusOr<SequenceSpec> spec = prompt.status();
-  if (prompt.ok()) {
-    resolved = *req;
-    resolved.clear_prompt();
-    resolved.clear_messages();
-    resolved.mutable_prompt_ids()->Assign(prompt->begin(), prompt->end());
-    spec = ValidateGenerate(resolved, *limits);
+  if (!prompt.ok()) {
+    metrics_->Requests("invalid").Increment();
+    return ToGrpc(prompt.status());
   }
+  v1::GenerateRequest resolved = *req;
+  resolved.clear_prompt();
+  resolved.clear_messages();
+  resolved.mutable_prompt_ids()->Assign(prompt->begin(), prompt->end());
+  auto spec = ValidateGenerate(resolved, *limits);
   if (!spec.ok()) {
     metrics_->Requests("invalid").Increment();
     return ToGrpc(spec.status());
