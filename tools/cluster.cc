@@ -1,21 +1,18 @@
 #include "tools/cluster.h"
 
-#include <fcntl.h>
-#include <signal.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
-#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "base/flag_groups.h"
 #include "base/net.h"
+#include "base/process.h"
 #include "base/signals.h"
 #include "base/status_macros.h"
 #include "grpcpp/grpcpp.h"
@@ -31,71 +28,27 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
+// A child with the name strata up reports it by.
 struct Child {
   std::string name;
-  pid_t pid = -1;
-  std::string log;
-  std::vector<std::string> argv;
+  base::Process process;
 };
 
-absl::StatusOr<Child> Spawn(const std::string& name, const std::vector<std::string>& argv, const std::string& log,
+absl::StatusOr<Child> Spawn(const std::string& name, std::vector<std::string> argv, const std::string& log,
                             const std::vector<std::pair<std::string, std::string>>& env) {
-  Child c;
-  c.name = name;
-  c.log = log;
-  c.argv = argv;
-  c.pid = fork();
-  if (c.pid < 0) return absl::InternalError("fork failed");
-  if (c.pid == 0) {
-    setpgid(0, 0);  // Ctrl-C reaches strata up, which stops the children in order
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd >= 0) {
-      dup2(fd, 1);
-      dup2(fd, 2);
-    }
-    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
-    std::vector<char*> args;
-    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    std::fprintf(stderr, "cannot run %s\n", args[0]);
-    _exit(127);
-  }
-  return c;
+  base::ProcessOptions o;
+  o.argv = std::move(argv);
+  o.log = log;
+  o.env = env;
+  o.new_process_group = true;  // Ctrl-C reaches strata up, which stops the children in order
+  STRATA_ASSIGN_OR_RETURN(base::Process p, base::Process::Spawn(std::move(o)));
+  return Child{name, std::move(p)};
 }
 
-bool Exited(Child* c, int* code) {
-  int status = 0;
-  if (c->pid > 0 && waitpid(c->pid, &status, WNOHANG) == c->pid) {
-    *code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    c->pid = -1;
-    return true;
-  }
-  return c->pid <= 0;
-}
-
-std::string Tail(const std::string& path, size_t bytes = 2000) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string s = ss.str();
-  return s.size() > bytes ? s.substr(s.size() - bytes) : s;
-}
-
-void StopAll(std::vector<Child>* children, int budget_ms) {
-  for (Child& c : *children) {
-    if (c.pid > 0) kill(c.pid, SIGTERM);
-  }
-  const auto deadline = Clock::now() + milliseconds(budget_ms);
-  for (Child& c : *children) {
-    int code = 0;
-    while (c.pid > 0 && !Exited(&c, &code) && Clock::now() < deadline) std::this_thread::sleep_for(milliseconds(20));
-    if (c.pid > 0) {
-      kill(c.pid, SIGKILL);
-      waitpid(c.pid, nullptr, 0);
-      c.pid = -1;
-    }
-  }
+void StopAll(std::vector<Child>::iterator begin, std::vector<Child>::iterator end, milliseconds grace) {
+  std::vector<base::Process*> processes;
+  for (auto it = begin; it != end; ++it) processes.push_back(&it->process);
+  base::StopAll(processes, grace);
 }
 
 std::string DefaultBinDir() {
@@ -220,7 +173,7 @@ std::vector<std::string> WorkerArgs(const base::ParsedFlags& f, const Layout& l,
 absl::Status StartAll(const base::ParsedFlags& f, const Layout& l, const std::string& router, int router_port,
                       std::vector<Child>* children) {
   STRATA_ASSIGN_OR_RETURN(Child rc, Spawn("router", RouterArgs(f, l, router_port), l.logs + "/router.log", l.env));
-  children->push_back(rc);
+  children->push_back(std::move(rc));
   for (int64_t r = 0; r < l.replicas; ++r) {
     const ReplicaPorts ports = PickPorts(l);
     for (int64_t s = 0; s < l.stages; ++s) {
@@ -228,7 +181,7 @@ absl::Status StartAll(const base::ParsedFlags& f, const Layout& l, const std::st
         STRATA_ASSIGN_OR_RETURN(Child c, Spawn(absl::StrCat("worker p", r, " stage ", s, " rank ", t),
                                                WorkerArgs(f, l, ports, r, s, t, router),
                                                absl::StrCat(l.logs, "/worker_p", r, "_s", s, "_r", t, ".log"), l.env));
-        children->push_back(c);
+        children->push_back(std::move(c));
       }
     }
   }
@@ -241,10 +194,10 @@ absl::Status WaitHealthy(const std::string& router, const Layout& l, int64_t tim
   const auto deadline = Clock::now() + std::chrono::seconds(timeout_s);
   while (true) {
     for (Child& c : *children) {
-      int code = 0;
-      if (c.pid > 0 && Exited(&c, &code)) {
-        return absl::UnavailableError(
-            absl::StrCat(c.name, " exited with status ", code, "; its log (", c.log, "):\n", Tail(c.log)));
+      if (!c.process.Running()) {
+        return absl::UnavailableError(absl::StrCat(c.name, " exited with status ", c.process.exit_status().value_or(-1),
+                                                   "; its log (", c.process.log(), "):\n",
+                                                   base::LogTail(c.process.log())));
       }
     }
     grpc::ClientContext ctx;
@@ -267,13 +220,13 @@ void WriteReadyFile(const std::string& path, const std::string& router, const La
                     const std::vector<Child>& children) {
   nlohmann::json workers = nlohmann::json::array();
   for (size_t i = 1; i < children.size(); ++i) {
-    workers.push_back({{"name", children[i].name}, {"pid", children[i].pid}, {"argv", children[i].argv},
-                       {"log", children[i].log}});
+    const base::Process& p = children[i].process;
+    workers.push_back({{"name", children[i].name}, {"pid", p.pid()}, {"argv", p.argv()}, {"log", p.log()}});
   }
   const std::string tmp = path + ".tmp";
   std::ofstream(tmp) << nlohmann::json({{"address", router},
                                         {"logs", l.logs},
-                                        {"router_pid", children[0].pid},
+                                        {"router_pid", children[0].process.pid()},
                                         {"ucx_tls", l.env[0].second},
                                         {"workers", workers}})
                             .dump()
@@ -318,7 +271,7 @@ absl::Status Up(const base::ParsedFlags& f) {
   absl::Status s = StartAll(f, l, router, router_port, &children);
   if (s.ok()) s = WaitHealthy(router, l, f.Int("timeout-s"), &children);
   if (!s.ok()) {
-    StopAll(&children, 5000);
+    StopAll(children.begin(), children.end(), milliseconds(5000));
     return s.code() == absl::StatusCode::kInvalidArgument ? s : absl::UnavailableError(s.message());
   }
   std::cout << "strata up: serving " << l.model << " on " << router << " (" << l.stages << " stage(s) x " << l.tp
@@ -328,17 +281,16 @@ absl::Status Up(const base::ParsedFlags& f) {
   // Wait for Ctrl-C or SIGTERM, watching the children meanwhile.
   while (base::WaitForStopSignal(milliseconds(200)) == 0) {
     for (Child& c : children) {
-      int code = 0;
-      if (c.pid > 0 && Exited(&c, &code)) {
-        std::cerr << "strata up: " << c.name << " exited with status " << code << " (log " << c.log << ")\n";
+      const bool was_running = c.process.pid() > 0;
+      if (was_running && !c.process.Running()) {
+        std::cerr << "strata up: " << c.name << " exited with status " << c.process.exit_status().value_or(-1)
+                  << " (log " << c.process.log() << ")\n";
       }
     }
   }
   std::cerr << "strata up: stopping (the router drains first)\n";
-  std::vector<Child> router_only(children.begin(), children.begin() + 1);
-  StopAll(&router_only, 35000);
-  std::vector<Child> workers(children.begin() + 1, children.end());
-  StopAll(&workers, 35000);
+  StopAll(children.begin(), children.begin() + 1, milliseconds(35000));
+  StopAll(children.begin() + 1, children.end(), milliseconds(35000));
   return absl::OkStatus();
 }
 

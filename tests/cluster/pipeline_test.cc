@@ -11,11 +11,7 @@
 // STRATA_DRIVER_HOST=ip (tests/cluster/netns_test.sh), stage s runs inside
 // network namespace ns_s at address ip_s, so nothing can rely on loopback or
 // shared memory between stages.
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <netinet/in.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -28,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "base/net.h"
+#include "base/process.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/reference/sampling.h"
@@ -59,38 +56,6 @@ std::string WorkerBinary() {
   const char* srcdir = std::getenv("TEST_SRCDIR");
   if (srcdir != nullptr) return absl::StrCat(srcdir, "/strata/worker/strata-worker");
   return "bazel-bin/worker/strata-worker";
-}
-
-struct Process {
-  pid_t pid = -1;
-  std::string log;
-};
-
-Process Launch(const std::vector<std::string>& argv, const std::string& log) {
-  Process p;
-  p.log = log;
-  p.pid = fork();
-  if (p.pid == 0) {
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    std::vector<char*> args;
-    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  return p;
-}
-
-// Waits for exit up to `ms`; returns the exit status or -1 when still running.
-int WaitExit(pid_t pid, int ms) {
-  for (int i = 0; i <= ms / 10; ++i) {
-    int status = 0;
-    if (waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    if (i < ms / 10) std::this_thread::sleep_for(milliseconds(10));
-  }
-  return -1;
 }
 
 std::string Slurp(const std::string& path) {
@@ -135,12 +100,7 @@ class PipelineTest : public ::testing::TestWithParam<const char*> {
   }
 
   void TearDown() override {
-    for (Process& p : workers_) {
-      if (p.pid > 0) {
-        kill(p.pid, SIGKILL);
-        WaitExit(p.pid, 5000);
-      }
-    }
+    workers_.clear();  // kills any worker still running
     unsetenv("UCX_TLS");
   }
 
@@ -167,8 +127,6 @@ class PipelineTest : public ::testing::TestWithParam<const char*> {
     for (int s = 0; s < kStages; ++s) {
       for (int r = 0; r < kTp; ++r) {
         const std::string ready = absl::StrCat(dir_, "/ready_", s, "_", r);
-        std::vector<std::string> argv;
-        if (netns_.on) argv = {"/usr/sbin/ip", "netns", "exec", netns_.names[s]};
         std::vector<std::string> args = {WorkerBinary(),
                                          "--model", dir_ + "/model",
                                          "--stage", absl::StrCat(s),
@@ -191,8 +149,13 @@ class PipelineTest : public ::testing::TestWithParam<const char*> {
           args.push_back("--next-stage");
           args.push_back(absl::StrCat(StageHost(s + 1), ":", data_port[s + 1][r]));
         }
-        argv.insert(argv.end(), args.begin(), args.end());
-        workers_.push_back(Launch(argv, absl::StrCat(dir_, "/worker_", s, "_", r, ".log")));
+        base::ProcessOptions o;
+        o.argv = std::move(args);
+        o.log = absl::StrCat(dir_, "/worker_", s, "_", r, ".log");
+        if (netns_.on) o.netns = netns_.names[s];
+        auto worker = base::Process::Spawn(std::move(o));
+        ASSERT_TRUE(worker.ok()) << worker.status();
+        workers_.push_back(std::move(*worker));
         ready_files_.push_back(ready);
       }
     }
@@ -200,8 +163,8 @@ class PipelineTest : public ::testing::TestWithParam<const char*> {
     for (size_t i = 0; i < ready_files_.size(); ++i) {
       while (access(ready_files_[i].c_str(), F_OK) != 0) {
         ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "worker " << i << " not ready:\n"
-                                                              << Slurp(workers_[i].log);
-        ASSERT_EQ(WaitExit(workers_[i].pid, 0), -1) << "worker " << i << " exited:\n" << Slurp(workers_[i].log);
+                                                              << Slurp(workers_[i].log());
+        ASSERT_TRUE(workers_[i].Running()) << "worker " << i << " exited:\n" << Slurp(workers_[i].log());
         std::this_thread::sleep_for(milliseconds(20));
       }
       ready_.push_back(nlohmann::json::parse(Slurp(ready_files_[i])));
@@ -237,7 +200,7 @@ class PipelineTest : public ::testing::TestWithParam<const char*> {
 
   Netns netns_;
   std::string dir_;
-  std::vector<Process> workers_;
+  std::vector<base::Process> workers_;
   std::vector<std::string> ready_files_;
   std::vector<nlohmann::json> ready_;
   std::unique_ptr<transport::UcxTransport> driver_;
@@ -374,10 +337,10 @@ TEST_P(PipelineTest, MatchesTheSingleProcessEngine) {
   for (const auto& j : ready_) EXPECT_FALSE(j["metrics_address"].get<std::string>().empty());
 
   // SIGTERM drains: every worker exits 0.
-  for (Process& p : workers_) kill(p.pid, SIGTERM);
-  for (Process& p : workers_) {
-    EXPECT_EQ(WaitExit(p.pid, 20000), 0) << Slurp(p.log);
-    p.pid = -1;
+  for (base::Process& p : workers_) p.Signal(SIGTERM);
+  for (base::Process& p : workers_) {
+    auto status = p.Wait(milliseconds(20000));
+    EXPECT_TRUE(status.ok() && *status == 0) << Slurp(p.log());
   }
 }
 

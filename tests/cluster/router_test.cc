@@ -7,18 +7,20 @@
 // codes while the server stays healthy; killing a worker ends in-flight
 // requests with UNAVAILABLE and the pipeline comes back when it restarts.
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <future>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "base/net.h"
+#include "base/process.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -29,7 +31,6 @@
 #include "strata/v1/inference.grpc.pb.h"
 #include "testdata/grpc_health.grpc.pb.h"
 #include "testdata/grpc_reflection.grpc.pb.h"
-#include "base/net.h"
 #include "worker/local_engine.h"
 
 namespace strata {
@@ -55,21 +56,16 @@ std::string Slurp(const std::string& path) {
   return ss.str();
 }
 
-// Forks and execs argv with stderr to `log` and `env` set; the child's pid.
-pid_t SpawnLogged(const std::vector<std::string>& argv, const std::string& log,
-                  const std::vector<std::pair<std::string, std::string>>& env = {}) {
-  const pid_t pid = fork();
-  if (pid == 0) {
-    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
-    FILE* f = freopen(log.c_str(), "w", stderr);
-    (void)f;
-    std::vector<char*> args;
-    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  return pid;
+// Starts argv with its output in `log`; the test fails if it cannot start.
+base::Process SpawnLogged(std::vector<std::string> argv, const std::string& log,
+                          const std::vector<std::pair<std::string, std::string>>& env = {}) {
+  base::ProcessOptions o;
+  o.argv = std::move(argv);
+  o.log = log;
+  o.env = env;
+  auto p = base::Process::Spawn(std::move(o));
+  EXPECT_TRUE(p.ok()) << p.status();
+  return std::move(*p);
 }
 
 class Cluster {
@@ -83,11 +79,10 @@ class Cluster {
                                      "--log-dir", dir_, "--ready-file", ready_, "--metrics-port",
                                      absl::StrCat(metrics_port_), "--backend", "cpu", "--kv-dtype", "f32"};
     argv.insert(argv.end(), flags.begin(), flags.end());
-    pid_ = SpawnLogged(argv, dir_ + ".up.log");
+    up_.emplace(SpawnLogged(argv, dir_ + ".up.log"));
     const auto deadline = Clock::now() + std::chrono::seconds(120);
     while (access(ready_.c_str(), F_OK) != 0) {
-      int status = 0;
-      ASSERT_NE(waitpid(pid_, &status, WNOHANG), pid_) << "strata up exited:\n" << Slurp(dir_ + ".up.log");
+      ASSERT_TRUE(up_->Running()) << "strata up exited:\n" << Slurp(dir_ + ".up.log");
       ASSERT_LT(Clock::now(), deadline) << "strata up not ready:\n" << Slurp(dir_ + ".up.log");
       std::this_thread::sleep_for(milliseconds(50));
     }
@@ -98,22 +93,14 @@ class Cluster {
     health_ = grpc::health::v1::Health::NewStub(channel_);
   }
 
+  // Ctrl-C, as a user stops it: the router drains, then everything stops.
   void Stop() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGINT);
-    int status = 0;
-    for (int i = 0; i < 600 && waitpid(pid_, &status, WNOHANG) != pid_; ++i) std::this_thread::sleep_for(milliseconds(100));
-    pid_ = -1;
+    if (!up_.has_value()) return;
+    up_->Signal(SIGINT);
+    EXPECT_TRUE(up_->Wait(std::chrono::seconds(60)).ok()) << "strata up did not stop";
   }
-
-  ~Cluster() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-      for (const auto& w : info_["workers"]) kill(w["pid"].get<int>(), SIGKILL);
-      if (info_.contains("router_pid")) kill(info_["router_pid"].get<int>(), SIGKILL);
-    }
-  }
+  // Without Stop (a failed assertion), up_'s destructor kills strata up,
+  // and its children die with it (base::ProcessOptions::parent_death_signal).
 
   std::string Metrics() {
     // A plain HTTP GET of the router's /metrics.
@@ -150,7 +137,7 @@ class Cluster {
 
  private:
   static inline int counter_ = 0;
-  pid_t pid_ = -1;
+  std::optional<base::Process> up_;
   std::string dir_, ready_, address_;
   int metrics_port_ = 0;
   nlohmann::json info_;
@@ -438,8 +425,8 @@ TEST_F(RouterTest, AKilledWorkerFailsItsRequestsAndThePipelineComesBack) {
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE);
   // Restart the worker as strata up started it; the pipeline comes back.
   std::vector<std::string> argv = victim["argv"].get<std::vector<std::string>>();
-  const pid_t pid = SpawnLogged(argv, victim["log"].get<std::string>() + ".restart",
-                                {{"UCX_TLS", c.info()["ucx_tls"].get<std::string>()}});
+  base::Process restarted = SpawnLogged(argv, victim["log"].get<std::string>() + ".restart",
+                                        {{"UCX_TLS", c.info()["ucx_tls"].get<std::string>()}});
   const auto until = Clock::now() + std::chrono::seconds(30);
   while (!c.Healthy() && Clock::now() < until) std::this_thread::sleep_for(milliseconds(100));
   EXPECT_TRUE(c.Healthy());
@@ -447,8 +434,7 @@ TEST_F(RouterTest, AKilledWorkerFailsItsRequestsAndThePipelineComesBack) {
   EXPECT_TRUE(after.status.ok()) << after.status.error_message();
   EXPECT_EQ(after.tokens, Alone(Prompt(5, 1), 6));
   c.Stop();
-  kill(pid, SIGTERM);
-  waitpid(pid, nullptr, 0);
+  restarted.Stop(std::chrono::seconds(30));
 }
 
 }  // namespace
