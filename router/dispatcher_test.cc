@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "router/fake_pipeline.h"
 #include "transport/loopback_transport.h"
 
 namespace strata::router {
@@ -25,82 +26,9 @@ using std::chrono::milliseconds;
 using transport::LoopbackNetwork;
 using transport::LoopbackTransport;
 
-class FakeControl : public WorkerControl {
- public:
-  std::vector<bool> ProbeAll(const std::vector<ProbeTarget>& targets, milliseconds) override {
-    return std::vector<bool>(targets.size(), true);
-  }
-  void AbortAll(const std::vector<std::string>& addresses, uint64_t up_to) override {
-    aborts += static_cast<int>(addresses.size());
-  }
-  std::atomic<int> aborts{0};
-};
-
-// A one-stage, one-rank pipeline: answers each plan with token 7 for every
-// sampling sequence, while `answer` is set.
-class FakeStage {
- public:
-  FakeStage(LoopbackNetwork* net, std::string router) : endpoint_(net->Listen()), router_(std::move(router)) {
-    thread_ = std::thread([this] { Serve(); });
-  }
-  ~FakeStage() {
-    stop_ = true;
-    thread_.join();
-  }
-  std::string address() const { return endpoint_->address(); }
-  std::atomic<bool> answer{true};
-  std::atomic<int> steps{0};
-
- private:
-  void Serve() {
-    auto hp = transport::ParseHostPort(router_, "router");
-    const int peer = *endpoint_->Connect(*hp);
-    while (!stop_) {
-      auto m = endpoint_->Receive(milliseconds(10));
-      if (!m.ok() || !answer) continue;
-      auto plan = transport::DecodePlan(m->plan(), m->header.plan_bytes);
-      if (!plan.ok()) continue;
-      steps++;
-      transport::StepResult r;
-      r.step_id = plan->step_id;
-      r.timings = {{0, 0.0f, 0.001f, 0.0f, 0.0f}};
-      for (const auto& s : plan->sequences) r.sequences.push_back({s.seq_id, s.sample ? 7 : -1, -0.1f, {}, {}, {}});
-      const std::string bytes = transport::EncodeResult(r);
-      transport::WireHeader h;
-      h.type = static_cast<uint16_t>(transport::MessageType::kStepResult);
-      h.step_id = r.step_id;
-      h.payload_bytes = bytes.size();
-      (void)endpoint_->Send(peer, h, {{bytes.data(), bytes.size()}}, milliseconds(100));
-    }
-  }
-  std::unique_ptr<LoopbackTransport> endpoint_;
-  std::string router_;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
-};
-
-v1::RegisterRequest Registration(const std::string& pipeline, const FakeStage& stage, uint64_t epoch) {
-  v1::RegisterRequest r;
-  auto* id = r.mutable_identity();
-  id->set_pipeline(pipeline);
-  id->set_num_stages(1);
-  id->set_tp_size(1);
-  id->set_first_layer(0);
-  id->set_last_layer(2);
-  id->set_has_embedding(true);
-  id->set_has_lm_head(true);
-  r.set_model_name("m");
-  r.mutable_shape()->set_num_layers(2);
-  r.mutable_shape()->set_vocab_size(64);
-  r.mutable_shape()->set_hidden_size(8);
-  r.mutable_shape()->set_max_position_embeddings(4096);
-  r.set_control_address(absl::StrCat("127.0.0.1:", 1000 + pipeline.size()));
-  r.set_data_address(stage.address());
-  r.set_kv_num_blocks(256);
-  r.set_kv_block_size(16);
-  r.set_epoch(epoch);
-  return r;
-}
+using testing_util::FakeControl;
+using testing_util::FakeStage;
+using testing_util::Registration;
 
 class DispatcherTest : public ::testing::Test {
  protected:

@@ -1,0 +1,208 @@
+// The public API's handlers in this process: a gRPC server with the
+// InferenceService over a dispatcher whose one replica is a fake pipeline
+// (every sampled token is 7), and a byte-level toy tokenizer. The handlers
+// only translate, so these check the translation: streamed tokens, text,
+// finish reasons and usage, errors naming the field, UNAVAILABLE without a
+// replica, a client deadline, Score, ListModels, Tokenize and Detokenize.
+#include "router/inference_service.h"
+
+#include <functional>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "router/dispatcher.h"
+#include "router/fake_pipeline.h"
+
+namespace strata::router {
+namespace {
+
+using std::chrono::milliseconds;
+using testing_util::FakeControl;
+using testing_util::FakeStage;
+
+// A tiktoken file whose 256 ranks are the single bytes.
+std::unique_ptr<model::Tokenizer> ByteTokenizer() {
+  std::string file;
+  static const char* b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  for (int b = 0; b < 256; ++b) {
+    absl::StrAppend(&file, std::string(1, b64[b >> 2]), std::string(1, b64[(b & 3) << 4]), "== ", b, "\n");
+  }
+  return std::move(*model::Tokenizer::FromTiktoken(file));
+}
+
+class InferenceServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    DispatcherOptions o;
+    o.heartbeat = milliseconds(20);
+    o.step_timeout = milliseconds(2000);  // a dropped step ends its requests soon
+    metrics_ = std::make_unique<RouterMetrics>("m");
+    dispatcher_ = std::make_unique<Dispatcher>(o, metrics_.get(), net_.Listen(), std::make_unique<FakeControl>());
+    service_ = std::make_unique<InferenceService>(dispatcher_.get(), metrics_.get(), ByteTokenizer());
+    int port = 0;
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(port, 0);
+    stub_ = v1::Inference::NewStub(
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+  }
+  void TearDown() override {
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    dispatcher_.reset();
+    stage_.reset();
+  }
+  void AddReplica() {
+    stage_ = std::make_unique<FakeStage>(&net_, dispatcher_->data_address());
+    v1::RegisterRequest r = testing_util::Registration("p0", *stage_, 1);
+    r.mutable_shape()->set_vocab_size(128256);  // BOS is 128000
+    ASSERT_TRUE(dispatcher_->fleet().Register(r).ok());
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!dispatcher_->Serving() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(milliseconds(5));
+    }
+    ASSERT_TRUE(dispatcher_->Serving());
+  }
+  struct Reply {
+    grpc::Status status;
+    std::vector<v1::GenerateResponse> messages;
+  };
+  Reply Generate(const v1::GenerateRequest& req, milliseconds deadline = milliseconds(10000)) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + deadline);
+    auto reader = stub_->Generate(&ctx, req);
+    Reply r;
+    v1::GenerateResponse m;
+    while (reader->Read(&m)) r.messages.push_back(m);
+    r.status = reader->Finish();
+    return r;
+  }
+
+  transport::LoopbackNetwork net_;
+  std::unique_ptr<RouterMetrics> metrics_;
+  std::unique_ptr<Dispatcher> dispatcher_;
+  std::unique_ptr<InferenceService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<v1::Inference::Stub> stub_;
+  std::unique_ptr<FakeStage> stage_;
+};
+
+TEST_F(InferenceServiceTest, NoReplicaIsUnavailable) {
+  v1::GenerateRequest req;
+  req.add_prompt_ids(1);
+  EXPECT_EQ(Generate(req).status.error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST_F(InferenceServiceTest, GenerateStreamsTokensTextAndUsage) {
+  ASSERT_NO_FATAL_FAILURE(AddReplica());
+  v1::GenerateRequest req;
+  req.set_prompt("hi");
+  req.mutable_stop()->set_max_tokens(4);
+  req.set_request_id("r1");
+  Reply r = Generate(req);
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  ASSERT_FALSE(r.messages.empty());
+  std::string text;
+  int tokens = 0;
+  for (const auto& m : r.messages) {
+    EXPECT_EQ(m.request_id(), "r1");
+    text += m.text();
+    for (const auto& t : m.tokens()) {
+      EXPECT_EQ(t.token_id(), 7);
+      ++tokens;
+    }
+  }
+  EXPECT_EQ(tokens, 4);
+  EXPECT_EQ(text, std::string(4, '\x07'));
+  const v1::GenerateResponse& last = r.messages.back();
+  EXPECT_EQ(last.finish_reason(), v1::GenerateResponse::LENGTH);
+  EXPECT_EQ(last.usage().prompt_tokens(), 3);  // BOS + 2 bytes
+  EXPECT_EQ(last.usage().completion_tokens(), 4);
+}
+
+TEST_F(InferenceServiceTest, AStopStringEndsTheReply) {
+  ASSERT_NO_FATAL_FAILURE(AddReplica());
+  v1::GenerateRequest req;
+  req.add_prompt_ids(1);
+  req.mutable_stop()->set_max_tokens(50);
+  req.mutable_stop()->add_stop_strings(std::string(2, '\x07'));
+  Reply r = Generate(req);
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.messages.back().finish_reason(), v1::GenerateResponse::STOP);
+  std::string text;
+  for (const auto& m : r.messages) text += m.text();
+  EXPECT_EQ(text, "");
+}
+
+TEST_F(InferenceServiceTest, BadInputNamesTheField) {
+  ASSERT_NO_FATAL_FAILURE(AddReplica());
+  v1::GenerateRequest req;
+  req.add_prompt_ids(200000);
+  req.mutable_stop()->set_max_tokens(2);
+  Reply r = Generate(req);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(r.status.error_message().find("prompt_ids[0]"), std::string::npos) << r.status.error_message();
+  req.clear_prompt_ids();
+  req.add_prompt_ids(1);
+  req.set_prompt("both");
+  r = Generate(req);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  req.clear_prompt();
+  req.set_model("other");
+  r = Generate(req);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(r.status.error_message().find("model"), std::string::npos);
+}
+
+TEST_F(InferenceServiceTest, ADeadlineEndsTheRequest) {
+  ASSERT_NO_FATAL_FAILURE(AddReplica());
+  stage_->answer = false;
+  v1::GenerateRequest req;
+  req.add_prompt_ids(1);
+  req.mutable_stop()->set_max_tokens(4);
+  Reply r = Generate(req, milliseconds(300));
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+}
+
+TEST_F(InferenceServiceTest, ScoreListModelsTokenizeDetokenize) {
+  ASSERT_NO_FATAL_FAILURE(AddReplica());
+  {
+    grpc::ClientContext ctx;
+    v1::ScoreRequest req;
+    req.add_prompt_ids(1);
+    req.add_prompt_ids(2);
+    req.add_continuation_ids(3);
+    v1::ScoreResponse resp;
+    grpc::Status s = stub_->Score(&ctx, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(resp.logprobs_size(), 1);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::ListModelsResponse resp;
+    ASSERT_TRUE(stub_->ListModels(&ctx, v1::ListModelsRequest(), &resp).ok());
+    ASSERT_EQ(resp.models_size(), 1);
+    EXPECT_EQ(resp.models(0).info().name(), "m");
+    EXPECT_EQ(resp.models(0).pipelines_up(), 1);
+    ASSERT_EQ(resp.models(0).info().stages_size(), 1);
+  }
+  grpc::ClientContext ctx;
+  v1::TokenizeRequest t;
+  t.set_text("ab");
+  v1::TokenizeResponse ids;
+  ASSERT_TRUE(stub_->Tokenize(&ctx, t, &ids).ok());
+  EXPECT_EQ(std::vector<int32_t>(ids.ids().begin(), ids.ids().end()), (std::vector<int32_t>{'a', 'b'}));
+  grpc::ClientContext ctx2;
+  v1::DetokenizeRequest d;
+  d.add_ids('o');
+  d.add_ids('k');
+  v1::DetokenizeResponse text;
+  ASSERT_TRUE(stub_->Detokenize(&ctx2, d, &text).ok());
+  EXPECT_EQ(text.text(), "ok");
+}
+
+}  // namespace
+}  // namespace strata::router
