@@ -19,8 +19,10 @@
 #include "model/checkpoint.h"
 #include "model/file_system.h"
 #include "model/make_model.h"
+#include "model/stage_place.h"
 #include "nlohmann/json.hpp"
 #include "strata/v1/inference.grpc.pb.h"
+#include "worker/shard.h"
 
 namespace strata::tools {
 namespace {
@@ -96,10 +98,14 @@ absl::StatusOr<Layout> Plan(const base::ParsedFlags& f) {
   l.env.push_back({"UCX_TLS", l.shm ? "sm,tcp,self" : "tcp,self"});
   STRATA_ASSIGN_OR_RETURN(l.model, ModelDir(f));
   STRATA_ASSIGN_OR_RETURN(auto ckpt, model::Checkpoint::Open(model::PosixFileSystem(), l.model));
-  if (l.stages > ckpt->config().num_layers) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--stages ", l.stages, " is more than the model's ", ckpt->config().num_layers, " layers"));
+  // Every worker's place, checked before any process starts (the workers
+  // compute the same places from the same flags).
+  for (int32_t s = 0; s < l.stages; ++s) {
+    auto place = model::StagePlace::Create(s, static_cast<int32_t>(l.stages), 0, static_cast<int32_t>(l.tp),
+                                           ckpt->config().num_layers);
+    if (!place.ok()) return absl::InvalidArgumentError(absl::StrCat("--stages / --tp: ", place.status().message()));
   }
+  STRATA_RETURN_IF_ERROR(worker::ValidateTp(ckpt->config(), 0, static_cast<int>(l.tp)));
   const std::string bin = f.IsSet("bin-dir") ? f.String("bin-dir") : DefaultBinDir();
   l.router_bin = bin + "/router/strata-router";
   l.worker_bin = bin + "/worker/strata-worker";
