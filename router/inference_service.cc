@@ -101,10 +101,12 @@ void InferenceService::CancelAndWait(uint64_t handle, RequestStream* stream) {
   while (!stream->finished() && Clock::now() < until) stream->Next(milliseconds(20));
 }
 
-bool InferenceService::NextEvents(grpc::ServerContext* ctx, uint64_t handle, RequestStream* stream,
-                                  OutputProcessor* output, RequestStream::Event* e, grpc::Status* status) {
-  *e = stream->Next(milliseconds(50));
-  if (e->finished) return true;
+bool InferenceService::NextChunk(grpc::ServerContext* ctx, uint64_t handle, RequestStream* stream,
+                                 OutputProcessor* output, OutputChunk* chunk, grpc::Status* status) {
+  RequestStream::Event e = stream->Next(milliseconds(50));
+  const bool finished = e.finished;
+  *chunk = output->Process(std::move(e), *stream);
+  if (finished || chunk->finished) return true;  // a stop string ends it too
   const bool cancelled = ctx->IsCancelled();
   const bool expired = ctx->deadline() < std::chrono::system_clock::now();
   if (!cancelled && !expired) return true;
@@ -145,10 +147,9 @@ grpc::Status InferenceService::Generate(grpc::ServerContext* ctx, const v1::Gene
   auto stream = std::make_shared<RequestStream>();
   const uint64_t handle = dispatcher_->Submit(std::move(*spec), stream);
   while (true) {
-    RequestStream::Event e;
+    OutputChunk chunk;
     grpc::Status status;
-    if (!NextEvents(ctx, handle, stream.get(), &output, &e, &status)) return status;
-    OutputChunk chunk = output.Process(std::move(e), *stream);
+    if (!NextChunk(ctx, handle, stream.get(), &output, &chunk, &status)) return status;
     if (chunk.cancel_sequence) CancelAndWait(handle, stream.get());  // the reply ended at a stop string
     v1::GenerateResponse resp;
     Translate(chunk, request_id, &resp);
@@ -177,10 +178,9 @@ grpc::Status InferenceService::Score(grpc::ServerContext* ctx, const v1::ScoreRe
   auto stream = std::make_shared<RequestStream>();
   const uint64_t handle = dispatcher_->Submit(std::move(*spec), stream);
   while (true) {
-    RequestStream::Event e;
+    OutputChunk chunk;
     grpc::Status status;
-    if (!NextEvents(ctx, handle, stream.get(), &output, &e, &status)) return status;
-    OutputChunk chunk = output.Process(std::move(e), *stream);
+    if (!NextChunk(ctx, handle, stream.get(), &output, &chunk, &status)) return status;
     if (!chunk.finished) continue;
     if (chunk.reason == Finish::kUnavailable) return grpc::Status(grpc::StatusCode::UNAVAILABLE, chunk.error);
     if (chunk.reason != Finish::kStop) return grpc::Status(grpc::StatusCode::INTERNAL, chunk.error);

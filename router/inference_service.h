@@ -38,10 +38,11 @@ class InferenceService : public v1::Inference::Service {
   grpc::Status Admit();
   // Cancels a request and waits (bounded) until the dispatcher ended it.
   void CancelAndWait(uint64_t handle, RequestStream* stream);
-  // The next events of `stream`; false with `status` set when the client
-  // cancelled or the deadline passed (the request is ended then).
-  bool NextEvents(grpc::ServerContext* ctx, uint64_t handle, RequestStream* stream, OutputProcessor* output,
-                  RequestStream::Event* e, grpc::Status* status);
+  // The next events of `stream` as the client's output; false with
+  // `status` set when the client cancelled or the deadline passed (the
+  // request is ended then).
+  bool NextChunk(grpc::ServerContext* ctx, uint64_t handle, RequestStream* stream, OutputProcessor* output,
+                 OutputChunk* chunk, grpc::Status* status);
 
   Dispatcher* dispatcher_;
   RouterMetrics* metrics_;

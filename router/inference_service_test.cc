@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "router/byte_tokenizer.h"
 #include "router/dispatcher.h"
 #include "router/fake_pipeline.h"
 
@@ -22,15 +23,7 @@ using std::chrono::milliseconds;
 using testing_util::FakeControl;
 using testing_util::FakeStage;
 
-// A tiktoken file whose 256 ranks are the single bytes.
-std::unique_ptr<model::Tokenizer> ByteTokenizer() {
-  std::string file;
-  static const char* b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  for (int b = 0; b < 256; ++b) {
-    absl::StrAppend(&file, std::string(1, b64[b >> 2]), std::string(1, b64[(b & 3) << 4]), "== ", b, "\n");
-  }
-  return std::move(*model::Tokenizer::FromTiktoken(file));
-}
+using testing_util::ByteTokenizer;
 
 class InferenceServiceTest : public ::testing::Test {
  protected:

@@ -5,19 +5,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "router/byte_tokenizer.h"
 
 namespace strata::router {
 namespace {
 
-// A tiktoken file whose 256 ranks are the single bytes.
-std::unique_ptr<model::Tokenizer> ByteTokenizer() {
-  std::string file;
-  static const char* b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  for (int b = 0; b < 256; ++b) {
-    absl::StrAppend(&file, std::string(1, b64[b >> 2]), std::string(1, b64[(b & 3) << 4]), "== ", b, "\n");
-  }
-  return std::move(*model::Tokenizer::FromTiktoken(file));
-}
+using testing_util::ByteTokenizer;
 
 std::string Feed(TextStream& ts, const std::string& text, bool* stopped, size_t* consumed) {
   std::string out;
