@@ -7,7 +7,6 @@
 
 namespace strata::router {
 
-using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 using base::ToGrpc;
 
@@ -57,100 +56,27 @@ void Translate(const OutputChunk& chunk, const std::string& request_id, v1::Gene
 
 }  // namespace
 
-InferenceService::InferenceService(Dispatcher* dispatcher, RouterMetrics* metrics,
-                                   std::unique_ptr<model::Tokenizer> tokenizer)
-    : dispatcher_(dispatcher), metrics_(metrics), tokenizer_(std::move(tokenizer)) {}
+InferenceService::InferenceService(RequestIntake* intake) : intake_(intake) {}
 
-absl::StatusOr<Limits> InferenceService::CurrentLimits(const std::string& requested_model) const {
-  v1::ModelInfo info;
-  int32_t up = 0, total = 0;
-  if (!dispatcher_->fleet().Model(&info, &up, &total)) return absl::UnavailableError("no worker has registered yet");
-  if (!requested_model.empty() && requested_model != info.name()) {
-    return absl::InvalidArgumentError(absl::StrCat("model: \"", requested_model, "\" is not served (this router serves \"",
-                                                   info.name(), "\")"));
-  }
-  const DispatcherOptions& o = dispatcher_->options();
-  Limits l;
-  l.vocab_size = info.shape().vocab_size();
-  l.context_length = info.shape().max_position_embeddings();
-  l.kv_capacity_tokens = dispatcher_->KvCapacityTokens();
-  l.max_tokens_limit = o.max_tokens_limit;
-  l.max_prompt_tokens = o.max_prompt_tokens;
-  l.eos_ids.assign(info.shape().eos_token_ids().begin(), info.shape().eos_token_ids().end());
-  l.has_tokenizer = tokenizer_ != nullptr;
-  return l;
-}
-
-grpc::Status InferenceService::Admit() {
-  if (!dispatcher_->Serving()) {
-    metrics_->Requests("unavailable").Increment();
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "no pipeline is serving");
-  }
-  const int64_t max_queue = dispatcher_->options().max_queue;
-  if (dispatcher_->queued() >= max_queue) {
-    metrics_->Requests("rejected").Increment();
-    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        absl::StrCat("the queue is full (", max_queue, " requests waiting)"));
-  }
-  return grpc::Status::OK;
-}
-
-void InferenceService::CancelAndWait(uint64_t handle, RequestStream* stream) {
-  dispatcher_->Cancel(handle);
-  const auto until = Clock::now() + std::chrono::seconds(10);
-  while (!stream->finished() && Clock::now() < until) stream->Next(milliseconds(20));
-}
-
-bool InferenceService::NextChunk(grpc::ServerContext* ctx, uint64_t handle, RequestStream* stream,
-                                 OutputProcessor* output, OutputChunk* chunk, grpc::Status* status) {
-  RequestStream::Event e = stream->Next(milliseconds(50));
-  const bool finished = e.finished;
-  *chunk = output->Process(std::move(e), *stream);
-  if (finished || chunk->finished) return true;  // a stop string ends it too
+bool InferenceService::ClientEnded(grpc::ServerContext* ctx, RunningRequest* running, grpc::Status* status) {
   const bool cancelled = ctx->IsCancelled();
   const bool expired = ctx->deadline() < std::chrono::system_clock::now();
-  if (!cancelled && !expired) return true;
-  CancelAndWait(handle, stream);
-  output->Abandon(expired && !cancelled ? "deadline" : "cancelled");
+  if (!cancelled && !expired) return false;
+  running->Abandon(expired && !cancelled ? "deadline" : "cancelled");
   *status = expired && !cancelled ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the request's deadline passed")
                                   : grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
-  return false;
+  return true;
 }
 
 grpc::Status InferenceService::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                                         grpc::ServerWriter<v1::GenerateResponse>* writer) {
-  auto limits = CurrentLimits(req->model());
-  if (!limits.ok()) return ToGrpc(limits.status());
-  bool chat = false;
-  auto prompt = ResolvePrompt(*req, tokenizer_.get(), &chat);
-  if (!prompt.ok()) {
-    metrics_->Requests("invalid").Increment();
-    return ToGrpc(prompt.status());
-  }
-  v1::GenerateRequest resolved = *req;
-  resolved.clear_prompt();
-  resolved.clear_messages();
-  resolved.mutable_prompt_ids()->Assign(prompt->begin(), prompt->end());
-  auto spec = ValidateGenerate(resolved, *limits);
-  if (!spec.ok()) {
-    metrics_->Requests("invalid").Increment();
-    return ToGrpc(spec.status());
-  }
-  if (chat && !req->stop().ignore_eos()) {
-    for (int32_t id : model::ChatStopIds()) spec->stop_ids.push_back(id);
-  }
-  if (grpc::Status s = Admit(); !s.ok()) return s;
+  auto running = intake_->StartGenerate(*req);
+  if (!running.ok()) return ToGrpc(running.status());
   const std::string request_id = req->request_id().empty() ? NewRequestId() : req->request_id();
-  OutputProcessor output(tokenizer_.get(),
-                         std::vector<std::string>(req->stop().stop_strings().begin(), req->stop().stop_strings().end()),
-                         static_cast<int32_t>(spec->prompt.size()), metrics_);
-  auto stream = std::make_shared<RequestStream>();
-  const uint64_t handle = dispatcher_->Submit(std::move(*spec), stream);
   while (true) {
-    OutputChunk chunk;
+    OutputChunk chunk = (*running)->Next(milliseconds(50));
     grpc::Status status;
-    if (!NextChunk(ctx, handle, stream.get(), &output, &chunk, &status)) return status;
-    if (chunk.cancel_sequence) CancelAndWait(handle, stream.get());  // the reply ended at a stop string
+    if (!chunk.finished && ClientEnded(ctx, running->get(), &status)) return status;
     v1::GenerateResponse resp;
     Translate(chunk, request_id, &resp);
     if (chunk.finished) {
@@ -158,29 +84,19 @@ grpc::Status InferenceService::Generate(grpc::ServerContext* ctx, const v1::Gene
       return ToGrpc(OutputProcessor::FinishStatus(chunk.reason, chunk.error));
     }
     if ((resp.tokens_size() > 0 || !resp.text().empty()) && !writer->Write(resp)) {
-      CancelAndWait(handle, stream.get());  // the client went away
-      output.Abandon("cancelled");
+      (*running)->Abandon("cancelled");  // the client went away
       return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
     }
   }
 }
 
 grpc::Status InferenceService::Score(grpc::ServerContext* ctx, const v1::ScoreRequest* req, v1::ScoreResponse* resp) {
-  auto limits = CurrentLimits(req->model());
-  if (!limits.ok()) return ToGrpc(limits.status());
-  auto spec = ValidateScore(*req, *limits);
-  if (!spec.ok()) {
-    metrics_->Requests("invalid").Increment();
-    return ToGrpc(spec.status());
-  }
-  if (grpc::Status s = Admit(); !s.ok()) return s;
-  OutputProcessor output(nullptr, {}, static_cast<int32_t>(spec->prompt.size()), metrics_);
-  auto stream = std::make_shared<RequestStream>();
-  const uint64_t handle = dispatcher_->Submit(std::move(*spec), stream);
+  auto running = intake_->StartScore(*req);
+  if (!running.ok()) return ToGrpc(running.status());
   while (true) {
-    OutputChunk chunk;
+    OutputChunk chunk = (*running)->Next(milliseconds(50));
     grpc::Status status;
-    if (!NextChunk(ctx, handle, stream.get(), &output, &chunk, &status)) return status;
+    if (!chunk.finished && ClientEnded(ctx, running->get(), &status)) return status;
     if (!chunk.finished) continue;
     if (chunk.reason == Finish::kUnavailable) return grpc::Status(grpc::StatusCode::UNAVAILABLE, chunk.error);
     if (chunk.reason != Finish::kStop) return grpc::Status(grpc::StatusCode::INTERNAL, chunk.error);
@@ -199,7 +115,7 @@ grpc::Status InferenceService::ListModels(grpc::ServerContext*, const v1::ListMo
                                           v1::ListModelsResponse* resp) {
   v1::ModelInfo info;
   int32_t up = 0, total = 0;
-  if (!dispatcher_->fleet().Model(&info, &up, &total)) return grpc::Status::OK;  // nothing registered: no models
+  if (!intake_->dispatcher()->fleet().Model(&info, &up, &total)) return grpc::Status::OK;  // nothing registered: no models
   v1::ServedModel* m = resp->add_models();
   *m->mutable_info() = info;
   m->set_context_length(info.shape().max_position_embeddings());
@@ -210,13 +126,14 @@ grpc::Status InferenceService::ListModels(grpc::ServerContext*, const v1::ListMo
 
 grpc::Status InferenceService::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* req,
                                         v1::TokenizeResponse* resp) {
-  if (!tokenizer_) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "this router has no tokenizer (--tokenizer DIR)");
+  if (!intake_->tokenizer()) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "this router has no tokenizer (--tokenizer DIR)");
   absl::StatusOr<std::vector<int32_t>> ids;
   if (req->messages_size() > 0) {
     if (!req->text().empty()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "text: give text or messages, not both");
-    ids = model::ApplyChatTemplate(*tokenizer_, ChatMessages(req->messages()));
+    ids = model::ApplyChatTemplate(*intake_->tokenizer(), ChatMessages(req->messages()));
   } else {
-    ids = req->special_tokens() ? tokenizer_->EncodeWithSpecialTokens(req->text()) : tokenizer_->Encode(req->text());
+    ids = req->special_tokens() ? intake_->tokenizer()->EncodeWithSpecialTokens(req->text())
+                               : intake_->tokenizer()->Encode(req->text());
     if (!ids.ok()) ids = absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message()));
   }
   if (!ids.ok()) return ToGrpc(ids.status());
@@ -226,8 +143,8 @@ grpc::Status InferenceService::Tokenize(grpc::ServerContext*, const v1::Tokenize
 
 grpc::Status InferenceService::Detokenize(grpc::ServerContext*, const v1::DetokenizeRequest* req,
                                           v1::DetokenizeResponse* resp) {
-  if (!tokenizer_) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "this router has no tokenizer (--tokenizer DIR)");
-  auto text = model::DecodeToText(*tokenizer_, std::vector<int32_t>(req->ids().begin(), req->ids().end()));
+  if (!intake_->tokenizer()) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "this router has no tokenizer (--tokenizer DIR)");
+  auto text = model::DecodeToText(*intake_->tokenizer(), std::vector<int32_t>(req->ids().begin(), req->ids().end()));
   if (!text.ok()) return ToGrpc(text.status());
   resp->set_text(*text);
   return grpc::Status::OK;

@@ -1,28 +1,23 @@
 // The public strata.v1.Inference API over gRPC. The handlers only
-// translate: a request is validated (router/validation), submitted to the
-// dispatcher, and its events go through an OutputProcessor into
-// GenerateResponse / ScoreResponse messages. Cancellation, deadlines and a
-// client that goes away end the request and free its KV blocks at once.
+// translate: RequestIntake checks, admits and submits a request, and its
+// output chunks become GenerateResponse / ScoreResponse messages.
+// Cancellation, deadlines and a client that goes away end the request and
+// free its KV blocks at once.
 #ifndef STRATA_ROUTER_INFERENCE_SERVICE_H_
 #define STRATA_ROUTER_INFERENCE_SERVICE_H_
 
 #include <memory>
 
 #include "absl/status/statusor.h"
-#include "model/tokenizer.h"
-#include "router/dispatcher.h"
-#include "router/output_processor.h"
-#include "router/router_metrics.h"
-#include "router/validation.h"
+#include "router/request_intake.h"
 #include "strata/v1/inference.grpc.pb.h"
 
 namespace strata::router {
 
 class InferenceService : public v1::Inference::Service {
  public:
-  // `dispatcher` and `metrics` must outlive the service; `tokenizer` may be
-  // null (token ids only).
-  InferenceService(Dispatcher* dispatcher, RouterMetrics* metrics, std::unique_ptr<model::Tokenizer> tokenizer);
+  // `intake` must outlive the service.
+  explicit InferenceService(RequestIntake* intake);
 
   grpc::Status Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                         grpc::ServerWriter<v1::GenerateResponse>* writer) override;
@@ -33,20 +28,11 @@ class InferenceService : public v1::Inference::Service {
                           v1::DetokenizeResponse* resp) override;
 
  private:
-  absl::StatusOr<Limits> CurrentLimits(const std::string& requested_model) const;
-  // Admission checks shared by Generate and Score.
-  grpc::Status Admit();
-  // Cancels a request and waits (bounded) until the dispatcher ended it.
-  void CancelAndWait(uint64_t handle, RequestStream* stream);
-  // The next events of `stream` as the client's output; false with
-  // `status` set when the client cancelled or the deadline passed (the
-  // request is ended then).
-  bool NextChunk(grpc::ServerContext* ctx, uint64_t handle, RequestStream* stream, OutputProcessor* output,
-                 OutputChunk* chunk, grpc::Status* status);
+  // True, with `status` set and the request ended, when the client
+  // cancelled or the deadline passed.
+  static bool ClientEnded(grpc::ServerContext* ctx, RunningRequest* running, grpc::Status* status);
 
-  Dispatcher* dispatcher_;
-  RouterMetrics* metrics_;
-  std::unique_ptr<model::Tokenizer> tokenizer_;
+  RequestIntake* intake_;
 };
 
 }  // namespace strata::router

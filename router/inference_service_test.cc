@@ -33,7 +33,9 @@ class InferenceServiceTest : public ::testing::Test {
     o.step_timeout = milliseconds(2000);  // a dropped step ends its requests soon
     metrics_ = std::make_unique<RouterMetrics>("m");
     dispatcher_ = std::make_unique<Dispatcher>(o, metrics_.get(), net_.Listen(), std::make_unique<FakeControl>());
-    service_ = std::make_unique<InferenceService>(dispatcher_.get(), metrics_.get(), ByteTokenizer());
+    tokenizer_ = ByteTokenizer();
+    intake_ = std::make_unique<RequestIntake>(dispatcher_.get(), metrics_.get(), tokenizer_.get());
+    service_ = std::make_unique<InferenceService>(intake_.get());
     int port = 0;
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -77,6 +79,8 @@ class InferenceServiceTest : public ::testing::Test {
   transport::LoopbackNetwork net_;
   std::unique_ptr<RouterMetrics> metrics_;
   std::unique_ptr<Dispatcher> dispatcher_;
+  std::unique_ptr<model::Tokenizer> tokenizer_;
+  std::unique_ptr<RequestIntake> intake_;
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<v1::Inference::Stub> stub_;

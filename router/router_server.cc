@@ -17,11 +17,10 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
   if (options.metrics_port >= 0) {
     if (auto s = r->metrics_->Serve(options.host, options.metrics_port); !s.ok()) return s;
   }
-  std::unique_ptr<model::Tokenizer> tokenizer;
   if (!options.tokenizer_dir.empty()) {
     auto tok = model::Tokenizer::Load(model::PosixFileSystem(), options.tokenizer_dir);
     if (!tok.ok()) return absl::InvalidArgumentError(absl::StrCat("--tokenizer: ", tok.status().message()));
-    tokenizer = std::move(*tok);
+    r->tokenizer_ = std::move(*tok);
   }
   DispatcherOptions dispatch = options.engine;
   dispatch.host = options.host;
@@ -32,7 +31,8 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
   if (!data_plane.ok()) return data_plane.status();
   r->dispatcher_ = std::make_unique<Dispatcher>(dispatch, r->metrics_.get(), std::move(*data_plane),
                                                 MakeGrpcWorkerControl());
-  r->inference_ = std::make_unique<InferenceService>(r->dispatcher_.get(), r->metrics_.get(), std::move(tokenizer));
+  r->intake_ = std::make_unique<RequestIntake>(r->dispatcher_.get(), r->metrics_.get(), r->tokenizer_.get());
+  r->inference_ = std::make_unique<InferenceService>(r->intake_.get());
   r->fleet_service_ = std::make_unique<FleetService>(&r->dispatcher_->fleet(), r->dispatcher_->data_address());
 
   grpc::EnableDefaultHealthCheckService(true);

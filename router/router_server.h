@@ -17,6 +17,7 @@
 #include "router/dispatcher.h"
 #include "router/fleet_service.h"
 #include "router/inference_service.h"
+#include "router/request_intake.h"
 #include "router/router_metrics.h"
 
 namespace strata::router {
@@ -53,6 +54,8 @@ class RouterServer {
   RouterOptions options_;
   std::unique_ptr<RouterMetrics> metrics_;
   std::unique_ptr<Dispatcher> dispatcher_;
+  std::unique_ptr<model::Tokenizer> tokenizer_;
+  std::unique_ptr<RequestIntake> intake_;
   std::unique_ptr<InferenceService> inference_;
   std::unique_ptr<FleetService> fleet_service_;
   std::unique_ptr<grpc::Server> server_;

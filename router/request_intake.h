@@ -1,0 +1,89 @@
+// What every front end (gRPC, the OpenAI-compatible HTTP API) does with a
+// request before and while it runs, so there is one code path: check it
+// against the served model and the router's limits, tokenize its prompt,
+// admit it (a replica is up, the queue has room), submit it to the
+// dispatcher, then take its output through an OutputProcessor until it
+// ends, is cancelled, or its deadline passes.
+//
+// Statuses use gRPC's codes: INVALID_ARGUMENT naming the field,
+// UNAVAILABLE (no replica), RESOURCE_EXHAUSTED (the queue is full),
+// DEADLINE_EXCEEDED, CANCELLED. Thread-safe (RequestIntake); a
+// RunningRequest belongs to one front-end thread.
+#ifndef STRATA_ROUTER_REQUEST_INTAKE_H_
+#define STRATA_ROUTER_REQUEST_INTAKE_H_
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/tokenizer.h"
+#include "router/dispatcher.h"
+#include "router/output_processor.h"
+#include "router/router_metrics.h"
+#include "router/validation.h"
+#include "strata/v1/inference.pb.h"
+
+namespace strata::router {
+
+// A request on its way: submitted, with the processor of its output.
+class RunningRequest {
+ public:
+  using Clock = std::chrono::steady_clock;
+  RunningRequest(Dispatcher* dispatcher, OutputProcessor output, SequenceSpec spec);
+  ~RunningRequest();  // ends the sequence if it still runs
+  RunningRequest(const RunningRequest&) = delete;
+  RunningRequest& operator=(const RunningRequest&) = delete;
+
+  // The next output, waiting up to `wait`. A stop string ends the sequence
+  // here. `chunk.finished` marks the last one.
+  OutputChunk Next(std::chrono::milliseconds wait);
+  // Ends the request from the front end's side (client gone, deadline):
+  // the sequence is cancelled and its blocks freed before this returns
+  // (bounded), and the request is counted under `outcome`.
+  void Abandon(const std::string& outcome);
+  bool finished() const { return done_; }
+
+ private:
+  void CancelAndWait();
+
+  Dispatcher* dispatcher_;
+  OutputProcessor output_;
+  std::shared_ptr<RequestStream> stream_;
+  uint64_t handle_ = 0;
+  bool done_ = false;
+};
+
+class RequestIntake {
+ public:
+  // All must outlive the intake; `tokenizer` may be null (token ids only).
+  RequestIntake(Dispatcher* dispatcher, RouterMetrics* metrics, const model::Tokenizer* tokenizer)
+      : dispatcher_(dispatcher), metrics_(metrics), tokenizer_(tokenizer) {}
+
+  const model::Tokenizer* tokenizer() const { return tokenizer_; }
+  Dispatcher* dispatcher() const { return dispatcher_; }
+
+  // Checks, tokenizes, admits and submits a Generate request.
+  absl::StatusOr<std::unique_ptr<RunningRequest>> StartGenerate(const v1::GenerateRequest& request);
+  absl::StatusOr<std::unique_ptr<RunningRequest>> StartScore(const v1::ScoreRequest& request);
+
+  // The served model's limits; INVALID_ARGUMENT when `requested_model`
+  // (empty: any) is not the served one, UNAVAILABLE before any worker
+  // registered.
+  absl::StatusOr<Limits> CurrentLimits(const std::string& requested_model) const;
+  // A replica is up and the queue has room (counted when not).
+  absl::Status Admit();
+
+ private:
+  absl::Status Invalid(absl::Status status);
+
+  Dispatcher* dispatcher_;
+  RouterMetrics* metrics_;
+  const model::Tokenizer* tokenizer_;
+};
+
+}  // namespace strata::router
+
+#endif  // STRATA_ROUTER_REQUEST_INTAKE_H_
