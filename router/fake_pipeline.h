@@ -45,6 +45,7 @@ class FakeStage {
   }
   std::string address() const { return endpoint_->address(); }
   std::atomic<bool> answer{true};
+  std::atomic<int> delay_ms{0};  // before each answer (a slower pipeline)
   std::atomic<int> steps{0};
 
  private:
@@ -57,6 +58,7 @@ class FakeStage {
       auto plan = transport::DecodePlan(m->plan(), m->header.plan_bytes);
       if (!plan.ok()) continue;
       steps++;
+      if (delay_ms > 0) std::this_thread::sleep_for(milliseconds(delay_ms));
       transport::StepResult r;
       r.step_id = plan->step_id;
       r.timings = {{0, 0.0f, 0.001f, 0.0f, 0.0f}};

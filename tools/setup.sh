@@ -12,6 +12,8 @@ PACKAGES=(
   libabsl-dev libre2-dev nlohmann-json3-dev
   # data plane, collectives, metrics
   libucx-dev ucx-utils libgloo-dev prometheus-cpp-dev
+  # the OpenAI-compatible HTTP API
+  libcpp-httplib-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev pkg-config iproute2

@@ -1,0 +1,156 @@
+#include "router/http_gateway.h"
+
+#include <httplib.h>
+
+#include "absl/strings/str_cat.h"
+#include "router/openai_api.h"
+
+namespace strata::router {
+namespace {
+
+using json = nlohmann::json;
+using std::chrono::milliseconds;
+
+// JSON out, with invalid UTF-8 (a token's partial bytes) replaced rather
+// than thrown on.
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+void SendJson(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(Dump(body), "application/json");
+}
+
+void SendError(httplib::Response& res, const absl::Status& status) {
+  openai::ApiError e = openai::ErrorFor(status);
+  SendJson(res, e.http_status, e.body);
+}
+
+bool WriteEvent(httplib::DataSink& sink, const std::string& data) {
+  const std::string event = absl::StrCat("data: ", data, "\n\n");
+  return sink.is_writable() && sink.write(event.data(), event.size());
+}
+
+// A streamed request, kept alive by the content provider until it ends.
+struct Stream {
+  openai::ApiRequest request;
+  std::unique_ptr<RunningRequest> running;
+  std::unique_ptr<openai::ReplyWriter> writer;
+};
+
+// Writes the stream's events until it ends (true) or the client went away
+// (false: the request is cancelled and its blocks freed).
+bool PumpStream(Stream& s, httplib::DataSink& sink) {
+  while (true) {
+    if (!sink.is_writable()) {
+      s.running->Abandon("cancelled");
+      return false;
+    }
+    OutputChunk chunk = s.running->Next(milliseconds(50));
+    if (chunk.finished && (chunk.reason == Finish::kError || chunk.reason == Finish::kUnavailable)) {
+      OutputChunk partial;  // the tokens that came before the failure, then the error
+      partial.tokens = chunk.tokens;
+      partial.text = chunk.text;
+      for (const json& m : s.writer->StreamChunks(partial)) WriteEvent(sink, Dump(m));
+      WriteEvent(sink, Dump(openai::ErrorFor(OutputProcessor::FinishStatus(chunk.reason, chunk.error)).body));
+      WriteEvent(sink, "[DONE]");
+      sink.done();
+      return true;
+    }
+    for (const json& m : s.writer->StreamChunks(chunk)) {
+      if (!WriteEvent(sink, Dump(m))) {
+        s.running->Abandon("cancelled");
+        return false;
+      }
+    }
+    if (chunk.finished) {
+      if (s.request.include_usage) WriteEvent(sink, Dump(s.writer->UsageChunk()));
+      WriteEvent(sink, "[DONE]");
+      sink.done();
+      return true;
+    }
+  }
+}
+
+}  // namespace
+
+HttpGateway::HttpGateway(RequestIntake* intake) : intake_(intake), server_(std::make_unique<httplib::Server>()) {}
+
+absl::StatusOr<std::unique_ptr<HttpGateway>> HttpGateway::Start(const HttpGatewayOptions& o, RequestIntake* intake) {
+  std::unique_ptr<HttpGateway> g(new HttpGateway(intake));
+  const int threads = o.threads;
+  g->server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  g->server_->set_payload_max_length(o.max_body_bytes);
+  g->Routes();
+  g->port_ = o.port == 0 ? g->server_->bind_to_any_port(o.host) : (g->server_->bind_to_port(o.host, o.port) ? o.port : -1);
+  if (g->port_ <= 0) return absl::UnavailableError(absl::StrCat("the HTTP API cannot listen on ", o.host, ":", o.port));
+  httplib::Server* server = g->server_.get();
+  g->thread_ = std::thread([server] { server->listen_after_bind(); });
+  return g;
+}
+
+HttpGateway::~HttpGateway() {
+  server_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+void HttpGateway::Routes() {
+  server_->Post("/v1/completions",
+                [this](const httplib::Request& req, httplib::Response& res) { Completion(req, res, false); });
+  server_->Post("/v1/chat/completions",
+                [this](const httplib::Request& req, httplib::Response& res) { Completion(req, res, true); });
+  server_->Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) { Models(res); });
+  server_->Get("/health", [](const httplib::Request&, httplib::Response& res) { SendJson(res, 200, {{"status", "ok"}}); });
+  server_->Get("/ready", [this](const httplib::Request&, httplib::Response& res) {
+    const bool ready = intake_->dispatcher()->Serving();
+    SendJson(res, ready ? 200 : 503, {{"status", ready ? "ready" : "no pipeline is serving"}});
+  });
+  // Errors httplib answers itself (unknown path, body over the limit) in
+  // OpenAI's shape too.
+  server_->set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    const absl::Status s = res.status == 413   ? absl::InvalidArgumentError("body: larger than the limit")
+                           : res.status == 404 ? absl::NotFoundError(absl::StrCat("no route for ", req.path))
+                                               : absl::UnknownError(absl::StrCat("HTTP ", res.status));
+    const int status = res.status;
+    SendError(res, s);
+    res.status = status;
+  });
+}
+
+void HttpGateway::Models(httplib::Response& res) {
+  v1::ModelInfo info;
+  int32_t up = 0, total = 0;
+  const bool known = intake_->dispatcher()->fleet().Model(&info, &up, &total);
+  SendJson(res, 200, openai::ModelList(known ? info.name() : "", info.shape().max_position_embeddings()));
+}
+
+void HttpGateway::Completion(const httplib::Request& req, httplib::Response& res, bool chat) {
+  auto parsed = openai::ParseRequest(chat ? openai::Endpoint::kChatCompletions : openai::Endpoint::kCompletions,
+                                     req.body);
+  if (!parsed.ok()) return SendError(res, parsed.status());
+  auto running = intake_->StartGenerate(parsed->generate);
+  if (!running.ok()) return SendError(res, running.status());
+  v1::ModelInfo info;
+  int32_t up = 0, total = 0;
+  intake_->dispatcher()->fleet().Model(&info, &up, &total);
+  auto stream = std::make_shared<Stream>();
+  stream->request = std::move(*parsed);
+  stream->running = std::move(*running);
+  stream->writer = std::make_unique<openai::ReplyWriter>(stream->request, info.name(), intake_->tokenizer());
+  if (stream->request.stream) {
+    res.set_header("Cache-Control", "no-cache");
+    res.set_chunked_content_provider("text/event-stream",
+                                     [stream](size_t, httplib::DataSink& sink) { return PumpStream(*stream, sink); });
+    return;
+  }
+  while (true) {
+    OutputChunk chunk = stream->running->Next(milliseconds(50));
+    stream->writer->Add(chunk);
+    if (!chunk.finished) continue;
+    absl::Status status = OutputProcessor::FinishStatus(chunk.reason, chunk.error);
+    if (!status.ok()) return SendError(res, status);
+    return SendJson(res, 200, stream->writer->Complete());
+  }
+}
+
+}  // namespace strata::router
