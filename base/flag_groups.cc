@@ -30,6 +30,10 @@ FlagGroup DataPlaneFlags() {
 
 Flag MetricsPortFlag() { return IntFlag("metrics-port", -1, -1, 65535, "Prometheus /metrics port (-1: off, 0: any)"); }
 
+Flag HttpPortFlag() {
+  return IntFlag("http-port", -1, -1, 65535, "port of the OpenAI-compatible HTTP API (-1: off, 0: any)");
+}
+
 FlagGroup RouterEngineFlags() {
   return {"scheduling and fleet (router)",
           {IntFlag("max-queue", 256, 1, 1 << 20, "waiting requests beyond this get RESOURCE_EXHAUSTED"),

@@ -29,6 +29,10 @@ FlagGroup DataPlaneFlags();
 // strata up passes it to the router).
 Flag MetricsPortFlag();
 
+// --http-port: the router's OpenAI-compatible HTTP API (strata-router;
+// strata up passes it on).
+Flag HttpPortFlag();
+
 // The router's admission limits, scheduler budget, fleet timing and drain
 // (strata-router; strata up passes them on).
 FlagGroup RouterEngineFlags();

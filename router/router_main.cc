@@ -26,6 +26,7 @@ const strata::base::FlagTable& RouterFlags() {
         {StringFlag("host", "127.0.0.1", "ADDR", "the address to serve on"),
          IntFlag("port", 0, 0, 65535, "gRPC port of the public API and the Fleet service (0: any)"),
          strata::base::MetricsPortFlag(),
+         strata::base::HttpPortFlag(),
          StringFlag("model-name", "llama", "NAME", "the model's label in metrics"),
          StringFlag("tokenizer", std::nullopt, "DIR",
                     "a folder with tokenizer.json or tokenizer.model (default: token ids only)"),
@@ -40,6 +41,7 @@ strata::router::RouterOptions OptionsFrom(const strata::base::ParsedFlags& f) {
   o.host = f.String("host");
   o.port = static_cast<int>(f.Int("port"));
   o.metrics_port = static_cast<int>(f.Int("metrics-port"));
+  o.http_port = static_cast<int>(f.Int("http-port"));
   o.model_name = f.String("model-name");
   o.tokenizer_dir = f.String("tokenizer");
   o.engine.data_port = static_cast<int>(f.Int("data-port"));
@@ -75,12 +77,13 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::cerr << "strata-router: serving on " << (*server)->address() << ", data plane " << (*server)->data_address()
-            << ((*server)->metrics_address().empty() ? "" : ", metrics " + (*server)->metrics_address()) << std::endl;
+            << ((*server)->metrics_address().empty() ? "" : ", metrics " + (*server)->metrics_address())
+            << ((*server)->http_address().empty() ? "" : ", HTTP API " + (*server)->http_address()) << std::endl;
   if (const std::string& ready = flags->String("ready-file"); !ready.empty()) {
     const std::string tmp = ready + ".tmp";
     std::ofstream(tmp) << "{\"address\": \"" << (*server)->address() << "\", \"data_address\": \""
                        << (*server)->data_address() << "\", \"metrics_address\": \"" << (*server)->metrics_address()
-                       << "\"}\n";
+                       << "\", \"http_address\": \"" << (*server)->http_address() << "\"}\n";
     std::rename(tmp.c_str(), ready.c_str());
   }
   const std::chrono::milliseconds drain(flags->Int("drain-ms"));

@@ -48,6 +48,15 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
     return absl::UnavailableError(absl::StrCat("the router cannot listen on ", options.host, ":", options.port));
   }
   r->server_->GetHealthCheckService()->SetServingStatus(false);
+  if (options.http_port >= 0) {
+    HttpGatewayOptions h;
+    h.host = options.host;
+    h.port = options.http_port;
+    h.max_body_bytes = static_cast<size_t>(options.max_message_bytes);
+    auto http = HttpGateway::Start(h, r->intake_.get());
+    if (!http.ok()) return http.status();
+    r->http_ = std::move(*http);
+  }
   RouterServer* raw = r.get();
   r->health_thread_ = std::thread([raw] { raw->HealthLoop(); });
   return r;
@@ -71,6 +80,7 @@ void RouterServer::HealthLoop() {
 
 RouterServer::~RouterServer() {
   stop_ = true;
+  http_.reset();
   if (health_thread_.joinable()) health_thread_.join();
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   dispatcher_.reset();
@@ -78,6 +88,10 @@ RouterServer::~RouterServer() {
 
 std::string RouterServer::address() const { return absl::StrCat(options_.host, ":", port_); }
 std::string RouterServer::data_address() const { return dispatcher_->data_address(); }
+std::string RouterServer::http_address() const {
+  return http_ ? absl::StrCat(options_.host, ":", http_->port()) : "";
+}
+
 std::string RouterServer::metrics_address() const {
   return metrics_->port() >= 0 ? absl::StrCat(options_.host, ":", metrics_->port()) : "";
 }
@@ -88,6 +102,7 @@ void RouterServer::Drain(milliseconds budget) {
   stop_ = true;
   if (health_thread_.joinable()) health_thread_.join();
   server_->GetHealthCheckService()->SetServingStatus(false);
+  http_.reset();
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
 }
 

@@ -16,6 +16,7 @@
 #include "grpcpp/grpcpp.h"
 #include "router/dispatcher.h"
 #include "router/fleet_service.h"
+#include "router/http_gateway.h"
 #include "router/inference_service.h"
 #include "router/request_intake.h"
 #include "router/router_metrics.h"
@@ -26,6 +27,7 @@ struct RouterOptions {
   std::string host = "127.0.0.1";
   int port = 0;            // public API and Fleet (gRPC)
   int metrics_port = -1;   // -1: off
+  int http_port = -1;      // the OpenAI-compatible HTTP API; -1: off, 0: any
   std::string model_name;  // label for metrics; the served model comes from the workers
   std::string tokenizer_dir;  // a folder with tokenizer.json or tokenizer.model; empty: token ids only
   DispatcherOptions engine;   // the dispatcher, its drivers and the fleet
@@ -40,6 +42,7 @@ class RouterServer {
   std::string address() const;       // host:port of the gRPC services
   std::string data_address() const;  // where results arrive
   std::string metrics_address() const;
+  std::string http_address() const;  // empty when off
   Dispatcher& dispatcher() { return *dispatcher_; }
 
   // SIGTERM: new requests get UNAVAILABLE, running ones finish within
@@ -58,6 +61,7 @@ class RouterServer {
   std::unique_ptr<RequestIntake> intake_;
   std::unique_ptr<InferenceService> inference_;
   std::unique_ptr<FleetService> fleet_service_;
+  std::unique_ptr<HttpGateway> http_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   std::thread health_thread_;

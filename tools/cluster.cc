@@ -72,6 +72,7 @@ std::string CacheDir() {
 // What strata up starts, where, and with what.
 struct Layout {
   int64_t stages = 1, tp = 1, replicas = 1;
+  int http_port = -1;  // the router's HTTP API (-1: off)
   bool shm = true;
   std::string model, router_bin, worker_bin, logs;
   std::vector<std::pair<std::string, std::string>> env;
@@ -94,6 +95,8 @@ absl::StatusOr<Layout> Plan(const base::ParsedFlags& f) {
   l.stages = f.Int("stages");
   l.tp = f.Int("tp");
   l.replicas = f.Int("replicas");
+  // The HTTP API's port is chosen here (0: a free one), so it can be printed.
+  l.http_port = f.Int("http-port") == 0 ? base::PickFreePort() : static_cast<int>(f.Int("http-port"));
   l.shm = f.String("transport") == "shm";
   l.env.push_back({"UCX_TLS", l.shm ? "sm,tcp,self" : "tcp,self"});
   STRATA_ASSIGN_OR_RETURN(l.model, ModelDir(f));
@@ -136,6 +139,7 @@ std::vector<std::string> RouterArgs(const base::ParsedFlags& f, const Layout& l,
     a.push_back("--tokenizer=" + l.model);
   }
   if (f.IsSet("metrics-port")) a.push_back(absl::StrCat("--metrics-port=", f.Int("metrics-port")));
+  if (l.http_port > 0) a.push_back(absl::StrCat("--http-port=", l.http_port));
   for (std::string& x : f.ArgsFor(base::RouterEngineFlags())) a.push_back(std::move(x));
   return a;
 }
@@ -233,6 +237,7 @@ void WriteReadyFile(const std::string& path, const std::string& router, const La
   std::ofstream(tmp) << nlohmann::json({{"address", router},
                                         {"logs", l.logs},
                                         {"router_pid", children[0].process.pid()},
+                                        {"http_address", l.http_port > 0 ? absl::StrCat("127.0.0.1:", l.http_port) : ""},
                                         {"ucx_tls", l.env[0].second},
                                         {"workers", workers}})
                             .dump()
@@ -258,6 +263,7 @@ const base::FlagTable& UpFlags() {
          base::ChoiceFlag("transport", "shm", {"shm", "tcp"}, "UCX between the processes"),
          IntFlag("port", 0, 0, 65535, "the router's gRPC port (0: a free one)"),
          base::MetricsPortFlag(),
+         base::HttpPortFlag(),
          StringFlag("bin-dir", std::nullopt, "DIR", "holds router/strata-router and worker/strata-worker "
                                                     "(default: this binary's bazel-bin)"),
          StringFlag("log-dir", std::nullopt, "DIR", "the children's logs (default: a new folder in /tmp)"),
@@ -280,6 +286,7 @@ absl::Status Up(const base::ParsedFlags& f) {
     StopAll(children.begin(), children.end(), milliseconds(5000));
     return s.code() == absl::StatusCode::kInvalidArgument ? s : absl::UnavailableError(s.message());
   }
+  if (l.http_port > 0) std::cout << "strata up: OpenAI-compatible HTTP API on http://127.0.0.1:" << l.http_port << "/v1\n";
   std::cout << "strata up: serving " << l.model << " on " << router << " (" << l.stages << " stage(s) x " << l.tp
             << " rank(s) x " << l.replicas << " replica(s), UCX " << (l.shm ? "shared memory" : "TCP")
             << "); logs in " << l.logs << "; Ctrl-C stops" << std::endl;

@@ -33,6 +33,11 @@ while IFS= read -r skip_log; do
 done < <(find -L bazel-testlogs/ -name test.log -exec grep -l "^SKIP: " {} + 2>/dev/null || true)
 passed=$((passed - skipped))
 
+# The OpenAI-compatible HTTP API through the official `openai` npm client.
+openai_rc=0
+tools/openai/run_test.sh || openai_rc=$?
+if [[ $openai_rc -eq 0 ]]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+
 fuzz_rc=0
 tools/fuzz.sh "${STRATA_FUZZ_SECONDS:-30}" || fuzz_rc=$?
 if [[ $fuzz_rc -eq 0 ]]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi

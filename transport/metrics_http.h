@@ -1,14 +1,13 @@
-// The /metrics endpoint of every strata process: a small HTTP/1.1 server
-// thread that answers GET /metrics with a prometheus-cpp registry in the
-// text exposition format (404 elsewhere, 405 for other methods). It lives
-// here, beside the data plane, because both the router and the workers
-// serve it and they share nothing but proto/ and transport/.
+// The /metrics endpoint of every strata process: GET /metrics answers with
+// a prometheus-cpp registry in the text exposition format (404 elsewhere),
+// served by cpp-httplib (the library of the router's HTTP API) on a thread
+// of its own. It lives here, beside the data plane, because both the router
+// and the workers serve it and they share nothing but proto/ and transport/.
 // (prometheus-cpp's own CivetWeb exposer refused to start inside the worker
 // binary, mg_start returning null without a message.)
 #ifndef STRATA_TRANSPORT_METRICS_HTTP_H_
 #define STRATA_TRANSPORT_METRICS_HTTP_H_
 
-#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
@@ -17,6 +16,10 @@
 
 #include "absl/status/status.h"
 
+namespace httplib {
+class Server;
+}  // namespace httplib
+
 namespace strata::transport {
 
 // A registry in the Prometheus text exposition format.
@@ -24,22 +27,19 @@ std::string RenderMetrics(prometheus::Registry& registry);
 
 class MetricsHttpServer {
  public:
-  explicit MetricsHttpServer(std::shared_ptr<prometheus::Registry> registry) : registry_(std::move(registry)) {}
+  explicit MetricsHttpServer(std::shared_ptr<prometheus::Registry> registry);
   ~MetricsHttpServer();
 
-  // Listens on host:port (IPv4; port 0 picks one) and serves until destroyed.
+  // Listens on host:port (port 0 picks one) and serves until destroyed.
   absl::Status Start(const std::string& host, int port);
   int port() const { return port_; }
   // The exposition text a scrape would get.
   std::string Render() const { return RenderMetrics(*registry_); }
 
  private:
-  void Loop();
-
   std::shared_ptr<prometheus::Registry> registry_;
-  int listen_fd_ = -1;
+  std::unique_ptr<httplib::Server> server_;
   int port_ = -1;
-  std::atomic<bool> stop_{false};
   std::thread thread_;
 };
 
