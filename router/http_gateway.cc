@@ -2,6 +2,8 @@
 
 #include <httplib.h>
 
+#include <cstdlib>
+
 #include "absl/strings/str_cat.h"
 #include "router/openai_api.h"
 
@@ -30,11 +32,33 @@ bool WriteEvent(httplib::DataSink& sink, const std::string& data) {
   return sink.is_writable() && sink.write(event.data(), event.size());
 }
 
-// A streamed request, kept alive by the content provider until it ends.
+// A request's deadline from its headers: `X-Request-Timeout-Ms`, or the
+// seconds the openai clients send in `X-Stainless-Timeout`; none without.
+std::chrono::steady_clock::time_point DeadlineOf(const httplib::Request& req) {
+  double ms = 0;
+  if (req.has_header("X-Request-Timeout-Ms")) {
+    ms = std::atof(req.get_header_value("X-Request-Timeout-Ms").c_str());
+  } else if (req.has_header("X-Stainless-Timeout")) {
+    ms = 1000 * std::atof(req.get_header_value("X-Stainless-Timeout").c_str());
+  }
+  if (!(ms > 0) || ms > 1e9) return std::chrono::steady_clock::time_point::max();
+  return std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(ms));
+}
+
+const absl::Status kDeadline = absl::DeadlineExceededError("the request's deadline passed");
+
+// A request being answered, kept alive by the content provider until it ends.
 struct Stream {
   openai::ApiRequest request;
   std::unique_ptr<RunningRequest> running;
   std::unique_ptr<openai::ReplyWriter> writer;
+  std::chrono::steady_clock::time_point deadline;
+
+  bool Expired() {
+    if (std::chrono::steady_clock::now() < deadline) return false;
+    running->Abandon("deadline");
+    return true;
+  }
 };
 
 // Writes the stream's events until it ends (true) or the client went away
@@ -44,6 +68,12 @@ bool PumpStream(Stream& s, httplib::DataSink& sink) {
     if (!sink.is_writable()) {
       s.running->Abandon("cancelled");
       return false;
+    }
+    if (s.Expired()) {
+      WriteEvent(sink, Dump(openai::ErrorFor(kDeadline).body));
+      WriteEvent(sink, "[DONE]");
+      sink.done();
+      return true;
     }
     OutputChunk chunk = s.running->Next(milliseconds(50));
     if (chunk.finished && (chunk.reason == Finish::kError || chunk.reason == Finish::kUnavailable)) {
@@ -137,6 +167,7 @@ void HttpGateway::Completion(const httplib::Request& req, httplib::Response& res
   stream->request = std::move(*parsed);
   stream->running = std::move(*running);
   stream->writer = std::make_unique<openai::ReplyWriter>(stream->request, info.name(), intake_->tokenizer());
+  stream->deadline = DeadlineOf(req);
   if (stream->request.stream) {
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider("text/event-stream",
@@ -144,6 +175,7 @@ void HttpGateway::Completion(const httplib::Request& req, httplib::Response& res
     return;
   }
   while (true) {
+    if (stream->Expired()) return SendError(res, kDeadline);
     OutputChunk chunk = stream->running->Next(milliseconds(50));
     stream->writer->Add(chunk);
     if (!chunk.finished) continue;

@@ -172,6 +172,27 @@ TEST_F(HttpGatewayTest, BadRequestsGetOpenAiErrors) {
   EXPECT_EQ(json::parse(nowhere->body)["error"]["code"], "not_found");
 }
 
+TEST_F(HttpGatewayTest, ADeadlineIs504) {
+  AddReplica();
+  stage_->delay_ms = 50;
+  httplib::Headers headers = {{"X-Request-Timeout-Ms", "200"}};
+  auto res = client_->Post("/v1/completions", headers, R"({"prompt": "hi", "max_tokens": 500, "ignore_eos": true})",
+                           "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 504);
+  EXPECT_EQ(json::parse(res->body)["error"]["type"], "timeout");
+  // Streamed: an error event, then the end of the stream.
+  res = client_->Post("/v1/completions", headers,
+                      R"({"prompt": "hi", "max_tokens": 500, "ignore_eos": true, "stream": true})", "application/json");
+  ASSERT_TRUE(res);
+  bool done = false;
+  std::vector<json> events = Events(res->body, &done);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back()["error"]["code"], "deadline_exceeded");
+  EXPECT_TRUE(done);
+  EXPECT_NE(metrics_->Render().find("outcome=\"deadline\"} 2"), std::string::npos);
+}
+
 TEST_F(HttpGatewayTest, AClientThatDisconnectsFreesItsBlocks) {
   AddReplica();
   stage_->delay_ms = 20;  // a long reply: 2000 tokens at 20 ms each
