@@ -69,8 +69,44 @@ void Dispatcher::TakeDown(PipelineDriver* driver, const std::string& why) {
   // Steps still travelling are ignored when they come back; the workers
   // drop the queued ones on Abort (every step issued so far; later steps,
   // such as the next warm-up, run).
-  const uint64_t last_issued = driver->TakeDown(why);
+  std::vector<PipelineDriver::Migrant> migrants;
+  const uint64_t last_issued = driver->TakeDown(why, &migrants);
   control_->AbortAll(driver->control_addresses(), last_issued);
+  Migrate(std::move(migrants), driver, why);
+}
+
+PipelineDriver* Dispatcher::BestReplica(const PipelineDriver* except) {
+  PipelineDriver* best = nullptr;
+  for (auto& [name, d] : drivers_) {
+    if (d.get() == except || !d->up() || fleet_->state(name) != PipelineState::kUp) continue;
+    if (best == nullptr || d->Score() > best->Score()) best = d.get();
+  }
+  return best;
+}
+
+void Dispatcher::Migrate(std::vector<PipelineDriver::Migrant> migrants, const PipelineDriver* from,
+                         const std::string& why) {
+  if (migrants.empty()) return;
+  std::map<const RequestStream*, Live*> by_stream;
+  for (auto& [handle, live] : live_) by_stream[live.stream.get()] = &live;
+  PipelineDriver* to = nullptr;
+  for (PipelineDriver::Migrant& m : migrants) {
+    to = BestReplica(from);
+    auto it = by_stream.find(m.stream);
+    if (to == nullptr || it == by_stream.end()) {
+      const int32_t prompt = static_cast<int32_t>(m.spec.prompt.size()) - m.spec.generated;
+      m.stream->Finished(Finish::kUnavailable, prompt, m.spec.generated,
+                         absl::StrCat("pipeline ", from->name(), " is down: ", why, "; no other pipeline is up"), {});
+      continue;
+    }
+    it->second->driver = to;
+    it->second->seq = to->Add(std::move(m.spec), m.stream);
+    if (metrics_) metrics_->migrated->Increment();
+  }
+  if (to != nullptr) {
+    std::cerr << "strata-router: " << migrants.size() << " request(s) of pipeline " << from->name()
+              << " continue on " << to->name() << std::endl;
+  }
 }
 
 void Dispatcher::BringUpReady() {
@@ -92,11 +128,7 @@ void Dispatcher::BringUpReady() {
 void Dispatcher::Route(std::deque<Pending> inbox, std::vector<uint64_t> cancels) {
   for (Pending& req : inbox) {
     queued_--;
-    PipelineDriver* best = nullptr;
-    for (auto& [name, d] : drivers_) {
-      if (!d->up() || fleet_->state(name) != PipelineState::kUp) continue;
-      if (best == nullptr || d->Score() > best->Score()) best = d.get();
-    }
+    PipelineDriver* best = BestReplica(nullptr);
     if (best == nullptr) {
       req.stream->Finished(Finish::kUnavailable, 0, 0, "no pipeline is serving", {});
       live_count_--;

@@ -175,5 +175,43 @@ TEST_F(DispatcherTest, NoReplicaAndDrain) {
   EXPECT_EQ(e.error, "the router is draining");
 }
 
+
+TEST_F(DispatcherTest, RequestsOfAReplicaThatGoesDownContinueOnAnother) {
+  Start(milliseconds(150));
+  FakeStage* a = AddReplica("p0");
+  FakeStage* b = AddReplica("p1");
+  ASSERT_TRUE(WaitFor([&] { return dispatcher_->fleet().pipelines_up() == 2; }));
+  for (FakeStage* s : {a, b}) {
+    s->positional = true;
+    s->delay_ms = 5;
+  }
+  SequenceSpec spec;
+  spec.prompt = {1, 2, 3};
+  spec.max_tokens = 60;
+  auto stream = std::make_shared<RequestStream>();
+  dispatcher_->Submit(spec, stream);
+  std::vector<int32_t> tokens;
+  RequestStream::Event e;
+  while (tokens.size() < 10) {
+    e = stream->Next(milliseconds(5000));
+    ASSERT_FALSE(e.finished) << e.error;
+    for (const TokenOut& t : e.tokens) tokens.push_back(t.id);
+  }
+  FakeStage* serving = a->steps.load() > b->steps.load() ? a : b;
+  serving->answer = false;  // its replica stops answering mid-request
+  while (!e.finished) {
+    e = stream->Next(milliseconds(5000));
+    for (const TokenOut& t : e.tokens) tokens.push_back(t.id);
+  }
+  EXPECT_EQ(e.reason, Finish::kLength) << e.error;
+  EXPECT_EQ(e.prompt_tokens, 3);
+  EXPECT_EQ(e.completion_tokens, 60);
+  ASSERT_EQ(tokens.size(), 60u) << "no token lost or repeated";
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    ASSERT_EQ(tokens[i], static_cast<int32_t>((3 + i) % 50 + 1)) << "token " << i;
+  }
+  EXPECT_NE(metrics_->Render().find("strata_requests_migrated_total{model=\"m\"} 1"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace strata::router

@@ -46,6 +46,9 @@ class FakeStage {
   std::string address() const { return endpoint_->address(); }
   std::atomic<bool> answer{true};
   std::atomic<int> delay_ms{0};  // before each answer (a slower pipeline)
+  // Sample (context length) % 50 + 1 instead of 7: a sequence's tokens then
+  // depend on their positions only, whichever replica computes them.
+  std::atomic<bool> positional{false};
   std::atomic<int> steps{0};
 
  private:
@@ -62,7 +65,10 @@ class FakeStage {
       transport::StepResult r;
       r.step_id = plan->step_id;
       r.timings = {{0, 0.0f, 0.001f, 0.0f, 0.0f}};
-      for (const auto& s : plan->sequences) r.sequences.push_back({s.seq_id, s.sample ? 7 : -1, -0.1f, {}, {}, {}});
+      for (const auto& s : plan->sequences) {
+        const int32_t token = positional ? (s.cached_tokens + s.num_tokens) % 50 + 1 : 7;
+        r.sequences.push_back({s.seq_id, s.sample ? token : -1, -0.1f, {}, {}, {}});
+      }
       const std::string bytes = transport::EncodeResult(r);
       transport::WireHeader h;
       h.type = static_cast<uint16_t>(transport::MessageType::kStepResult);

@@ -58,7 +58,12 @@ absl::Status PipelineDriver::BringUp(const PipelinePlan& plan, int32_t warmup_to
   return absl::OkStatus();
 }
 
-uint64_t PipelineDriver::TakeDown(const std::string& why) {
+uint64_t PipelineDriver::TakeDown(const std::string& why, std::vector<Migrant>* migrants) {
+  if (scheduler_ && migrants) {
+    for (auto& [spec, sink] : scheduler_->TakeAll()) {
+      migrants->push_back({std::move(spec), static_cast<RequestStream*>(sink)});
+    }
+  }
   if (scheduler_) scheduler_->FailAll(Finish::kUnavailable, absl::StrCat("pipeline ", name_, " is down: ", why));
   scheduler_.reset();
   streams_.clear();

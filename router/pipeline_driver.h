@@ -56,10 +56,17 @@ class PipelineDriver {
   bool up() const { return scheduler_ != nullptr; }
   bool warming() const { return warmup_step_ != 0; }
 
-  // Ends every sequence with UNAVAILABLE ("pipeline NAME is down: why") and
-  // forgets every step; results that come back later are ignored. Returns
-  // the last step id issued so far (the workers are told to drop them).
-  uint64_t TakeDown(const std::string& why);
+  // A sequence taken out of a replica that went down, to continue on
+  // another (SequenceSpec::generated says how much of it was output).
+  struct Migrant {
+    SequenceSpec spec;
+    RequestStream* stream = nullptr;
+  };
+  // Forgets every step (results that come back later are ignored) and every
+  // sequence: into `migrants` when given, else each ends with UNAVAILABLE
+  // ("pipeline NAME is down: why"). Returns the last step id issued so far
+  // (the workers are told to drop them).
+  uint64_t TakeDown(const std::string& why, std::vector<Migrant>* migrants = nullptr);
   // Every member's control address, from the plan it was brought up with.
   const std::vector<std::string>& control_addresses() const { return plan_.control; }
 

@@ -37,6 +37,8 @@ RouterMetrics::RouterMetrics(const std::string& model) : registry_(std::make_sha
   preemptions = counter("strata_preemptions_total", "Sequences preempted (by recompute) for lack of KV blocks");
   malformed_results = counter("strata_router_malformed_results_total",
                               "Data-plane results the router refused (malformed or not a result)");
+  migrated = counter("strata_requests_migrated_total",
+                     "Requests that continued on another pipeline replica when theirs went down");
   stage_seconds_ = &prometheus::BuildHistogram()
                         .Name("strata_stage_step_seconds")
                         .Help("Time a step spent on a stage, by phase (queue, compute, allreduce, send)")

@@ -50,6 +50,7 @@ class RouterMetrics {
   prometheus::Counter* generated_tokens;
   prometheus::Counter* preemptions;
   prometheus::Counter* malformed_results;
+  prometheus::Counter* migrated;  // requests moved to another replica when theirs went down
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;

@@ -15,6 +15,7 @@ uint64_t Scheduler::Add(SequenceSpec spec, SequenceSink* sink) {
   s->tokens = spec.prompt;
   if (spec.score) s->tokens.insert(s->tokens.end(), spec.continuation.begin(), spec.continuation.end());
   s->prompt_tokens = static_cast<int32_t>(s->tokens.size());
+  s->generated = spec.generated;
   s->spec = std::move(spec);
   const uint64_t id = s->id;
   seqs_[id] = std::move(s);
@@ -39,7 +40,7 @@ void Scheduler::Finish(Seq* s, ::strata::router::Finish reason, const std::strin
     for (size_t p = first; p < s->tokens.size(); ++p) score.push_back(s->score[p - 1]);
   }
   SequenceSink* sink = s->sink;
-  const int32_t prompt = static_cast<int32_t>(s->spec.prompt.size());
+  const int32_t prompt = static_cast<int32_t>(s->spec.prompt.size()) - s->spec.generated;
   const int32_t completion = s->spec.score ? 0 : s->generated;
   seqs_.erase(s->id);
   sink->Finished(reason, prompt, completion, error, score);
@@ -193,6 +194,27 @@ void Scheduler::OnResult(const transport::StepResult& r) {
       Finish(s, Finish::kLength, "");
     }
   }
+}
+
+std::vector<std::pair<SequenceSpec, SequenceSink*>> Scheduler::TakeAll() {
+  std::vector<std::pair<SequenceSpec, SequenceSink*>> out;
+  steps_.clear();
+  while (!seqs_.empty()) {
+    Seq* s = seqs_.begin()->second.get();
+    if (s->cancelled) {
+      Finish(s, Finish::kCancelled, "");
+      continue;
+    }
+    SequenceSpec spec = std::move(s->spec);
+    if (!spec.score) {
+      spec.prompt = s->tokens;  // Score sequences start over: they emit only at the end
+      spec.generated = s->generated;
+    }
+    blocks_.Release(&s->table);
+    out.emplace_back(std::move(spec), s->sink);
+    seqs_.erase(seqs_.begin());
+  }
+  return out;
 }
 
 void Scheduler::FailAll(::strata::router::Finish reason, const std::string& error) {

@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "router/block_manager.h"
@@ -51,6 +52,10 @@ struct SequenceSpec {
   int32_t priority = 0;            // higher first; preempted last
   std::vector<int32_t> continuation;  // Score: tokens to score after the prompt
   bool score = false;
+  // A sequence that moved from another replica: the last `generated` ids of
+  // `prompt` are output already sent; they count toward max_tokens and the
+  // sampling step, and usage reports them as completion tokens.
+  int32_t generated = 0;
 };
 
 struct SchedulerOptions {
@@ -77,6 +82,11 @@ class Scheduler {
   // Ends every sequence (in flight or not) with `reason` and `error`; all
   // blocks return to the pool.
   void FailAll(Finish reason, const std::string& error);
+  // Takes every sequence out to continue elsewhere: each as a spec whose
+  // prompt holds what it had (prompt plus the tokens generated so far, with
+  // `generated` set), with its sink. Cancelled ones end here; all blocks
+  // return to the pool, and results of the steps in flight are ignored.
+  std::vector<std::pair<SequenceSpec, SequenceSink*>> TakeAll();
 
   int64_t waiting() const;
   int64_t running() const;

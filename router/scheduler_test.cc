@@ -22,13 +22,17 @@ struct Collect : SequenceSink {
   Finish reason = Finish::kError;
   std::string error;
   std::vector<float> score;
+  int32_t prompt_tokens = 0, completion_tokens = 0;
   void Token(const TokenOut& t) override {
     ASSERT_FALSE(done);
     tokens.push_back(t.id);
   }
-  void Finished(Finish r, int32_t, int32_t, const std::string& e, const std::vector<float>& s) override {
+  void Finished(Finish r, int32_t prompt, int32_t completion, const std::string& e,
+                const std::vector<float>& s) override {
     ASSERT_FALSE(done);
     done = true;
+    prompt_tokens = prompt;
+    completion_tokens = completion;
     reason = r;
     error = e;
     score = s;
@@ -236,4 +240,58 @@ TEST(SchedulerTest, FailAllEndsEverything) {
 }
 
 }  // namespace
+
+TEST(SchedulerTest, TakeAllHandsOverWhatEachSequenceHas) {
+  Scheduler sched(100, 4, {});
+  Collect a, b, c;
+  SequenceSpec s;
+  s.prompt = {1, 2};
+  s.max_tokens = 5;
+  s.sampling.seed = 9;
+  sched.Add(s, &a);
+  FakePipeline pipe;
+  for (int i = 0; i < 2; ++i) sched.OnResult(pipe.Run(*sched.NextStep(i + 1)));
+  ASSERT_EQ(a.tokens.size(), 2u);
+  sched.Add(s, &b);
+  const uint64_t cancelled = sched.Add(s, &c);
+  sched.Cancel(cancelled);
+  auto in_flight = sched.NextStep(10);  // a's third token and b's prompt, in flight
+  ASSERT_TRUE(in_flight.has_value());
+  auto taken = sched.TakeAll();
+  EXPECT_TRUE(sched.empty());
+  EXPECT_EQ(sched.blocks().free_blocks(), 100);
+  ASSERT_EQ(taken.size(), 2u);
+  EXPECT_TRUE(c.done);
+  EXPECT_EQ(c.reason, Finish::kCancelled);
+  for (auto& [spec, sink] : taken) {
+    if (sink != &a) continue;
+    // a's prompt now holds its two generated tokens, marked as output.
+    EXPECT_EQ(spec.prompt.size(), 4u);
+    EXPECT_EQ(spec.generated, 2);
+    EXPECT_EQ(spec.max_tokens, 5);
+  }
+  sched.OnResult(pipe.Run(*in_flight));  // a late result is ignored
+  EXPECT_FALSE(a.done);
+  // On another scheduler, a finishes with 5 tokens in all and usage as if
+  // it never moved.
+  Scheduler other(100, 4, {});
+  for (auto& [spec, sink] : taken) other.Add(spec, sink);
+  for (uint64_t step = 20; !other.empty() && step < 60; ++step) {
+    auto p = other.NextStep(step);
+    if (p) other.OnResult(pipe.Run(*p));
+  }
+  EXPECT_TRUE(a.done && b.done);
+  EXPECT_EQ(a.reason, Finish::kLength);
+  EXPECT_EQ(a.tokens.size(), 5u);
+  EXPECT_EQ(a.prompt_tokens, 2);
+  EXPECT_EQ(a.completion_tokens, 5);
+  // The same tokens as a run that never moved.
+  Scheduler alone(100, 4, {});
+  Collect ref;
+  alone.Add(s, &ref);
+  uint64_t step = 100;
+  Drain(alone, pipe, 1, &step);
+  EXPECT_EQ(a.tokens, ref.tokens);
+}
+
 }  // namespace strata::router

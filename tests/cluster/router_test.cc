@@ -525,6 +525,32 @@ TEST_F(RouterTest, ReplicasShareTheLoadAndSurviveEachOther) {
   c.Stop();
 }
 
+// A replica that dies with requests in flight: they continue on the other
+// replica (prompt plus the tokens already streamed), and each client sees
+// one stream with exactly the tokens of an undisturbed run.
+TEST_F(RouterTest, RequestsInFlightOnADyingReplicaContinueOnAnother) {
+  Cluster c;
+  ASSERT_NO_FATAL_FAILURE(c.Start(model_, {"--stages", "1", "--tp", "1", "--replicas", "2", "--transport", "tcp",
+                                           "--heartbeat-ms", "200", "--down-after-ms", "1500"}));
+  std::vector<std::future<Outcome>> futures;
+  for (int i = 0; i < 8; ++i) {
+    futures.push_back(std::async(std::launch::async, [&, i] { return Call(c.stub(), Request(Prompt(5, i), 1500)); }));
+  }
+  std::this_thread::sleep_for(milliseconds(150));  // every request is streaming by now
+  kill(c.info()["workers"][1]["pid"].get<int>(), SIGKILL);
+  for (int i = 0; i < 8; ++i) {
+    Outcome o = futures[i].get();
+    ASSERT_TRUE(o.status.ok()) << i << ": " << o.status.error_message();
+    EXPECT_EQ(o.tokens, Alone(Prompt(5, i), 1500)) << i;
+  }
+  const std::string m = c.Metrics();
+  const std::string key = "strata_requests_migrated_total{model=\"router_model\"} ";
+  const size_t at = m.find(key);
+  ASSERT_NE(at, std::string::npos);
+  EXPECT_GT(std::atof(m.c_str() + at + key.size()), 0.0) << "no request was in flight on the dead replica";
+  c.Stop();
+}
+
 }  // namespace
 }  // namespace strata
 
