@@ -7,7 +7,7 @@ FlagGroup BackendFlags() {
           {ChoiceFlag("backend", "cpu", {"cpu", "reference", "cuda"},
                       "cpu: the fast CPU kernels; reference: the plain float32 oracle; cuda: a GPU"),
            IntFlag("threads", 1, 1, 1024, "CPU threads of the shared pool"),
-           ChoiceFlag("isa", "auto", {"auto", "avx512bf16", "avx512", "avx2", "portable"},
+           ChoiceFlag("isa", "auto", {"auto", "amx", "avx512bf16", "avx512", "avx2", "portable"},
                       "cpu backend: the instruction set (auto: the best cpuid reports)"),
            ChoiceFlag("kv-dtype", "bf16", {"bf16", "f32"}, "cpu backend: the KV cache's element type")}};
 }

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu/amx_matmul.h"
 #include "kernels/cpu/huge_pages.h"
 #include "kernels/cpu/lanes.h"
 #include "kernels/cpu/matmul.h"
@@ -34,17 +35,20 @@ struct AlignedFloats {
 // converted once here rather than at every use.
 class CpuWeight : public Weight {
  public:
-  CpuWeight(int64_t rows, int64_t cols, bool bf16, bool packed)
-      : Weight(rows, cols), is_bf16(bf16), packed(packed) {
-  }
+  // amx: bf16 matrices in the tile layout of amx_matmul.h (backends on kAmx).
+  CpuWeight(int64_t rows, int64_t cols, bool bf16, bool packed, bool amx)
+      : Weight(rows, cols), is_bf16(bf16), packed(packed), amx(amx && bf16 && packed) {}
   // Allocates the storage; false when out of memory.
   bool Allocate() {
-    const int64_t n = packed ? PackedSize(rows(), cols()) : rows() * cols();
+    const int64_t n = amx ? AmxPackedSize(rows(), cols()) : packed ? PackedSize(rows(), cols()) : rows() * cols();
     return is_bf16 ? b.Allocate(n) : f.Allocate(n);
   }
-  int64_t Index(int64_t r, int64_t c) const { return packed ? PackedIndex(r, c, cols()) : r * cols() + c; }
+  int64_t Index(int64_t r, int64_t c) const {
+    return amx ? AmxPackedIndex(r, c, cols()) : packed ? PackedIndex(r, c, cols()) : r * cols() + c;
+  }
   bool is_bf16;
   bool packed;
+  bool amx;
   HugePageArray<uint16_t> b;
   HugePageArray<float> f;
 };
@@ -118,7 +122,7 @@ absl::StatusOr<std::unique_ptr<Weight>> CpuBackend::LoadWeight(const model::Tens
   const int64_t rows_out = s.row_end - s.row_begin, cols_out = s.col_end - s.col_begin;
   const bool matrix = tensor.shape.size() == 2;
   const bool bf16 = matrix && tensor.dtype == model::DType::kBF16;
-  auto w = std::make_unique<CpuWeight>(rows_out, cols_out, bf16, matrix);
+  auto w = std::make_unique<CpuWeight>(rows_out, cols_out, bf16, matrix, options_.isa == Isa::kAmx);
   if (!w->Allocate()) {
     return absl::ResourceExhaustedError(
         absl::StrCat("out of memory for weight ", tensor.name, " (", rows_out, " x ", cols_out, ")"));
@@ -211,6 +215,10 @@ void CpuBackend::Embed(const Weight& table, const int32_t* ids, int64_t n, float
       std::fill(o, o + cols, 0.0f);
       continue;
     }
+    if (t.amx) {  // rows are bf16 pairs 64 bytes apart: element by element
+      for (int64_t c = 0; c < cols; ++c) o[c] = model::BF16ToFloat(t.b[t.Index(row, c)]);
+      continue;
+    }
     // Packed rows are contiguous in chunks of kPackCols columns.
     for (int64_t c = 0; c < cols; c += kPackCols) {
       const int64_t len = std::min<int64_t>(kPackCols, cols - c);
@@ -243,13 +251,18 @@ void CpuBackend::MatMul(const float* x, int64_t rows, const Weight& w, float* y)
 void CpuBackend::MatMulShared(const float* x, int64_t rows, const std::vector<const Weight*>& ws,
                               const std::vector<float*>& ys) {
   if (rows == 0) return;
-  // The bf16 copy of x that the AVX-512 BF16 kernels read, made once for
-  // every weight that shares x.
+  // The bf16 copy of x that the AVX-512 BF16 and AMX kernels read, made
+  // once for every weight that shares x (for AMX in its tile layout).
   const uint16_t* xb = nullptr;
   for (const Weight* w : ws) {
-    if (!xb && EffectiveIsa(options_.isa, W(*w).is_bf16) == Isa::kAvx512Bf16) {
+    const Isa isa = EffectiveIsa(options_.isa, W(*w).is_bf16);
+    if (!xb && isa == Isa::kAvx512Bf16) {
       xb_.resize(rows * w->cols());
       ToBf16(x, rows * w->cols(), xb_.data());
+      xb = xb_.data();
+    } else if (!xb && isa == Isa::kAmx) {
+      xb_.resize(AmxActRows(rows) * AmxActCols(w->cols()));
+      ToBf16Tiles(x, rows, w->cols(), xb_.data());
       xb = xb_.data();
     }
   }
@@ -482,7 +495,7 @@ void CpuBackend::Attention(const KvCache& cache, int64_t layer, const float* q, 
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   // The 16-key score path gives the same bits as the portable one
   // (cpu_backend_test checks every ISA against each other).
-  const bool avx512 = options_.isa == Isa::kAvx512 || options_.isa == Isa::kAvx512Bf16;
+  const bool avx512 = options_.isa == Isa::kAvx512 || options_.isa == Isa::kAvx512Bf16 || options_.isa == Isa::kAmx;
   EnsureSlots(s.block_size);
   // Tasks: (new token, KV head); a task serves the whole query group of its
   // KV head, reading each K and V row once.

@@ -24,7 +24,7 @@ constexpr float kPoison = 1234567.0f;
 
 std::vector<Isa> Present() {
   std::vector<Isa> out;
-  for (Isa isa : {Isa::kPortable, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Bf16}) {
+  for (Isa isa : {Isa::kPortable, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Bf16, Isa::kAmx}) {
     if (IsaSupported(isa)) out.push_back(isa);
   }
   return out;
@@ -91,7 +91,7 @@ TEST(CpuBackendTest, RmsNormMatMulSwiGluEmbedMatchReference) {
       std::vector<float> y(rows * n, kPoison), yr(rows * n);
       cpu.MatMul(x.data(), rows, **cw, y.data());
       ref.MatMul(x.data(), rows, **rw, yr.data());
-      const float rtol = isa == Isa::kAvx512Bf16 ? 3e-2f : 1e-4f;
+      const float rtol = isa == Isa::kAvx512Bf16 || isa == Isa::kAmx ? 3e-2f : 1e-4f;
       ExpectClose(y, yr, rtol * 2.0f, rtol, what + " matmul");
       std::vector<float> g = Random(rows * n, rng, 3.0f), u = Random(rows * n, rng);
       std::vector<float> act(rows * n, kPoison), actr(rows * n);

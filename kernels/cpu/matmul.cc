@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/cpu/amx_matmul.h"
 #include "kernels/cpu/lanes.h"
 #include "model/dtype.h"
 
@@ -471,7 +472,7 @@ template void PackWeights<uint16_t>(const uint16_t*, int64_t, int64_t, uint16_t*
 template void PackWeights<float>(const float*, int64_t, int64_t, float*);
 
 Isa EffectiveIsa(Isa isa, bool bf16_weights) {
-  if (isa == Isa::kAvx512Bf16 && !bf16_weights) return Isa::kAvx512;
+  if ((isa == Isa::kAvx512Bf16 || isa == Isa::kAmx) && !bf16_weights) return Isa::kAvx512;
   return isa;
 }
 
@@ -483,6 +484,8 @@ void MatMulRange(Isa isa, const MatMulArgs& a, int64_t n_begin, int64_t n_end) {
   isa = EffectiveIsa(isa, a.w_bf16 != nullptr);
   if (isa == Isa::kPortable) {
     MatMulRangeTwin(isa, a, n_begin, n_end);
+  } else if (isa == Isa::kAmx) {
+    AmxMatMulRange(a, n_begin, n_end);
   } else if (isa == Isa::kAvx512Bf16) {
     BlockedBf16(a, n_begin, n_end);
   } else if (a.w_bf16) {
@@ -494,6 +497,10 @@ void MatMulRange(Isa isa, const MatMulArgs& a, int64_t n_begin, int64_t n_end) {
 
 void MatMulRangeTwin(Isa isa, const MatMulArgs& a, int64_t n_begin, int64_t n_end) {
   isa = EffectiveIsa(isa, a.w_bf16 != nullptr);
+  if (isa == Isa::kAmx) {
+    AmxMatMulRangeTwin(a, n_begin, n_end);
+    return;
+  }
   const int64_t k = a.k;
   for (int64_t j = n_begin; j < n_end; ++j) {
     for (int64_t i = 0; i < a.rows; ++i) {

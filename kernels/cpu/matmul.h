@@ -38,10 +38,11 @@ inline int64_t PackedIndex(int64_t row, int64_t col, int64_t k) {
 
 struct MatMulArgs {
   const float* x = nullptr;     // [rows, k]
-  const uint16_t* xb = nullptr; // bf16 copy of x; needed by kAvx512Bf16 (and its twin)
+  const uint16_t* xb = nullptr; // bf16 copy of x; needed by kAvx512Bf16 (and its twin), and
+                                // by kAmx in the tile layout of amx_matmul.h
   int64_t rows = 0;
   int64_t k = 0;
-  const uint16_t* w_bf16 = nullptr;  // packed [n, k], or
+  const uint16_t* w_bf16 = nullptr;  // packed [n, k] (kAmx: AMX packed, amx_matmul.h), or
   const float* w_f32 = nullptr;      // packed [n, k]
   int64_t n = 0;                     // y's row stride
   float* y = nullptr;                // [rows, n]
@@ -49,7 +50,9 @@ struct MatMulArgs {
 
 // Computes outputs [n_begin, n_end) of every row with `isa`'s kernel;
 // n_begin must be a multiple of kPackRows.
-// kAvx512Bf16 applies to bf16 weights; f32 weights use the AVX-512F kernel.
+// kAvx512Bf16 and kAmx apply to bf16 weights; f32 weights use the AVX-512F
+// kernel. kAmx runs on tiles (amx_matmul.h) for every row count, one row
+// included, so its sums never depend on the batch.
 void MatMulRange(Isa isa, const MatMulArgs& a, int64_t n_begin, int64_t n_end);
 
 // The same function in plain C++, operation for operation (for tests, and
@@ -59,7 +62,8 @@ void MatMulRangeTwin(Isa isa, const MatMulArgs& a, int64_t n_begin, int64_t n_en
 // Rounds x to bf16 (nearest even), as kAvx512Bf16 needs.
 void ToBf16(const float* x, int64_t n, uint16_t* out);
 
-// The ISA a product actually uses for these weights.
+// The ISA a product actually uses for these weights (kAmx and kAvx512Bf16
+// fall back to kAvx512 for f32 weights).
 Isa EffectiveIsa(Isa isa, bool bf16_weights);
 
 }  // namespace strata::kernels::cpu

@@ -8,6 +8,8 @@
 //  - batch invariance: a sequence's logits are bitwise the same alone, in a
 //    mixed batch of prefilling and decoding sequences, with its prompt cut
 //    into chunks, and on 1 or 2 threads.
+// AMX (--isa amx) has tests of its own, which skip saying why where tiles
+// cannot run.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cpu/amx.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/reference/reference_backend.h"
 #include "model/make_model.h"
@@ -76,7 +79,8 @@ class CpuEngineTest : public ::testing::Test {
       for (float v : rl) scale = std::max(scale, std::fabs(v));
       if (got->tokens[i] != want->tokens[i]) {
         const float gap = rl[want->tokens[i]] - rl[got->tokens[i]];
-        ASSERT_LE(gap, 1e-4f * std::max(1.0f, scale) + (backend->Name() == "cpu-avx512bf16" ? 0.02f * scale : 0.0f))
+        const bool bf16_acts = backend->Name() == "cpu-avx512bf16" || backend->Name() == "cpu-amx";
+        ASSERT_LE(gap, 1e-4f * std::max(1.0f, scale) + (bf16_acts ? 0.02f * scale : 0.0f))
             << what << ": step " << i << " chose " << got->tokens[i] << ", reference " << want->tokens[i];
         std::printf("%s: step %zu: near-tie (reference gap %g) between %d and %d accepted; stopping\n",
                     what.c_str(), i, gap, got->tokens[i], want->tokens[i]);
@@ -86,36 +90,68 @@ class CpuEngineTest : public ::testing::Test {
     std::printf("%s: %zu greedy tokens equal the reference\n", what.c_str(), want->tokens.size());
   }
 
-  model::InMemoryFileSystem fs_;
-};
 
-TEST_F(CpuEngineTest, GreedyTokensMatchReferenceOnTiny) {
-  auto ckpt = Make(*model::LlamaPreset("tiny"), 1);
-  ASSERT_NE(ckpt, nullptr);
-  for (Isa isa : Present()) {
+  void GreedyOnTiny(Isa isa) {
+    auto ckpt = Make(*model::LlamaPreset("tiny"), 1);
+    ASSERT_NE(ckpt, nullptr);
     for (model::DType kv : {model::DType::kBF16, model::DType::kF32}) {
       CpuBackend cpu({2, isa, kv});
       CompareGreedy(*ckpt, &cpu, 21, 24, cpu.Name() + (kv == model::DType::kF32 ? " kv f32" : " kv bf16"));
     }
   }
+
+  // The 1b preset's layer shapes (hidden 2048, 32/8 heads, head_dim 64,
+  // FFN 8192) with 2 layers and a 4096-token vocabulary, to keep CI quick.
+  std::unique_ptr<model::Checkpoint> Make1bShaped() {
+    model::LlamaConfig c = *model::LlamaPreset("1b");
+    c.num_layers = 2;
+    c.vocab_size = 4096;
+    c.bos_token_id = 1;
+    c.eos_token_ids = {2};
+    return Make(c, 2);
+  }
+
+  void BatchInvariance(Isa isa);
+
+  model::InMemoryFileSystem fs_;
+};
+
+// Skips the test, saying why, where tiles cannot run.
+#define SKIP_WITHOUT_AMX()                                                                                   \
+  if (!kernels::cpu::IsaSupported(Isa::kAmx)) {                                                             \
+    GTEST_SKIP() << "no AMX here: "                                                                         \
+                 << (kernels::cpu::IsaSupported(Isa::kAvx512Bf16) ? std::string(kernels::cpu::AmxStatus().message()) \
+                                                                  : std::string("this CPU lacks AVX-512 BF16")); \
+  }
+
+TEST_F(CpuEngineTest, GreedyTokensMatchReferenceOnTiny) {
+  for (Isa isa : Present()) GreedyOnTiny(isa);
+}
+
+TEST_F(CpuEngineTest, AmxGreedyTokensMatchReferenceOnTiny) {
+  SKIP_WITHOUT_AMX();
+  GreedyOnTiny(Isa::kAmx);
 }
 
 TEST_F(CpuEngineTest, GreedyTokensMatchReferenceOn1bShapes) {
-  // The 1b preset's layer shapes (hidden 2048, 32/8 heads, head_dim 64,
-  // FFN 8192) with 2 layers and a 4096-token vocabulary, to keep CI quick.
-  model::LlamaConfig c = *model::LlamaPreset("1b");
-  c.num_layers = 2;
-  c.vocab_size = 4096;
-  c.bos_token_id = 1;
-  c.eos_token_ids = {2};
-  auto ckpt = Make(c, 2);
+  auto ckpt = Make1bShaped();
   ASSERT_NE(ckpt, nullptr);
-  CpuBackend cpu({2, kernels::cpu::BestIsa(), model::DType::kBF16});
+  // The best vector ISA (AMX has its own test below).
+  const Isa best = Present().back();
+  CpuBackend cpu({2, best, model::DType::kBF16});
   CompareGreedy(*ckpt, &cpu, 40, 8, "1b-shaped " + cpu.Name());
-  if (kernels::cpu::BestIsa() == Isa::kAvx512Bf16) {
+  if (best == Isa::kAvx512Bf16) {
     CpuBackend f32_acts({2, Isa::kAvx512, model::DType::kF32});
     CompareGreedy(*ckpt, &f32_acts, 40, 8, "1b-shaped " + f32_acts.Name() + " kv f32");
   }
+}
+
+TEST_F(CpuEngineTest, AmxGreedyTokensMatchReferenceOn1bShapes) {
+  SKIP_WITHOUT_AMX();
+  auto ckpt = Make1bShaped();
+  ASSERT_NE(ckpt, nullptr);
+  CpuBackend cpu({2, Isa::kAmx, model::DType::kBF16});
+  CompareGreedy(*ckpt, &cpu, 40, 8, "1b-shaped " + cpu.Name());
 }
 
 // Logits of sequence A's prompt (22 tokens) and 6 decode steps.
@@ -178,10 +214,10 @@ std::vector<std::vector<float>> RunA(worker::StageExecutor& ex, kernels::Backend
   return logits;
 }
 
-TEST_F(CpuEngineTest, LogitsAreBitwiseIndependentOfBatchChunksAndThreads) {
+void CpuEngineTest::BatchInvariance(Isa isa) {
   auto ckpt = Make(*model::LlamaPreset("tiny"), 3);
   ASSERT_NE(ckpt, nullptr);
-  for (Isa isa : Present()) {
+  {
     std::vector<std::vector<float>> alone;
     for (int threads : {1, 2}) {
       CpuBackend b({threads, isa, model::DType::kBF16});
@@ -201,6 +237,15 @@ TEST_F(CpuEngineTest, LogitsAreBitwiseIndependentOfBatchChunksAndThreads) {
       }
     }
   }
+}
+
+TEST_F(CpuEngineTest, LogitsAreBitwiseIndependentOfBatchChunksAndThreads) {
+  for (Isa isa : Present()) BatchInvariance(isa);
+}
+
+TEST_F(CpuEngineTest, AmxLogitsAreBitwiseIndependentOfBatchChunksAndThreads) {
+  SKIP_WITHOUT_AMX();
+  BatchInvariance(Isa::kAmx);
 }
 
 }  // namespace
