@@ -17,6 +17,8 @@ PACKAGES=(
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev pkg-config iproute2
+  # the monitoring tests: Prometheus's server and promtool (tests/monitoring)
+  prometheus
 )
 TEST_PACKAGES=(python3-torch python3-numpy python3-yaml)
 
@@ -24,6 +26,23 @@ want=("${PACKAGES[@]}")
 if [[ "${1:-}" == "--with-torch" ]]; then
   want+=("${TEST_PACKAGES[@]}")
 fi
+
+# Debian's prometheus package enables and starts a server on :9090 (all
+# interfaces) where services may start (systemd, or an init script without a
+# blocking policy-rc.d). The tests start their own on loopback, so none is
+# left running: stop it and keep it from starting at boot.
+stop_packaged_prometheus() {
+  if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+    if systemctl is-active --quiet prometheus 2>/dev/null || systemctl is-enabled --quiet prometheus 2>/dev/null; then
+      $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+      echo "setup: stopped and disabled the prometheus service the package started (the tests start their own)"
+    fi
+  elif [[ -x /etc/init.d/prometheus ]] && $SUDO /etc/init.d/prometheus status >/dev/null 2>&1; then
+    $SUDO /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+    command -v update-rc.d >/dev/null && $SUDO update-rc.d prometheus disable >/dev/null 2>&1 || true
+    echo "setup: stopped the prometheus server the package started (the tests start their own)"
+  fi
+}
 
 missing=()
 # Node.js and npm make the tokenizer's test data (tools/tokenizer); the base
@@ -59,4 +78,5 @@ if ! $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/tmp/
   echo "setup: apt-get install failed for: ${missing[*]} (full log: /tmp/strata-setup-apt.log)" >&2
   exit 1
 fi
+stop_packaged_prometheus
 echo "setup: done"
