@@ -6,8 +6,10 @@ namespace strata::base {
 
 // A TCP port that was free on 127.0.0.1 a moment ago, for launchers and
 // tests that must name ports before the processes that listen on them
-// start. Another process may take it in between; callers that cannot
-// tolerate that should listen on port 0 and report the port instead.
+// start. Ports come from below the kernel's ephemeral range, so client
+// sockets never take them; another picker may still take the same one in
+// between, and callers that cannot tolerate that should listen on port 0
+// and report the port instead.
 // Crashes with a message when no socket can be bound at all (the machine
 // is out of file descriptors or has no loopback).
 int PickFreePort();
