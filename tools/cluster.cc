@@ -237,6 +237,8 @@ void WriteReadyFile(const std::string& path, const std::string& router, const La
   std::ofstream(tmp) << nlohmann::json({{"address", router},
                                         {"logs", l.logs},
                                         {"router_pid", children[0].process.pid()},
+                                        {"router_argv", children[0].process.argv()},
+                                        {"router_log", children[0].process.log()},
                                         {"http_address", l.http_port > 0 ? absl::StrCat("127.0.0.1:", l.http_port) : ""},
                                         {"ucx_tls", l.env[0].second},
                                         {"workers", workers}})

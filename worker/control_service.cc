@@ -9,6 +9,7 @@ uint64_t Count(const prometheus::Counter* c) { return static_cast<uint64_t>(c->V
 }  // namespace
 
 grpc::Status ControlService::Health(grpc::ServerContext*, const v1::HealthRequest*, v1::HealthResponse* r) {
+  last_health_ = std::chrono::steady_clock::now();
   r->set_state(state_.load());
   r->set_epoch(facts_.epoch);
   r->set_steps_completed(Count(metrics_->prefill_steps) + Count(metrics_->decode_steps));

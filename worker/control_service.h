@@ -6,6 +6,7 @@
 #define STRATA_WORKER_CONTROL_SERVICE_H_
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 
@@ -31,6 +32,8 @@ class ControlService : public v1::Worker::Service {
 
   void set_state(State state) { state_ = state; }
   State state() const { return state_.load(); }
+  // When a Health call (the router's heartbeat) last came.
+  std::chrono::steady_clock::time_point last_health_call() const { return last_health_.load(); }
 
   grpc::Status Health(grpc::ServerContext*, const v1::HealthRequest*, v1::HealthResponse* r) override;
   grpc::Status Stats(grpc::ServerContext*, const v1::StatsRequest*, v1::StatsResponse* r) override;
@@ -42,6 +45,7 @@ class ControlService : public v1::Worker::Service {
   AbortList* aborts_;
   WorkerMetrics* metrics_;
   std::atomic<State> state_{v1::HealthResponse::LOADING};
+  std::atomic<std::chrono::steady_clock::time_point> last_health_{std::chrono::steady_clock::now()};
 };
 
 }  // namespace strata::worker

@@ -33,7 +33,9 @@ void DataLoop::Stop() {
 
 void DataLoop::SetResultAddress(const std::string& address) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (result_address_.empty()) result_address_ = address;
+  // --result-address, when given, wins; else the latest router's answer
+  // (a restarted router listens for results elsewhere).
+  if (options_.result_address.empty()) result_address_ = address;
 }
 
 DataLoop::Clock::time_point DataLoop::last_message() const {
@@ -185,6 +187,10 @@ void DataLoop::SendResult(transport::StepResult& r) {
     std::cerr << options_.log_prefix << ": step " << r.step_id
               << ": no result address yet (no router answered); result dropped" << std::endl;
     return;
+  }
+  if (address != result_peer_address_) {
+    result_peer_ = -1;
+    result_peer_address_ = address;
   }
   const std::string bytes = transport::EncodeResult(r);
   transport::WireHeader h = Header(transport::MessageType::kStepResult, r.step_id);

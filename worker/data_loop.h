@@ -87,6 +87,7 @@ class DataLoop {
   uint64_t rejected_seen_ = 0;
   std::unique_ptr<InFlight> in_flight_;  // the loop thread's
   int next_peer_ = -1, result_peer_ = -1;  // the loop thread's
+  std::string result_peer_address_;        // what result_peer_ is connected to
 
   mutable std::mutex mu_;  // guards the two below
   std::string result_address_;

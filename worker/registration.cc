@@ -49,9 +49,12 @@ v1::ModelShape ShapeOf(const model::LlamaConfig& c) {
 
 Registration::Registration(std::string router, v1::RegisterRequest request, std::string log_prefix,
                            std::function<void(const std::string&)> accepted,
-                           std::function<void(const std::string&)> refused)
+                           std::function<void(const std::string&)> refused,
+                           std::function<std::chrono::steady_clock::time_point()> last_heartbeat,
+                           std::chrono::milliseconds reregister_after)
     : router_(std::move(router)), request_(std::move(request)), log_prefix_(std::move(log_prefix)),
-      accepted_(std::move(accepted)), refused_(std::move(refused)) {
+      accepted_(std::move(accepted)), refused_(std::move(refused)), last_heartbeat_(std::move(last_heartbeat)),
+      reregister_after_(reregister_after) {
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -60,8 +63,7 @@ Registration::~Registration() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Registration::Run() {
-  auto stub = v1::Fleet::NewStub(grpc::CreateChannel(router_, grpc::InsecureChannelCredentials()));
+bool Registration::RegisterOnce(v1::Fleet::Stub* stub) {
   int attempt = 0;
   while (!stop_) {
     grpc::ClientContext ctx;
@@ -71,19 +73,38 @@ void Registration::Run() {
     if (s.ok()) {
       std::cerr << log_prefix_ << ": registered with the router at " << router_ << " (epoch " << request_.epoch()
                 << ")" << std::endl;
+      registrations_++;
       accepted_(resp.result_address());
-      return;
+      return true;
     }
     if (s.error_code() == grpc::StatusCode::INVALID_ARGUMENT ||
         s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
       std::cerr << log_prefix_ << ": the router refused this worker: " << s.error_message() << std::endl;
       refused_(s.error_message());
-      return;
+      return false;
     }
     if (++attempt % 10 == 1) {
       std::cerr << log_prefix_ << ": router " << router_ << " not reachable yet: " << s.error_message() << std::endl;
     }
     for (int i = 0; i < 10 && !stop_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+void Registration::Run() {
+  auto stub = v1::Fleet::NewStub(grpc::CreateChannel(router_, grpc::InsecureChannelCredentials()));
+  if (!RegisterOnce(stub.get())) return;
+  auto registered_at = std::chrono::steady_clock::now();
+  while (!stop_) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const auto now = std::chrono::steady_clock::now();
+    const auto last = std::max(last_heartbeat_(), registered_at);
+    if (now - last < reregister_after_) continue;
+    std::cerr << log_prefix_ << ": no heartbeat from the router for "
+              << std::chrono::duration_cast<std::chrono::milliseconds>(now - last).count()
+              << " ms; registering again" << std::endl;
+    if (!RegisterOnce(stub.get())) return;
+    registered_at = std::chrono::steady_clock::now();
   }
 }
 

@@ -1,19 +1,22 @@
 // A worker joins its router's fleet: Fleet.Register with its identity (its
 // StagePlace), the model's shape, its addresses, KV capacity and epoch,
 // retried until the router answers. The router's answer names where results
-// go. Runs on a thread of its own so a router that is not up yet never
-// delays serving.
+// go. Then it watches the router's heartbeats: when none came for
+// `reregister_after` (the router restarted and lost its fleet), it
+// registers again with the same epoch. Runs on a thread of its own so a
+// router that is not up yet never delays serving.
 #ifndef STRATA_WORKER_REGISTRATION_H_
 #define STRATA_WORKER_REGISTRATION_H_
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <string>
 #include <thread>
 
 #include "model/config.h"
 #include "model/stage_place.h"
-#include "strata/v1/worker.pb.h"
+#include "strata/v1/worker.grpc.pb.h"
 
 namespace strata::worker {
 
@@ -27,18 +30,28 @@ class Registration {
   // Outcome callbacks run on the registration thread: `accepted` with the
   // router's result address, `refused` with its reason (a misfit the worker
   // cannot fix by retrying).
+  // `last_heartbeat` tells when the router last called Health.
   Registration(std::string router, v1::RegisterRequest request, std::string log_prefix,
                std::function<void(const std::string& result_address)> accepted,
-               std::function<void(const std::string& why)> refused);
+               std::function<void(const std::string& why)> refused,
+               std::function<std::chrono::steady_clock::time_point()> last_heartbeat,
+               std::chrono::milliseconds reregister_after);
+  // How many times the router accepted this worker (tests, logs).
+  int registrations() const { return registrations_.load(); }
   ~Registration();  // stops retrying and joins
 
  private:
   void Run();
+  // Registers until accepted (true), refused or stopped (false).
+  bool RegisterOnce(v1::Fleet::Stub* stub);
 
   const std::string router_;
   const v1::RegisterRequest request_;
   const std::string log_prefix_;
   std::function<void(const std::string&)> accepted_, refused_;
+  std::function<std::chrono::steady_clock::time_point()> last_heartbeat_;
+  const std::chrono::milliseconds reregister_after_;
+  std::atomic<int> registrations_{0};
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };

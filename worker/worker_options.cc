@@ -33,6 +33,8 @@ base::FlagGroup OwnFlags() {
            AddressFlag("next-stage", "data plane of stage + 1, same rank (needed on every stage but the last)"),
            AddressFlag("result-address", "where the last stage sends results (default: from the router)"),
            AddressFlag("router", "the router's Fleet service to register with (default: none)"),
+           IntFlag("reregister-after-ms", 5000, 100, 3600000,
+                   "register again when no router heartbeat came for this long (a restarted router)"),
            IntFlag("step-timeout-ms", 30000, 100, 3600000, "a collective or send that takes longer fails the step"),
            StringFlag("ready-file", std::nullopt, "PATH", "written with the addresses once serving")}};
 }
@@ -112,6 +114,7 @@ absl::StatusOr<WorkerOptions> ParseWorkerOptions(const std::vector<std::string>&
   o.kv_memory_mb = f.Int("kv-memory-mb");
   o.ucx_peer_errors = f.Bool("ucx-peer-errors");
   o.step_timeout_ms = f.Int("step-timeout-ms");
+  o.reregister_after_ms = f.Int("reregister-after-ms");
   o.ready_file = f.String("ready-file");
   STRATA_RETURN_IF_ERROR(CheckTogether(o));
   return o;

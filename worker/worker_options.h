@@ -40,6 +40,7 @@ struct WorkerOptions {
   int64_t kv_memory_mb = 256;      // --kv-memory-mb: budget for the KV pool
   bool ucx_peer_errors = true;     // --ucx-peer-errors true|false
   int64_t step_timeout_ms = 30000; // --step-timeout-ms: a collective or send that takes longer fails the step
+  int64_t reregister_after_ms = 5000;  // --reregister-after-ms: no heartbeat this long, register again
   std::string ready_file;          // --ready-file: written with the addresses once serving
 };
 

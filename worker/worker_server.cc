@@ -152,7 +152,8 @@ absl::Status StartServing(WorkerServer::Parts& s) {
   ControlService* control = s.control.get();
   s.registration = std::make_unique<Registration>(
       o.router, req, s.who, [data](const std::string& address) { data->SetResultAddress(address); },
-      [control](const std::string&) { control->set_state(v1::HealthResponse::FAILED); });
+      [control](const std::string&) { control->set_state(v1::HealthResponse::FAILED); },
+      [control] { return control->last_health_call(); }, milliseconds(o.reregister_after_ms));
   return absl::OkStatus();
 }
 

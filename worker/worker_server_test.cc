@@ -69,7 +69,7 @@ struct WorkerUnderTest {
   std::unique_ptr<pb::Worker::Stub> stub;
 };
 
-void StartWorker(WorkerUnderTest* w) {
+void StartWorker(WorkerUnderTest* w, const std::vector<std::string>& extra = {}) {
   w->dir = absl::StrCat(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp", "/ws_", getpid());
   model::MakeModelOptions mo;
   mo.config = *model::LlamaPreset("tiny");
@@ -87,9 +87,11 @@ void StartWorker(WorkerUnderTest* w) {
   w->fleet_server = builder.BuildAndStart();
   ASSERT_NE(fleet_port, 0);
 
-  auto options = ParseWorkerOptions({"--model", w->dir, "--router", absl::StrCat("127.0.0.1:", fleet_port),
-                                     "--metrics-port", "0", "--kv-memory-mb", "1", "--block-size", "8",
-                                     "--backend", "reference", "--pipeline", "blue"});
+  std::vector<std::string> args = {"--model", w->dir, "--router", absl::StrCat("127.0.0.1:", fleet_port),
+                                   "--metrics-port", "0", "--kv-memory-mb", "1", "--block-size", "8",
+                                   "--backend", "reference", "--pipeline", "blue"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  auto options = ParseWorkerOptions(args);
   ASSERT_TRUE(options.ok()) << options.status();
   auto server = WorkerServer::Start(*options);
   ASSERT_TRUE(server.ok()) << server.status();
@@ -227,6 +229,17 @@ TEST(WorkerServerTest, RegistersServesControlCallsAndMetrics) {
   ASSERT_NO_FATAL_FAILURE(CheckHealth(w));
   ASSERT_NO_FATAL_FAILURE(RunStepsAndAbort(w));
   ASSERT_NO_FATAL_FAILURE(CheckStatsMetricsAndDrain(w));
+}
+
+// A worker whose router stops calling Health (the router restarted and lost
+// its fleet) registers again, with the same epoch.
+TEST(WorkerServerTest, RegistersAgainWhenTheRouterStopsCalling) {
+  WorkerUnderTest w;
+  ASSERT_NO_FATAL_FAILURE(StartWorker(&w, {"--reregister-after-ms", "300"}));
+  std::unique_lock<std::mutex> lock(w.fleet.mu);
+  ASSERT_TRUE(w.fleet.cv.wait_for(lock, std::chrono::seconds(20), [&] { return w.fleet.requests.size() >= 2; }));
+  EXPECT_EQ(w.fleet.requests[1].epoch(), w.fleet.requests[0].epoch());
+  EXPECT_EQ(w.fleet.requests[1].data_address(), w.fleet.requests[0].data_address());
 }
 
 TEST(WorkerOptionsTest, RefusesBadFlagsNamingThem) {

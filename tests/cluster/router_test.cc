@@ -525,6 +525,31 @@ TEST_F(RouterTest, ReplicasShareTheLoadAndSurviveEachOther) {
   c.Stop();
 }
 
+// SIGKILL of the router: the workers keep running; a router restarted with
+// the same flags gets its fleet back (the workers register again when its
+// heartbeats stop) and serves the same tokens.
+TEST_F(RouterTest, ARestartedRouterGetsItsFleetBack) {
+  Cluster c;
+  ASSERT_NO_FATAL_FAILURE(c.Start(model_, {"--stages", "2", "--tp", "1"}));
+  const std::vector<int32_t> prompt = Prompt(6, 3);
+  Outcome before = Call(c.stub(), Request(prompt, 8));
+  ASSERT_TRUE(before.status.ok()) << before.status.error_message();
+  kill(c.info()["router_pid"].get<int>(), SIGKILL);
+  std::this_thread::sleep_for(milliseconds(500));
+  base::Process router = SpawnLogged(c.info()["router_argv"].get<std::vector<std::string>>(),
+                                     c.info()["router_log"].get<std::string>() + ".restart");
+  const auto until = Clock::now() + std::chrono::seconds(30);
+  while (!c.Healthy() && Clock::now() < until) std::this_thread::sleep_for(milliseconds(100));
+  ASSERT_TRUE(c.Healthy()) << "the restarted router did not get its fleet back";
+  Outcome after = Call(c.stub(), Request(prompt, 8));
+  ASSERT_TRUE(after.status.ok()) << after.status.error_message();
+  EXPECT_EQ(after.tokens, before.tokens);
+  EXPECT_EQ(after.tokens, Alone(prompt, 8));
+  router.Signal(SIGTERM);
+  EXPECT_TRUE(router.Wait(std::chrono::seconds(30)).ok());
+  c.Stop();
+}
+
 // A replica that dies with requests in flight: they continue on the other
 // replica (prompt plus the tokens already streamed), and each client sees
 // one stream with exactly the tokens of an undisturbed run.
