@@ -188,6 +188,15 @@ void Dispatcher::ForgetFinished() {
 void Dispatcher::UpdateGauges(int64_t inbox_size) {
   int64_t waiting = inbox_size, running = 0, used = 0, total = 0, capacity = 0;
   for (auto& [name, d] : drivers_) {
+    if (metrics_) {
+      // A replica that is down has no capacity: its driver reports zeros.
+      const RouterMetrics::PipelineSeries p = metrics_->Pipeline(name);
+      p.kv_used_blocks->Set(static_cast<double>(d->used_blocks()));
+      p.kv_capacity_blocks->Set(static_cast<double>(d->num_blocks()));
+      p.kv_used_tokens->Set(static_cast<double>(d->used_blocks() * d->block_size()));
+      p.kv_capacity_tokens->Set(static_cast<double>(d->num_blocks() * d->block_size()));
+      p.running->Set(static_cast<double>(d->running()));
+    }
     if (!d->up()) continue;
     waiting += d->waiting();
     running += d->running();

@@ -4,7 +4,8 @@
 // Requests spread over the replicas; a malformed result is dropped and
 // counted; a replica whose results stop coming goes down (its requests end
 // UNAVAILABLE, its workers are told to abort) and comes back; a replica
-// whose member restarts goes down at once.
+// whose member restarts goes down at once. Each replica's KV capacity,
+// use, running sequences and generated tokens are series of its own.
 #include "router/dispatcher.h"
 
 #include <atomic>
@@ -29,6 +30,14 @@ using transport::LoopbackTransport;
 using testing_util::FakeControl;
 using testing_util::FakeStage;
 using testing_util::Registration;
+
+// The value of one series (name and labels as rendered) in a scrape; -1
+// when it is absent.
+double SeriesValue(const std::string& text, const std::string& series) {
+  const size_t at = text.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + series.size() + 2));
+}
 
 class DispatcherTest : public ::testing::Test {
  protected:
@@ -104,9 +113,58 @@ TEST_F(DispatcherTest, RequestsSpreadOverReplicas) {
   EXPECT_EQ(good.load(), 8);
   EXPECT_GT(a->steps.load(), 1);
   EXPECT_GT(b->steps.load(), 1);
+  // The gauges follow at the end of the dispatcher's next turn.
+  ASSERT_TRUE(WaitFor([&] {
+    const std::string m = metrics_->Render();
+    return SeriesValue(m, "strata_pipeline_running_sequences{model=\"m\",pipeline=\"p0\"}") == 0 &&
+           SeriesValue(m, "strata_pipeline_running_sequences{model=\"m\",pipeline=\"p1\"}") == 0;
+  }));
   const std::string m = metrics_->Render();
   EXPECT_NE(m.find("strata_stage_step_seconds_count{model=\"m\",phase=\"compute\",pipeline=\"p0\",stage=\"0\"}"),
             std::string::npos);
+  // Every replica's capacity beside its use, in blocks and tokens, and its
+  // own generated tokens: 8 requests x 5 tokens over both.
+  double generated = 0;
+  for (const std::string p : {"p0", "p1"}) {
+    const std::string labels = absl::StrCat("{model=\"m\",pipeline=\"", p, "\"}");
+    EXPECT_EQ(SeriesValue(m, "strata_pipeline_kv_capacity_blocks" + labels), 256) << p;
+    EXPECT_EQ(SeriesValue(m, "strata_pipeline_kv_capacity_tokens" + labels), 256 * 16) << p;
+    EXPECT_EQ(SeriesValue(m, "strata_pipeline_kv_used_blocks" + labels), 0) << p << ": every request finished";
+    EXPECT_EQ(SeriesValue(m, "strata_pipeline_kv_used_tokens" + labels), 0) << p;
+    EXPECT_EQ(SeriesValue(m, "strata_pipeline_running_sequences" + labels), 0) << p;
+    const double g = SeriesValue(m, "strata_pipeline_generation_tokens_total" + labels);
+    EXPECT_GT(g, 0) << p;
+    generated += g;
+  }
+  EXPECT_EQ(generated, 8 * 5);
+  EXPECT_EQ(SeriesValue(m, "strata_generation_tokens_total{model=\"m\"}"), 8 * 5);
+  // Every outcome is a series from the start (the output processor, not
+  // used here, counts them), so error ratios are 0, not absent.
+  EXPECT_EQ(RouterMetrics::Outcomes().size(), 8u);
+  for (const std::string& outcome : RouterMetrics::Outcomes()) {
+    EXPECT_EQ(SeriesValue(m, absl::StrCat("strata_requests_total{model=\"m\",outcome=\"", outcome, "\"}")), 0)
+        << outcome;
+  }
+}
+
+TEST_F(DispatcherTest, AReplicaThatIsInUseReportsItsBlocks) {
+  Start();
+  FakeStage* a = AddReplica("p0");
+  ASSERT_TRUE(WaitFor([&] { return dispatcher_->Serving(); }));
+  a->delay_ms = 200;  // each step is out for a while, its sequence holding its blocks
+  SequenceSpec s;
+  s.prompt = std::vector<int32_t>(40, 1);  // 3 blocks of 16
+  s.max_tokens = 4;
+  auto stream = std::make_shared<RequestStream>();
+  dispatcher_->Submit(std::move(s), stream);
+  const std::string labels = "{model=\"m\",pipeline=\"p0\"}";
+  ASSERT_TRUE(WaitFor([&] { return SeriesValue(metrics_->Render(), "strata_pipeline_kv_used_blocks" + labels) == 3; }));
+  const std::string m = metrics_->Render();
+  EXPECT_EQ(SeriesValue(m, "strata_pipeline_kv_used_tokens" + labels), 3 * 16);
+  EXPECT_EQ(SeriesValue(m, "strata_pipeline_running_sequences" + labels), 1);
+  EXPECT_EQ(SeriesValue(m, "strata_pipeline_kv_capacity_blocks" + labels), 256);
+  ASSERT_TRUE(WaitFor([&] { return stream->finished(); }));
+  ASSERT_TRUE(WaitFor([&] { return SeriesValue(metrics_->Render(), "strata_pipeline_kv_used_blocks" + labels) == 0; }));
 }
 
 TEST_F(DispatcherTest, AMalformedResultIsDroppedAndCounted) {

@@ -214,7 +214,10 @@ PipelineDriver::ResultOutcome PipelineDriver::OnResult(const transport::StepResu
   int generated = 0;
   for (const auto& s : r.sequences) generated += s.token >= 0 ? 1 : 0;
   scheduler_->OnResult(r);
-  if (metrics_) metrics_->generated_tokens->Increment(generated);
+  if (metrics_) {
+    metrics_->generated_tokens->Increment(generated);
+    metrics_->Pipeline(name_).generated_tokens->Increment(generated);
+  }
   return ResultOutcome::kApplied;
 }
 

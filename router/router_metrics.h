@@ -1,11 +1,14 @@
 // The router's Prometheus metrics (DESIGN.md section 4), served on GET
-// /metrics by transport::MetricsHttpServer. Label on every series: model.
+// /metrics by transport::MetricsHttpServer. Label on every series: model;
+// the per-replica series add pipeline (and stage, phase where they say).
 #ifndef STRATA_ROUTER_ROUTER_METRICS_H_
 #define STRATA_ROUTER_ROUTER_METRICS_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
@@ -25,7 +28,13 @@ class RouterMetrics {
   int port() const { return http_ ? http_->port() : -1; }
   std::string Render() const;
 
-  // outcome: ok, stop, length, cancelled, error, unavailable, invalid, rejected, deadline
+  // How requests end. Each outcome is one status the client gets, so the
+  // outcome is the code (no second counter by code): stop and length are
+  // OK, cancelled CANCELLED, error INTERNAL, unavailable UNAVAILABLE,
+  // invalid INVALID_ARGUMENT, rejected RESOURCE_EXHAUSTED, deadline
+  // DEADLINE_EXCEEDED. Every outcome's series exists from the start (at 0),
+  // so error ratios are 0 rather than absent before the first error.
+  static const std::vector<std::string>& Outcomes();
   prometheus::Counter& Requests(const std::string& outcome);
   prometheus::Gauge& PipelineUp(const std::string& pipeline);
   prometheus::Counter& PipelineSteps(const std::string& pipeline);
@@ -38,6 +47,19 @@ class RouterMetrics {
   prometheus::Counter& StageBusySeconds(const std::string& pipeline, int32_t stage);
   prometheus::Counter& InFlightSeconds(const std::string& pipeline);
   prometheus::Gauge& Bubble(const std::string& pipeline);
+
+  // A replica's capacity and load, set by the dispatcher every turn (0
+  // while the replica is down: it has no capacity then). Tokens are blocks
+  // x the replica's block size; used tokens count whole blocks.
+  struct PipelineSeries {
+    prometheus::Gauge* kv_used_blocks;
+    prometheus::Gauge* kv_capacity_blocks;
+    prometheus::Gauge* kv_used_tokens;
+    prometheus::Gauge* kv_capacity_tokens;
+    prometheus::Gauge* running;               // sequences holding KV blocks
+    prometheus::Counter* generated_tokens;  // tokens sampled by this replica
+  };
+  PipelineSeries Pipeline(const std::string& pipeline);
 
   prometheus::Histogram* ttft;
   prometheus::Histogram* inter_token;
@@ -53,6 +75,8 @@ class RouterMetrics {
   prometheus::Counter* migrated;  // requests moved to another replica when theirs went down
 
  private:
+  void AddPipelineFamilies(const std::map<std::string, std::string>& labels);
+
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Gauge>* pipeline_up_;
@@ -61,6 +85,12 @@ class RouterMetrics {
   prometheus::Family<prometheus::Counter>* stage_busy_;
   prometheus::Family<prometheus::Counter>* in_flight_;
   prometheus::Family<prometheus::Gauge>* bubble_;
+  prometheus::Family<prometheus::Gauge>* kv_used_blocks_;
+  prometheus::Family<prometheus::Gauge>* kv_capacity_blocks_;
+  prometheus::Family<prometheus::Gauge>* kv_used_tokens_;
+  prometheus::Family<prometheus::Gauge>* kv_capacity_tokens_;
+  prometheus::Family<prometheus::Gauge>* pipeline_running_;
+  prometheus::Family<prometheus::Counter>* pipeline_generated_;
   std::unique_ptr<transport::MetricsHttpServer> http_;
 };
 
