@@ -41,7 +41,7 @@ FlagGroup RouterEngineFlags() {
            IntFlag("max-tokens-per-step", 256, 1, 1 << 16, "token budget of one scheduled step"),
            IntFlag("max-seqs-per-step", 64, 1, 4096, "sequences in one scheduled step"),
            IntFlag("heartbeat-ms", 1000, 50, 600000, "Health call to every worker this often"),
-           IntFlag("down-after-ms", 5000, 100, 3600000, "a worker silent this long marks its pipeline down"),
+           IntFlag("down-after-ms", 2000, 100, 3600000, "a worker silent this long marks its pipeline down"),
            IntFlag("step-timeout-ms", 30000, 100, 3600000, "a step without its result this long marks its pipeline down"),
            IntFlag("drain-ms", 30000, 0, 3600000, "on SIGTERM, running requests may finish within this")}};
 }

@@ -40,7 +40,7 @@ struct DispatcherOptions {
   int32_t max_tokens_limit = 4096;   // largest max_tokens a request may ask for
   int64_t max_prompt_tokens = 32768;
   std::chrono::milliseconds heartbeat{1000};
-  std::chrono::milliseconds down_after{5000};  // no heartbeat this long: the pipeline is down
+  std::chrono::milliseconds down_after{2000};  // no heartbeat this long: the pipeline is down
   std::chrono::milliseconds step_timeout{30000};
 };
 

@@ -23,8 +23,8 @@ using transport::LoopbackTransport;
 
 class FakeControl : public WorkerControl {
  public:
-  std::vector<bool> ProbeAll(const std::vector<ProbeTarget>& targets, milliseconds) override {
-    return std::vector<bool>(targets.size(), true);
+  std::vector<Probe> ProbeAll(const std::vector<ProbeTarget>& targets, milliseconds) override {
+    return std::vector<Probe>(targets.size(), Probe::kAlive);
   }
   void AbortAll(const std::vector<std::string>& addresses, uint64_t up_to) override {
     aborts += static_cast<int>(addresses.size());

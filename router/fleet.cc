@@ -211,11 +211,11 @@ void Fleet::HeartbeatLoop() {
 }
 
 void Fleet::Beat() {
-  struct Probe {
+  struct Slot {
     std::string pipeline;
     std::pair<int32_t, int32_t> key;
   };
-  std::vector<Probe> probes;
+  std::vector<Slot> probes;
   std::vector<ProbeTarget> targets;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -226,27 +226,34 @@ void Fleet::Beat() {
       }
     }
   }
-  const std::vector<bool> alive = control_->ProbeAll(targets, options_.heartbeat);
+  const std::vector<Probe> probed = control_->ProbeAll(targets, options_.heartbeat);
   std::lock_guard<std::mutex> lock(mu_);
   const auto now = Clock::now();
   for (size_t i = 0; i < probes.size(); ++i) {
     auto pit = replicas_.find(probes[i].pipeline);
-    if (pit == replicas_.end() || !alive[i]) continue;
+    if (pit == replicas_.end()) continue;
     auto mit = pit->second.members.find(probes[i].key);
-    // A member that re-registered meanwhile (another epoch) keeps its own clock.
-    if (mit != pit->second.members.end() && mit->second.registration.epoch() == targets[i].epoch) {
-      mit->second.last_ok = now;
-    }
+    // A member that re-registered meanwhile (another epoch) keeps its own record.
+    if (mit == pit->second.members.end() || mit->second.registration.epoch() != targets[i].epoch) continue;
+    Member& m = mit->second;
+    m.gone_probes = probed[i] == Probe::kGone ? m.gone_probes + 1 : 0;
+    if (probed[i] == Probe::kAlive) m.last_ok = now;
   }
   for (auto& [name, p] : replicas_) {
     if (p.state != PipelineState::kUp && p.state != PipelineState::kWarming && p.state != PipelineState::kDraining) {
       continue;
     }
     for (const auto& [key, m] : p.members) {
-      if (now - m.last_ok <= options_.down_after) continue;
-      const std::string why =
-          absl::StrCat("stage ", key.first, " rank ", key.second, " has not answered for ",
-                       std::chrono::duration_cast<std::chrono::milliseconds>(now - m.last_ok).count(), " ms");
+      std::string why;
+      if (m.gone_probes >= options_.gone_after_probes) {
+        why = absl::StrCat("stage ", key.first, " rank ", key.second, " is gone (no process answers at ",
+                           m.registration.control_address(), ")");
+      } else if (now - m.last_ok > options_.down_after) {
+        why = absl::StrCat("stage ", key.first, " rank ", key.second, " has not answered for ",
+                           std::chrono::duration_cast<std::chrono::milliseconds>(now - m.last_ok).count(), " ms");
+      } else {
+        continue;
+      }
       SetState(&p, PipelineState::kDown, why);
       down_events_.emplace_back(name, why);
       break;
@@ -262,7 +269,9 @@ std::vector<PipelinePlan> Fleet::TakeReadyToWarm() {
     if (!p.Complete() || (p.state != PipelineState::kForming && p.state != PipelineState::kDown)) continue;
     if (now - p.last_warm_up < options_.heartbeat) continue;
     bool healthy = true;
-    for (const auto& [key, m] : p.members) healthy = healthy && now - m.last_ok <= options_.down_after;
+    for (const auto& [key, m] : p.members) {
+      healthy = healthy && now - m.last_ok <= options_.down_after && m.gone_probes == 0;
+    }
     if (!healthy) continue;
     PipelinePlan plan;
     plan.name = name;

@@ -46,7 +46,10 @@ struct PipelinePlan {
 
 struct FleetOptions {
   std::chrono::milliseconds heartbeat{1000};
-  std::chrono::milliseconds down_after{5000};  // no heartbeat this long: down
+  std::chrono::milliseconds down_after{2000};  // no heartbeat this long: down
+  // This many consecutive heartbeats finding no process (connection
+  // refused, or another epoch answering): down at once.
+  int gone_after_probes = 1;
 };
 
 class Fleet {
@@ -97,6 +100,7 @@ class Fleet {
     v1::RegisterRequest registration;
     model::StagePlace place;
     Clock::time_point last_ok;
+    int gone_probes = 0;  // consecutive heartbeats that found no process
   };
   struct Replica {
     std::string name;

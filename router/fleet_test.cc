@@ -18,11 +18,15 @@ using std::chrono::milliseconds;
 // A control plane whose workers answer as the test says.
 class FakeControl : public WorkerControl {
  public:
-  std::vector<bool> ProbeAll(const std::vector<ProbeTarget>& targets, milliseconds) override {
+  std::vector<Probe> ProbeAll(const std::vector<ProbeTarget>& targets, milliseconds) override {
     std::lock_guard<std::mutex> lock(mu);
     probes += 1;
-    std::vector<bool> alive;
-    for (const ProbeTarget& t : targets) alive.push_back(!silent.count(t.control_address));
+    std::vector<Probe> alive;
+    for (const ProbeTarget& t : targets) {
+      alive.push_back(gone.count(t.control_address)     ? Probe::kGone
+                      : silent.count(t.control_address) ? Probe::kSilent
+                                                        : Probe::kAlive);
+    }
     return alive;
   }
   void AbortAll(const std::vector<std::string>& addresses, uint64_t up_to) override {
@@ -31,6 +35,7 @@ class FakeControl : public WorkerControl {
   }
   std::mutex mu;
   std::set<std::string> silent;
+  std::set<std::string> gone;
   int probes = 0;
   std::vector<std::pair<size_t, uint64_t>> aborts;
 };
@@ -234,6 +239,37 @@ TEST(FleetTest, HeartbeatThreadProbesWithoutAThreadPerWorker) {
   }  // the destructor stops the heartbeats
   std::lock_guard<std::mutex> lock(control.mu);
   EXPECT_GE(control.probes, 3);
+}
+
+
+TEST(FleetTest, AGoneMemberTakesItsReplicaDownAfterGoneAfterProbesBeats) {
+  FleetOptions o;
+  o.heartbeat = milliseconds(20);
+  o.gone_after_probes = 2;
+  o.down_after = milliseconds(100000);  // silence alone would take long
+  FakeControl control;
+  Fleet fleet(o, &control, nullptr);
+  RegisterPipeline(fleet, "p0");
+  for (const auto& plan : fleet.TakeReadyToWarm()) fleet.MarkUp(plan.name);
+  {
+    std::lock_guard<std::mutex> lock(control.mu);
+    control.gone.insert("127.0.0.1:100");  // stage 0's process is gone
+  }
+  fleet.Beat();
+  EXPECT_EQ(fleet.state("p0"), PipelineState::kUp) << "one refused probe is not enough";
+  fleet.Beat();
+  EXPECT_EQ(fleet.state("p0"), PipelineState::kDown);
+  auto events = fleet.TakeDownEvents();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_NE(events[0].second.find("stage 0 rank 0 is gone"), std::string::npos) << events[0].second;
+  std::this_thread::sleep_for(milliseconds(25));
+  EXPECT_TRUE(fleet.TakeReadyToWarm().empty()) << "not while the member is gone";
+  {
+    std::lock_guard<std::mutex> lock(control.mu);
+    control.gone.clear();
+  }
+  fleet.Beat();
+  EXPECT_EQ(fleet.TakeReadyToWarm().size(), 1u);
 }
 
 }  // namespace

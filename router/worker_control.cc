@@ -18,7 +18,7 @@ class GrpcWorkerControl : public WorkerControl {
     abort_thread_.join();
   }
 
-  std::vector<bool> ProbeAll(const std::vector<ProbeTarget>& targets, std::chrono::milliseconds timeout) override {
+  std::vector<Probe> ProbeAll(const std::vector<ProbeTarget>& targets, std::chrono::milliseconds timeout) override {
     struct Call {
       grpc::ClientContext ctx;
       v1::HealthResponse response;
@@ -34,7 +34,7 @@ class GrpcWorkerControl : public WorkerControl {
       calls[i]->reader = Stub(targets[i].control_address)->AsyncHealth(&calls[i]->ctx, v1::HealthRequest(), &cq);
       calls[i]->reader->Finish(&calls[i]->response, &calls[i]->status, reinterpret_cast<void*>(i));
     }
-    std::vector<bool> alive(targets.size(), false);
+    std::vector<Probe> alive(targets.size(), Probe::kSilent);
     // Every call ends by its deadline, so this loop ends too.
     for (size_t done = 0; done < targets.size(); ++done) {
       void* tag = nullptr;
@@ -42,8 +42,16 @@ class GrpcWorkerControl : public WorkerControl {
       if (!cq.Next(&tag, &ok)) break;
       const size_t i = reinterpret_cast<size_t>(tag);
       const Call& c = *calls[i];
-      alive[i] = ok && c.status.ok() && c.response.epoch() == targets[i].epoch &&
-                 c.response.state() == v1::HealthResponse::SERVING;
+      if (!ok) continue;
+      if (c.status.ok()) {
+        if (c.response.epoch() != targets[i].epoch) {
+          alive[i] = Probe::kGone;  // a restarted worker answers at that address
+        } else if (c.response.state() == v1::HealthResponse::SERVING) {
+          alive[i] = Probe::kAlive;
+        }
+      } else if (c.status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+        alive[i] = Probe::kGone;  // connection refused or reset: no process there
+      }
     }
     cq.Shutdown();
     void* tag = nullptr;

@@ -14,6 +14,13 @@
 
 namespace strata::router {
 
+// What one heartbeat learned of a worker.
+enum class Probe {
+  kAlive,        // answered SERVING with its epoch
+  kSilent,       // no answer within the deadline (hung, or busy), or not serving
+  kGone,         // its address refuses connections, or another process (epoch) answers there
+};
+
 struct ProbeTarget {
   std::string control_address;
   uint64_t epoch = 0;  // the registration's: another epoch is a restarted worker
@@ -22,10 +29,10 @@ struct ProbeTarget {
 class WorkerControl {
  public:
   virtual ~WorkerControl() = default;
-  // Calls Health on every target at once; alive[i] is true when target i
-  // answered SERVING with its epoch within `timeout`. Blocks at most
-  // `timeout` (plus scheduling); thread-compatible (one caller at a time).
-  virtual std::vector<bool> ProbeAll(const std::vector<ProbeTarget>& targets, std::chrono::milliseconds timeout) = 0;
+  // Calls Health on every target at once and says what each answered
+  // within `timeout`. Blocks at most `timeout` (plus scheduling);
+  // thread-compatible (one caller at a time).
+  virtual std::vector<Probe> ProbeAll(const std::vector<ProbeTarget>& targets, std::chrono::milliseconds timeout) = 0;
   // Tells every worker at `control_addresses` to drop the steps it holds up
   // to `up_to_step_id`. Returns at once; the calls finish in the background
   // (bounded by a deadline). Thread-safe.
