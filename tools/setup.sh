@@ -20,7 +20,7 @@ PACKAGES=(
   # the monitoring tests: Prometheus's server and promtool (tests/monitoring)
   prometheus
 )
-TEST_PACKAGES=(python3-torch python3-numpy python3-yaml)
+TEST_PACKAGES=(python3-torch python3-numpy python3-yaml python3-jsonschema)
 
 want=("${PACKAGES[@]}")
 if [[ "${1:-}" == "--with-torch" ]]; then

@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """Static checks of the operator-facing files against the code, so they
 cannot drift apart silently:
-- monitoring/alerts.yml is well-formed Prometheus rules, and every strata_*
-  metric that the rules, the Grafana dashboard and the scrape config name is
-  one the router or a worker exports (histograms with _bucket/_sum/_count);
+- monitoring/ (monitoring_checks.py): the alert and recording rules are
+  well-formed, every strata_* metric that they, the Grafana dashboard and
+  the scrape configs name is one the router or a worker exports
+  (histograms with _bucket/_sum/_count), every alert and recording rule has
+  a promtool unit test, and both scrape configs (one host, Kubernetes)
+  validate against prometheus_config.schema.json;
 - the dashboard JSON is what monitoring/grafana/make_dashboard.py writes;
 - every --flag in deploy/k8s and deploy/systemd, and every key of the
   example worker config, is a flag that strata-worker / strata-router
   accepts (from their --help);
-- the Kubernetes manifests parse, and each worker StatefulSet's replicas
-  equal its --tp-size.
+- the Kubernetes manifests parse, each worker StatefulSet's replicas equal
+  its --tp-size, and every pod carries the scrape annotations for the port
+  its --metrics-port serves.
 usage: check_configs.py ROOT STRATA_WORKER STRATA_ROUTER
 """
 import json
@@ -19,6 +23,8 @@ import subprocess
 import sys
 
 import yaml
+
+import monitoring_checks
 
 root, worker_bin, router_bin = sys.argv[1:4]
 errors = []
@@ -44,28 +50,17 @@ if len(exported) < 20:
 
 
 def check_names(where, text):
-    for name in set(re.findall(r"\b(strata_[a-z_]+)\b", text)):
+    # Words with a colon are recording rules, checked where they are recorded.
+    for name in set(re.findall(r"(?<![\w:])(strata_[a-z_]+)(?![\w:])", text)):
         base = re.sub(r"_(bucket|sum|count)$", "", name)
         if name not in exported and base not in exported:
             errors.append(f"{where}: metric {name} is not exported by the router or the workers")
 
 
-rules = yaml.safe_load(read("monitoring/alerts.yml"))
-n_rules = 0
-for g in rules.get("groups", []):
-    if not g.get("name") or not isinstance(g.get("rules"), list):
-        errors.append("alerts.yml: every group needs a name and rules")
-        continue
-    for r in g["rules"]:
-        n_rules += 1
-        for key in ("alert", "expr", "labels", "annotations"):
-            if key not in r:
-                errors.append(f"alerts.yml: rule {r.get('alert')} lacks {key}")
-        if r.get("labels", {}).get("severity") not in ("critical", "warning", "info"):
-            errors.append(f"alerts.yml: rule {r.get('alert')} has no known severity")
-        check_names(f"alerts.yml {r.get('alert')}", r.get("expr", ""))
-if n_rules < 10:
-    errors.append(f"alerts.yml has {n_rules} rules")
+alerts = monitoring_checks.check_alerts(root, errors, check_names)
+records = monitoring_checks.check_recording_rules(root, errors, check_names)
+monitoring_checks.check_promtool_tests(root, alerts, records, errors)
+monitoring_checks.check_scrape_configs(root, errors)
 
 dash_text = read("monitoring/grafana/strata-dashboard.json")
 dash = json.loads(dash_text)
@@ -76,7 +71,6 @@ generated = subprocess.run([sys.executable, os.path.join(root, "monitoring/grafa
                            capture_output=True, text=True, check=True).stdout
 if json.loads(generated) != dash:
     errors.append("monitoring/grafana/strata-dashboard.json differs from make_dashboard.py's output: regenerate it")
-yaml.safe_load(read("monitoring/prometheus.yml"))
 
 # Flags the binaries accept.
 def flags_of(binary):
@@ -112,6 +106,7 @@ for d in docs:
             tp = re.search(r"--tp-size\s+(\d+)", cmd)
             if d["kind"] == "StatefulSet" and (not tp or int(tp.group(1)) != d["spec"]["replicas"]):
                 errors.append(f"k8s {d['metadata']['name']}: replicas must equal --tp-size")
+monitoring_checks.check_k8s_pods(docs, errors)
 for unit in ("deploy/systemd/strata-router.service", "deploy/systemd/strata-worker@.service"):
     text = read(unit).replace("\\\n", " ")
     for line in text.splitlines():
@@ -125,5 +120,5 @@ for key in config:
 if errors:
     print("\n".join(errors))
     sys.exit(1)
-print(f"ok: {n_rules} alert rules, {len(dash['panels'])} dashboard panels, {len(exported)} exported metrics, "
+print(f"ok: {len(alerts)} alert rules, {len(records)} recorded series, {len(dash['panels'])} dashboard panels, {len(exported)} exported metrics, "
       f"{len(docs)} Kubernetes objects, systemd units and worker config checked")
