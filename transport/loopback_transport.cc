@@ -153,6 +153,11 @@ absl::StatusOr<int> LoopbackTransport::Connect(const HostPort& peer) {
   return static_cast<int>(peers_.size() - 1);
 }
 
+void LoopbackTransport::Disconnect(int peer) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (peer >= 0 && peer < static_cast<int>(peers_.size())) peers_[peer].clear();  // the id stays dead
+}
+
 absl::StatusOr<std::unique_ptr<PendingSend>> LoopbackTransport::SendAsync(int peer, const WireHeader& header,
                                                                           const std::vector<Bytes>& parts) {
   std::string address;
@@ -162,6 +167,7 @@ absl::StatusOr<std::unique_ptr<PendingSend>> LoopbackTransport::SendAsync(int pe
       return absl::InvalidArgumentError(absl::StrCat("unknown peer ", peer));
     }
     address = peers_[peer];
+    if (address.empty()) return absl::UnavailableError(absl::StrCat("peer ", peer, " was disconnected"));
   }
   std::vector<uint8_t> data = Gather(parts);
   if (static_cast<uint64_t>(header.plan_bytes) + header.payload_bytes != data.size()) {

@@ -64,6 +64,7 @@ class LoopbackTransport : public Transport {
 
   std::string address() const override;
   absl::StatusOr<int> Connect(const HostPort& peer) override;
+  void Disconnect(int peer) override;
   absl::Status Send(int peer, const WireHeader& header, const std::vector<Bytes>& parts,
                     std::chrono::milliseconds timeout) override;
   absl::StatusOr<std::unique_ptr<PendingSend>> SendAsync(int peer, const WireHeader& header,

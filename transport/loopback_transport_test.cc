@@ -103,6 +103,21 @@ TEST(LoopbackTransportTest, InterruptWakesReceiveOncePerCall) {
   EXPECT_EQ(a->Receive(milliseconds(5)).status().code(), absl::StatusCode::kDeadlineExceeded);
 }
 
+TEST(LoopbackTransportTest, DisconnectThenConnectAgain) {
+  LoopbackNetwork net;
+  auto a = net.Listen();
+  auto b = net.Listen();
+  const int peer = *ConnectTo(*a, *b);
+  a->Disconnect(peer);
+  const std::string body = "x";
+  EXPECT_EQ(a->Send(peer, ResultHeader(1, 1), {{body.data(), 1}}, milliseconds(5)).code(),
+            absl::StatusCode::kUnavailable);
+  const int again = *ConnectTo(*a, *b);
+  EXPECT_NE(again, peer);
+  EXPECT_TRUE(a->Send(again, ResultHeader(2, 1), {{body.data(), 1}}, milliseconds(5)).ok());
+  EXPECT_EQ(b->Receive(milliseconds(20))->header.step_id, 2u);
+}
+
 TEST(LoopbackTransportTest, PeerGone) {
   LoopbackNetwork net;
   auto a = net.Listen();

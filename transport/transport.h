@@ -60,6 +60,11 @@ class Transport {
   virtual std::string address() const = 0;
   // Opens (or reuses) a connection; returns a peer id for Send.
   virtual absl::StatusOr<int> Connect(const HostPort& peer) = 0;
+  // Drops the connection to `peer` (sends still on it fail): the next
+  // Connect to its address opens a new one. A process at that address may
+  // have been replaced (its pipeline went down); on shared memory a
+  // connection to a dead process can look alive for good.
+  virtual void Disconnect(int peer) = 0;
   // Sends one message (header.plan_bytes + header.payload_bytes must equal
   // the parts' total) and returns when the parts may be reused. One part
   // goes out contiguous (UCX's fastest protocols; over TCP several parts

@@ -408,6 +408,23 @@ absl::StatusOr<std::unique_ptr<UcxTransport>> UcxTransport::Create(const UcxOpti
 
 std::string UcxTransport::address() const { return HostPort{impl_->options.listen.host, impl_->port}.ToString(); }
 
+void UcxTransport::Disconnect(int peer_id) {
+  Impl::Peer* peer = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(impl_->peers_mu);
+    if (peer_id < 0 || peer_id >= static_cast<int>(impl_->peers.size())) return;
+    peer = impl_->peers[peer_id].get();
+  }
+  peer->failed = true;  // Connect makes a new one from now on
+  impl_->Post([impl = impl_.get(), peer] {
+    if (peer->ep != nullptr) {
+      impl->CloseEp(peer->ep);
+      peer->ep = nullptr;
+    }
+    peer->error = "disconnected";
+  });
+}
+
 absl::StatusOr<int> UcxTransport::Connect(const HostPort& peer_address) {
   auto addr = Resolve(peer_address);
   if (!addr.ok()) return addr.status();

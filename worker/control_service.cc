@@ -45,6 +45,7 @@ grpc::Status ControlService::Abort(grpc::ServerContext*, const v1::AbortRequest*
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "sequence_ids: more than 100000 ids");
   }
   aborts_->Add(req->up_to_step_id(), req->sequence_ids());
+  if (on_abort_) on_abort_();
   r->set_steps_dropped(0);  // counted as they are dropped (Stats.steps_aborted)
   return grpc::Status::OK;
 }

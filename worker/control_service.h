@@ -29,6 +29,8 @@ class ControlService : public v1::Worker::Service {
   // `aborts` and `metrics` must outlive the service.
   ControlService(Facts facts, AbortList* aborts, WorkerMetrics* metrics)
       : facts_(std::move(facts)), aborts_(aborts), metrics_(metrics) {}
+  // Called on every Abort (the router took the pipeline down).
+  void set_on_abort(std::function<void()> on_abort) { on_abort_ = std::move(on_abort); }
 
   void set_state(State state) { state_ = state; }
   State state() const { return state_.load(); }
@@ -44,6 +46,7 @@ class ControlService : public v1::Worker::Service {
   const Facts facts_;
   AbortList* aborts_;
   WorkerMetrics* metrics_;
+  std::function<void()> on_abort_;
   std::atomic<State> state_{v1::HealthResponse::LOADING};
   std::atomic<std::chrono::steady_clock::time_point> last_health_{std::chrono::steady_clock::now()};
 };

@@ -59,9 +59,18 @@ void DataLoop::Run() {
       std::lock_guard<std::mutex> lock(mu_);
       last_message_ = Clock::now();
     }
+    if (reconnect_.exchange(false)) DropConnections();
     Handle(*m);
   }
   FinishInFlight();
+}
+
+void DataLoop::DropConnections() {
+  FinishInFlight();
+  for (int* peer : {&next_peer_, &result_peer_}) {
+    if (*peer >= 0) transport_->Disconnect(*peer);
+    *peer = -1;
+  }
 }
 
 transport::WireHeader DataLoop::Header(transport::MessageType type, uint64_t step_id) const {

@@ -54,6 +54,10 @@ class DataLoop {
   void SetResultAddress(const std::string& address);
   // When the last message arrived (drain waits for quiet); thread-safe.
   Clock::time_point last_message() const;
+  // Drops the connections to the next stage and the router before the next
+  // step (thread-safe): the pipeline went down, and the processes at those
+  // addresses may have been replaced.
+  void Reconnect() { reconnect_ = true; }
 
  private:
   // The activations of the latest step, still travelling to the next stage
@@ -65,6 +69,7 @@ class DataLoop {
   };
 
   void Run();
+  void DropConnections();
   void Handle(const transport::Message& m);
   void Forward(StepOutput& out, transport::StageTiming timing);
   void FinishInFlight();
@@ -83,6 +88,7 @@ class DataLoop {
   TimedCommunicator* comm_;
 
   std::atomic<bool> stop_{false};
+  std::atomic<bool> reconnect_{false};
   std::thread thread_;
   uint64_t rejected_seen_ = 0;
   std::unique_ptr<InFlight> in_flight_;  // the loop thread's

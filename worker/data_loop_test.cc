@@ -173,6 +173,21 @@ TEST_F(DataLoopTest, ANextStageThatRefusesIsUnavailable) {
   EXPECT_NE(r->error.find("forwarding activations: connection reset"), std::string::npos) << r->error;
 }
 
+TEST_F(DataLoopTest, AfterReconnectANewNextStageGetsTheSteps) {
+  Stage* last = AddStage(1, 2, "");
+  Stage* first = AddStage(0, 2, last->endpoint->address());
+  Send(first, Plan(1, {1, 2}));
+  ASSERT_TRUE(NextResult().ok());
+  // The next stage's connection is dropped, as after an Abort; the next
+  // step connects again and still arrives.
+  first->loop->Reconnect();
+  Send(first, Plan(2, {3}));
+  auto r = NextResult();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->ok()) << r->error;
+  EXPECT_EQ(r->step_id, 2u);
+}
+
 TEST_F(DataLoopTest, AbortedStepsAreDropped) {
   Stage* s = AddStage(0, 1, "");
   s->aborts.Add(6, std::vector<uint64_t>{});

@@ -123,6 +123,8 @@ absl::Status StartServing(WorkerServer::Parts& s) {
                                       s.tp->communicator());
   ControlService::Facts facts{IdentityOf(o.pipeline, *s.place), s.epoch, s.kv_blocks, s.executor->weight_bytes()};
   s.control = std::make_unique<ControlService>(facts, &s.aborts, s.metrics.get());
+  DataLoop* loop = s.data.get();
+  s.control->set_on_abort([loop] { loop->Reconnect(); });
   grpc::ServerBuilder builder;
   builder.AddListeningPort(absl::StrCat(o.host, ":", o.control_port), grpc::InsecureServerCredentials(),
                            &s.control_port);

@@ -437,6 +437,31 @@ TEST_F(RouterTest, AKilledWorkerFailsItsRequestsAndThePipelineComesBack) {
   restarted.Stop(std::chrono::seconds(30));
 }
 
+// The same over shared memory, where a connection to a dead process can
+// look alive for good: the Abort that takes the pipeline down makes every
+// worker drop its data-plane connections, so stage 0 reaches the restarted
+// stage 1.
+TEST_F(RouterTest, AKilledWorkerComesBackOverSharedMemory) {
+  Cluster c;
+  ASSERT_NO_FATAL_FAILURE(c.Start(model_, {"--stages", "2", "--tp", "1", "--heartbeat-ms", "200"}));
+  const nlohmann::json victim = c.info()["workers"][1];  // stage 1
+  kill(victim["pid"].get<int>(), SIGKILL);
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (c.Healthy() && Clock::now() < deadline) std::this_thread::sleep_for(milliseconds(20));
+  EXPECT_FALSE(c.Healthy());
+  base::Process restarted = SpawnLogged(victim["argv"].get<std::vector<std::string>>(),
+                                        victim["log"].get<std::string>() + ".restart",
+                                        {{"UCX_TLS", c.info()["ucx_tls"].get<std::string>()}});
+  const auto until = Clock::now() + std::chrono::seconds(30);
+  while (!c.Healthy() && Clock::now() < until) std::this_thread::sleep_for(milliseconds(100));
+  ASSERT_TRUE(c.Healthy()) << "the pipeline did not come back over shared memory";
+  Outcome after = Call(c.stub(), Request(Prompt(5, 1), 6));
+  EXPECT_TRUE(after.status.ok()) << after.status.error_message();
+  EXPECT_EQ(after.tokens, Alone(Prompt(5, 1), 6));
+  c.Stop();
+  restarted.Stop(std::chrono::seconds(30));
+}
+
 }  // namespace
 }  // namespace strata
 
