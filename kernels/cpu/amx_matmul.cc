@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <cstdlib>
 
 #include "kernels/cpu/amx.h"
 #include "kernels/cpu/matmul.h"
@@ -17,27 +18,85 @@ constexpr int64_t kTileElems = kAmxTileRows * kAmxChunk;  // 512 bf16, 1 KiB
 
 #define STRATA_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512bf16")))
 
+// Where a block's partial sums live between k blocks: C tile (i, j) at
+// c + i * 16 * ldc + j * 16 (ldc in floats); `load` says whether to start
+// from them (false: from zero).
+struct CBlock {
+  float* c;
+  int64_t ldc;
+  bool load;
+};
+
+#define STRATA_C_TILES(OP, b, MT, NT)                                  \
+  do {                                                                 \
+    const int64_t ld_ = (b).ldc * 4, r_ = 16 * (b).ldc;                \
+    OP(0, (b).c, ld_);                                                 \
+    if constexpr (MT == 1) {                                           \
+      if constexpr (NT > 1) OP(1, (b).c + 16, ld_);                    \
+      if constexpr (NT > 2) OP(2, (b).c + 32, ld_);                    \
+      if constexpr (NT > 3) OP(3, (b).c + 48, ld_);                    \
+    } else if constexpr (NT == 1) {                                    \
+      OP(1, (b).c + r_, ld_);                                          \
+    } else {                                                           \
+      OP(1, (b).c + 16, ld_);                                          \
+      OP(2, (b).c + r_, ld_);                                          \
+      OP(3, (b).c + r_ + 16, ld_);                                     \
+    }                                                                  \
+  } while (0)
+
 // One block of MT x 16 activation rows by NT x 16 outputs of a group, over
-// every k chunk, into c: [MT * 16][64] f32 (tile j of row tile i at
-// column 16 * j). a: chunk 0 of the block's first row tile (the next row
-// tile starts `chunks` tiles later); w: chunk 0 of the block's first
-// output tile.
-// Tiles: C (i, j) in tmm(i * NT + j) (at most 4); for MT = 1 the A operand
-// is tmm4 and the weight tiles rotate over tmm5-7; for MT = 2, A in tmm4-5
-// and the weights in tmm6-7.
+// `n` k chunks. a: the block's first row tile at its first chunk (the next
+// row tile is `a_next` elements on); w: the block's first output tile at
+// that chunk (chunks are 4 tiles apart). Tiles: C (i, j) in tmm(i * NT +
+// j); for MT = 1 the A operand is tmm4 and the weight tiles rotate over
+// tmm5-7; for MT = 2, A in tmm4-5 and the weights in tmm6-7.
 template <int MT, int NT>
-STRATA_AMX void TileBlock(const uint16_t* a, const uint16_t* w, int64_t chunks, float* c) {
+STRATA_AMX void TileBlock(const uint16_t* a, int64_t a_next, const uint16_t* w, int64_t n, const CBlock& cb) {
   static_assert(MT * NT <= 4 && (MT == 1 || NT <= 2));
-  STRATA_TILE_ZERO(0);
-  if constexpr (MT * NT > 1) STRATA_TILE_ZERO(1);
-  if constexpr (MT * NT > 2) STRATA_TILE_ZERO(2);
-  if constexpr (MT * NT > 3) STRATA_TILE_ZERO(3);
-  const int64_t a_second = chunks * kTileElems;
-  for (int64_t ch = 0; ch < chunks && !(MT == 2 && NT == 2); ++ch) {
-    const uint16_t* wt = w + ch * 4 * kTileElems;
-    const uint16_t* at = a + ch * kTileElems;
-    if constexpr (MT == 1) {
+  if (cb.load) {
+    STRATA_C_TILES(STRATA_TILE_LOAD, cb, MT, NT);
+  } else {
+    STRATA_TILE_ZERO(0);
+    if constexpr (MT * NT > 1) STRATA_TILE_ZERO(1);
+    if constexpr (MT * NT > 2) STRATA_TILE_ZERO(2);
+    if constexpr (MT * NT > 3) STRATA_TILE_ZERO(3);
+  }
+  constexpr int64_t kChunkW = 4 * kTileElems;
+  if constexpr (MT == 2 && NT == 2) {
+    // Software-pipelined: each operand of the next chunk is loaded right
+    // after its last use in this one, so loads overlap the products.
+    const uint16_t* a1 = a + a_next;
+    STRATA_TILE_LOAD(4, a, 64);
+    STRATA_TILE_LOAD(6, w, 64);
+    STRATA_TILE_LOAD(5, a1, 64);
+    STRATA_TILE_LOAD(7, w + kTileElems, 64);
+    for (int64_t ch = 1; ch < n; ++ch) {
+      const uint16_t* wt = w + ch * kChunkW;
+      STRATA_TILE_DPBF16(0, 4, 6);
+      STRATA_TILE_DPBF16(1, 4, 7);
+      STRATA_TILE_LOAD(4, a + ch * kTileElems, 64);
+      STRATA_TILE_DPBF16(2, 5, 6);
+      STRATA_TILE_LOAD(6, wt, 64);
+      STRATA_TILE_DPBF16(3, 5, 7);
+      STRATA_TILE_LOAD(5, a1 + ch * kTileElems, 64);
+      STRATA_TILE_LOAD(7, wt + kTileElems, 64);
+    }
+    STRATA_TILE_DPBF16(0, 4, 6);
+    STRATA_TILE_DPBF16(1, 4, 7);
+    STRATA_TILE_DPBF16(2, 5, 6);
+    STRATA_TILE_DPBF16(3, 5, 7);
+  } else {
+    for (int64_t ch = 0; ch < n; ++ch) {
+      const uint16_t* wt = w + ch * kChunkW;
+      const uint16_t* at = a + ch * kTileElems;
       STRATA_TILE_LOAD(4, at, 64);
+      if constexpr (MT == 2) {  // NT == 1
+        STRATA_TILE_LOAD(5, at + a_next, 64);
+        STRATA_TILE_LOAD(6, wt, 64);
+        STRATA_TILE_DPBF16(0, 4, 6);
+        STRATA_TILE_DPBF16(1, 5, 6);
+        continue;
+      }
       STRATA_TILE_LOAD(5, wt, 64);
       STRATA_TILE_DPBF16(0, 4, 5);
       if constexpr (NT > 1) {
@@ -52,80 +111,125 @@ STRATA_AMX void TileBlock(const uint16_t* a, const uint16_t* w, int64_t chunks, 
         STRATA_TILE_LOAD(5, wt + 3 * kTileElems, 64);
         STRATA_TILE_DPBF16(3, 4, 5);
       }
-    } else if constexpr (NT == 1) {
-      STRATA_TILE_LOAD(4, at, 64);
-      STRATA_TILE_LOAD(5, at + a_second, 64);
-      STRATA_TILE_LOAD(6, wt, 64);
-      STRATA_TILE_DPBF16(0, 4, 6);
-      STRATA_TILE_DPBF16(1, 5, 6);
     }
   }
-  if constexpr (MT == 2 && NT == 2) {
-    // Software-pipelined: each operand of the next chunk is loaded right
-    // after its last use in this one, so loads overlap the products
-    // (tiles have no renaming to do it for us).
-    const uint16_t* a1 = a + a_second;
-    STRATA_TILE_LOAD(4, a, 64);
-    STRATA_TILE_LOAD(6, w, 64);
-    STRATA_TILE_LOAD(5, a1, 64);
-    STRATA_TILE_LOAD(7, w + kTileElems, 64);
-    for (int64_t ch = 1; ch < chunks; ++ch) {
-      const uint16_t* wt = w + ch * 4 * kTileElems;
-      STRATA_TILE_DPBF16(0, 4, 6);
-      STRATA_TILE_DPBF16(1, 4, 7);
-      STRATA_TILE_LOAD(4, a + ch * kTileElems, 64);
-      STRATA_TILE_DPBF16(2, 5, 6);
-      STRATA_TILE_LOAD(6, wt, 64);
-      STRATA_TILE_DPBF16(3, 5, 7);
-      STRATA_TILE_LOAD(5, a1 + ch * kTileElems, 64);
-      STRATA_TILE_LOAD(7, wt + kTileElems, 64);
-    }
-    STRATA_TILE_DPBF16(0, 4, 6);
-    STRATA_TILE_DPBF16(1, 4, 7);
-    STRATA_TILE_DPBF16(2, 5, 6);
-    STRATA_TILE_DPBF16(3, 5, 7);
-  }
-  constexpr int64_t ldc = 64 * sizeof(float);
-  STRATA_TILE_STORE(0, c, ldc);
-  if constexpr (MT == 1) {
-    if constexpr (NT > 1) STRATA_TILE_STORE(1, c + 16, ldc);
-    if constexpr (NT > 2) STRATA_TILE_STORE(2, c + 32, ldc);
-    if constexpr (NT > 3) STRATA_TILE_STORE(3, c + 48, ldc);
-  } else {
-    if constexpr (NT == 1) {
-      STRATA_TILE_STORE(1, c + 16 * 64, ldc);
-    } else {
-      STRATA_TILE_STORE(2, c + 16 * 64, ldc);
-      STRATA_TILE_STORE(1, c + 16, ldc);
-      STRATA_TILE_STORE(3, c + 16 * 64 + 16, ldc);
-    }
-  }
+  STRATA_C_TILES(STRATA_TILE_STORE, cb, MT, NT);
 }
 
-void RunBlock(int mt, int nt, const uint16_t* a, const uint16_t* w, int64_t chunks, float* c) {
+void RunBlock(int mt, int nt, const uint16_t* a, int64_t a_next, const uint16_t* w, int64_t n, const CBlock& cb) {
   if (mt == 2) {
     if (nt == 2) {
-      TileBlock<2, 2>(a, w, chunks, c);
+      TileBlock<2, 2>(a, a_next, w, n, cb);
     } else {
-      TileBlock<2, 1>(a, w, chunks, c);
+      TileBlock<2, 1>(a, a_next, w, n, cb);
     }
     return;
   }
   switch (nt) {
-    case 1: TileBlock<1, 1>(a, w, chunks, c); break;
-    case 2: TileBlock<1, 2>(a, w, chunks, c); break;
-    case 3: TileBlock<1, 3>(a, w, chunks, c); break;
-    default: TileBlock<1, 4>(a, w, chunks, c); break;
+    case 1: TileBlock<1, 1>(a, a_next, w, n, cb); break;
+    case 2: TileBlock<1, 2>(a, a_next, w, n, cb); break;
+    case 3: TileBlock<1, 3>(a, a_next, w, n, cb); break;
+    default: TileBlock<1, 4>(a, a_next, w, n, cb); break;
   }
 }
 
-// Copies the block's outputs in [lo, hi) (columns of y) and rows below
-// `rows` out of c: [.][64], whose column 0 is output col0.
-void StoreBlock(const float* c, int64_t row0, int64_t mrows, int64_t rows, int64_t col0, int64_t lo, int64_t hi,
-                float* y, int64_t ldy) {
+// Blocking of one call (docs/benchmarks.md has the measurements): row
+// tiles go in "super blocks" whose activations for one k block (at most
+// kKBlock chunks) stay in L2 while the weights of up to `groups` output
+// groups stream past; partial sums of a super block wait in a per-thread
+// scratch between k blocks.
+constexpr int64_t kSlabBytes = 1 << 20;     // activations of a super block, one k block
+constexpr int64_t kScratchBytes = 1 << 19;  // partial sums of a super block
+int64_t KBlockChunks(int64_t chunks) {
+  static const int64_t kb = getenv("AMX_KB") ? atoi(getenv("AMX_KB")) : 64;
+  const int64_t blocks = (chunks + kb - 1) / kb;
+  return (chunks + blocks - 1) / blocks;  // even k blocks
+}
+
+struct Plan {
+  int64_t chunks, kb, row_tiles, super, groups;
+};
+Plan MakePlan(const MatMulArgs& a) {
+  Plan p;
+  p.chunks = AmxActCols(a.k) / kAmxChunk;
+  p.kb = KBlockChunks(p.chunks);
+  p.row_tiles = AmxActRows(a.rows) / kAmxTileRows;
+  p.super = std::max<int64_t>(2, kSlabBytes / (p.kb * 2 * kTileElems) / 2 * 2);
+  p.super = std::min(p.super, p.row_tiles);
+  p.groups = std::max<int64_t>(1, kScratchBytes / (p.super * kAmxTileRows * kAmxGroup * 4));
+  return p;
+}
+
+float* Scratch(int64_t floats) {
+  struct Buffer {
+    float* p = nullptr;
+    int64_t n = 0;
+    ~Buffer() { std::free(p); }
+  };
+  thread_local Buffer b;
+  if (b.n < floats) {
+    std::free(b.p);
+    b.p = static_cast<float*>(std::aligned_alloc(64, (floats * 4 + 63) / 64 * 64));
+    b.n = floats;
+  }
+  return b.p;
+}
+
+// Copies rows [row0, row0 + mrows) below `rows` and columns [lo, hi) of y
+// out of c, whose column 0 is output col0 and row stride ldc.
+void StoreBlock(const float* c, int64_t ldc, int64_t row0, int64_t mrows, int64_t rows, int64_t col0, int64_t lo,
+                int64_t hi, float* y, int64_t ldy) {
   const int64_t valid = std::min(mrows, rows - row0);
   for (int64_t i = 0; i < valid; ++i) {
-    std::memcpy(y + (row0 + i) * ldy + lo, c + i * 64 + (lo - col0), (hi - lo) * sizeof(float));
+    std::memcpy(y + (row0 + i) * ldy + lo, c + i * ldc + (lo - col0), (hi - lo) * sizeof(float));
+  }
+}
+
+// Output tiles [t0, t1) of group g that a range [lo, hi) touches.
+struct GroupSpan {
+  int64_t lo, hi;
+  int t0, t1;
+};
+GroupSpan SpanOf(int64_t g, int64_t n_begin, int64_t n_end) {
+  const int64_t base = g * kAmxGroup;
+  GroupSpan s;
+  s.lo = std::max(n_begin, base);
+  s.hi = std::min(n_end, base + kAmxGroup);
+  s.t0 = static_cast<int>((s.lo - base) / kAmxTileRows);
+  s.t1 = static_cast<int>((s.hi - base + kAmxTileRows - 1) / kAmxTileRows);
+  return s;
+}
+
+// Row tiles [rs, re) by groups [g0, g1) over k block [k0, k0 + kn): each
+// block's sums start from the scratch unless k0 == 0 and end in it, or in
+// y after the last k block.
+void SuperBlock(const MatMulArgs& a, const Plan& p, int64_t rs, int64_t re, int64_t g0, int64_t g1, int64_t k0,
+                int64_t kn, int64_t n_begin, int64_t n_end, float* scratch) {
+  const int64_t ld = (g1 - g0) * kAmxGroup;
+  const bool last = k0 + kn == p.chunks;
+  alignas(64) float c[2 * kAmxTileRows * 64];
+  for (int64_t g = g0; g < g1; ++g) {
+    const GroupSpan s = SpanOf(g, n_begin, n_end);
+    const uint16_t* wg = a.w_bf16 + (g * p.chunks + k0) * 4 * kTileElems;
+    // One row tile: the group's tiles in one pass. More: pairs of row
+    // tiles by pairs of output tiles (2 x 2, each operand used twice).
+    const int step = p.row_tiles == 1 ? s.t1 - s.t0 : 2;
+    for (int t = s.t0; t < s.t1; t += step) {
+      const int nt = std::min(step, s.t1 - t);
+      const int64_t col0 = g * kAmxGroup + t * kAmxTileRows;
+      for (int64_t rt = rs; rt < re; rt += 2) {
+        const int mt = static_cast<int>(std::min<int64_t>(2, re - rt));
+        float* sc = scratch + (rt - rs) * kAmxTileRows * ld + (col0 - g0 * kAmxGroup);
+        // A single k block needs no scratch: the small buffer c will do.
+        const CBlock cb = k0 == 0 && last ? CBlock{c, 64, false} : CBlock{sc, ld, k0 > 0};
+        RunBlock(mt, nt, a.xb + (rt * p.chunks + k0) * kTileElems, p.chunks * kTileElems, wg + t * kTileElems, kn,
+                 cb);
+        if (last) {
+          StoreBlock(cb.c, cb.ldc, rt * kAmxTileRows, mt * kAmxTileRows, a.rows, col0, std::max(s.lo, col0),
+                     std::min(s.hi, col0 + nt * kAmxTileRows), a.y, a.n);
+        }
+      }
+    }
   }
 }
 
@@ -162,26 +266,15 @@ void AmxMatMulRange(const MatMulArgs& a, int64_t n_begin, int64_t n_end) {
   n_end = std::min(n_end, a.n);
   if (n_begin >= n_end || a.rows == 0) return;
   ConfigureTiles();
-  const int64_t chunks = AmxActCols(a.k) / kAmxChunk;
-  const int64_t row_tiles = AmxActRows(a.rows) / kAmxTileRows;
-  alignas(64) float c[2 * kAmxTileRows * 64];
-  for (int64_t g = n_begin / kAmxGroup; g * kAmxGroup < n_end; ++g) {
-    const int64_t base = g * kAmxGroup;
-    const int64_t lo = std::max(n_begin, base), hi = std::min(n_end, base + kAmxGroup);
-    const int t0 = static_cast<int>((lo - base) / kAmxTileRows);
-    const int t1 = static_cast<int>((hi - base + kAmxTileRows - 1) / kAmxTileRows);
-    const uint16_t* wg = a.w_bf16 + g * chunks * 4 * kTileElems;
-    // One row tile: the group's tiles in one pass. More: pairs of row
-    // tiles by pairs of output tiles (2 x 2, each operand used twice).
-    const int step = row_tiles == 1 ? t1 - t0 : 2;
-    for (int t = t0; t < t1; t += step) {
-      const int nt = std::min(step, t1 - t);
-      const int64_t col0 = base + t * kAmxTileRows;
-      const int64_t blo = std::max(lo, col0), bhi = std::min(hi, col0 + nt * kAmxTileRows);
-      for (int64_t rt = 0; rt < row_tiles; rt += 2) {
-        const int mt = static_cast<int>(std::min<int64_t>(2, row_tiles - rt));
-        RunBlock(mt, nt, a.xb + rt * chunks * kTileElems, wg + t * kTileElems, chunks, c);
-        StoreBlock(c, rt * kAmxTileRows, mt * kAmxTileRows, a.rows, col0, blo, bhi, a.y, a.n);
+  const Plan p = MakePlan(a);
+  const int64_t g_begin = n_begin / kAmxGroup, g_end = (n_end + kAmxGroup - 1) / kAmxGroup;
+  float* scratch = p.kb < p.chunks ? Scratch(p.super * kAmxTileRows * p.groups * kAmxGroup) : nullptr;
+  for (int64_t rs = 0; rs < p.row_tiles; rs += p.super) {
+    const int64_t re = std::min(p.row_tiles, rs + p.super);
+    for (int64_t g0 = g_begin; g0 < g_end; g0 += p.groups) {
+      const int64_t g1 = std::min(g_end, g0 + p.groups);
+      for (int64_t k0 = 0; k0 < p.chunks; k0 += p.kb) {
+        SuperBlock(a, p, rs, re, g0, g1, k0, std::min(p.kb, p.chunks - k0), n_begin, n_end, scratch);
       }
     }
   }

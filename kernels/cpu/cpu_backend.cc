@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -257,13 +258,11 @@ void CpuBackend::MatMulShared(const float* x, int64_t rows, const std::vector<co
   for (const Weight* w : ws) {
     const Isa isa = EffectiveIsa(options_.isa, W(*w).is_bf16);
     if (!xb && isa == Isa::kAvx512Bf16) {
-      xb_.resize(rows * w->cols());
-      ToBf16(x, rows * w->cols(), xb_.data());
-      xb = xb_.data();
+      xb = Xb(rows * w->cols());
+      ToBf16(x, rows * w->cols(), Xb(rows * w->cols()));
     } else if (!xb && isa == Isa::kAmx) {
-      xb_.resize(AmxActRows(rows) * AmxActCols(w->cols()));
-      ToBf16Tiles(x, rows, w->cols(), xb_.data());
-      xb = xb_.data();
+      xb = Xb(AmxActRows(rows) * AmxActCols(w->cols()));
+      ToBf16Tiles(x, rows, w->cols(), Xb(AmxActRows(rows) * AmxActCols(w->cols())));
     }
   }
   for (size_t i = 0; i < ws.size(); ++i) {
@@ -286,6 +285,16 @@ void CpuBackend::MatMulShared(const float* x, int64_t rows, const std::vector<co
       MatMulRange(isa, a, b * 64, std::min(a.n, e * 64));
     });
   }
+}
+
+uint16_t* CpuBackend::Xb(int64_t n) {
+  // A few MiB at most (activations of one step); out of memory here is
+  // fatal, as it would be for a std::vector.
+  if (xb_.size() < n && !xb_.Allocate(std::max<int64_t>(n, int64_t{1} << 20))) {
+    std::fprintf(stderr, "cpu backend: out of memory for %lld bf16 activations\n", static_cast<long long>(n));
+    std::abort();
+  }
+  return xb_.data();
 }
 
 void CpuBackend::Rope(float* x, int64_t heads, int64_t head_dim, const std::vector<float>& inv_freq) {

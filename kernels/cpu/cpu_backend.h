@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernels/backend.h"
+#include "kernels/cpu/huge_pages.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/thread_pool.h"
 #include "model/dtype.h"
@@ -90,7 +91,11 @@ class CpuBackend : public Backend {
   std::vector<float> rope_cos_, rope_sin_;
   std::vector<float> rope_freq_;
   bool rope_ready_ = false;
-  std::vector<uint16_t> xb_;  // bf16 activations for kAvx512Bf16 products
+  // bf16 activations for kAvx512Bf16 and kAmx products, grown as needed.
+  // 2 MiB-aligned: a tile load of rows that straddle cache lines reads
+  // twice the lines (AMX products ran at half speed from a malloc'd copy).
+  uint16_t* Xb(int64_t n);
+  HugePageArray<uint16_t> xb_;
 };
 
 }  // namespace strata::kernels::cpu
