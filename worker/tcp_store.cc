@@ -1,5 +1,6 @@
 #include "worker/tcp_store.h"
 
+#include <algorithm>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -20,6 +21,8 @@ namespace {
 
 constexpr uint32_t kMaxKey = 4096;
 constexpr uint32_t kMaxValue = 16u << 20;
+constexpr size_t kMaxClients = 256;
+constexpr size_t kMaxStoredBytes = 64u << 20;
 
 bool WriteAll(int fd, const void* data, size_t n) {
   const char* p = static_cast<const char*>(data);
@@ -49,11 +52,20 @@ bool WriteBlob(int fd, const char* data, uint32_t n) {
   return WriteAll(fd, &n, sizeof(n)) && (n == 0 || WriteAll(fd, data, n));
 }
 
+// Grows the buffer as the bytes arrive, so a peer that announces a large
+// value and sends nothing costs no memory (the store's port is reachable
+// by anyone on the network).
 bool ReadBlob(int fd, uint32_t max, std::vector<char>* out) {
   uint32_t n = 0;
   if (!ReadAll(fd, &n, sizeof(n)) || n > max) return false;
-  out->resize(n);
-  return n == 0 || ReadAll(fd, out->data(), n);
+  constexpr uint32_t kChunk = 64 << 10;
+  out->clear();
+  while (out->size() < n) {
+    const size_t at = out->size();
+    out->resize(at + std::min<size_t>(kChunk, n - at));
+    if (!ReadAll(fd, out->data() + at, out->size() - at)) return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -99,6 +111,10 @@ void TcpStoreServer::AcceptLoop() {
     const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) continue;
     std::lock_guard<std::mutex> lock(mu_);
+    if (clients_.size() >= kMaxClients) {  // a TP group has at most 64 ranks
+      ::close(fd);
+      continue;
+    }
     clients_.push_back(fd);
     threads_.emplace_back([this, fd] { Serve(fd); });
   }
@@ -112,6 +128,8 @@ void TcpStoreServer::Serve(int fd) {
     const std::string k(key.begin(), key.end());
     if (op == 'S') {
       std::lock_guard<std::mutex> lock(mu_);
+      stored_bytes_ += k.size() + value.size();
+      if (stored_bytes_ > kMaxStoredBytes) break;  // more than a rendezvous needs: drop the peer
       data_[k] = std::move(value);
       const char ok = 1;
       if (!WriteAll(fd, &ok, 1) || !WriteBlob(fd, nullptr, 0)) break;

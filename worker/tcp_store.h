@@ -45,6 +45,7 @@ class TcpStoreServer {
   std::map<std::string, std::vector<char>> data_;
   std::vector<int> clients_;
   std::vector<std::thread> threads_;
+  size_t stored_bytes_ = 0;  // guarded by mu_
   std::thread accept_thread_;
 };
 
