@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "router/dispatcher.h"
 #include "router/worker_control.h"
 #include "strata/v1/worker.pb.h"
 #include "transport/loopback_transport.h"
@@ -105,6 +106,21 @@ inline v1::RegisterRequest Registration(const std::string& pipeline, const FakeS
   r.set_kv_block_size(16);
   r.set_epoch(epoch);
   return r;
+}
+
+// A one-stage replica "p0" served by a new FakeStage, registered with
+// `dispatcher`'s fleet (vocabulary 128256: Llama 3's BOS fits), once it
+// serves (at most 5 s; check Serving()).
+inline std::unique_ptr<FakeStage> ServingReplica(Dispatcher* dispatcher, LoopbackNetwork* net) {
+  auto stage = std::make_unique<FakeStage>(net, dispatcher->data_address());
+  v1::RegisterRequest r = Registration("p0", *stage, 1);
+  r.mutable_shape()->set_vocab_size(128256);
+  if (!dispatcher->fleet().Register(r).ok()) return stage;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!dispatcher->Serving() && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  return stage;
 }
 
 }  // namespace strata::router::testing_util

@@ -51,14 +51,7 @@ class InferenceServiceTest : public ::testing::Test {
     stage_.reset();
   }
   void AddReplica() {
-    stage_ = std::make_unique<FakeStage>(&net_, dispatcher_->data_address());
-    v1::RegisterRequest r = testing_util::Registration("p0", *stage_, 1);
-    r.mutable_shape()->set_vocab_size(128256);  // BOS is 128000
-    ASSERT_TRUE(dispatcher_->fleet().Register(r).ok());
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (!dispatcher_->Serving() && std::chrono::steady_clock::now() < until) {
-      std::this_thread::sleep_for(milliseconds(5));
-    }
+    stage_ = testing_util::ServingReplica(dispatcher_.get(), &net_);
     ASSERT_TRUE(dispatcher_->Serving());
   }
   struct Reply {
