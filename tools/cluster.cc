@@ -30,10 +30,13 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-// A child with the name strata up reports it by.
+// A child with the name strata up reports it by, and where it serves
+// /metrics ("" when it does not).
 struct Child {
   std::string name;
   base::Process process;
+  std::string metrics_address;
+  nlohmann::json place;  // a worker's pipeline, stage and tp_rank (the ready file's)
 };
 
 absl::StatusOr<Child> Spawn(const std::string& name, std::vector<std::string> argv, const std::string& log,
@@ -44,7 +47,7 @@ absl::StatusOr<Child> Spawn(const std::string& name, std::vector<std::string> ar
   o.env = env;
   o.new_process_group = true;  // Ctrl-C reaches strata up, which stops the children in order
   STRATA_ASSIGN_OR_RETURN(base::Process p, base::Process::Spawn(std::move(o)));
-  return Child{name, std::move(p)};
+  return Child{name, std::move(p), "", nullptr};
 }
 
 void StopAll(std::vector<Child>::iterator begin, std::vector<Child>::iterator end, milliseconds grace) {
@@ -72,7 +75,8 @@ std::string CacheDir() {
 // What strata up starts, where, and with what.
 struct Layout {
   int64_t stages = 1, tp = 1, replicas = 1;
-  int http_port = -1;  // the router's HTTP API (-1: off)
+  int http_port = -1;     // the router's HTTP API (-1: off)
+  int metrics_port = -1;  // the router's /metrics (-1: off)
   bool shm = true;
   std::string model, router_bin, worker_bin, logs;
   std::vector<std::pair<std::string, std::string>> env;
@@ -97,6 +101,7 @@ absl::StatusOr<Layout> Plan(const base::ParsedFlags& f) {
   l.replicas = f.Int("replicas");
   // The HTTP API's port is chosen here (0: a free one), so it can be printed.
   l.http_port = f.Int("http-port") == 0 ? base::PickFreePort() : static_cast<int>(f.Int("http-port"));
+  l.metrics_port = f.Int("metrics-port") == 0 ? base::PickFreePort() : static_cast<int>(f.Int("metrics-port"));
   l.shm = f.String("transport") == "shm";
   l.env.push_back({"UCX_TLS", l.shm ? "sm,tcp,self" : "tcp,self"});
   STRATA_ASSIGN_OR_RETURN(l.model, ModelDir(f));
@@ -138,7 +143,7 @@ std::vector<std::string> RouterArgs(const base::ParsedFlags& f, const Layout& l,
       model::PosixFileSystem()->Exists(l.model + "/tokenizer.model")) {
     a.push_back("--tokenizer=" + l.model);
   }
-  if (f.IsSet("metrics-port")) a.push_back(absl::StrCat("--metrics-port=", f.Int("metrics-port")));
+  if (l.metrics_port >= 0) a.push_back(absl::StrCat("--metrics-port=", l.metrics_port));
   if (l.http_port > 0) a.push_back(absl::StrCat("--http-port=", l.http_port));
   for (std::string& x : f.ArgsFor(base::RouterEngineFlags())) a.push_back(std::move(x));
   return a;
@@ -160,8 +165,11 @@ ReplicaPorts PickPorts(const Layout& l) {
   return p;
 }
 
+// Each worker's /metrics port is picked here, so it is known (the ready
+// file) and a worker restarted with the same arguments serves on it again.
 std::vector<std::string> WorkerArgs(const base::ParsedFlags& f, const Layout& l, const ReplicaPorts& p,
-                                    int64_t replica, int64_t s, int64_t t, const std::string& router) {
+                                    int64_t replica, int64_t s, int64_t t, const std::string& router,
+                                    int metrics_port) {
   std::vector<std::string> a = {l.worker_bin,
                                 "--model=" + l.model,
                                 absl::StrCat("--pipeline=p", replica),
@@ -173,7 +181,7 @@ std::vector<std::string> WorkerArgs(const base::ParsedFlags& f, const Layout& l,
                                 absl::StrCat("--data-port=", p.data[s][t]),
                                 "--router=" + router,
                                 absl::StrCat("--ucx-peer-errors=", l.shm ? "false" : "true"),
-                                "--metrics-port=0"};
+                                absl::StrCat("--metrics-port=", metrics_port)};
   for (std::string& x : f.ArgsFor(base::BackendFlags())) a.push_back(std::move(x));
   for (std::string& x : f.ArgsFor(base::KvFlags())) a.push_back(std::move(x));
   if (s + 1 < l.stages) a.push_back(absl::StrCat("--next-stage=127.0.0.1:", p.data[s + 1][t]));
@@ -183,14 +191,18 @@ std::vector<std::string> WorkerArgs(const base::ParsedFlags& f, const Layout& l,
 absl::Status StartAll(const base::ParsedFlags& f, const Layout& l, const std::string& router, int router_port,
                       std::vector<Child>* children) {
   STRATA_ASSIGN_OR_RETURN(Child rc, Spawn("router", RouterArgs(f, l, router_port), l.logs + "/router.log", l.env));
+  if (l.metrics_port >= 0) rc.metrics_address = absl::StrCat("127.0.0.1:", l.metrics_port);
   children->push_back(std::move(rc));
   for (int64_t r = 0; r < l.replicas; ++r) {
     const ReplicaPorts ports = PickPorts(l);
     for (int64_t s = 0; s < l.stages; ++s) {
       for (int64_t t = 0; t < l.tp; ++t) {
+        const int metrics_port = base::PickFreePort();
         STRATA_ASSIGN_OR_RETURN(Child c, Spawn(absl::StrCat("worker p", r, " stage ", s, " rank ", t),
-                                               WorkerArgs(f, l, ports, r, s, t, router),
+                                               WorkerArgs(f, l, ports, r, s, t, router, metrics_port),
                                                absl::StrCat(l.logs, "/worker_p", r, "_s", s, "_r", t, ".log"), l.env));
+        c.metrics_address = absl::StrCat("127.0.0.1:", metrics_port);
+        c.place = {{"pipeline", absl::StrCat("p", r)}, {"stage", s}, {"tp_rank", t}};
         children->push_back(std::move(c));
       }
     }
@@ -225,13 +237,20 @@ absl::Status WaitHealthy(const std::string& router, const Layout& l, int64_t tim
   }
 }
 
-// The children too, so a fault test can kill one and start it again.
+// The children too, so a fault test can kill one and start it again, and
+// every process's /metrics address, so Prometheus can be pointed at them.
 void WriteReadyFile(const std::string& path, const std::string& router, const Layout& l,
                     const std::vector<Child>& children) {
   nlohmann::json workers = nlohmann::json::array();
   for (size_t i = 1; i < children.size(); ++i) {
     const base::Process& p = children[i].process;
-    workers.push_back({{"name", children[i].name}, {"pid", p.pid()}, {"argv", p.argv()}, {"log", p.log()}});
+    nlohmann::json w = {{"name", children[i].name},
+                        {"pid", p.pid()},
+                        {"argv", p.argv()},
+                        {"log", p.log()},
+                        {"metrics_address", children[i].metrics_address}};
+    w.update(children[i].place);
+    workers.push_back(std::move(w));
   }
   const std::string tmp = path + ".tmp";
   std::ofstream(tmp) << nlohmann::json({{"address", router},
@@ -240,6 +259,7 @@ void WriteReadyFile(const std::string& path, const std::string& router, const La
                                         {"router_argv", children[0].process.argv()},
                                         {"router_log", children[0].process.log()},
                                         {"http_address", l.http_port > 0 ? absl::StrCat("127.0.0.1:", l.http_port) : ""},
+                                        {"metrics_address", children[0].metrics_address},
                                         {"ucx_tls", l.env[0].second},
                                         {"workers", workers}})
                             .dump()
@@ -256,7 +276,8 @@ const base::FlagTable& UpFlags() {
       "strata up [flags]",
       "A router and S x T x R workers on this host, serving once every replica is up.\n"
       "Prints the address; Ctrl-C drains the router, then stops everything. --port and --metrics-port\n"
-      "are the router's; the backend and KV flags go to every worker.",
+      "are the router's; each worker serves /metrics on a free port (the ready file lists every one);\n"
+      "the backend and KV flags go to every worker.",
       {{"cluster",
         {StringFlag("model", std::nullopt, "DIR", "the model folder (default: the tiny test model in ~/.cache/strata)"),
          IntFlag("stages", 1, 1, 64, "pipeline stages"),
@@ -269,7 +290,8 @@ const base::FlagTable& UpFlags() {
          StringFlag("bin-dir", std::nullopt, "DIR", "holds router/strata-router and worker/strata-worker "
                                                     "(default: this binary's bazel-bin)"),
          StringFlag("log-dir", std::nullopt, "DIR", "the children's logs (default: a new folder in /tmp)"),
-         StringFlag("ready-file", std::nullopt, "PATH", "written once healthy: the address, logs, pids and argv"),
+         StringFlag("ready-file", std::nullopt, "PATH",
+                    "written once healthy: the addresses (gRPC, HTTP, every /metrics), logs, pids and argv"),
          IntFlag("timeout-s", 180, 1, 3600, "how long the cluster may take to come up")}},
        base::BackendFlags(), base::KvFlags(), base::RouterEngineFlags()});
   return *table;
@@ -289,6 +311,7 @@ absl::Status Up(const base::ParsedFlags& f) {
     return s.code() == absl::StatusCode::kInvalidArgument ? s : absl::UnavailableError(s.message());
   }
   if (l.http_port > 0) std::cout << "strata up: OpenAI-compatible HTTP API on http://127.0.0.1:" << l.http_port << "/v1\n";
+  if (l.metrics_port >= 0) std::cout << "strata up: the router's metrics on http://127.0.0.1:" << l.metrics_port << "/metrics\n";
   std::cout << "strata up: serving " << l.model << " on " << router << " (" << l.stages << " stage(s) x " << l.tp
             << " rank(s) x " << l.replicas << " replica(s), UCX " << (l.shm ? "shared memory" : "TCP")
             << "); logs in " << l.logs << "; Ctrl-C stops" << std::endl;
