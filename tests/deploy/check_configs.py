@@ -64,9 +64,14 @@ monitoring_checks.check_scrape_configs(root, errors)
 
 dash_text = read("monitoring/grafana/strata-dashboard.json")
 dash = json.loads(dash_text)
+recorded = set(records)
 for p in dash["panels"]:
-    for t in p["targets"]:
+    if p["type"] != "row" and not p.get("targets"):
+        errors.append(f"dashboard panel {p['title']!r} has no query")
+    for t in p.get("targets", []):
         check_names(f"dashboard panel {p['title']!r}", t["expr"])
+        for rule in set(re.findall(r"[a-z_]+:strata_[a-z_]+:[a-z0-9_]+", t["expr"])) - recorded:
+            errors.append(f"dashboard panel {p['title']!r}: {rule} is not a recording rule")
 generated = subprocess.run([sys.executable, os.path.join(root, "monitoring/grafana/make_dashboard.py")],
                            capture_output=True, text=True, check=True).stdout
 if json.loads(generated) != dash:
@@ -120,5 +125,5 @@ for key in config:
 if errors:
     print("\n".join(errors))
     sys.exit(1)
-print(f"ok: {len(alerts)} alert rules, {len(records)} recorded series, {len(dash['panels'])} dashboard panels, {len(exported)} exported metrics, "
+print(f"ok: {len(alerts)} alert rules, {len(records)} recorded series, {sum(p['type'] != 'row' for p in dash['panels'])} dashboard panels, {len(exported)} exported metrics, "
       f"{len(docs)} Kubernetes objects, systemd units and worker config checked")

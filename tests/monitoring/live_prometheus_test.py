@@ -250,7 +250,7 @@ def check_dashboard(prom, root):
         dash = json.load(f)
     problems = []
     for p in dash["panels"]:
-        for t in p["targets"]:
+        for t in p.get("targets", []):  # rows have none
             if not prom.query(t["expr"]):
                 problems.append(f"panel {p['title']!r}: {t['expr']} returns no data")
     return problems
