@@ -22,6 +22,7 @@
 #include "tools/bench_engine.h"
 #include "tools/cluster.h"
 #include "tools/generate.h"
+#include "tools/load.h"
 #include "tools/tokenize.h"
 #include "worker/local_engine.h"
 #include "worker/worker_options.h"
@@ -194,7 +195,7 @@ const Command kCommands[] = {
     {"make-model", MakeModelFlags, MakeModel}, {"run", RunFlags, Run},
     {"bench-engine", BenchEngineFlags, BenchEngine}, {"up", UpFlags, Up},
     {"generate", GenerateFlags, Generate}, {"tokenize", TokenizeFlags, Tokenize},
-    {"detokenize", DetokenizeFlags, Detokenize},
+    {"detokenize", DetokenizeFlags, Detokenize}, {"load", LoadFlags, Load},
 };
 
 // Each command and the first line of its summary.
