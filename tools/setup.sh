@@ -78,5 +78,8 @@ if ! $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/tmp/
   echo "setup: apt-get install failed for: ${missing[*]} (full log: /tmp/strata-setup-apt.log)" >&2
   exit 1
 fi
-stop_packaged_prometheus
+# Only a server this run's install started: one that was there before is the user's.
+if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+  stop_packaged_prometheus
+fi
 echo "setup: done"
