@@ -101,6 +101,10 @@ TEST_F(DispatcherTest, RequestsSpreadOverReplicas) {
   ASSERT_TRUE(WaitFor([&] { return dispatcher_->fleet().pipelines_up() == 2; }));
   EXPECT_TRUE(dispatcher_->Serving());
   EXPECT_EQ(dispatcher_->KvCapacityTokens(), 256 * 16);
+  // Slow steps, so the requests overlap and the choice by free blocks and
+  // queue is what spreads them (an idle pair would tie every time).
+  a->delay_ms = 10;
+  b->delay_ms = 10;
   std::vector<std::thread> clients;
   std::atomic<int> good{0};
   for (int i = 0; i < 8; ++i) {
