@@ -24,7 +24,9 @@ const strata::base::FlagTable& RouterFlags() {
       "workers register with. SIGTERM or SIGINT drains, then exits 0.",
       {{"router",
         {StringFlag("host", "127.0.0.1", "ADDR", "the address to serve on"),
-         IntFlag("port", 0, 0, 65535, "gRPC port of the public API and the Fleet service (0: any)"),
+         IntFlag("port", 0, 0, 65535, "gRPC port of the public API, health and reflection (0: any)"),
+         IntFlag("fleet-port", 0, 0, 65535,
+                 "gRPC port of the Fleet service workers register with (0: any); never the public port"),
          strata::base::MetricsPortFlag(),
          strata::base::HttpPortFlag(),
          StringFlag("model-name", "llama", "NAME", "the model's label in metrics"),
@@ -40,6 +42,7 @@ strata::router::RouterOptions OptionsFrom(const strata::base::ParsedFlags& f) {
   strata::router::RouterOptions o;
   o.host = f.String("host");
   o.port = static_cast<int>(f.Int("port"));
+  o.fleet_port = static_cast<int>(f.Int("fleet-port"));
   o.metrics_port = static_cast<int>(f.Int("metrics-port"));
   o.http_port = static_cast<int>(f.Int("http-port"));
   o.model_name = f.String("model-name");
@@ -76,14 +79,16 @@ int main(int argc, char** argv) {
     std::cerr << "strata-router: " << server.status() << "\n";
     return 1;
   }
-  std::cerr << "strata-router: serving on " << (*server)->address() << ", data plane " << (*server)->data_address()
+  std::cerr << "strata-router: serving on " << (*server)->address() << ", fleet " << (*server)->fleet_address()
+            << ", data plane " << (*server)->data_address()
             << ((*server)->metrics_address().empty() ? "" : ", metrics " + (*server)->metrics_address())
             << ((*server)->http_address().empty() ? "" : ", HTTP API " + (*server)->http_address()) << std::endl;
   if (const std::string& ready = flags->String("ready-file"); !ready.empty()) {
     const std::string tmp = ready + ".tmp";
     std::ofstream(tmp) << "{\"address\": \"" << (*server)->address() << "\", \"data_address\": \""
                        << (*server)->data_address() << "\", \"metrics_address\": \"" << (*server)->metrics_address()
-                       << "\", \"http_address\": \"" << (*server)->http_address() << "\"}\n";
+                       << "\", \"http_address\": \"" << (*server)->http_address()
+                       << "\", \"fleet_address\": \"" << (*server)->fleet_address() << "\"}\n";
     std::rename(tmp.c_str(), ready.c_str());
   }
   const std::chrono::milliseconds drain(flags->Int("drain-ms"));

@@ -42,10 +42,19 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   builder.RegisterService(r->inference_.get());
-  builder.RegisterService(r->fleet_service_.get());
   r->server_ = builder.BuildAndStart();
   if (r->server_ == nullptr || r->port_ == 0) {
     return absl::UnavailableError(absl::StrCat("the router cannot listen on ", options.host, ":", options.port));
+  }
+  grpc::ServerBuilder fleet;
+  fleet.AddListeningPort(absl::StrCat(options.host, ":", options.fleet_port), grpc::InsecureServerCredentials(),
+                         &r->fleet_port_);
+  fleet.SetMaxReceiveMessageSize(options.max_message_bytes);
+  fleet.RegisterService(r->fleet_service_.get());
+  r->fleet_server_ = fleet.BuildAndStart();
+  if (r->fleet_server_ == nullptr || r->fleet_port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("the Fleet service cannot listen on ", options.host, ":", options.fleet_port));
   }
   r->server_->GetHealthCheckService()->SetServingStatus(false);
   if (options.http_port >= 0) {
@@ -83,10 +92,12 @@ RouterServer::~RouterServer() {
   http_.reset();
   if (health_thread_.joinable()) health_thread_.join();
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (fleet_server_) fleet_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   dispatcher_.reset();
 }
 
 std::string RouterServer::address() const { return absl::StrCat(options_.host, ":", port_); }
+std::string RouterServer::fleet_address() const { return absl::StrCat(options_.host, ":", fleet_port_); }
 std::string RouterServer::data_address() const { return dispatcher_->data_address(); }
 std::string RouterServer::http_address() const {
   return http_ ? absl::StrCat(options_.host, ":", http_->port()) : "";
@@ -104,6 +115,7 @@ void RouterServer::Drain(milliseconds budget) {
   server_->GetHealthCheckService()->SetServingStatus(false);
   http_.reset();
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  fleet_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
 }
 
 void RouterServer::Wait() { server_->Wait(); }

@@ -1,8 +1,9 @@
 // One strata-router process: the metrics endpoint, the data plane (UCX),
-// the dispatcher with its fleet, and the gRPC server with the public
-// strata.v1.Inference API, the Fleet service workers register with, the
-// standard grpc.health.v1.Health service (SERVING while a pipeline is up)
-// and server reflection.
+// the dispatcher with its fleet, the public gRPC server (the
+// strata.v1.Inference API, the standard grpc.health.v1.Health service,
+// SERVING while a pipeline is up, and server reflection), and, on a port of
+// its own, the Fleet service workers register with (the public port never
+// serves it: a caller of the API cannot join the fleet).
 #ifndef STRATA_ROUTER_ROUTER_SERVER_H_
 #define STRATA_ROUTER_ROUTER_SERVER_H_
 
@@ -25,7 +26,8 @@ namespace strata::router {
 
 struct RouterOptions {
   std::string host = "127.0.0.1";
-  int port = 0;            // public API and Fleet (gRPC)
+  int port = 0;            // the public API, health and reflection (gRPC)
+  int fleet_port = 0;      // the Fleet service workers register with, on its own port
   int metrics_port = -1;   // -1: off
   int http_port = -1;      // the OpenAI-compatible HTTP API; -1: off, 0: any
   std::string model_name;  // label for metrics; the served model comes from the workers
@@ -39,7 +41,8 @@ class RouterServer {
   static absl::StatusOr<std::unique_ptr<RouterServer>> Start(const RouterOptions& options);
   ~RouterServer();
 
-  std::string address() const;       // host:port of the gRPC services
+  std::string address() const;       // host:port of the public gRPC API
+  std::string fleet_address() const;  // host:port workers register at
   std::string data_address() const;  // where results arrive
   std::string metrics_address() const;
   std::string http_address() const;  // empty when off
@@ -63,7 +66,9 @@ class RouterServer {
   std::unique_ptr<FleetService> fleet_service_;
   std::unique_ptr<HttpGateway> http_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<grpc::Server> fleet_server_;
   int port_ = 0;
+  int fleet_port_ = 0;
   std::thread health_thread_;
   std::atomic<bool> stop_{false};
 };

@@ -76,6 +76,7 @@ std::string CacheDir() {
 struct Layout {
   int64_t stages = 1, tp = 1, replicas = 1;
   int http_port = -1;     // the router's HTTP API (-1: off)
+  int fleet_port = 0;     // the router's Fleet service, which the workers register with
   int metrics_port = -1;  // the router's /metrics (-1: off)
   bool shm = true;
   std::string model, router_bin, worker_bin, logs;
@@ -99,6 +100,7 @@ absl::StatusOr<Layout> Plan(const base::ParsedFlags& f) {
   l.stages = f.Int("stages");
   l.tp = f.Int("tp");
   l.replicas = f.Int("replicas");
+  l.fleet_port = base::PickFreePort();
   // The HTTP API's port is chosen here (0: a free one), so it can be printed.
   l.http_port = f.Int("http-port") == 0 ? base::PickFreePort() : static_cast<int>(f.Int("http-port"));
   l.metrics_port = f.Int("metrics-port") == 0 ? base::PickFreePort() : static_cast<int>(f.Int("metrics-port"));
@@ -135,7 +137,7 @@ absl::StatusOr<Layout> Plan(const base::ParsedFlags& f) {
 
 // Only what the user set is passed on: the router's defaults are its own.
 std::vector<std::string> RouterArgs(const base::ParsedFlags& f, const Layout& l, int port) {
-  std::vector<std::string> a = {l.router_bin, absl::StrCat("--port=", port),
+  std::vector<std::string> a = {l.router_bin, absl::StrCat("--port=", port), absl::StrCat("--fleet-port=", l.fleet_port),
                                 absl::StrCat("--model-name=", l.model.substr(l.model.rfind('/') + 1)),
                                 absl::StrCat("--ucx-peer-errors=", l.shm ? "false" : "true")};
   // The model folder's tokenizer, when it has one: text in and out.
@@ -257,6 +259,7 @@ void WriteReadyFile(const std::string& path, const std::string& router, const La
                                         {"logs", l.logs},
                                         {"router_pid", children[0].process.pid()},
                                         {"router_argv", children[0].process.argv()},
+                                        {"fleet_address", absl::StrCat("127.0.0.1:", l.fleet_port)},
                                         {"router_log", children[0].process.log()},
                                         {"http_address", l.http_port > 0 ? absl::StrCat("127.0.0.1:", l.http_port) : ""},
                                         {"metrics_address", children[0].metrics_address},
@@ -304,7 +307,8 @@ absl::Status Up(const base::ParsedFlags& f) {
   const int router_port = f.Int("port") > 0 ? static_cast<int>(f.Int("port")) : base::PickFreePort();
   const std::string router = absl::StrCat("127.0.0.1:", router_port);
   std::vector<Child> children;
-  absl::Status s = StartAll(f, l, router, router_port, &children);
+  // Workers register at the Fleet service's own port, not the public one.
+  absl::Status s = StartAll(f, l, absl::StrCat("127.0.0.1:", l.fleet_port), router_port, &children);
   if (s.ok()) s = WaitHealthy(router, l, f.Int("timeout-s"), &children);
   if (!s.ok()) {
     StopAll(children.begin(), children.end(), milliseconds(5000));

@@ -29,6 +29,7 @@
 #include "model/tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "strata/v1/inference.grpc.pb.h"
+#include "strata/v1/worker.grpc.pb.h"
 #include "testdata/grpc_health.grpc.pb.h"
 #include "testdata/grpc_reflection.grpc.pb.h"
 #include "worker/local_engine.h"
@@ -547,6 +548,21 @@ TEST_F(RouterTest, ReplicasShareTheLoadAndSurviveEachOther) {
   v1::ListModelsResponse lm;
   ASSERT_TRUE(c.stub()->ListModels(&ctx, v1::ListModelsRequest(), &lm).ok());
   EXPECT_EQ(lm.models(0).pipelines_up(), 1);
+  c.Stop();
+}
+
+// The public port serves the API, health and reflection, never the Fleet
+// service: a caller cannot register a fake pipeline there.
+TEST_F(RouterTest, ThePublicPortServesNoFleet) {
+  Cluster c;
+  ASSERT_NO_FATAL_FAILURE(c.Start(model_, {"--stages", "1", "--tp", "1"}));
+  auto fleet = v1::Fleet::NewStub(c.channel());
+  grpc::ClientContext ctx;
+  v1::RegisterRequest forged;
+  forged.mutable_identity()->set_pipeline("evil");
+  v1::RegisterResponse resp;
+  EXPECT_EQ(fleet->Register(&ctx, forged, &resp).error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_TRUE(c.Healthy());
   c.Stop();
 }
 
