@@ -28,7 +28,8 @@ const base::FlagTable& BenchEngineFlags() {
   static const base::FlagTable* table = new base::FlagTable(
       "strata bench-engine --model DIR [flags]",
       "Prompt and decode throughput of the single-process engine's step loop.\n"
-      "Each is reported against this machine's read bandwidth and FMA peak, measured in the same run.",
+      "Each is reported against its own ceiling, measured in the same run: decode against the read bandwidth,\n"
+      "the prompt against the FMA, bf16 dot and AMX tile peaks.",
       {{"bench-engine",
         {base::StringFlag("model", std::nullopt, "DIR", "a Hugging Face model folder").Required(),
          base::IntFlag("prompt-tokens", 128, 1, 1 << 16, "tokens of the prompt step"),
@@ -60,6 +61,7 @@ absl::Status BenchEngine(const base::ParsedFlags& f) {
   double read_bw = kernels::cpu::MeasureReadBandwidth(static_cast<int>(threads));
   const double fma_peak = kernels::cpu::MeasureFmaPeak(static_cast<int>(threads));
   const double bf16_peak = kernels::cpu::MeasureBf16DotPeak(static_cast<int>(threads));
+  const double amx_peak = kernels::cpu::MeasureAmxPeak(static_cast<int>(threads));
 
   STRATA_ASSIGN_OR_RETURN(auto ex, worker::StageExecutor::Load(backend.get(), *ckpt,
                                                               worker::StageSpec::Whole(c)));
@@ -111,9 +113,14 @@ absl::Status BenchEngine(const base::ParsedFlags& f) {
                            {"prefill_tokens_per_s", prompt_tokens / prefill_s},
                            {"prefill_gflops", prefill_flops / prefill_s / 1e9},
                            {"bf16_dot_peak_gflops", bf16_peak / 1e9},
-                           {"prefill_of_fma_peak", prefill_flops / prefill_s / fma_peak}};
-  // The products of the bf16 path run on vdpbf16ps: compare with that peak too.
+                           {"prefill_of_fma_peak", prefill_flops / prefill_s / fma_peak},
+                           {"amx_peak_gflops", amx_peak / 1e9}};
+  // Each path's products against their own instruction's peak: vdpbf16ps
+  // for avx512bf16, the register-only tile loop for amx.
   const bool bf16_path = backend->Name() == "cpu-avx512bf16";
+  const bool amx_path = backend->Name() == "cpu-amx";
+  if (bf16_path && bf16_peak > 0) result["prefill_of_bf16_dot_peak"] = prefill_flops / prefill_s / bf16_peak;
+  if (amx_path && amx_peak > 0) result["prefill_of_amx_peak"] = prefill_flops / prefill_s / amx_peak;
   nlohmann::json decode = nlohmann::json::array();
   double batch1_tps = 0;
   // Prefill every sequence of the largest batch once (untimed): a batch of
@@ -182,15 +189,18 @@ absl::Status BenchEngine(const base::ParsedFlags& f) {
     return absl::OkStatus();
   }
   std::printf("backend %s, %lld thread(s); read bandwidth %.1f GB/s (best of %lld), f32 FMA peak %.1f GFLOP/s, "
-              "bf16 dot peak %.1f GFLOP/s (measured now)\n",
+              "bf16 dot peak %.1f GFLOP/s, AMX peak %.1f GFLOP/s (measured now)\n",
               backend->Name().c_str(), static_cast<long long>(threads), read_bw / 1e9,
-              static_cast<long long>(rounds), fma_peak / 1e9, bf16_peak / 1e9);
+              static_cast<long long>(rounds), fma_peak / 1e9, bf16_peak / 1e9, amx_peak / 1e9);
   std::printf("weights streamed per step: %.2f GB\n", streamed_bytes / 1e9);
   std::printf("prompt %lld tokens: %.1f tokens/s, %.1f GFLOP/s = %.0f%% of the f32 FMA peak",
               static_cast<long long>(prompt_tokens), prompt_tokens / prefill_s, prefill_flops / prefill_s / 1e9,
               100.0 * prefill_flops / prefill_s / fma_peak);
   if (bf16_path && bf16_peak > 0) {
     std::printf(", %.0f%% of the bf16 dot peak", 100.0 * prefill_flops / prefill_s / bf16_peak);
+  }
+  if (amx_path && amx_peak > 0) {
+    std::printf(", %.0f%% of the AMX peak", 100.0 * prefill_flops / prefill_s / amx_peak);
   }
   std::printf("\n");
   std::printf("decode: fastest of %lld interleaved rounds of %lld steps per batch\n", static_cast<long long>(rounds),

@@ -14,6 +14,7 @@ import json, sys
 r = json.loads(sys.argv[1])
 assert r["rounds"] == 2, r
 assert r["read_bandwidth_gbps"] > 0 and r["prefill_tokens_per_s"] > 0, r
+assert r["amx_peak_gflops"] >= 0 and (r["backend"] != "cpu-amx" or r["prefill_of_amx_peak"] > 0), r
 batches = [d["batch"] for d in r["decode"]]
 assert batches == [1, 2, 5], batches
 for d in r["decode"]:

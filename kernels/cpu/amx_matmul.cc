@@ -47,11 +47,26 @@ struct CBlock {
 // One block of MT x 16 activation rows by NT x 16 outputs of a group, over
 // `n` k chunks. a: the block's first row tile at its first chunk (the next
 // row tile is `a_next` elements on); w: the block's first output tile at
-// that chunk (chunks are 4 tiles apart). Tiles: C (i, j) in tmm(i * NT +
+// that chunk (chunks are kAmxGroupTiles tiles apart). Tiles: C (i, j) in tmm(i * NT +
 // j); for MT = 1 the A operand is tmm4 and the weight tiles rotate over
 // tmm5-7; for MT = 2, A in tmm4-5 and the weights in tmm6-7.
+// Cache lines of later weights to bring into L2 while a block computes:
+// `per_chunk` lines at each k chunk, from `next` up to `end`. Volatile asm,
+// as in matmul.cc: GCC 12 deletes _mm_prefetch.
+struct Prefetch {
+  const char* next = nullptr;
+  const char* end = nullptr;
+  int64_t per_chunk = 0;
+};
+inline void PrefetchLines(Prefetch& p) {
+  for (int64_t i = 0; i < p.per_chunk && p.next < p.end; ++i, p.next += 64) {
+    asm volatile("prefetcht1 %0" : : "m"(*p.next));
+  }
+}
+
 template <int MT, int NT>
-STRATA_AMX void TileBlock(const uint16_t* a, int64_t a_next, const uint16_t* w, int64_t n, const CBlock& cb) {
+STRATA_AMX void TileBlock(const uint16_t* a, int64_t a_next, const uint16_t* w, int64_t n, const CBlock& cb,
+                          Prefetch& pf) {
   static_assert(MT * NT <= 4 && (MT == 1 || NT <= 2));
   if (cb.load) {
     STRATA_C_TILES(STRATA_TILE_LOAD, cb, MT, NT);
@@ -61,7 +76,7 @@ STRATA_AMX void TileBlock(const uint16_t* a, int64_t a_next, const uint16_t* w, 
     if constexpr (MT * NT > 2) STRATA_TILE_ZERO(2);
     if constexpr (MT * NT > 3) STRATA_TILE_ZERO(3);
   }
-  constexpr int64_t kChunkW = 4 * kTileElems;
+  constexpr int64_t kChunkW = kAmxGroupTiles * kTileElems;
   if constexpr (MT == 2 && NT == 2) {
     // Software-pipelined: each operand of the next chunk is loaded right
     // after its last use in this one, so loads overlap the products.
@@ -71,6 +86,7 @@ STRATA_AMX void TileBlock(const uint16_t* a, int64_t a_next, const uint16_t* w, 
     STRATA_TILE_LOAD(5, a1, 64);
     STRATA_TILE_LOAD(7, w + kTileElems, 64);
     for (int64_t ch = 1; ch < n; ++ch) {
+      PrefetchLines(pf);
       const uint16_t* wt = w + ch * kChunkW;
       STRATA_TILE_DPBF16(0, 4, 6);
       STRATA_TILE_DPBF16(1, 4, 7);
@@ -87,6 +103,7 @@ STRATA_AMX void TileBlock(const uint16_t* a, int64_t a_next, const uint16_t* w, 
     STRATA_TILE_DPBF16(3, 5, 7);
   } else {
     for (int64_t ch = 0; ch < n; ++ch) {
+      PrefetchLines(pf);
       const uint16_t* wt = w + ch * kChunkW;
       const uint16_t* at = a + ch * kTileElems;
       STRATA_TILE_LOAD(4, at, 64);
@@ -116,20 +133,21 @@ STRATA_AMX void TileBlock(const uint16_t* a, int64_t a_next, const uint16_t* w, 
   STRATA_C_TILES(STRATA_TILE_STORE, cb, MT, NT);
 }
 
-void RunBlock(int mt, int nt, const uint16_t* a, int64_t a_next, const uint16_t* w, int64_t n, const CBlock& cb) {
+void RunBlock(int mt, int nt, const uint16_t* a, int64_t a_next, const uint16_t* w, int64_t n, const CBlock& cb,
+              Prefetch& pf) {
   if (mt == 2) {
     if (nt == 2) {
-      TileBlock<2, 2>(a, a_next, w, n, cb);
+      TileBlock<2, 2>(a, a_next, w, n, cb, pf);
     } else {
-      TileBlock<2, 1>(a, a_next, w, n, cb);
+      TileBlock<2, 1>(a, a_next, w, n, cb, pf);
     }
     return;
   }
   switch (nt) {
-    case 1: TileBlock<1, 1>(a, a_next, w, n, cb); break;
-    case 2: TileBlock<1, 2>(a, a_next, w, n, cb); break;
-    case 3: TileBlock<1, 3>(a, a_next, w, n, cb); break;
-    default: TileBlock<1, 4>(a, a_next, w, n, cb); break;
+    case 1: TileBlock<1, 1>(a, a_next, w, n, cb, pf); break;
+    case 2: TileBlock<1, 2>(a, a_next, w, n, cb, pf); break;
+    case 3: TileBlock<1, 3>(a, a_next, w, n, cb, pf); break;
+    default: TileBlock<1, 4>(a, a_next, w, n, cb, pf); break;
   }
 }
 
@@ -140,9 +158,9 @@ void RunBlock(int mt, int nt, const uint16_t* a, int64_t a_next, const uint16_t*
 // scratch between k blocks.
 constexpr int64_t kSlabBytes = 1 << 20;     // activations of a super block, one k block
 constexpr int64_t kScratchBytes = 1 << 19;  // partial sums of a super block
+constexpr int64_t kKBlock = 64;             // chunks: 2048 of k
 int64_t KBlockChunks(int64_t chunks) {
-  static const int64_t kb = getenv("AMX_KB") ? atoi(getenv("AMX_KB")) : 64;
-  const int64_t blocks = (chunks + kb - 1) / kb;
+  const int64_t blocks = (chunks + kKBlock - 1) / kKBlock;
   return (chunks + blocks - 1) / blocks;  // even k blocks
 }
 
@@ -210,7 +228,18 @@ void SuperBlock(const MatMulArgs& a, const Plan& p, int64_t rs, int64_t re, int6
   alignas(64) float c[2 * kAmxTileRows * 64];
   for (int64_t g = g0; g < g1; ++g) {
     const GroupSpan s = SpanOf(g, n_begin, n_end);
-    const uint16_t* wg = a.w_bf16 + (g * p.chunks + k0) * 4 * kTileElems;
+    const uint16_t* wg = a.w_bf16 + (g * p.chunks + k0) * kAmxGroupTiles * kTileElems;
+    // The next group's weights for this k block come into L2 while this
+    // group computes, spread over its blocks, so its first row tiles do
+    // not wait on DRAM.
+    Prefetch pf;
+    {
+      const int64_t bytes = kn * kAmxGroupTiles * kTileElems * 2;
+      const int64_t blocks = ((s.t1 - s.t0 + 1) / 2) * ((re - rs + 1) / 2);
+      pf.next = reinterpret_cast<const char*>(wg + p.chunks * kAmxGroupTiles * kTileElems);
+      pf.end = std::min(pf.next + bytes, reinterpret_cast<const char*>(a.w_bf16 + AmxPackedSize(a.n, a.k)));
+      pf.per_chunk = (bytes / 64 + blocks * kn - 1) / (blocks * kn);
+    }
     // One row tile: the group's tiles in one pass. More: pairs of row
     // tiles by pairs of output tiles (2 x 2, each operand used twice).
     const int step = p.row_tiles == 1 ? s.t1 - s.t0 : 2;
@@ -223,7 +252,7 @@ void SuperBlock(const MatMulArgs& a, const Plan& p, int64_t rs, int64_t re, int6
         // A single k block needs no scratch: the small buffer c will do.
         const CBlock cb = k0 == 0 && last ? CBlock{c, 64, false} : CBlock{sc, ld, k0 > 0};
         RunBlock(mt, nt, a.xb + (rt * p.chunks + k0) * kTileElems, p.chunks * kTileElems, wg + t * kTileElems, kn,
-                 cb);
+                 cb, pf);
         if (last) {
           StoreBlock(cb.c, cb.ldc, rt * kAmxTileRows, mt * kAmxTileRows, a.rows, col0, std::max(s.lo, col0),
                      std::min(s.hi, col0 + nt * kAmxTileRows), a.y, a.n);

@@ -3,10 +3,12 @@
 //
 // Weights are packed at load time in the layout the B operand of
 // TDPBF16PS reads: a tile is 16 output rows x 32 k as 16 rows (k pairs) of
-// 16 x 2 bf16. Outputs are grouped by 64 (4 tiles); for group g and k chunk
-// c the 4 tiles sit together, tile t of (g, c) at ((g * chunks + c) * 4 + t)
-// * 512 elements, so a group of 64 outputs is one sequential stream over k
-// (zero-padded past n and k).
+// 16 x 2 bf16. Outputs are grouped by 32 (2 tiles); for group g and k chunk
+// c the 2 tiles sit together, tile t of (g, c) at ((g * chunks + c) * 2 + t)
+// * 512 elements, so a group of 32 outputs is one sequential stream over k
+// (zero-padded past n and k). Groups of 64 (4 tiles per chunk) read 2 KiB
+// of every 4 KiB in each pass of a 2 x 2 block, which the L2 streamer
+// (it stays within 4 KiB) followed badly: docs/benchmarks.md.
 //
 // Activations live in a bf16 copy laid out as tiles too: rows padded to
 // a multiple of 16 with zero rows, k to a multiple of 32 with zeros, and
@@ -37,14 +39,16 @@ struct MatMulArgs;
 
 constexpr int64_t kAmxTileRows = 16;   // rows of an activation tile, outputs of a weight tile
 constexpr int64_t kAmxChunk = 32;      // k per tile
-constexpr int64_t kAmxGroup = 64;      // outputs per packed group (4 tiles)
+constexpr int64_t kAmxGroup = 32;      // outputs per packed group
+constexpr int64_t kAmxGroupTiles = kAmxGroup / kAmxTileRows;
 
 // Elements of the AMX packed form of an [n, k] bf16 matrix.
 int64_t AmxPackedSize(int64_t n, int64_t k);
 // Index of element (row, col) of w in the packed form.
 inline int64_t AmxPackedIndex(int64_t row, int64_t col, int64_t k) {
   const int64_t chunks = (k + kAmxChunk - 1) / kAmxChunk;
-  const int64_t tile = ((row / kAmxGroup) * chunks + col / kAmxChunk) * 4 + (row % kAmxGroup) / kAmxTileRows;
+  const int64_t tile =
+      ((row / kAmxGroup) * chunks + col / kAmxChunk) * kAmxGroupTiles + (row % kAmxGroup) / kAmxTileRows;
   return tile * 512 + ((col % kAmxChunk) / 2) * 32 + (row % kAmxTileRows) * 2 + col % 2;
 }
 // Packs row-major bf16 w: [n, k].

@@ -40,10 +40,27 @@ void BM_FmaPeak(benchmark::State& state) {
 }
 BENCHMARK(BM_FmaPeak)->Arg(1)->Arg(2)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-// args: rows, n, k, threads
+void BM_Bf16DotPeak(benchmark::State& state) {
+  double flops = 0;
+  for (auto _ : state) flops = MeasureBf16DotPeak(static_cast<int>(state.range(0)));
+  state.counters["FLOPS"] = flops;
+}
+BENCHMARK(BM_Bf16DotPeak)->Arg(1)->Arg(2)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// The register-only tile loop (0 where AMX cannot run).
+void BM_AmxPeak(benchmark::State& state) {
+  double flops = 0;
+  for (auto _ : state) flops = MeasureAmxPeak(static_cast<int>(state.range(0)));
+  state.counters["FLOPS"] = flops;
+}
+BENCHMARK(BM_AmxPeak)->Arg(1)->Arg(2)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// args: rows, n, k, threads, ISA (an Isa value; the best present where
+// that one is missing).
 void BM_MatMul(benchmark::State& state) {
   const int64_t rows = state.range(0), n = state.range(1), k = state.range(2);
-  CpuBackend b({static_cast<int>(state.range(3)), BestIsa(), model::DType::kBF16});
+  const Isa want = static_cast<Isa>(state.range(4));
+  CpuBackend b({static_cast<int>(state.range(3)), IsaSupported(want) ? want : BestIsa(), model::DType::kBF16});
   std::vector<uint16_t> w = RandomBf16(n * k, 1);
   model::TensorView t;
   t.name = "w";
@@ -62,13 +79,12 @@ void BM_MatMul(benchmark::State& state) {
   state.counters["FLOPS"] = benchmark::Counter(2.0 * rows * n * k, benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(IsaName(b.isa()));
 }
+constexpr int kVec = static_cast<int>(Isa::kAvx512Bf16), kTiles = static_cast<int>(Isa::kAmx);
 BENCHMARK(BM_MatMul)
-    ->ArgsProduct({{1, 16, 128}, {2048, 8192}, {2048}, {1, 2}})
-    ->Args({1, 2048, 8192, 1})
-    ->Args({1, 2048, 8192, 2})
-    ->Args({16, 2048, 8192, 1})
-    ->Args({16, 2048, 8192, 2})
-    ->Args({16, 32768, 2048, 1})
+    ->ArgsProduct({{1, 16, 128}, {2048, 8192}, {2048}, {1, 2}, {kVec, kTiles}})
+    ->ArgsProduct({{1, 16, 128, 1024}, {2048}, {8192}, {1, 2}, {kVec, kTiles}})
+    ->ArgsProduct({{64, 1024}, {8192}, {2048}, {1, 2}, {kTiles}})
+    ->Args({16, 32768, 2048, 1, kVec})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "kernels/cpu/amx.h"
 #include "kernels/cpu/huge_pages.h"
 #include "kernels/cpu/isa.h"
 
@@ -95,7 +96,35 @@ __attribute__((target("avx512f,avx512bf16"))) double DotBf16(int64_t iters) {
   return out[0];
 }
 
+// Four accumulator tiles, each updated once per iteration from the same
+// operand tiles (zeros: the rate does not depend on the values).
+__attribute__((target("amx-tile,amx-bf16"))) double TileLoop(int64_t iters) {
+  ConfigureTiles();
+  for (int64_t it = 0; it < iters; ++it) {
+    STRATA_TILE_DPBF16(0, 4, 6);
+    STRATA_TILE_DPBF16(1, 4, 7);
+    STRATA_TILE_DPBF16(2, 5, 6);
+    STRATA_TILE_DPBF16(3, 5, 7);
+  }
+  alignas(64) float out[16 * 16];
+  STRATA_TILE_STORE(0, out, 64);
+  ReleaseTiles();
+  return out[0];
+}
+
 }  // namespace
+
+double MeasureAmxPeak(int threads) {
+  threads = std::max(1, threads);
+  if (!IsaSupported(Isa::kAmx)) return 0;
+  const int64_t iters = 2'000'000;
+  std::vector<double> sink(threads);
+  double best = 1e30;
+  for (int r = 0; r < 2; ++r) best = std::min(best, RunThreads(threads, [&](int t) { sink[t] = TileLoop(iters); }));
+  volatile double s = sink[0];
+  (void)s;
+  return threads * static_cast<double>(iters) * 4 * 16384 / best;
+}
 
 double MeasureBf16DotPeak(int threads) {
   threads = std::max(1, threads);

@@ -21,6 +21,11 @@ double MeasureFmaPeak(int threads);
 // 0 where the CPU lacks AVX-512 BF16.
 double MeasureBf16DotPeak(int threads);
 
+// FLOP/s of TDPBF16PS on tiles that never leave the registers (each
+// instruction: 16 x 16 outputs x 32 products, 16384 FLOP), four independent
+// accumulators per thread: the AMX ceiling. 0 where AMX cannot run.
+double MeasureAmxPeak(int threads);
+
 }  // namespace strata::kernels::cpu
 
 #endif  // STRATA_KERNELS_CPU_ROOFLINE_H_
