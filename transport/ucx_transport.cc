@@ -352,6 +352,16 @@ absl::StatusOr<std::unique_ptr<UcxTransport>> UcxTransport::Create(const UcxOpti
   if (ucp_config_read(nullptr, nullptr, &config) != UCS_OK) {
     return absl::InternalError("UCX: cannot read its configuration (UCX_* environment variables)");
   }
+  // A process told to listen on loopback keeps UCX's network transports on
+  // loopback too (UCX's TCP transport otherwise listens on every
+  // interface). Elsewhere UCX_NET_DEVICES names the devices: a device
+  // filter by address would also drop the host's RDMA devices.
+  if (std::getenv("UCX_NET_DEVICES") == nullptr && (ntohl(addr->sin_addr.s_addr) >> 24) == 127) {
+    if (ucp_config_modify(config, "NET_DEVICES", "lo") != UCS_OK) {
+      ucp_config_release(config);
+      return absl::InternalError("UCX: cannot restrict its network devices to loopback");
+    }
+  }
   ucp_params_t params;
   std::memset(&params, 0, sizeof(params));
   params.field_mask = UCP_PARAM_FIELD_FEATURES;

@@ -8,8 +8,14 @@
 // errors, never hangs.
 #include "transport/ucx_transport.h"
 
+#include <dirent.h>
+#include <unistd.h>
+
 #include <cstdlib>
+#include <fstream>
 #include <numeric>
+#include <set>
+#include <sstream>
 
 #include "gtest/gtest.h"
 
@@ -140,6 +146,52 @@ TEST_P(UcxTransportTest, DeadPeersAreErrorsNotHangs) {
 
 INSTANTIATE_TEST_SUITE_P(Transports, UcxTransportTest, ::testing::Values("sm,tcp,self", "tcp,self"),
                          [](const auto& info) { return std::string(info.index == 0 ? "SharedMemory" : "Tcp"); });
+
+
+// The TCP sockets this process listens on, as "ADDR:PORT" in hex as
+// /proc/net/tcp writes them (0100007F is 127.0.0.1).
+std::vector<std::string> OwnListeners() {
+  std::set<std::string> inodes;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (dirent* e = readdir(d)) {
+      char link[256];
+      const std::string path = std::string("/proc/self/fd/") + e->d_name;
+      const ssize_t n = readlink(path.c_str(), link, sizeof(link) - 1);
+      if (n <= 0) continue;
+      link[n] = 0;
+      std::string l(link);
+      if (l.rfind("socket:[", 0) == 0) inodes.insert(l.substr(8, l.size() - 9));
+    }
+    closedir(d);
+  }
+  std::vector<std::string> out;
+  std::ifstream tcp("/proc/net/tcp");
+  std::string line;
+  std::getline(tcp, line);  // header
+  while (std::getline(tcp, line)) {
+    std::istringstream f(line);
+    std::string sl, local, remote, st, queues, tr, retr, uid, timeout, inode;
+    f >> sl >> local >> remote >> st >> queues >> tr >> retr >> uid >> timeout >> inode;
+    if (st == "0A" && inodes.count(inode)) out.push_back(local);
+  }
+  return out;
+}
+
+// Told to listen on loopback, UCX's TCP transport listens there only (not on
+// the host's other interfaces).
+TEST(UcxListenTest, LoopbackStaysOnLoopback) {
+  setenv("UCX_TLS", "tcp,self", 1);
+  UcxOptions o;
+  o.listen = {"127.0.0.1", 0};
+  auto t = UcxTransport::Create(o);
+  unsetenv("UCX_TLS");
+  ASSERT_TRUE(t.ok()) << t.status();
+  const std::vector<std::string> listeners = OwnListeners();
+  EXPECT_GE(listeners.size(), 2u) << "the address server and UCX's TCP listener";
+  for (const std::string& l : listeners) {
+    EXPECT_EQ(l.substr(0, 8), "0100007F") << "a listener outside loopback: " << l;
+  }
+}
 
 }  // namespace
 }  // namespace strata::transport
