@@ -159,6 +159,7 @@ void RunBlock(int mt, int nt, const uint16_t* a, int64_t a_next, const uint16_t*
 constexpr int64_t kSlabBytes = 1 << 20;     // activations of a super block, one k block
 constexpr int64_t kScratchBytes = 1 << 19;  // partial sums of a super block
 constexpr int64_t kKBlock = 64;             // chunks: 2048 of k
+constexpr int64_t kStreamAhead = 32 << 10;  // decode prefetch distance, bytes
 int64_t KBlockChunks(int64_t chunks) {
   const int64_t blocks = (chunks + kKBlock - 1) / kKBlock;
   return (chunks + blocks - 1) / blocks;  // even k blocks
@@ -170,8 +171,10 @@ struct Plan {
 Plan MakePlan(const MatMulArgs& a) {
   Plan p;
   p.chunks = AmxActCols(a.k) / kAmxChunk;
-  p.kb = KBlockChunks(p.chunks);
   p.row_tiles = AmxActRows(a.rows) / kAmxTileRows;
+  // Activations that fit the slab whole (decode batches) need no k blocks,
+  // which would cut each group's stream into pieces.
+  p.kb = p.row_tiles * p.chunks * kTileElems * 2 <= kSlabBytes ? p.chunks : KBlockChunks(p.chunks);
   p.super = std::max<int64_t>(2, kSlabBytes / (p.kb * 2 * kTileElems) / 2 * 2);
   p.super = std::min(p.super, p.row_tiles);
   p.groups = std::max<int64_t>(1, kScratchBytes / (p.super * kAmxTileRows * kAmxGroup * 4));
@@ -236,7 +239,12 @@ void SuperBlock(const MatMulArgs& a, const Plan& p, int64_t rs, int64_t re, int6
     {
       const int64_t bytes = kn * kAmxGroupTiles * kTileElems * 2;
       const int64_t blocks = ((s.t1 - s.t0 + 1) / 2) * ((re - rs + 1) / 2);
-      pf.next = reinterpret_cast<const char*>(wg + p.chunks * kAmxGroupTiles * kTileElems);
+      // One row tile (decode): the matrix is one sequential stream, read
+      // at memory speed; prefetching a fixed 32 KiB ahead of it beat the
+      // next group (128-512 KiB ahead) and 16-256 KiB (docs/benchmarks.md).
+      pf.next = p.row_tiles == 1 && p.kb == p.chunks
+                    ? reinterpret_cast<const char*>(wg) + kStreamAhead
+                    : reinterpret_cast<const char*>(wg + p.chunks * kAmxGroupTiles * kTileElems);
       pf.end = std::min(pf.next + bytes, reinterpret_cast<const char*>(a.w_bf16 + AmxPackedSize(a.n, a.k)));
       pf.per_chunk = (bytes / 64 + blocks * kn - 1) / (blocks * kn);
     }

@@ -28,6 +28,27 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) float SumRange(cons
   return s;
 }
 
+// The same sum with each 256 bytes prefetched into L2 1 KiB ahead. On the
+// Intel (Sapphire Rapids) VM the hardware prefetcher alone keeps too few
+// lines in flight: one thread reads 16-17 GB/s plainly and 19-20 GB/s
+// like this (two threads: 30 and 36), and the AMX products, which
+// prefetch, stream faster than the plain loop. The ceiling is the better
+// of the two, so no kernel passes it (further ahead was slower).
+__attribute__((target_clones("avx512f", "avx2", "default"))) float SumRangePrefetch(const float* p, int64_t n) {
+  float lanes[64] = {};
+  for (int64_t i = 0; i + 64 <= n; i += 64) {
+    const char* ahead = reinterpret_cast<const char*>(p + i) + 1024;
+    asm volatile("prefetcht1 %0" : : "m"(ahead[0]));
+    asm volatile("prefetcht1 %0" : : "m"(ahead[64]));
+    asm volatile("prefetcht1 %0" : : "m"(ahead[128]));
+    asm volatile("prefetcht1 %0" : : "m"(ahead[192]));
+    for (int l = 0; l < 64; ++l) lanes[l] += p[i + l];
+  }
+  float s = 0;
+  for (float v : lanes) s += v;
+  return s;
+}
+
 template <typename F>
 double RunThreads(int threads, F&& f) {
   std::vector<std::thread> pool;
@@ -153,10 +174,12 @@ double MeasureReadBandwidth(int threads, int64_t bytes, int repeats) {
   });
   double best = 1e30;
   std::vector<float> sums(threads);
-  for (int r = 0; r < repeats; ++r) {
+  for (int r = 0; r < 2 * repeats; ++r) {  // plain and prefetching passes alternate
     best = std::min(best, RunThreads(threads, [&](int t) {
       const int64_t b = (n * t / threads) / 64 * 64, e = (n * (t + 1) / threads) / 64 * 64;
-      sums[t] = SumRange(buf + b, e - b);
+      // The last KiB of a thread's range stays out of the prefetching sum's
+      // reach past the buffer's end.
+      sums[t] = r % 2 == 0 ? SumRange(buf + b, e - b) : SumRangePrefetch(buf + b, std::max<int64_t>(0, e - b - 256) / 64 * 64);
     }));
   }
   volatile float sink = sums[0];
