@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu/amx_attention.h"
 #include "kernels/cpu/amx_matmul.h"
 #include "kernels/cpu/huge_pages.h"
 #include "kernels/cpu/lanes.h"
@@ -499,6 +500,22 @@ void CpuBackend::Attention(const KvCache& cache, int64_t layer, const float* q, 
                            float* out) {
   const auto& c = static_cast<const CpuKvCache&>(cache);
   const KvCacheShape& s = cache.shape();
+  // On amx every row of the step goes to tiles (decode tokens too), so a
+  // token's output never depends on the size of its chunk.
+  if (options_.isa == Isa::kAmx && c.bf16() && AmxAttentionFits(q_heads, s.num_kv_heads, s.head_dim)) {
+    EnsureSlots(s.block_size);
+    AmxAttentionArgs a;
+    a.q = q;
+    a.q_heads = q_heads;
+    a.kv_heads = s.num_kv_heads;
+    a.d = s.head_dim;
+    a.k = c.kb(layer);
+    a.v = c.vb(layer);
+    a.scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
+    a.out = out;
+    AmxAttentionStep(pool_, *layout_, slots_, a);
+    return;
+  }
   const int64_t d = s.head_dim, kvh = s.num_kv_heads, group = q_heads / kvh;
   const int64_t width = kvh * d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));

@@ -190,7 +190,12 @@ TEST(CpuBackendTest, AttentionAndRopeMatchReference) {
         std::vector<float> got(q.size(), kPoison), want(q.size());
         cpu.Attention(**cc, 1, q.data(), c.q_heads, got.data());
         ref.Attention(**rc, 1, q.data(), c.q_heads, want.data());
-        ExpectClose(got, want, 2e-6f, 2e-5f, what + " attention");
+        // amx runs bf16-cache attention on tiles (Q and P in bf16:
+        // amx_attention_test checks it bit for bit against its twin); every
+        // other ISA gives the same bits as the portable kernel.
+        const bool tiles = isa == Isa::kAmx && kv == model::DType::kBF16 && c.head_dim % 32 == 0;
+        ExpectClose(got, want, tiles ? 2e-2f : 2e-6f, tiles ? 2e-2f : 2e-5f, what + " attention");
+        if (tiles) continue;
         auto [it, inserted] = first_isa.emplace(key, got);
         if (!inserted) EXPECT_TRUE(got == it->second) << what << ": attention differs between ISAs";
       }

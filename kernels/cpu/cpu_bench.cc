@@ -88,10 +88,13 @@ BENCHMARK(BM_MatMul)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
-// args: context, batch, threads. 1b shapes: 32 query heads, 8 KV heads, d 64.
-void BM_DecodeAttention(benchmark::State& state) {
-  const int64_t context = state.range(0), batch = state.range(1);
-  CpuBackend b({static_cast<int>(state.range(2)), BestIsa(), model::DType::kBF16});
+// args: context (keys each new token ends at), batch, threads, ISA, new
+// tokens per sequence (1: decode; more: a prompt chunk ending at context).
+// 1b shapes: 32 query heads, 8 KV heads, d 64.
+void BM_Attention(benchmark::State& state) {
+  const int64_t context = state.range(0), batch = state.range(1), fresh = state.range(4);
+  const Isa want = static_cast<Isa>(state.range(3));
+  CpuBackend b({static_cast<int>(state.range(2)), IsaSupported(want) ? want : BestIsa(), model::DType::kBF16});
   KvCacheShape s;
   s.num_layers = 1;
   s.block_size = 16;
@@ -103,21 +106,31 @@ void BM_DecodeAttention(benchmark::State& state) {
   int32_t next = 0;
   for (int64_t i = 0; i < batch; ++i) {
     SequenceChunk c;
-    c.cached_tokens = static_cast<int32_t>(context - 1);
-    c.num_tokens = 1;
+    c.cached_tokens = static_cast<int32_t>(context - fresh);
+    c.num_tokens = static_cast<int32_t>(fresh);
     for (int64_t j = 0; j < (context + 15) / 16; ++j) c.block_table.push_back(next++);
     layout.sequences.push_back(c);
   }
   (void)b.BeginStep(layout);
-  std::vector<float> q(batch * 32 * 64, 0.1f), out(q.size());
+  std::vector<float> q(batch * fresh * 32 * 64, 0.1f), out(q.size());
   for (auto _ : state) {
     b.Attention(**cache, 0, q.data(), 32, out.data());
     benchmark::DoNotOptimize(out.data());
   }
+  // Keys and values read once per sequence and KV head; FLOPs of QK^T and
+  // PV over the causal triangle.
   state.counters["bytes_per_second"] =
       benchmark::Counter(2.0 * 2 * batch * context * 8 * 64, benchmark::Counter::kIsIterationInvariantRate);
+  const double pairs = batch * (fresh * (context - fresh) + fresh * (fresh + 1) / 2.0);
+  state.counters["FLOPS"] = benchmark::Counter(4.0 * pairs * 32 * 64, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(IsaName(b.isa()));
 }
-BENCHMARK(BM_DecodeAttention)->ArgsProduct({{512, 4096}, {1, 16}, {1, 2}})->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_Attention)
+    ->ArgsProduct({{512, 4096}, {1, 16}, {1, 2}, {kVec, kTiles}, {1}})
+    ->ArgsProduct({{128}, {1}, {1, 2}, {kVec, kTiles}, {128}})
+    ->ArgsProduct({{1024}, {1}, {1, 2}, {kVec, kTiles}, {128, 1024}})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
 
 void BM_RmsNorm(benchmark::State& state) {
   const int64_t rows = state.range(0), dim = 2048;
