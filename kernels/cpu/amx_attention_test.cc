@@ -18,6 +18,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/cpu/amx.h"
+#include "kernels/cpu/amx_test_util.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/reference/ops.h"
 #include "model/dtype.h"
@@ -27,12 +28,6 @@ namespace {
 
 constexpr float kPoison = 1234567.0f;
 constexpr int64_t kGuard = 64;
-
-#define SKIP_WITHOUT_AMX()                                                                              \
-  if (!IsaSupported(Isa::kAmx)) {                                                                      \
-    GTEST_SKIP() << (IsaSupported(Isa::kAvx512Bf16) ? std::string(AmxStatus().message())                \
-                                                    : std::string("this CPU lacks AVX-512 BF16 and AMX")); \
-  }
 
 // One layer's cache and a step over it: sequences (cached, new).
 struct Case {
