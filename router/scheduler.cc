@@ -5,7 +5,7 @@
 namespace strata::router {
 
 Scheduler::Scheduler(int64_t num_blocks, int64_t block_size, const SchedulerOptions& options)
-    : blocks_(num_blocks, block_size), options_(options) {}
+    : blocks_(num_blocks, block_size), options_(options), root_(RootHash(options.model)) {}
 
 uint64_t Scheduler::Add(SequenceSpec spec, SequenceSink* sink) {
   auto s = std::make_unique<Seq>();
@@ -30,8 +30,47 @@ int64_t Scheduler::waiting() const {
 
 int64_t Scheduler::running() const { return static_cast<int64_t>(seqs_.size()) - waiting(); }
 
-void Scheduler::Finish(Seq* s, ::strata::router::Finish reason, const std::string& error) {
+int64_t Scheduler::ReusableBlocks(const SequenceSpec& spec, size_t tokens) const {
+  const int64_t must_compute_from =
+      static_cast<int64_t>(spec.score ? spec.prompt.size() : tokens) - 1;
+  return must_compute_from > 0 ? must_compute_from / blocks_.block_size() : 0;
+}
+
+int64_t Scheduler::CachedPrefixTokens(const SequenceSpec& spec) const {
+  if (!options_.prefix_caching) return 0;
+  std::vector<int32_t> tokens = spec.prompt;
+  if (spec.score) tokens.insert(tokens.end(), spec.continuation.begin(), spec.continuation.end());
+  const int64_t max_blocks = ReusableBlocks(spec, tokens.size());
+  std::vector<BlockHash> hashes;
+  ExtendBlockHashes(root_, tokens, blocks_.block_size(), max_blocks, &hashes);
+  return blocks_.Match(hashes, max_blocks) * blocks_.block_size();
+}
+
+void Scheduler::TakeCachedPrefix(Seq* s) {
+  if (!options_.prefix_caching) return;
+  const int64_t max_blocks = ReusableBlocks(s->spec, s->tokens.size());
+  ExtendBlockHashes(root_, s->tokens, blocks_.block_size(), max_blocks, &s->hashes);
+  const int64_t n = blocks_.AcquireCached(s->hashes, max_blocks, &s->table);
+  s->computed = n * blocks_.block_size();
+  s->published = static_cast<size_t>(n);
+}
+
+void Scheduler::PublishComputed(Seq* s) {
+  if (!options_.prefix_caching) return;
+  const int64_t full = s->computed / blocks_.block_size();
+  ExtendBlockHashes(root_, s->tokens, blocks_.block_size(), full, &s->hashes);
+  for (; static_cast<int64_t>(s->published) < full; ++s->published) {
+    blocks_.Publish(s->table[s->published], s->hashes[s->published]);
+  }
+}
+
+void Scheduler::ReleaseBlocks(Seq* s) {
   blocks_.Release(&s->table);
+  s->published = 0;
+}
+
+void Scheduler::Finish(Seq* s, ::strata::router::Finish reason, const std::string& error) {
+  ReleaseBlocks(s);
   std::vector<float> score;
   if (s->spec.score && reason == Finish::kStop) {
     // Logprob of token p sits at score[p - 1]; the continuation starts at
@@ -70,7 +109,7 @@ bool Scheduler::PreemptOne(Seq* self, Seq** victim) {
                        (best->spec.priority == self->spec.priority && best->arrival < self->arrival))) {
     return false;
   }
-  blocks_.Release(&best->table);
+  ReleaseBlocks(best);
   best->computed = 0;
   best->running = false;
   ++preemptions_;
@@ -97,8 +136,15 @@ std::optional<transport::StepPlan> Scheduler::NextStep(uint64_t step_id) {
   plan.step_id = step_id;
   int64_t budget = options_.max_tokens_per_step;
   std::vector<uint64_t> members;
+  // Once this step preempted, it admits nobody (as vLLM's scheduler): the
+  // pool is overcommitted, and a sequence admitted now, or a victim taken
+  // back at once with its cached prefix, would only be preempted again.
+  bool preempted = false;
   for (Seq* s : order) {
     if (budget <= 0 || static_cast<int64_t>(plan.sequences.size()) >= options_.max_seqs_per_step) break;
+    const bool admitting = !s->running;
+    if (admitting && preempted) continue;
+    if (admitting) TakeCachedPrefix(s);
     const int64_t remaining = static_cast<int64_t>(s->tokens.size()) - s->computed;
     if (remaining <= 0) continue;
     const int64_t num = std::min(remaining, budget);
@@ -108,14 +154,24 @@ std::optional<transport::StepPlan> Scheduler::NextStep(uint64_t step_id) {
       // itself the victim.
       Seq* victim = nullptr;
       while (!grown && PreemptOne(s, &victim)) {
+        preempted = true;
         if (victim == s) break;
         grown = blocks_.Grow(&s->table, s->computed + num);
       }
       if (victim == s) continue;
     }
     if (!grown) {
-      if (!s->running) break;  // admission is first come, first served: wait
+      if (!s->running) {
+        // Admission is first come, first served: wait, holding nothing.
+        ReleaseBlocks(s);
+        s->computed = 0;
+        break;
+      }
       continue;
+    }
+    if (admitting && options_.prefix_caching) {
+      prefix_queried_tokens_ += s->tokens.size();
+      prefix_hit_tokens_ += static_cast<uint64_t>(s->computed);
     }
     s->running = true;
     transport::PlanSequence ps;
@@ -165,6 +221,7 @@ void Scheduler::OnResult(const transport::StepResult& r) {
     }
     const int64_t start = s->computed;
     s->computed += s->in_flight_tokens;
+    PublishComputed(s);
     if (s->cancelled) {
       Finish(s, Finish::kCancelled, "");
       continue;
@@ -210,7 +267,7 @@ std::vector<std::pair<SequenceSpec, SequenceSink*>> Scheduler::TakeAll() {
       spec.prompt = s->tokens;  // Score sequences start over: they emit only at the end
       spec.generated = s->generated;
     }
-    blocks_.Release(&s->table);
+    ReleaseBlocks(s);
     out.emplace_back(std::move(spec), s->sink);
     seqs_.erase(seqs_.begin());
   }

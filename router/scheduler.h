@@ -7,6 +7,14 @@
 // again later: nothing is lost or repeated). A sequence is in at most one
 // step in flight, so up to S steps can be in flight for S stages.
 //
+// Prefix caching: once a step's result says a full block's KV is computed,
+// the block is published under the hash of its tokens chained to the blocks
+// before it (BlockManager); a sequence being admitted takes the longest
+// chain of cached blocks of its tokens and starts its prompt after them
+// (cached_tokens), so a worker computes only the rest. The last prompt
+// token is always computed (its logits are needed), and so is every token
+// a Score request scores.
+//
 // Pure logic, no threads or network: the engine calls it from one thread.
 #ifndef STRATA_ROUTER_SCHEDULER_H_
 #define STRATA_ROUTER_SCHEDULER_H_
@@ -62,6 +70,8 @@ struct SchedulerOptions {
   int64_t max_tokens_per_step = 256;  // the chunked-prefill budget
   int64_t max_seqs_per_step = 64;
   int64_t context_length = 131072;
+  bool prefix_caching = true;
+  std::string model;  // where block hash chains start (RootHash)
 };
 
 class Scheduler {
@@ -88,12 +98,20 @@ class Scheduler {
   // return to the pool, and results of the steps in flight are ignored.
   std::vector<std::pair<SequenceSpec, SequenceSink*>> TakeAll();
 
+  // Prompt tokens a sequence of `spec` would take from the prefix cache if
+  // it were admitted now (0 with prefix caching off); for replica choice.
+  int64_t CachedPrefixTokens(const SequenceSpec& spec) const;
+
   int64_t waiting() const;
   int64_t running() const;
   int64_t in_flight_steps() const { return static_cast<int64_t>(steps_.size()); }
   bool empty() const { return seqs_.empty(); }
   const BlockManager& blocks() const { return blocks_; }
   uint64_t preemptions() const { return preemptions_; }
+  // At each admission (again after a preemption, as vLLM counts): the
+  // sequence's tokens, and those its cached prefix covered.
+  uint64_t prefix_queried_tokens() const { return prefix_queried_tokens_; }
+  uint64_t prefix_hit_tokens() const { return prefix_hit_tokens_; }
 
  private:
   struct Seq {
@@ -106,6 +124,8 @@ class Scheduler {
     int32_t generated = 0;
     int64_t computed = 0;         // tokens whose KV is in the cache
     std::vector<int32_t> table;   // KV blocks
+    std::vector<BlockHash> hashes;  // of the full blocks of tokens, as far as computed
+    size_t published = 0;         // leading blocks of table that are in the prefix cache
     uint64_t in_flight_step = 0;  // 0: none
     int32_t in_flight_tokens = 0;
     bool running = false;         // admitted (holds blocks) vs waiting
@@ -114,6 +134,16 @@ class Scheduler {
   };
 
   void Finish(Seq* s, Finish reason, const std::string& error);
+  // Blocks of `tokens` a new sequence may take from the cache: the full
+  // blocks before its last prompt token (a Score request's: before the
+  // first scored token's predecessor, whose row gives its logprob).
+  int64_t ReusableBlocks(const SequenceSpec& spec, size_t tokens) const;
+  // Admission: the cached prefix into an empty table (computed moves past
+  // it); counts the query and the hit.
+  void TakeCachedPrefix(Seq* s);
+  // Publishes the sequence's full blocks whose KV is now computed.
+  void PublishComputed(Seq* s);
+  void ReleaseBlocks(Seq* s);
   // Preempts the lowest-priority, latest running sequence not in flight
   // (possibly `self`); false when there is none.
   bool PreemptOne(Seq* self, Seq** victim);
@@ -125,6 +155,9 @@ class Scheduler {
   uint64_t next_id_ = 1;
   uint64_t arrivals_ = 0;
   uint64_t preemptions_ = 0;
+  BlockHash root_;
+  uint64_t prefix_queried_tokens_ = 0;
+  uint64_t prefix_hit_tokens_ = 0;
 };
 
 }  // namespace strata::router
