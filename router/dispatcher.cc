@@ -59,6 +59,9 @@ PipelineDriver* Dispatcher::Driver(const std::string& name) {
     o.scheduler = options_.scheduler;
     const v1::ModelShape* shape = fleet_->shape_or_null();
     o.vocab_size = shape ? static_cast<int32_t>(shape->vocab_size()) : 0;
+    v1::ModelInfo model;
+    int32_t up = 0, total = 0;
+    if (fleet_->Model(&model, &up, &total)) o.scheduler.model = model.name();
     d = std::make_unique<PipelineDriver>(name, transport_.get(), &next_step_id_, o, metrics_);
   }
   return d.get();
@@ -75,11 +78,16 @@ void Dispatcher::TakeDown(PipelineDriver* driver, const std::string& why) {
   Migrate(std::move(migrants), driver, why);
 }
 
-PipelineDriver* Dispatcher::BestReplica(const PipelineDriver* except) {
+PipelineDriver* Dispatcher::BestReplica(const SequenceSpec& spec, const PipelineDriver* except) {
   PipelineDriver* best = nullptr;
+  int64_t best_score = INT64_MIN;
   for (auto& [name, d] : drivers_) {
     if (d.get() == except || !d->up() || fleet_->state(name) != PipelineState::kUp) continue;
-    if (best == nullptr || d->Score() > best->Score()) best = d.get();
+    const int64_t score = d->Score(spec);
+    if (best == nullptr || score > best_score) {
+      best = d.get();
+      best_score = score;
+    }
   }
   return best;
 }
@@ -91,7 +99,7 @@ void Dispatcher::Migrate(std::vector<PipelineDriver::Migrant> migrants, const Pi
   for (auto& [handle, live] : live_) by_stream[live.stream.get()] = &live;
   PipelineDriver* to = nullptr;
   for (PipelineDriver::Migrant& m : migrants) {
-    to = BestReplica(from);
+    to = BestReplica(m.spec, from);
     auto it = by_stream.find(m.stream);
     if (to == nullptr || it == by_stream.end()) {
       const int32_t prompt = static_cast<int32_t>(m.spec.prompt.size()) - m.spec.generated;
@@ -128,7 +136,7 @@ void Dispatcher::BringUpReady() {
 void Dispatcher::Route(std::deque<Pending> inbox, std::vector<uint64_t> cancels) {
   for (Pending& req : inbox) {
     queued_--;
-    PipelineDriver* best = BestReplica(nullptr);
+    PipelineDriver* best = BestReplica(req.spec, nullptr);
     if (best == nullptr) {
       req.stream->Finished(Finish::kUnavailable, 0, 0, "no pipeline is serving", {});
       live_count_--;
@@ -196,6 +204,7 @@ void Dispatcher::UpdateGauges(int64_t inbox_size) {
       p.kv_used_tokens->Set(static_cast<double>(d->used_blocks() * d->block_size()));
       p.kv_capacity_tokens->Set(static_cast<double>(d->num_blocks() * d->block_size()));
       p.running->Set(static_cast<double>(d->running()));
+      p.prefix_cached_blocks->Set(static_cast<double>(d->cached_blocks()));
     }
     if (!d->up()) continue;
     waiting += d->waiting();

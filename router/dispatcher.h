@@ -90,8 +90,9 @@ class Dispatcher {
   void Route(std::deque<Pending> inbox, std::vector<uint64_t> cancels);
   void BringUpReady();
   void TakeDown(PipelineDriver* driver, const std::string& why);
-  // The replica that is up with the best score, other than `except`.
-  PipelineDriver* BestReplica(const PipelineDriver* except);
+  // The replica that is up with the best score for `spec`, other than
+  // `except`.
+  PipelineDriver* BestReplica(const SequenceSpec& spec, const PipelineDriver* except);
   // Requests of a replica that went down continue on another (prompt plus
   // the tokens already streamed; the client sees one stream), or end with
   // UNAVAILABLE when none is up.

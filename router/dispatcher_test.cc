@@ -6,6 +6,7 @@
 // UNAVAILABLE, its workers are told to abort) and comes back; a replica
 // whose member restarts goes down at once. Each replica's KV capacity,
 // use, running sequences and generated tokens are series of its own.
+// Requests prefer the replica holding their prefix, weighed against load.
 #include "router/dispatcher.h"
 
 #include <atomic>
@@ -69,9 +70,9 @@ class DispatcherTest : public ::testing::Test {
     return true;
   }
   // Submits a request and waits for its end.
-  RequestStream::Event Run(int32_t max_tokens) {
+  RequestStream::Event Run(int32_t max_tokens, std::vector<int32_t> prompt = {1, 2, 3}) {
     SequenceSpec s;
-    s.prompt = {1, 2, 3};
+    s.prompt = std::move(prompt);
     s.max_tokens = max_tokens;
     auto stream = std::make_shared<RequestStream>();
     dispatcher_->Submit(std::move(s), stream);
@@ -169,6 +170,53 @@ TEST_F(DispatcherTest, AReplicaThatIsInUseReportsItsBlocks) {
   EXPECT_EQ(SeriesValue(m, "strata_pipeline_kv_capacity_blocks" + labels), 256);
   ASSERT_TRUE(WaitFor([&] { return stream->finished(); }));
   ASSERT_TRUE(WaitFor([&] { return SeriesValue(metrics_->Render(), "strata_pipeline_kv_used_blocks" + labels) == 0; }));
+}
+
+// A request goes to the replica holding its prefix, though an idle tie
+// would pick the other; a prompt it does not hold goes by load; and a burst
+// sharing the prefix spreads over both (the queue outweighs the hit).
+TEST_F(DispatcherTest, RequestsGoWhereTheirPrefixIsCachedWeighedAgainstLoad) {
+  Start();
+  FakeStage* b = AddReplica("p1");
+  ASSERT_TRUE(WaitFor([&] { return dispatcher_->fleet().pipelines_up() == 1; }));
+  const std::vector<int32_t> prefix(64, 5);  // 4 blocks of 16
+  auto with = [&](int32_t tail) {
+    std::vector<int32_t> p = prefix;
+    p.push_back(tail);
+    return p;
+  };
+  ASSERT_EQ(Run(2, with(1)).tokens.size(), 2u);
+  FakeStage* a = AddReplica("p0");
+  ASSERT_TRUE(WaitFor([&] { return dispatcher_->fleet().pipelines_up() == 2; }));
+  const std::string p0 = "{model=\"m\",pipeline=\"p0\"}", p1 = "{model=\"m\",pipeline=\"p1\"}";
+  const int a_steps = a->steps, b_steps = b->steps;
+  ASSERT_EQ(Run(2, with(2)).tokens.size(), 2u);
+  EXPECT_EQ(a->steps, a_steps);
+  EXPECT_GT(b->steps, b_steps);
+  std::string m = metrics_->Render();
+  EXPECT_EQ(SeriesValue(m, "strata_prefix_cache_queries_tokens_total" + p1), 2 * 65);
+  EXPECT_EQ(SeriesValue(m, "strata_prefix_cache_hits_tokens_total" + p1), 64);
+  EXPECT_EQ(SeriesValue(m, "strata_prefix_cache_hits_tokens_total" + p0), 0);
+  EXPECT_GE(SeriesValue(m, "strata_prefix_cache_blocks" + p1), 4);
+  ASSERT_EQ(Run(2, std::vector<int32_t>(40, 9)).tokens.size(), 2u);
+  EXPECT_GT(a->steps, a_steps) << "a prompt p1 does not hold goes to the tie's winner";
+
+  a->delay_ms = 10;
+  b->delay_ms = 10;
+  const int a_before = a->steps;
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (int i = 0; i < 12; ++i) {
+    SequenceSpec s;
+    s.prompt = with(100 + i);
+    s.max_tokens = 2;
+    streams.push_back(std::make_shared<RequestStream>());
+    dispatcher_->Submit(std::move(s), streams.back());
+  }
+  for (auto& st : streams) ASSERT_TRUE(WaitFor([&] { return st->finished(); }));
+  EXPECT_GT(a->steps, a_before) << "one hot prefix pinned the burst to one replica";
+  m = metrics_->Render();
+  EXPECT_GT(SeriesValue(m, "strata_prefix_cache_hits_tokens_total" + p1), 64);
+  ASSERT_TRUE(WaitFor([&] { return SeriesValue(metrics_->Render(), "strata_pipeline_kv_used_blocks" + p1) == 0; }));
 }
 
 TEST_F(DispatcherTest, AMalformedResultIsDroppedAndCounted) {

@@ -84,8 +84,32 @@ void PipelineDriver::Cancel(uint64_t seq_id) {
   if (scheduler_ && streams_.count(seq_id)) scheduler_->Cancel(seq_id);
 }
 
-int64_t PipelineDriver::Score() const {
-  return scheduler_ ? scheduler_->blocks().free_blocks() - 4 * scheduler_->waiting() : INT64_MIN;
+int64_t PipelineDriver::CachedPrefixBlocks(const SequenceSpec& spec) const {
+  return scheduler_ ? scheduler_->CachedPrefixTokens(spec) / scheduler_->blocks().block_size() : 0;
+}
+
+// One cached block counts as one free block: the sequence needs that many
+// fewer, and skips that much prefill. A replica holding a 1,000-token
+// prefix (62 blocks of 16) wins until its queue is 15 longer than
+// another's; then the other takes one, computes the prefix and caches it
+// too, so a hot prefix spreads to every replica its traffic needs.
+int64_t PipelineDriver::Score(const SequenceSpec& spec) const {
+  if (!scheduler_) return INT64_MIN;
+  return scheduler_->blocks().free_blocks() - 4 * scheduler_->waiting() + CachedPrefixBlocks(spec);
+}
+
+void PipelineDriver::RecordPrefixCache() {
+  const uint64_t queries = scheduler_->prefix_queried_tokens(), hits = scheduler_->prefix_hit_tokens();
+  const uint64_t evictions = scheduler_->blocks().evictions();
+  if (metrics_) {
+    const RouterMetrics::PipelineSeries p = metrics_->Pipeline(name_);
+    p.prefix_queries_tokens->Increment(static_cast<double>(queries - recorded_queries_));
+    p.prefix_hits_tokens->Increment(static_cast<double>(hits - recorded_hits_));
+    p.prefix_evictions->Increment(static_cast<double>(evictions - recorded_evictions_));
+  }
+  recorded_queries_ = queries;
+  recorded_hits_ = hits;
+  recorded_evictions_ = evictions;
 }
 
 // Posts `plan` to every stage-0 rank without waiting; ReapSends collects
@@ -147,6 +171,7 @@ std::optional<std::string> PipelineDriver::Tick(Clock::time_point now) {
     const uint64_t preempted_before = scheduler_->preemptions();
     auto plan = scheduler_->NextStep(step);
     if (metrics_) metrics_->preemptions->Increment(static_cast<double>(scheduler_->preemptions() - preempted_before));
+    RecordPrefixCache();
     if (!plan) break;
     ++*next_step_id_;
     for (const auto& s : plan->sequences) {
@@ -194,6 +219,7 @@ PipelineDriver::ResultOutcome PipelineDriver::OnResult(const transport::StepResu
       return ResultOutcome::kMustGoDown;
     }
     scheduler_ = std::make_unique<Scheduler>(plan_.num_blocks, plan_.block_size, options_.scheduler);
+    recorded_queries_ = recorded_hits_ = recorded_evictions_ = 0;
     std::cerr << "strata-router: pipeline " << name_ << " is up (" << plan_.num_blocks << " KV blocks of "
               << plan_.block_size << " tokens)" << std::endl;
     return ResultOutcome::kWarmedUp;

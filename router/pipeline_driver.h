@@ -89,8 +89,14 @@ class PipelineDriver {
   };
   ResultOutcome OnResult(const transport::StepResult& result, Clock::time_point now, std::string* why);
 
-  // Replica choice: more free KV blocks and a shorter queue score higher.
-  int64_t Score() const;
+  // Replica choice for a sequence of `spec`: free KV blocks, less four per
+  // waiting sequence, plus the blocks of its prefix this replica has cached
+  // (a reused block needs no new block and no prefill). INT64_MIN when not
+  // up.
+  int64_t Score(const SequenceSpec& spec) const;
+  // Blocks of `spec`'s prompt in this replica's prefix cache.
+  int64_t CachedPrefixBlocks(const SequenceSpec& spec) const;
+  int64_t cached_blocks() const { return scheduler_ ? scheduler_->blocks().cached_blocks() : 0; }
   int64_t waiting() const { return scheduler_ ? scheduler_->waiting() : 0; }
   int64_t running() const { return scheduler_ ? scheduler_->running() : 0; }
   int64_t used_blocks() const { return scheduler_ ? scheduler_->blocks().used_blocks() : 0; }
@@ -109,6 +115,8 @@ class PipelineDriver {
   // Bubble accounting: in-flight time since the last call, per-window gauge.
   void AccountInFlight(Clock::time_point now);
   absl::Status CheckTokens(const transport::StepResult& result) const;
+  // The scheduler's prefix-cache counters since the last call, into metrics.
+  void RecordPrefixCache();
 
   const std::string name_;
   transport::Transport* transport_;
@@ -131,6 +139,9 @@ class PipelineDriver {
   double window_in_flight_ = 0;
   std::map<int32_t, double> window_busy_;  // stage -> seconds computing in the window
   double last_bubble_ = -1;
+  // The scheduler's counters already recorded (it starts at 0 when the
+  // replica comes up: a replica that went down lost its cache).
+  uint64_t recorded_queries_ = 0, recorded_hits_ = 0, recorded_evictions_ = 0;
 };
 
 }  // namespace strata::router

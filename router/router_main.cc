@@ -53,6 +53,7 @@ strata::router::RouterOptions OptionsFrom(const strata::base::ParsedFlags& f) {
   o.engine.max_tokens_limit = static_cast<int32_t>(f.Int("max-tokens-limit"));
   o.engine.scheduler.max_tokens_per_step = f.Int("max-tokens-per-step");
   o.engine.scheduler.max_seqs_per_step = f.Int("max-seqs-per-step");
+  o.engine.scheduler.prefix_caching = f.Bool("prefix-caching");
   o.engine.heartbeat = std::chrono::milliseconds(f.Int("heartbeat-ms"));
   o.engine.down_after = std::chrono::milliseconds(f.Int("down-after-ms"));
   o.engine.step_timeout = std::chrono::milliseconds(f.Int("step-timeout-ms"));

@@ -58,6 +58,14 @@ class RouterMetrics {
     prometheus::Gauge* kv_capacity_tokens;
     prometheus::Gauge* running;               // sequences holding KV blocks
     prometheus::Counter* generated_tokens;  // tokens sampled by this replica
+    // The prefix cache, as vLLM counts it: at each admission the
+    // sequence's tokens are queried and its cached prefix is a hit (tokens
+    // not computed again); the blocks it holds (published, held by a
+    // sequence or kept for reuse) and the cached blocks evicted for room.
+    prometheus::Counter* prefix_queries_tokens;
+    prometheus::Counter* prefix_hits_tokens;
+    prometheus::Gauge* prefix_cached_blocks;
+    prometheus::Counter* prefix_evictions;
   };
   PipelineSeries Pipeline(const std::string& pipeline);
 
@@ -91,6 +99,10 @@ class RouterMetrics {
   prometheus::Family<prometheus::Gauge>* kv_capacity_tokens_;
   prometheus::Family<prometheus::Gauge>* pipeline_running_;
   prometheus::Family<prometheus::Counter>* pipeline_generated_;
+  prometheus::Family<prometheus::Counter>* prefix_queries_;
+  prometheus::Family<prometheus::Counter>* prefix_hits_;
+  prometheus::Family<prometheus::Gauge>* prefix_blocks_;
+  prometheus::Family<prometheus::Counter>* prefix_evictions_;
   std::unique_ptr<transport::MetricsHttpServer> http_;
 };
 
