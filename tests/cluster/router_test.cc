@@ -5,7 +5,8 @@
 // they get alone; a small KV pool preempts and still gives the same tokens;
 // cancellation, deadlines, a full queue and bad input get their status
 // codes while the server stays healthy; killing a worker ends in-flight
-// requests with UNAVAILABLE and the pipeline comes back when it restarts.
+// requests with UNAVAILABLE and the pipeline comes back when it restarts;
+// requests sharing a prefix take it from the cache and give the same tokens.
 #include <signal.h>
 #include <unistd.h>
 
@@ -549,6 +550,77 @@ TEST_F(RouterTest, ReplicasShareTheLoadAndSurviveEachOther) {
   ASSERT_TRUE(c.stub()->ListModels(&ctx, v1::ListModelsRequest(), &lm).ok());
   EXPECT_EQ(lm.models(0).pipelines_up(), 1);
   c.Stop();
+}
+
+// Prefix caching on a 2-stage pipeline: requests sharing a system prompt
+// take its blocks from the cache (the hits are counted) and give exactly
+// the single-process engine's tokens, alone and concurrently; Score
+// requests sharing a context give bitwise the logprobs of a cluster with
+// --prefix-caching=false, which caches nothing; after everything ends no
+// KV block is in use, and a request that needs the whole pool evicts the
+// cache on demand.
+TEST_F(RouterTest, SharedPrefixesComeFromTheCacheWithTheSameTokens) {
+  const std::vector<int32_t> system = Prompt(40, 77);  // 10 blocks of 4
+  auto with = [&](int tail) {
+    std::vector<int32_t> p = system;
+    for (int i = 0; i < 3; ++i) p.push_back((tail * 13 + i * 5 + 1) % 512);
+    return p;
+  };
+  std::vector<std::vector<float>> scores[2];
+  for (bool caching : {true, false}) {
+    SCOPED_TRACE(caching ? "prefix caching" : "no prefix caching");
+    Cluster c;
+    // 30 blocks of 4 tokens: the cache cannot keep everything.
+    ASSERT_NO_FATAL_FAILURE(c.Start(model_, {"--stages", "2", "--tp", "1", "--kv-blocks", "30", "--block-size", "4",
+                                             "--max-tokens-per-step", "16", "--prefix-caching",
+                                             caching ? "true" : "false"}));
+    const std::string labels = "{model=\"router_model\",pipeline=\"p0\"}";
+    for (int i = 0; i < 3; ++i) {
+      Outcome o = Call(c.stub(), Request(with(i), 6));
+      ASSERT_TRUE(o.status.ok()) << o.status.error_message();
+      EXPECT_EQ(o.tokens, Alone(with(i), 6)) << "request " << i;
+    }
+    // The second and third reused the system prompt's 10 blocks.
+    EXPECT_EQ(c.MetricValue("strata_prefix_cache_hits_tokens_total"), caching ? 2 * 40 : 0) << c.Metrics();
+    EXPECT_EQ(c.MetricValue("strata_prefix_cache_queries_tokens_total"), caching ? 3 * 43 : 0);
+    std::vector<std::future<Outcome>> futures;
+    for (int i = 3; i < 9; ++i) {
+      futures.push_back(std::async(std::launch::async, [&, i] { return Call(c.stub(), Request(with(i), 4)); }));
+    }
+    for (int i = 3; i < 9; ++i) {
+      Outcome o = futures[i - 3].get();
+      ASSERT_TRUE(o.status.ok()) << o.status.error_message();
+      EXPECT_EQ(o.tokens, Alone(with(i), 4)) << "request " << i;
+    }
+    for (int i = 0; i < 3; ++i) {
+      v1::ScoreRequest sr;
+      for (int32_t t : system) sr.add_prompt_ids(t);
+      for (int k = 0; k <= i; ++k) sr.add_continuation_ids((i * 31 + k * 7) % 512);
+      grpc::ClientContext ctx;
+      v1::ScoreResponse resp;
+      ASSERT_TRUE(c.stub()->Score(&ctx, sr, &resp).ok());
+      scores[caching ? 0 : 1].emplace_back(resp.logprobs().begin(), resp.logprobs().end());
+    }
+    std::this_thread::sleep_for(milliseconds(100));
+    EXPECT_EQ(c.MetricValue("strata_kv_cache_usage_ratio"), 0.0);
+    EXPECT_EQ(c.MetricValue("strata_pipeline_kv_used_blocks"), 0.0);
+    if (caching) {
+      EXPECT_GT(c.MetricValue("strata_prefix_cache_hits_tokens_total"), 2 * 40 + 6 * 36) << c.Metrics();
+      EXPECT_GE(c.MetricValue("strata_prefix_cache_blocks"), 10.0);
+    } else {
+      EXPECT_EQ(c.MetricValue("strata_prefix_cache_blocks"), 0.0);
+    }
+    // 100 tokens of 120: the cached blocks make room.
+    const std::vector<int32_t> big = Prompt(90, 5);
+    Outcome o = Call(c.stub(), Request(big, 10));
+    ASSERT_TRUE(o.status.ok()) << o.status.error_message();
+    EXPECT_EQ(o.tokens, Alone(big, 10));
+    std::this_thread::sleep_for(milliseconds(100));
+    EXPECT_EQ(c.MetricValue("strata_pipeline_kv_used_blocks"), 0.0);
+    if (caching) EXPECT_GT(c.MetricValue("strata_prefix_cache_evictions_total"), 0.0) << c.Metrics();
+    c.Stop();
+  }
+  EXPECT_EQ(scores[0], scores[1]) << "Score with the cache differs from Score without";
 }
 
 // The public port serves the API, health and reflection, never the Fleet
