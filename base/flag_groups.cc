@@ -48,4 +48,22 @@ FlagGroup RouterEngineFlags() {
                     "reuse a replica's KV blocks of prompt prefixes it already computed (false: compute every prompt)")}};
 }
 
+FlagGroup ControlTlsFlags() {
+  return {"control-plane security (mutual TLS)",
+          {StringFlag("mtls-ca", std::nullopt, "FILE", "the CA that signs the router's and the workers' certificates"),
+           StringFlag("mtls-cert", std::nullopt, "FILE", "this process's certificate (PEM), signed by --mtls-ca"),
+           StringFlag("mtls-key", std::nullopt, "FILE", "its private key (PEM)")}};
+}
+
+FlagGroup PublicApiSecurityFlags() {
+  return {"public API security",
+          {StringFlag("tls-cert", std::nullopt, "FILE", "TLS certificate of the public gRPC and HTTP ports (PEM)"),
+           StringFlag("tls-key", std::nullopt, "FILE", "its private key (PEM)"),
+           StringFlag("tls-client-ca", std::nullopt, "FILE",
+                      "verify callers' certificates against this CA (gRPC: when presented; HTTP: required)"),
+           StringFlag("auth-tokens", std::nullopt, "FILE",
+                      "bearer tokens callers must present, with their models and limits (JSON; SIGHUP reloads)"),
+           BoolFlag("auth-health", false, "health and reflection need a token too (gRPC; HTTP /health, /ready)")}};
+}
+
 }  // namespace strata::base

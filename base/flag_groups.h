@@ -37,6 +37,16 @@ Flag HttpPortFlag();
 // (strata-router; strata up passes them on).
 FlagGroup RouterEngineFlags();
 
+// --mtls-ca, --mtls-cert, --mtls-key: the control plane's mutual TLS
+// (strata-router's Fleet service and its calls to workers; strata-worker's
+// control service and registration). All unset: plaintext.
+FlagGroup ControlTlsFlags();
+
+// --tls-cert, --tls-key, --tls-client-ca, --auth-tokens, --auth-health: the
+// router's public API (gRPC and HTTP): TLS, and the bearer tokens callers
+// present.
+FlagGroup PublicApiSecurityFlags();
+
 }  // namespace strata::base
 
 #endif  // STRATA_BASE_FLAG_GROUPS_H_

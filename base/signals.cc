@@ -20,7 +20,8 @@ sigset_t StopSignals() {
 }  // namespace
 
 void BlockStopSignals() {
-  const sigset_t set = StopSignals();
+  sigset_t set = StopSignals();
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 }
@@ -43,6 +44,21 @@ void DrainOnStopSignal(const std::string& program, std::function<void()> drain) 
     std::fprintf(stderr, "%s: signal %d, draining\n", program.c_str(), sig);
     std::fflush(stderr);
     drain();
+  }).detach();
+}
+
+void ReloadOnHangup(const std::string& program, std::function<void()> reload) {
+  std::thread([program, reload = std::move(reload)] {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    while (true) {
+      int sig = 0;
+      if (sigwait(&set, &sig) != 0) continue;
+      std::fprintf(stderr, "%s: SIGHUP, reloading\n", program.c_str());
+      std::fflush(stderr);
+      reload();
+    }
   }).detach();
 }
 

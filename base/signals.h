@@ -11,7 +11,7 @@
 
 namespace strata::base {
 
-// Blocks SIGTERM and SIGINT in the calling thread, and so in every thread it
+// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread, and so in every thread it
 // starts afterwards (they inherit the mask), and ignores SIGPIPE (a peer
 // that goes away becomes an EPIPE error, not a dead process). Call at the
 // top of main, before any thread starts.
@@ -25,6 +25,11 @@ int WaitForStopSignal(std::chrono::milliseconds timeout);
 // "<program>: signal N, draining" to stderr and calls `drain` once. `drain`
 // and what it captures must stay valid until the process exits.
 void DrainOnStopSignal(const std::string& program, std::function<void()> drain);
+
+// Starts a detached thread that calls `reload` on every SIGHUP (blocked by
+// BlockStopSignals; without this call a SIGHUP stays pending and does
+// nothing). `reload` must stay valid until the process exits.
+void ReloadOnHangup(const std::string& program, std::function<void()> reload);
 
 }  // namespace strata::base
 

@@ -88,9 +88,10 @@ absl::Status Verify(X509* cert, const std::string& cert_pem, const std::string& 
 }  // namespace
 
 absl::StatusOr<TlsMaterial> LoadTls(const TlsFiles& files, const std::string& flag_prefix, bool need_ca) {
-  const std::string cert_flag = absl::StrCat("--", flag_prefix, "-cert");
-  const std::string key_flag = absl::StrCat("--", flag_prefix, "-key");
-  const std::string ca_flag = absl::StrCat("--", flag_prefix, "-ca");
+  const std::string dash = flag_prefix.empty() ? "--" : absl::StrCat("--", flag_prefix, "-");
+  const std::string cert_flag = absl::StrCat(dash, "cert");
+  const std::string key_flag = absl::StrCat(dash, "key");
+  const std::string ca_flag = absl::StrCat(dash, "ca");
   if (files.cert.empty() != files.key.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(cert_flag, " and ", key_flag, " go together"));
   }

@@ -33,7 +33,8 @@ struct TlsMaterial {
   std::string common_name;  // the certificate's subject CN
 };
 
-// Reads and checks `files`; `flag` prefixes every error ("--mtls-cert: ...").
+// Reads and checks `files`; errors name the flag ("--mtls-cert: ..." for
+// prefix "mtls"; "--cert: ..." for an empty prefix).
 // With `need_ca` the CA is required and the certificate must chain to it.
 absl::StatusOr<TlsMaterial> LoadTls(const TlsFiles& files, const std::string& flag_prefix, bool need_ca);
 

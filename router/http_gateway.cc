@@ -5,6 +5,8 @@
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
+#include "openssl/pem.h"
+#include "openssl/x509.h"
 #include "router/openai_api.h"
 
 namespace strata::router {
@@ -101,20 +103,55 @@ bool PumpStream(Stream& s, httplib::DataSink& sink) {
   }
 }
 
+// An HTTPS server from PEM texts already checked by base::LoadTls.
+absl::StatusOr<std::unique_ptr<httplib::Server>> MakeTlsServer(const base::TlsMaterial& tls) {
+  BIO* cb = BIO_new_mem_buf(tls.cert_pem.data(), static_cast<int>(tls.cert_pem.size()));
+  X509* cert = PEM_read_bio_X509(cb, nullptr, nullptr, nullptr);
+  BIO_free(cb);
+  BIO* kb = BIO_new_mem_buf(tls.key_pem.data(), static_cast<int>(tls.key_pem.size()));
+  EVP_PKEY* key = PEM_read_bio_PrivateKey(kb, nullptr, nullptr, nullptr);
+  BIO_free(kb);
+  X509_STORE* clients = nullptr;  // owned by the server once given
+  if (!tls.ca_pem.empty()) {
+    clients = X509_STORE_new();
+    BIO* ab = BIO_new_mem_buf(tls.ca_pem.data(), static_cast<int>(tls.ca_pem.size()));
+    while (X509* c = PEM_read_bio_X509(ab, nullptr, nullptr, nullptr)) {
+      X509_STORE_add_cert(clients, c);
+      X509_free(c);
+    }
+    BIO_free(ab);
+  }
+  std::unique_ptr<httplib::Server> server;
+  if (cert != nullptr && key != nullptr) server = std::make_unique<httplib::SSLServer>(cert, key, clients);
+  X509_free(cert);
+  EVP_PKEY_free(key);
+  if (!server || !server->is_valid()) return absl::InvalidArgumentError("the HTTP API cannot use the TLS certificate");
+  return server;
+}
+
 }  // namespace
 
-HttpGateway::HttpGateway(RequestIntake* intake) : intake_(intake), server_(std::make_unique<httplib::Server>()) {}
+HttpGateway::HttpGateway(RequestIntake* intake, std::unique_ptr<httplib::Server> server, bool auth_health)
+    : intake_(intake), server_(std::move(server)), auth_health_(auth_health) {}
 
 absl::StatusOr<std::unique_ptr<HttpGateway>> HttpGateway::Start(const HttpGatewayOptions& o, RequestIntake* intake) {
-  std::unique_ptr<HttpGateway> g(new HttpGateway(intake));
+  std::unique_ptr<httplib::Server> server;
+  if (o.tls != nullptr) {
+    auto tls = MakeTlsServer(*o.tls);
+    if (!tls.ok()) return tls.status();
+    server = std::move(*tls);
+  } else {
+    server = std::make_unique<httplib::Server>();
+  }
+  std::unique_ptr<HttpGateway> g(new HttpGateway(intake, std::move(server), o.auth_health));
   const int threads = o.threads;
   g->server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   g->server_->set_payload_max_length(o.max_body_bytes);
   g->Routes();
   g->port_ = o.port == 0 ? g->server_->bind_to_any_port(o.host) : (g->server_->bind_to_port(o.host, o.port) ? o.port : -1);
   if (g->port_ <= 0) return absl::UnavailableError(absl::StrCat("the HTTP API cannot listen on ", o.host, ":", o.port));
-  httplib::Server* server = g->server_.get();
-  g->thread_ = std::thread([server] { server->listen_after_bind(); });
+  httplib::Server* listening = g->server_.get();
+  g->thread_ = std::thread([listening] { listening->listen_after_bind(); });
   return g;
 }
 
@@ -128,9 +165,18 @@ void HttpGateway::Routes() {
                 [this](const httplib::Request& req, httplib::Response& res) { Completion(req, res, false); });
   server_->Post("/v1/chat/completions",
                 [this](const httplib::Request& req, httplib::Response& res) { Completion(req, res, true); });
-  server_->Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) { Models(res); });
-  server_->Get("/health", [](const httplib::Request&, httplib::Response& res) { SendJson(res, 200, {{"status", "ok"}}); });
-  server_->Get("/ready", [this](const httplib::Request&, httplib::Response& res) {
+  server_->Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
+    if (absl::Status s = intake_->Authenticate(req.get_header_value("Authorization")); !s.ok()) {
+      return SendError(res, s);
+    }
+    Models(res);
+  });
+  server_->Get("/health", [this](const httplib::Request& req, httplib::Response& res) {
+    if (absl::Status s = HealthAuth(req); !s.ok()) return SendError(res, s);
+    SendJson(res, 200, {{"status", "ok"}});
+  });
+  server_->Get("/ready", [this](const httplib::Request& req, httplib::Response& res) {
+    if (absl::Status s = HealthAuth(req); !s.ok()) return SendError(res, s);
     const bool ready = intake_->dispatcher()->Serving();
     SendJson(res, ready ? 200 : 503, {{"status", ready ? "ready" : "no pipeline is serving"}});
   });
@@ -147,6 +193,10 @@ void HttpGateway::Routes() {
   });
 }
 
+absl::Status HttpGateway::HealthAuth(const httplib::Request& req) {
+  return auth_health_ ? intake_->Authenticate(req.get_header_value("Authorization")) : absl::OkStatus();
+}
+
 void HttpGateway::Models(httplib::Response& res) {
   v1::ModelInfo info;
   int32_t up = 0, total = 0;
@@ -155,10 +205,12 @@ void HttpGateway::Models(httplib::Response& res) {
 }
 
 void HttpGateway::Completion(const httplib::Request& req, httplib::Response& res, bool chat) {
+  const std::string authorization = req.get_header_value("Authorization");
+  if (absl::Status s = intake_->Authenticate(authorization); !s.ok()) return SendError(res, s);
   auto parsed = openai::ParseRequest(chat ? openai::Endpoint::kChatCompletions : openai::Endpoint::kCompletions,
                                      req.body);
   if (!parsed.ok()) return SendError(res, parsed.status());
-  auto running = intake_->StartGenerate(parsed->generate);
+  auto running = intake_->StartGenerate(parsed->generate, authorization);
   if (!running.ok()) return SendError(res, running.status());
   v1::ModelInfo info;
   int32_t up = 0, total = 0;

@@ -3,7 +3,9 @@
 // events with "stream": true), GET /v1/models, GET /health (the process is
 // alive) and GET /ready (a pipeline serves). Requests take the same path as
 // gRPC's (RequestIntake: validation, admission, the dispatcher, the output
-// processor); router/openai_api.h does the JSON. A streaming client that
+// processor); router/openai_api.h does the JSON. Bearer tokens in the
+// `Authorization` header follow the same rules as gRPC's (401, 403, 429);
+// HTTPS when a certificate is given. A streaming client that
 // goes away cancels its request and frees its KV blocks at once.
 #ifndef STRATA_ROUTER_HTTP_GATEWAY_H_
 #define STRATA_ROUTER_HTTP_GATEWAY_H_
@@ -14,6 +16,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "base/tls.h"
 #include "router/request_intake.h"
 
 namespace httplib {
@@ -29,6 +32,10 @@ struct HttpGatewayOptions {
   int port = 0;                          // 0: any free port
   size_t max_body_bytes = 4 << 20;       // larger bodies: 413
   int threads = 64;                      // concurrent requests (a stream holds one)
+  // HTTPS with this certificate (null: plain HTTP); with a CA in it, every
+  // caller must present a certificate that chains to it.
+  const base::TlsMaterial* tls = nullptr;
+  bool auth_health = false;  // /health and /ready need a bearer token too
 };
 
 class HttpGateway {
@@ -42,13 +49,15 @@ class HttpGateway {
   int port() const { return port_; }
 
  private:
-  HttpGateway(RequestIntake* intake);
+  HttpGateway(RequestIntake* intake, std::unique_ptr<httplib::Server> server, bool auth_health);
   void Routes();
   void Completion(const httplib::Request& req, httplib::Response& res, bool chat);
   void Models(httplib::Response& res);
+  absl::Status HealthAuth(const httplib::Request& req);
 
   RequestIntake* intake_;
   std::unique_ptr<httplib::Server> server_;
+  bool auth_health_ = false;
   std::thread thread_;
   int port_ = 0;
 };

@@ -54,6 +54,13 @@ void Translate(const OutputChunk& chunk, const std::string& request_id, v1::Gene
   if (chunk.reason == Finish::kError || chunk.reason == Finish::kUnavailable) resp->set_error(chunk.error);
 }
 
+// The caller's `authorization` metadata, empty when absent.
+std::string_view AuthorizationOf(const grpc::ServerContext* ctx) {
+  const auto& md = ctx->client_metadata();
+  auto it = md.find("authorization");
+  return it == md.end() ? std::string_view() : std::string_view(it->second.data(), it->second.size());
+}
+
 }  // namespace
 
 InferenceService::InferenceService(RequestIntake* intake) : intake_(intake) {}
@@ -70,7 +77,7 @@ bool InferenceService::ClientEnded(grpc::ServerContext* ctx, RunningRequest* run
 
 grpc::Status InferenceService::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                                         grpc::ServerWriter<v1::GenerateResponse>* writer) {
-  auto running = intake_->StartGenerate(*req);
+  auto running = intake_->StartGenerate(*req, AuthorizationOf(ctx));
   if (!running.ok()) return ToGrpc(running.status());
   const std::string request_id = req->request_id().empty() ? NewRequestId() : req->request_id();
   while (true) {
@@ -91,7 +98,7 @@ grpc::Status InferenceService::Generate(grpc::ServerContext* ctx, const v1::Gene
 }
 
 grpc::Status InferenceService::Score(grpc::ServerContext* ctx, const v1::ScoreRequest* req, v1::ScoreResponse* resp) {
-  auto running = intake_->StartScore(*req);
+  auto running = intake_->StartScore(*req, AuthorizationOf(ctx));
   if (!running.ok()) return ToGrpc(running.status());
   while (true) {
     OutputChunk chunk = (*running)->Next(milliseconds(50));
@@ -111,8 +118,9 @@ grpc::Status InferenceService::Score(grpc::ServerContext* ctx, const v1::ScoreRe
   }
 }
 
-grpc::Status InferenceService::ListModels(grpc::ServerContext*, const v1::ListModelsRequest*,
+grpc::Status InferenceService::ListModels(grpc::ServerContext* ctx, const v1::ListModelsRequest*,
                                           v1::ListModelsResponse* resp) {
+  if (absl::Status s = intake_->Authenticate(AuthorizationOf(ctx)); !s.ok()) return ToGrpc(s);
   v1::ModelInfo info;
   int32_t up = 0, total = 0;
   if (!intake_->dispatcher()->fleet().Model(&info, &up, &total)) return grpc::Status::OK;  // nothing registered: no models
@@ -124,8 +132,9 @@ grpc::Status InferenceService::ListModels(grpc::ServerContext*, const v1::ListMo
   return grpc::Status::OK;
 }
 
-grpc::Status InferenceService::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* req,
+grpc::Status InferenceService::Tokenize(grpc::ServerContext* ctx, const v1::TokenizeRequest* req,
                                         v1::TokenizeResponse* resp) {
+  if (absl::Status s = intake_->Authenticate(AuthorizationOf(ctx)); !s.ok()) return ToGrpc(s);
   if (!intake_->tokenizer()) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "this router has no tokenizer (--tokenizer DIR)");
   absl::StatusOr<std::vector<int32_t>> ids;
   if (req->messages_size() > 0) {
@@ -141,8 +150,9 @@ grpc::Status InferenceService::Tokenize(grpc::ServerContext*, const v1::Tokenize
   return grpc::Status::OK;
 }
 
-grpc::Status InferenceService::Detokenize(grpc::ServerContext*, const v1::DetokenizeRequest* req,
+grpc::Status InferenceService::Detokenize(grpc::ServerContext* ctx, const v1::DetokenizeRequest* req,
                                           v1::DetokenizeResponse* resp) {
+  if (absl::Status s = intake_->Authenticate(AuthorizationOf(ctx)); !s.ok()) return ToGrpc(s);
   if (!intake_->tokenizer()) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "this router has no tokenizer (--tokenizer DIR)");
   auto text = model::DecodeToText(*intake_->tokenizer(), std::vector<int32_t>(req->ids().begin(), req->ids().end()));
   if (!text.ok()) return ToGrpc(text.status());

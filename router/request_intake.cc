@@ -6,8 +6,9 @@ namespace strata::router {
 
 using std::chrono::milliseconds;
 
-RunningRequest::RunningRequest(Dispatcher* dispatcher, OutputProcessor output, SequenceSpec spec)
-    : dispatcher_(dispatcher), output_(std::move(output)), stream_(std::make_shared<RequestStream>()) {
+RunningRequest::RunningRequest(Dispatcher* dispatcher, OutputProcessor output, SequenceSpec spec, CallerPass pass)
+    : dispatcher_(dispatcher), output_(std::move(output)), stream_(std::make_shared<RequestStream>()),
+      pass_(std::move(pass)) {
   handle_ = dispatcher_->Submit(std::move(spec), stream_);
 }
 
@@ -74,7 +75,38 @@ absl::Status RequestIntake::Invalid(absl::Status status) {
   return status;
 }
 
-absl::StatusOr<std::unique_ptr<RunningRequest>> RequestIntake::StartGenerate(const v1::GenerateRequest& req) {
+absl::Status RequestIntake::Denied(absl::Status status) {
+  metrics_->Requests(status.code() == absl::StatusCode::kUnauthenticated      ? "unauthenticated"
+                     : status.code() == absl::StatusCode::kPermissionDenied ? "permission_denied"
+                                                                            : "over_token_limit")
+      .Increment();
+  return status;
+}
+
+absl::Status RequestIntake::Authenticate(std::string_view authorization) {
+  if (auth_ == nullptr) return absl::OkStatus();
+  absl::Status s = auth_->Authenticate(authorization);
+  return s.ok() ? s : Denied(s);
+}
+
+absl::StatusOr<CallerPass> RequestIntake::Authorize(std::string_view authorization, const std::string& requested_model,
+                                                    int32_t priority) {
+  if (auth_ == nullptr || !auth_->enabled()) return CallerPass();
+  std::string model = requested_model;
+  if (model.empty()) {
+    v1::ModelInfo info;
+    int32_t up = 0, total = 0;
+    if (dispatcher_->fleet().Model(&info, &up, &total)) model = info.name();
+  }
+  auto pass = auth_->Admit(authorization, model, priority);
+  if (!pass.ok()) return Denied(pass.status());
+  return pass;
+}
+
+absl::StatusOr<std::unique_ptr<RunningRequest>> RequestIntake::StartGenerate(const v1::GenerateRequest& req,
+                                                                             std::string_view authorization) {
+  auto pass = Authorize(authorization, req.model(), req.priority());
+  if (!pass.ok()) return pass.status();
   auto limits = CurrentLimits(req.model());
   if (!limits.ok()) return limits.status();
   bool chat = false;
@@ -93,17 +125,20 @@ absl::StatusOr<std::unique_ptr<RunningRequest>> RequestIntake::StartGenerate(con
   OutputProcessor output(tokenizer_,
                          std::vector<std::string>(req.stop().stop_strings().begin(), req.stop().stop_strings().end()),
                          static_cast<int32_t>(spec->prompt.size()), metrics_);
-  return std::make_unique<RunningRequest>(dispatcher_, std::move(output), std::move(*spec));
+  return std::make_unique<RunningRequest>(dispatcher_, std::move(output), std::move(*spec), std::move(*pass));
 }
 
-absl::StatusOr<std::unique_ptr<RunningRequest>> RequestIntake::StartScore(const v1::ScoreRequest& req) {
+absl::StatusOr<std::unique_ptr<RunningRequest>> RequestIntake::StartScore(const v1::ScoreRequest& req,
+                                                                          std::string_view authorization) {
+  auto pass = Authorize(authorization, req.model(), 0);
+  if (!pass.ok()) return pass.status();
   auto limits = CurrentLimits(req.model());
   if (!limits.ok()) return limits.status();
   auto spec = ValidateScore(req, *limits);
   if (!spec.ok()) return Invalid(spec.status());
   if (absl::Status s = Admit(); !s.ok()) return s;
   OutputProcessor output(nullptr, {}, static_cast<int32_t>(spec->prompt.size()), metrics_);
-  return std::make_unique<RunningRequest>(dispatcher_, std::move(output), std::move(*spec));
+  return std::make_unique<RunningRequest>(dispatcher_, std::move(output), std::move(*spec), std::move(*pass));
 }
 
 }  // namespace strata::router

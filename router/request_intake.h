@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "model/tokenizer.h"
+#include "router/caller_auth.h"
 #include "router/dispatcher.h"
 #include "router/output_processor.h"
 #include "router/router_metrics.h"
@@ -32,7 +33,8 @@ namespace strata::router {
 class RunningRequest {
  public:
   using Clock = std::chrono::steady_clock;
-  RunningRequest(Dispatcher* dispatcher, OutputProcessor output, SequenceSpec spec);
+  // `pass` holds the caller's token's concurrency for as long as the request runs.
+  RunningRequest(Dispatcher* dispatcher, OutputProcessor output, SequenceSpec spec, CallerPass pass = {});
   ~RunningRequest();  // ends the sequence if it still runs
   RunningRequest(const RunningRequest&) = delete;
   RunningRequest& operator=(const RunningRequest&) = delete;
@@ -54,20 +56,30 @@ class RunningRequest {
   std::shared_ptr<RequestStream> stream_;
   uint64_t handle_ = 0;
   bool done_ = false;
+  CallerPass pass_;
 };
 
 class RequestIntake {
  public:
-  // All must outlive the intake; `tokenizer` may be null (token ids only).
-  RequestIntake(Dispatcher* dispatcher, RouterMetrics* metrics, const model::Tokenizer* tokenizer)
-      : dispatcher_(dispatcher), metrics_(metrics), tokenizer_(tokenizer) {}
+  // All must outlive the intake; `tokenizer` may be null (token ids only),
+  // `auth` too (every caller passes).
+  RequestIntake(Dispatcher* dispatcher, RouterMetrics* metrics, const model::Tokenizer* tokenizer,
+                CallerAuth* auth = nullptr)
+      : dispatcher_(dispatcher), metrics_(metrics), tokenizer_(tokenizer), auth_(auth) {}
 
   const model::Tokenizer* tokenizer() const { return tokenizer_; }
   Dispatcher* dispatcher() const { return dispatcher_; }
 
-  // Checks, tokenizes, admits and submits a Generate request.
-  absl::StatusOr<std::unique_ptr<RunningRequest>> StartGenerate(const v1::GenerateRequest& request);
-  absl::StatusOr<std::unique_ptr<RunningRequest>> StartScore(const v1::ScoreRequest& request);
+  // Checks the caller's token (`authorization`: the header's value, empty
+  // when absent), then checks, tokenizes, admits and submits a Generate
+  // request. UNAUTHENTICATED / PERMISSION_DENIED / RESOURCE_EXHAUSTED come
+  // from the token's rules (router/caller_auth.h) before anything else.
+  absl::StatusOr<std::unique_ptr<RunningRequest>> StartGenerate(const v1::GenerateRequest& request,
+                                                               std::string_view authorization = {});
+  absl::StatusOr<std::unique_ptr<RunningRequest>> StartScore(const v1::ScoreRequest& request,
+                                                            std::string_view authorization = {});
+  // The token alone, for calls that run no model (models, tokenize, health).
+  absl::Status Authenticate(std::string_view authorization);
 
   // The served model's limits; INVALID_ARGUMENT when `requested_model`
   // (empty: any) is not the served one, UNAVAILABLE before any worker
@@ -78,10 +90,14 @@ class RequestIntake {
 
  private:
   absl::Status Invalid(absl::Status status);
+  absl::StatusOr<CallerPass> Authorize(std::string_view authorization, const std::string& requested_model,
+                                       int32_t priority);
+  absl::Status Denied(absl::Status status);
 
   Dispatcher* dispatcher_;
   RouterMetrics* metrics_;
   const model::Tokenizer* tokenizer_;
+  CallerAuth* auth_;
 };
 
 }  // namespace strata::router

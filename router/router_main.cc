@@ -34,7 +34,9 @@ const strata::base::FlagTable& RouterFlags() {
                     "a folder with tokenizer.json or tokenizer.model (default: token ids only)"),
          StringFlag("ready-file", std::nullopt, "PATH", "written with the addresses once serving")}},
        strata::base::RouterEngineFlags(),
-       strata::base::DataPlaneFlags()});
+       strata::base::DataPlaneFlags(),
+       strata::base::PublicApiSecurityFlags(),
+       strata::base::ControlTlsFlags()});
   return *table;
 }
 
@@ -57,6 +59,10 @@ strata::router::RouterOptions OptionsFrom(const strata::base::ParsedFlags& f) {
   o.engine.heartbeat = std::chrono::milliseconds(f.Int("heartbeat-ms"));
   o.engine.down_after = std::chrono::milliseconds(f.Int("down-after-ms"));
   o.engine.step_timeout = std::chrono::milliseconds(f.Int("step-timeout-ms"));
+  o.public_tls = {f.String("tls-client-ca"), f.String("tls-cert"), f.String("tls-key")};
+  o.auth_tokens = f.String("auth-tokens");
+  o.auth_health = f.Bool("auth-health");
+  o.control_tls = {f.String("mtls-ca"), f.String("mtls-cert"), f.String("mtls-key")};
   return o;
 }
 
@@ -94,6 +100,13 @@ int main(int argc, char** argv) {
   }
   const std::chrono::milliseconds drain(flags->Int("drain-ms"));
   strata::base::DrainOnStopSignal("strata-router", [&server, drain] { (*server)->Drain(drain); });
+  strata::base::ReloadOnHangup("strata-router", [&server] {
+    if (absl::Status s = (*server)->ReloadTokens(); !s.ok()) {
+      std::cerr << "strata-router: kept the current tokens: " << s.message() << std::endl;
+    } else {
+      std::cerr << "strata-router: tokens reloaded" << std::endl;
+    }
+  });
   (*server)->Wait();
   return 0;
 }

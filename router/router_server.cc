@@ -10,9 +10,61 @@ namespace strata::router {
 
 using std::chrono::milliseconds;
 
+namespace {
+
+// With --auth-health, every call on the public port needs a known bearer
+// token, health and reflection included (the Inference handlers then check
+// the token's models and limits as always).
+class BearerCheck : public grpc::AuthMetadataProcessor {
+ public:
+  explicit BearerCheck(CallerAuth* auth) : auth_(auth) {}
+  bool IsBlocking() const override { return false; }
+  grpc::Status Process(const InputMetadata& metadata, grpc::AuthContext*, OutputMetadata*,
+                       OutputMetadata*) override {
+    auto it = metadata.find("authorization");
+    const std::string_view value =
+        it == metadata.end() ? std::string_view() : std::string_view(it->second.data(), it->second.size());
+    absl::Status s = auth_->Authenticate(value);
+    return s.ok() ? grpc::Status::OK : grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(s.message()));
+  }
+
+ private:
+  CallerAuth* auth_;
+};
+
+// The PEM files of `files`, checked; null when none is set.
+absl::StatusOr<std::unique_ptr<base::TlsMaterial>> LoadIfSet(const base::TlsFiles& files, const std::string& prefix,
+                                                             bool mutual) {
+  if (files.empty()) return nullptr;
+  auto m = base::LoadTls(files, prefix, mutual);
+  if (!m.ok()) return m.status();
+  return std::make_unique<base::TlsMaterial>(std::move(*m));
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOptions& options) {
   std::unique_ptr<RouterServer> r(new RouterServer());
   r->options_ = options;
+  if (!options.public_tls.empty() && options.public_tls.cert.empty()) {
+    return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key");
+  }
+  auto public_tls = LoadIfSet(options.public_tls, "tls", false);
+  if (!public_tls.ok()) return public_tls.status();
+  r->public_tls_ = std::move(*public_tls);
+  auto control_tls = LoadIfSet(options.control_tls, "mtls", true);
+  if (!control_tls.ok()) return control_tls.status();
+  r->control_tls_ = std::move(*control_tls);
+  if (options.auth_health && (options.auth_tokens.empty() || !r->public_tls_)) {
+    return absl::InvalidArgumentError("--auth-health needs --auth-tokens and --tls-cert");
+  }
+  if (!options.auth_tokens.empty()) {
+    auto auth = CallerAuth::Load(options.auth_tokens);
+    if (!auth.ok()) return auth.status();
+    r->auth_ = std::move(*auth);
+  } else {
+    r->auth_ = std::make_unique<CallerAuth>();
+  }
   r->metrics_ = std::make_unique<RouterMetrics>(options.model_name);
   if (options.metrics_port >= 0) {
     if (auto s = r->metrics_->Serve(options.host, options.metrics_port); !s.ok()) return s;
@@ -30,15 +82,20 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
   auto data_plane = transport::UcxTransport::Create(uo);
   if (!data_plane.ok()) return data_plane.status();
   r->dispatcher_ = std::make_unique<Dispatcher>(dispatch, r->metrics_.get(), std::move(*data_plane),
-                                                MakeGrpcWorkerControl());
-  r->intake_ = std::make_unique<RequestIntake>(r->dispatcher_.get(), r->metrics_.get(), r->tokenizer_.get());
+                                                MakeGrpcWorkerControl(base::ChannelCredentials(r->control_tls_.get())));
+  r->intake_ = std::make_unique<RequestIntake>(r->dispatcher_.get(), r->metrics_.get(), r->tokenizer_.get(),
+                                               r->auth_.get());
   r->inference_ = std::make_unique<InferenceService>(r->intake_.get());
   r->fleet_service_ = std::make_unique<FleetService>(&r->dispatcher_->fleet(), r->dispatcher_->data_address());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(absl::StrCat(options.host, ":", options.port), grpc::InsecureServerCredentials(), &r->port_);
+  auto public_creds = base::ServerCredentials(
+      r->public_tls_.get(), r->public_tls_ && !r->public_tls_->ca_pem.empty() ? base::ClientCerts::kOptional
+                                                                             : base::ClientCerts::kNone);
+  if (options.auth_health) public_creds->SetAuthMetadataProcessor(std::make_shared<BearerCheck>(r->auth_.get()));
+  builder.AddListeningPort(absl::StrCat(options.host, ":", options.port), public_creds, &r->port_);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   builder.RegisterService(r->inference_.get());
@@ -47,7 +104,8 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
     return absl::UnavailableError(absl::StrCat("the router cannot listen on ", options.host, ":", options.port));
   }
   grpc::ServerBuilder fleet;
-  fleet.AddListeningPort(absl::StrCat(options.host, ":", options.fleet_port), grpc::InsecureServerCredentials(),
+  fleet.AddListeningPort(absl::StrCat(options.host, ":", options.fleet_port),
+                         base::ServerCredentials(r->control_tls_.get(), base::ClientCerts::kRequired),
                          &r->fleet_port_);
   fleet.SetMaxReceiveMessageSize(options.max_message_bytes);
   fleet.RegisterService(r->fleet_service_.get());
@@ -62,6 +120,8 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
     h.host = options.host;
     h.port = options.http_port;
     h.max_body_bytes = static_cast<size_t>(options.max_message_bytes);
+    h.tls = r->public_tls_.get();
+    h.auth_health = options.auth_health;
     auto http = HttpGateway::Start(h, r->intake_.get());
     if (!http.ok()) return http.status();
     r->http_ = std::move(*http);
@@ -119,5 +179,7 @@ void RouterServer::Drain(milliseconds budget) {
 }
 
 void RouterServer::Wait() { server_->Wait(); }
+
+absl::Status RouterServer::ReloadTokens() { return auth_->Reload(); }
 
 }  // namespace strata::router

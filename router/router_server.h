@@ -14,7 +14,9 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "base/tls.h"
 #include "grpcpp/grpcpp.h"
+#include "router/caller_auth.h"
 #include "router/dispatcher.h"
 #include "router/fleet_service.h"
 #include "router/http_gateway.h"
@@ -34,6 +36,13 @@ struct RouterOptions {
   std::string tokenizer_dir;  // a folder with tokenizer.json or tokenizer.model; empty: token ids only
   DispatcherOptions engine;   // the dispatcher, its drivers and the fleet
   int max_message_bytes = 4 << 20;
+  // The public ports (gRPC and HTTP): TLS from cert and key, callers'
+  // certificates checked against `ca` when given; bearer tokens from a file.
+  base::TlsFiles public_tls;
+  std::string auth_tokens;
+  bool auth_health = false;  // health and reflection need a token too (needs public TLS on gRPC)
+  // The control plane's mutual TLS (the Fleet port, calls to workers).
+  base::TlsFiles control_tls;
 };
 
 class RouterServer {
@@ -52,12 +61,17 @@ class RouterServer {
   // `budget`, then the servers stop.
   void Drain(std::chrono::milliseconds budget);
   void Wait();
+  // Reads the --auth-tokens file again (SIGHUP); running requests keep going.
+  absl::Status ReloadTokens();
 
  private:
   RouterServer() = default;
   void HealthLoop();
 
   RouterOptions options_;
+  std::unique_ptr<base::TlsMaterial> public_tls_;
+  std::unique_ptr<base::TlsMaterial> control_tls_;
+  std::unique_ptr<CallerAuth> auth_;
   std::unique_ptr<RouterMetrics> metrics_;
   std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<model::Tokenizer> tokenizer_;

@@ -12,7 +12,8 @@ namespace {
 
 class GrpcWorkerControl : public WorkerControl {
  public:
-  GrpcWorkerControl() : abort_thread_([this] { DrainAborts(); }) {}
+  explicit GrpcWorkerControl(std::shared_ptr<grpc::ChannelCredentials> credentials)
+      : credentials_(std::move(credentials)), abort_thread_([this] { DrainAborts(); }) {}
   ~GrpcWorkerControl() override {
     abort_cq_.Shutdown();
     abort_thread_.join();
@@ -89,10 +90,11 @@ class GrpcWorkerControl : public WorkerControl {
   v1::Worker::Stub* Stub(const std::string& address) {
     std::lock_guard<std::mutex> lock(mu_);
     auto& stub = stubs_[address];
-    if (!stub) stub = v1::Worker::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    if (!stub) stub = v1::Worker::NewStub(grpc::CreateChannel(address, credentials_));
     return stub.get();
   }
 
+  std::shared_ptr<grpc::ChannelCredentials> credentials_;
   std::mutex mu_;
   std::map<std::string, std::unique_ptr<v1::Worker::Stub>> stubs_;
   grpc::CompletionQueue abort_cq_;
@@ -101,6 +103,9 @@ class GrpcWorkerControl : public WorkerControl {
 
 }  // namespace
 
-std::unique_ptr<WorkerControl> MakeGrpcWorkerControl() { return std::make_unique<GrpcWorkerControl>(); }
+std::unique_ptr<WorkerControl> MakeGrpcWorkerControl(std::shared_ptr<grpc::ChannelCredentials> credentials) {
+  if (!credentials) credentials = grpc::InsecureChannelCredentials();
+  return std::make_unique<GrpcWorkerControl>(std::move(credentials));
+}
 
 }  // namespace strata::router

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "grpcpp/security/credentials.h"
+
 namespace strata::router {
 
 // What one heartbeat learned of a worker.
@@ -39,8 +41,9 @@ class WorkerControl {
   virtual void AbortAll(const std::vector<std::string>& control_addresses, uint64_t up_to_step_id) = 0;
 };
 
-// Over gRPC (insecure channels, one per address, kept).
-std::unique_ptr<WorkerControl> MakeGrpcWorkerControl();
+// Over gRPC, one channel per address, kept; with `credentials` (the
+// control plane's mutual TLS), or plaintext when null.
+std::unique_ptr<WorkerControl> MakeGrpcWorkerControl(std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
 }  // namespace strata::router
 

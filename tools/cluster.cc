@@ -7,10 +7,12 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <random>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "base/flag_groups.h"
+#include "base/local_pki.h"
 #include "base/net.h"
 #include "base/process.h"
 #include "base/signals.h"
@@ -22,6 +24,7 @@
 #include "model/stage_place.h"
 #include "nlohmann/json.hpp"
 #include "strata/v1/inference.grpc.pb.h"
+#include "tools/client_channel.h"
 #include "worker/shard.h"
 
 namespace strata::tools {
@@ -80,6 +83,8 @@ struct Layout {
   int metrics_port = -1;  // the router's /metrics (-1: off)
   bool shm = true;
   std::string model, router_bin, worker_bin, logs;
+  std::string tls;          // with --tls: the folder of the throwaway CA, certificates and token
+  std::string auth_tokens;  // the router's --auth-tokens (--auth-tokens, or the throwaway one)
   std::vector<std::pair<std::string, std::string>> env;
 };
 
@@ -93,6 +98,30 @@ absl::StatusOr<std::string> ModelDir(const base::ParsedFlags& f) {
     STRATA_RETURN_IF_ERROR(model::WriteRandomModel(model::PosixFileSystem(), model, o));
   }
   return model;
+}
+
+// --tls: a CA and certificates for the router (its public ports and the
+// control plane) and the workers, and, without --auth-tokens, one bearer
+// token that may use every model, kept in LOG_DIR/tls/token.
+absl::Status MakeThrowawaySecurity(Layout* l) {
+  l->tls = l->logs + "/tls";
+  STRATA_RETURN_IF_ERROR(base::MakeLocalPki(l->tls, "strata up throwaway CA",
+                                            {{"router", "strata-router"}, {"worker", "strata-worker"}}));
+  if (!l->auth_tokens.empty()) return absl::OkStatus();
+  std::random_device rd;
+  std::string token = "strata-";
+  for (int i = 0; i < 32; ++i) token += "0123456789abcdef"[rd() % 16];
+  l->auth_tokens = l->tls + "/tokens.json";
+  {
+    std::ofstream out(l->auth_tokens);
+    out << nlohmann::json({{"tokens", {{{"name", "local"}, {"token", token}, {"models", {"*"}}, {"max_priority", 100}}}}})
+               .dump(2)
+        << "\n";
+  }
+  std::ofstream(l->tls + "/token") << token << "\n";
+  chmod(l->auth_tokens.c_str(), 0600);
+  chmod((l->tls + "/token").c_str(), 0600);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<Layout> Plan(const base::ParsedFlags& f) {
@@ -132,6 +161,8 @@ absl::StatusOr<Layout> Plan(const base::ParsedFlags& f) {
     l.logs = tmpl;
   }
   mkdir(l.logs.c_str(), 0755);
+  l.auth_tokens = f.String("auth-tokens");
+  if (f.Bool("tls")) STRATA_RETURN_IF_ERROR(MakeThrowawaySecurity(&l));
   return l;
 }
 
@@ -148,6 +179,14 @@ std::vector<std::string> RouterArgs(const base::ParsedFlags& f, const Layout& l,
   if (l.metrics_port >= 0) a.push_back(absl::StrCat("--metrics-port=", l.metrics_port));
   if (l.http_port > 0) a.push_back(absl::StrCat("--http-port=", l.http_port));
   for (std::string& x : f.ArgsFor(base::RouterEngineFlags())) a.push_back(std::move(x));
+  if (!l.auth_tokens.empty()) a.push_back("--auth-tokens=" + l.auth_tokens);
+  if (!l.tls.empty()) {
+    for (const std::string& x : {"--tls-cert=" + l.tls + "/router.crt", "--tls-key=" + l.tls + "/router.key",
+                                 "--mtls-ca=" + l.tls + "/ca.crt", "--mtls-cert=" + l.tls + "/router.crt",
+                                 "--mtls-key=" + l.tls + "/router.key"}) {
+      a.push_back(x);
+    }
+  }
   return a;
 }
 
@@ -187,6 +226,12 @@ std::vector<std::string> WorkerArgs(const base::ParsedFlags& f, const Layout& l,
   for (std::string& x : f.ArgsFor(base::BackendFlags())) a.push_back(std::move(x));
   for (std::string& x : f.ArgsFor(base::KvFlags())) a.push_back(std::move(x));
   if (s + 1 < l.stages) a.push_back(absl::StrCat("--next-stage=127.0.0.1:", p.data[s + 1][t]));
+  if (!l.tls.empty()) {
+    for (const std::string& x : {"--mtls-ca=" + l.tls + "/ca.crt", "--mtls-cert=" + l.tls + "/worker.crt",
+                                 "--mtls-key=" + l.tls + "/worker.key"}) {
+      a.push_back(x);
+    }
+  }
   return a;
 }
 
@@ -214,7 +259,11 @@ absl::Status StartAll(const base::ParsedFlags& f, const Layout& l, const std::st
 
 // Healthy: every replica up, as ListModels reports.
 absl::Status WaitHealthy(const std::string& router, const Layout& l, int64_t timeout_s, std::vector<Child>* children) {
-  auto stub = v1::Inference::NewStub(grpc::CreateChannel(router, grpc::InsecureChannelCredentials()));
+  std::string token;
+  if (!l.tls.empty() && l.auth_tokens == l.tls + "/tokens.json") std::ifstream(l.tls + "/token") >> token;
+  STRATA_ASSIGN_OR_RETURN(ClientChannel client,
+                          ClientChannel::Open(router, l.tls.empty() ? "" : l.tls + "/ca.crt", token));
+  auto stub = v1::Inference::NewStub(client.channel());
   const auto deadline = Clock::now() + std::chrono::seconds(timeout_s);
   while (true) {
     for (Child& c : *children) {
@@ -226,6 +275,7 @@ absl::Status WaitHealthy(const std::string& router, const Layout& l, int64_t tim
     }
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    client.Authorize(&ctx);
     v1::ListModelsResponse lm;
     if (stub->ListModels(&ctx, v1::ListModelsRequest(), &lm).ok() && lm.models_size() == 1 &&
         lm.models(0).pipelines_up() == l.replicas) {
@@ -264,6 +314,12 @@ void WriteReadyFile(const std::string& path, const std::string& router, const La
                                         {"http_address", l.http_port > 0 ? absl::StrCat("127.0.0.1:", l.http_port) : ""},
                                         {"metrics_address", children[0].metrics_address},
                                         {"ucx_tls", l.env[0].second},
+                                        {"ca", l.tls.empty() ? "" : l.tls + "/ca.crt"},
+                                        {"tls_dir", l.tls},
+                                        {"token_file", l.tls.empty() || l.auth_tokens != l.tls + "/tokens.json"
+                                                           ? ""
+                                                           : l.tls + "/token"},
+                                        {"auth_tokens", l.auth_tokens},
                                         {"workers", workers}})
                             .dump()
                      << "\n";
@@ -295,7 +351,11 @@ const base::FlagTable& UpFlags() {
          StringFlag("log-dir", std::nullopt, "DIR", "the children's logs (default: a new folder in /tmp)"),
          StringFlag("ready-file", std::nullopt, "PATH",
                     "written once healthy: the addresses (gRPC, HTTP, every /metrics), logs, pids and argv"),
-         IntFlag("timeout-s", 180, 1, 3600, "how long the cluster may take to come up")}},
+         IntFlag("timeout-s", 180, 1, 3600, "how long the cluster may take to come up"),
+         base::BoolFlag("tls", false,
+                        "security on: a throwaway CA (LOG_DIR/tls/ca.crt), TLS on the public ports, mutual TLS on "
+                        "the control plane, and a bearer token (LOG_DIR/tls/token) unless --auth-tokens is given"),
+         StringFlag("auth-tokens", std::nullopt, "FILE", "the router's bearer tokens (see strata-router --help)")}},
        base::BackendFlags(), base::KvFlags(), base::RouterEngineFlags()});
   return *table;
 }
@@ -314,7 +374,15 @@ absl::Status Up(const base::ParsedFlags& f) {
     StopAll(children.begin(), children.end(), milliseconds(5000));
     return s.code() == absl::StatusCode::kInvalidArgument ? s : absl::UnavailableError(s.message());
   }
-  if (l.http_port > 0) std::cout << "strata up: OpenAI-compatible HTTP API on http://127.0.0.1:" << l.http_port << "/v1\n";
+  const char* scheme = l.tls.empty() ? "http" : "https";
+  if (l.http_port > 0) {
+    std::cout << "strata up: OpenAI-compatible HTTP API on " << scheme << "://127.0.0.1:" << l.http_port << "/v1\n";
+  }
+  if (!l.tls.empty()) {
+    std::cout << "strata up: TLS on; clients trust the CA at " << l.tls << "/ca.crt";
+    if (l.auth_tokens == l.tls + "/tokens.json") std::cout << "; the bearer token is in " << l.tls << "/token";
+    std::cout << "\n";
+  }
   if (l.metrics_port >= 0) std::cout << "strata up: the router's metrics on http://127.0.0.1:" << l.metrics_port << "/metrics\n";
   std::cout << "strata up: serving " << l.model << " on " << router << " (" << l.stages << " stage(s) x " << l.tp
             << " rank(s) x " << l.replicas << " replica(s), UCX " << (l.shm ? "shared memory" : "TCP")

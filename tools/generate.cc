@@ -10,6 +10,7 @@
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
 #include "strata/v1/inference.grpc.pb.h"
+#include "tools/client_channel.h"
 
 namespace strata::tools {
 namespace {
@@ -127,7 +128,8 @@ const base::FlagTable& GenerateFlags() {
          StringFlag("request-id", std::nullopt, "ID", "the request's id (default: the router's)"),
          IntFlag("timeout-ms", 600000, 1, 86400000, "the call's deadline"),
          BoolFlag("json", false, "print the reply as JSON"),
-         BoolFlag("stream", false, "print text or tokens as they arrive")}}});
+         BoolFlag("stream", false, "print text or tokens as they arrive")}},
+       ClientSecurityFlags()});
   return *table;
 }
 
@@ -136,8 +138,11 @@ absl::Status Generate(const base::ParsedFlags& f) {
     return absl::InvalidArgumentError("give exactly one of --prompt and --prompt-ids");
   }
   const v1::GenerateRequest req = RequestFrom(f);
-  auto stub = v1::Inference::NewStub(grpc::CreateChannel(f.String("server"), grpc::InsecureChannelCredentials()));
+  auto channel = ClientChannel::FromFlags(f.String("server"), f);
+  if (!channel.ok()) return channel.status();
+  auto stub = v1::Inference::NewStub(channel->channel());
   grpc::ClientContext ctx;
+  channel->Authorize(&ctx);
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(f.Int("timeout-ms")));
   auto reader = stub->Generate(&ctx, req);
   const bool json = f.Bool("json"), stream = f.Bool("stream"), logprobs = f.Int("logprobs") >= 0;

@@ -15,6 +15,7 @@
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
 #include "strata/v1/inference.grpc.pb.h"
+#include "tools/client_channel.h"
 
 namespace strata::tools {
 namespace {
@@ -38,7 +39,8 @@ struct Settings {
 
 // One Generate call with a random prompt, timed from `scheduled` (an open
 // loop's arrival time, so client-side waiting counts as it would for a user).
-Sample Call(v1::Inference::Stub* stub, const Settings& s, std::mt19937_64& rng, Clock::time_point scheduled) {
+Sample Call(v1::Inference::Stub* stub, const ClientChannel& client, const Settings& s, std::mt19937_64& rng,
+            Clock::time_point scheduled) {
   v1::GenerateRequest req;
   std::uniform_int_distribution<int32_t> id(1, static_cast<int32_t>(s.vocab - 1));
   for (int64_t i = 0; i < s.prompt_tokens; ++i) req.add_prompt_ids(id(rng));
@@ -46,6 +48,7 @@ Sample Call(v1::Inference::Stub* stub, const Settings& s, std::mt19937_64& rng, 
   req.mutable_stop()->set_ignore_eos(true);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(s.timeout_ms));
+  client.Authorize(&ctx);
   Sample out;
   auto reader = stub->Generate(&ctx, req);
   v1::GenerateResponse m;
@@ -108,7 +111,8 @@ const base::FlagTable& LoadFlags() {
          IntFlag("vocab", 256, 2, 1 << 24, "prompt ids are drawn from [1, vocab)"),
          IntFlag("seed", 1, 0, INT64_MAX, "seeds the prompts and the arrivals"),
          IntFlag("timeout-ms", 600000, 1, 86400000, "each call's deadline"),
-         base::BoolFlag("json", false, "print the summary as JSON")}}});
+         base::BoolFlag("json", false, "print the summary as JSON")}},
+       ClientSecurityFlags()});
   return *table;
 }
 
@@ -121,7 +125,9 @@ absl::Status Load(const base::ParsedFlags& f) {
   const int64_t concurrency = rate > 0 && !f.IsSet("concurrency") ? 256 : f.Int("concurrency");
   const auto start = Clock::now();
   const auto end = start + std::chrono::seconds(f.Int("duration-s"));
-  auto stub = v1::Inference::NewStub(grpc::CreateChannel(s.server, grpc::InsecureChannelCredentials()));
+  auto channel = ClientChannel::FromFlags(s.server, f);
+  if (!channel.ok()) return channel.status();
+  auto stub = v1::Inference::NewStub(channel->channel());
   std::mutex mu;
   std::vector<Sample> samples;
   // Open loop: one shared Poisson schedule, taken by whichever caller is free.
@@ -141,7 +147,7 @@ absl::Status Load(const base::ParsedFlags& f) {
         }
         if (scheduled >= end) return;
         std::this_thread::sleep_until(scheduled);
-        Sample one = Call(stub.get(), s, rng, scheduled);
+        Sample one = Call(stub.get(), *channel, s, rng, scheduled);
         std::lock_guard<std::mutex> lock(mu);
         samples.push_back(std::move(one));
       }

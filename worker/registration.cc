@@ -51,8 +51,11 @@ Registration::Registration(std::string router, v1::RegisterRequest request, std:
                            std::function<void(const std::string&)> accepted,
                            std::function<void(const std::string&)> refused,
                            std::function<std::chrono::steady_clock::time_point()> last_heartbeat,
-                           std::chrono::milliseconds reregister_after)
-    : router_(std::move(router)), request_(std::move(request)), log_prefix_(std::move(log_prefix)),
+                           std::chrono::milliseconds reregister_after,
+                           std::shared_ptr<grpc::ChannelCredentials> credentials)
+    : router_(std::move(router)),
+      credentials_(credentials ? std::move(credentials) : grpc::InsecureChannelCredentials()),
+      request_(std::move(request)), log_prefix_(std::move(log_prefix)),
       accepted_(std::move(accepted)), refused_(std::move(refused)), last_heartbeat_(std::move(last_heartbeat)),
       reregister_after_(reregister_after) {
   thread_ = std::thread([this] { Run(); });
@@ -92,7 +95,7 @@ bool Registration::RegisterOnce(v1::Fleet::Stub* stub) {
 }
 
 void Registration::Run() {
-  auto stub = v1::Fleet::NewStub(grpc::CreateChannel(router_, grpc::InsecureChannelCredentials()));
+  auto stub = v1::Fleet::NewStub(grpc::CreateChannel(router_, credentials_));
   if (!RegisterOnce(stub.get())) return;
   auto registered_at = std::chrono::steady_clock::now();
   while (!stop_) {

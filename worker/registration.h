@@ -16,6 +16,7 @@
 
 #include "model/config.h"
 #include "model/stage_place.h"
+#include "grpcpp/security/credentials.h"
 #include "strata/v1/worker.grpc.pb.h"
 
 namespace strata::worker {
@@ -35,7 +36,8 @@ class Registration {
                std::function<void(const std::string& result_address)> accepted,
                std::function<void(const std::string& why)> refused,
                std::function<std::chrono::steady_clock::time_point()> last_heartbeat,
-               std::chrono::milliseconds reregister_after);
+               std::chrono::milliseconds reregister_after,
+               std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);  // null: plaintext
   // How many times the router accepted this worker (tests, logs).
   int registrations() const { return registrations_.load(); }
   ~Registration();  // stops retrying and joins
@@ -46,6 +48,7 @@ class Registration {
   bool RegisterOnce(v1::Fleet::Stub* stub);
 
   const std::string router_;
+  std::shared_ptr<grpc::ChannelCredentials> credentials_;
   const v1::RegisterRequest request_;
   const std::string log_prefix_;
   std::function<void(const std::string&)> accepted_, refused_;

@@ -1,5 +1,8 @@
 #include "worker/worker_options.h"
 
+#include <climits>
+#include <cstdlib>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/flag_groups.h"
@@ -36,7 +39,10 @@ base::FlagGroup OwnFlags() {
            IntFlag("reregister-after-ms", 5000, 100, 3600000,
                    "register again when no router heartbeat came for this long (a restarted router)"),
            IntFlag("step-timeout-ms", 30000, 100, 3600000, "a collective or send that takes longer fails the step"),
-           StringFlag("ready-file", std::nullopt, "PATH", "written with the addresses once serving")}};
+           StringFlag("ready-file", std::nullopt, "PATH", "written with the addresses once serving"),
+           StringFlag("model-root", std::nullopt, "DIR", "--model must lie inside this folder (links resolved)"),
+           StringFlag("mtls-router-name", "strata-router", "CN",
+                      "with --mtls-*: the control service answers only a caller whose certificate has this CN")}};
 }
 
 // Checks across flags, which no single declaration can.
@@ -49,6 +55,17 @@ absl::Status CheckTogether(const WorkerOptions& o) {
   if (o.stage + 1 < o.num_stages && o.next_stage.empty()) {
     return Bad("next-stage", "is required on every stage but the last");
   }
+  return absl::OkStatus();
+}
+
+// --model resolved (links and "..") must lie inside --model-root.
+absl::Status CheckModelRoot(const WorkerOptions& o) {
+  if (o.model_root.empty()) return absl::OkStatus();
+  char root[PATH_MAX], model[PATH_MAX];
+  if (::realpath(o.model_root.c_str(), root) == nullptr) return Bad("model-root", o.model_root + " does not exist");
+  if (::realpath(o.model_dir.c_str(), model) == nullptr) return Bad("model", o.model_dir + " does not exist");
+  const std::string r = root, m = model;
+  if (m != r && m.rfind(r + "/", 0) != 0) return Bad("model", absl::StrCat(o.model_dir, " is outside --model-root ", r));
   return absl::OkStatus();
 }
 
@@ -69,7 +86,7 @@ const base::FlagTable& WorkerFlags() {
       "strata-worker --model DIR [flags]",
       "One tensor-parallel rank of one pipeline stage: loads its slice of the model, runs the steps the\n"
       "router sends over UCX and forwards activations. SIGTERM or SIGINT drains, then exits 0.",
-      {OwnFlags(), base::BackendFlags(), base::KvFlags(), base::DataPlaneFlags()});
+      {OwnFlags(), base::BackendFlags(), base::KvFlags(), base::DataPlaneFlags(), base::ControlTlsFlags()});
   return *table;
 }
 
@@ -116,7 +133,11 @@ absl::StatusOr<WorkerOptions> ParseWorkerOptions(const std::vector<std::string>&
   o.step_timeout_ms = f.Int("step-timeout-ms");
   o.reregister_after_ms = f.Int("reregister-after-ms");
   o.ready_file = f.String("ready-file");
+  o.model_root = f.String("model-root");
+  o.control_tls = {f.String("mtls-ca"), f.String("mtls-cert"), f.String("mtls-key")};
+  o.router_name = f.String("mtls-router-name");
   STRATA_RETURN_IF_ERROR(CheckTogether(o));
+  STRATA_RETURN_IF_ERROR(CheckModelRoot(o));
   return o;
 }
 

@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "base/flags.h"
+#include "base/tls.h"
 #include "kernels/backend_factory.h"
 
 namespace strata::worker {
@@ -42,6 +43,9 @@ struct WorkerOptions {
   int64_t step_timeout_ms = 30000; // --step-timeout-ms: a collective or send that takes longer fails the step
   int64_t reregister_after_ms = 5000;  // --reregister-after-ms: no heartbeat this long, register again
   std::string ready_file;          // --ready-file: written with the addresses once serving
+  std::string model_root;          // --model-root: --model must lie inside it (symbolic links resolved)
+  base::TlsFiles control_tls;      // --mtls-ca/--mtls-cert/--mtls-key: the control plane's mutual TLS
+  std::string router_name = "strata-router";  // --mtls-router-name: the CN the control service answers
 };
 
 // strata-worker's flag table.

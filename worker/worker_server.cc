@@ -33,6 +33,7 @@ using std::chrono::milliseconds;
 
 struct WorkerServer::Parts {
   WorkerOptions o;
+  std::unique_ptr<base::TlsMaterial> control_tls;  // null: plaintext control plane
   std::string who;  // log prefix
   uint64_t epoch = 0;
   std::unique_ptr<model::StagePlace> place;
@@ -126,8 +127,9 @@ absl::Status StartServing(WorkerServer::Parts& s) {
   DataLoop* loop = s.data.get();
   s.control->set_on_abort([loop] { loop->Reconnect(); });
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(absl::StrCat(o.host, ":", o.control_port), grpc::InsecureServerCredentials(),
-                           &s.control_port);
+  auto creds = base::ServerCredentials(s.control_tls.get(), base::ClientCerts::kRequired);
+  if (s.control_tls) creds->SetAuthMetadataProcessor(std::make_shared<base::PeerNameCheck>(o.router_name));
+  builder.AddListeningPort(absl::StrCat(o.host, ":", o.control_port), creds, &s.control_port);
   builder.SetMaxReceiveMessageSize(4 << 20);
   builder.RegisterService(s.control.get());
   s.grpc_server = builder.BuildAndStart();
@@ -155,7 +157,8 @@ absl::Status StartServing(WorkerServer::Parts& s) {
   s.registration = std::make_unique<Registration>(
       o.router, req, s.who, [data](const std::string& address) { data->SetResultAddress(address); },
       [control](const std::string&) { control->set_state(v1::HealthResponse::FAILED); },
-      [control] { return control->last_health_call(); }, milliseconds(o.reregister_after_ms));
+      [control] { return control->last_health_call(); }, milliseconds(o.reregister_after_ms),
+      base::ChannelCredentials(s.control_tls.get()));
   return absl::OkStatus();
 }
 
@@ -170,6 +173,11 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   s->o = o;
   s->who = absl::StrCat("strata-worker[", o.pipeline, " stage ", o.stage, " rank ", o.tp_rank, "]");
   s->epoch = NewEpoch();
+  if (!o.control_tls.empty()) {
+    auto tls = base::LoadTls(o.control_tls, "mtls", true);
+    if (!tls.ok()) return tls.status();
+    s->control_tls = std::make_unique<base::TlsMaterial>(std::move(*tls));
+  }
   s->metrics = std::make_unique<WorkerMetrics>(WorkerLabels{o.model_name, o.pipeline, o.stage, o.tp_rank});
   if (o.metrics_port >= 0) STRATA_RETURN_IF_ERROR(s->metrics->Serve(o.host, o.metrics_port));
   STRATA_RETURN_IF_ERROR(LoadModel(*s));
