@@ -23,6 +23,7 @@
 #include "tools/cluster.h"
 #include "tools/generate.h"
 #include "tools/load.h"
+#include "tools/plan_command.h"
 #include "tools/tokenize.h"
 #include "worker/local_engine.h"
 #include "worker/worker_options.h"
@@ -196,6 +197,7 @@ const Command kCommands[] = {
     {"bench-engine", BenchEngineFlags, BenchEngine}, {"up", UpFlags, Up},
     {"generate", GenerateFlags, Generate}, {"tokenize", TokenizeFlags, Tokenize},
     {"detokenize", DetokenizeFlags, Detokenize}, {"load", LoadFlags, Load},
+    {"plan", PlanFlags, PlanCommand},
 };
 
 // Each command and the first line of its summary.
