@@ -7,6 +7,8 @@
 // codes while the server stays healthy; killing a worker ends in-flight
 // requests with UNAVAILABLE and the pipeline comes back when it restarts;
 // requests sharing a prefix take it from the cache and give the same tokens.
+// router_secure_test runs the same suite with `strata up --tls` (TLS and a
+// bearer token on the public port, mutual TLS on the control plane).
 #include <signal.h>
 #include <unistd.h>
 
@@ -81,6 +83,9 @@ class Cluster {
                                      "--log-dir", dir_, "--ready-file", ready_, "--metrics-port",
                                      absl::StrCat(metrics_port_), "--backend", "cpu", "--kv-dtype", "f32"};
     argv.insert(argv.end(), flags.begin(), flags.end());
+    // router_secure_test: the same suite with security on (TLS, mutual TLS, a token).
+    const bool secure = std::getenv("STRATA_SECURE_CLUSTER") != nullptr;
+    if (secure) argv.push_back("--tls");
     up_.emplace(SpawnLogged(argv, dir_ + ".up.log"));
     const auto deadline = Clock::now() + std::chrono::seconds(120);
     while (access(ready_.c_str(), F_OK) != 0) {
@@ -90,7 +95,16 @@ class Cluster {
     }
     info_ = nlohmann::json::parse(Slurp(ready_));
     address_ = info_["address"].get<std::string>();
-    channel_ = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+    if (secure) {
+      grpc::SslCredentialsOptions tls;
+      tls.pem_root_certs = Slurp(info_["ca"].get<std::string>());
+      std::string token = Slurp(info_["token_file"].get<std::string>());
+      while (!token.empty() && token.back() == '\n') token.pop_back();
+      channel_ = grpc::CreateChannel(
+          address_, grpc::CompositeChannelCredentials(grpc::SslCredentials(tls), grpc::AccessTokenCredentials(token)));
+    } else {
+      channel_ = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+    }
     stub_ = v1::Inference::NewStub(channel_);
     health_ = grpc::health::v1::Health::NewStub(channel_);
   }
