@@ -35,6 +35,7 @@ struct Settings {
   std::string server;
   int64_t prompt_tokens = 0, max_tokens = 0, vocab = 0;
   int64_t timeout_ms = 0;
+  std::vector<int32_t> prefix;  // the ids every prompt starts with (a shared system prompt)
 };
 
 // One Generate call with a random prompt, timed from `scheduled` (an open
@@ -43,6 +44,7 @@ Sample Call(v1::Inference::Stub* stub, const ClientChannel& client, const Settin
             Clock::time_point scheduled) {
   v1::GenerateRequest req;
   std::uniform_int_distribution<int32_t> id(1, static_cast<int32_t>(s.vocab - 1));
+  for (int32_t t : s.prefix) req.add_prompt_ids(t);
   for (int64_t i = 0; i < s.prompt_tokens; ++i) req.add_prompt_ids(id(rng));
   req.mutable_stop()->set_max_tokens(static_cast<int32_t>(s.max_tokens));
   req.mutable_stop()->set_ignore_eos(true);
@@ -99,14 +101,18 @@ nlohmann::json Summary(const std::vector<Sample>& samples, double seconds) {
 const base::FlagTable& LoadFlags() {
   static const base::FlagTable* table = new base::FlagTable(
       "strata load --server HOST:PORT (--rate R | --concurrency C) [flags]",
-      "A load generator: Generate calls with random prompts, open loop (Poisson arrivals) or closed loop;\n"
-      "prints status codes, TTFT, inter-token and request latency percentiles, output tokens/s.",
+      "A load generator: Generate calls with random prompts (optionally after a prefix they all share),\n"
+      "open loop (Poisson arrivals) or closed loop; prints status codes, TTFT, inter-token and request\n"
+      "latency percentiles, output tokens/s.",
       {{"load",
         {base::AddressFlag("server", "the router's gRPC address").Required(),
          base::DoubleFlag("rate", 0, "open loop: requests per second, Poisson arrivals (0: closed loop)"),
          IntFlag("concurrency", 4, 1, 4096, "closed loop: callers; open loop: the most calls at once (default 256)"),
          IntFlag("duration-s", 10, 1, 86400, "how long to send new requests"),
-         IntFlag("prompt-tokens", 32, 1, 1 << 20, "prompt length (random ids)"),
+         IntFlag("prompt-tokens", 32, 1, 1 << 20, "prompt length (random ids) after the shared prefix"),
+         IntFlag("shared-prefix-tokens", 0, 0, 1 << 20,
+                 "every prompt starts with the same this many random ids (a system prompt), drawn from --seed"),
+         base::BoolFlag("warm-up", false, "send one request first, not counted (it caches a shared prefix)"),
          IntFlag("max-tokens", 32, 1, 1 << 20, "tokens each request generates (EOS ignored)"),
          IntFlag("vocab", 256, 2, 1 << 24, "prompt ids are drawn from [1, vocab)"),
          IntFlag("seed", 1, 0, INT64_MAX, "seeds the prompts and the arrivals"),
@@ -117,17 +123,26 @@ const base::FlagTable& LoadFlags() {
 }
 
 absl::Status Load(const base::ParsedFlags& f) {
-  const Settings s{f.String("server"), f.Int("prompt-tokens"), f.Int("max-tokens"), f.Int("vocab"),
-                   f.Int("timeout-ms")};
+  Settings s{f.String("server"), f.Int("prompt-tokens"), f.Int("max-tokens"), f.Int("vocab"), f.Int("timeout-ms"), {}};
+  std::mt19937_64 prefix_rng(static_cast<uint64_t>(f.Int("seed")) ^ 0x5eedull);
+  std::uniform_int_distribution<int32_t> prefix_id(1, static_cast<int32_t>(s.vocab - 1));
+  for (int64_t i = 0; i < f.Int("shared-prefix-tokens"); ++i) s.prefix.push_back(prefix_id(prefix_rng));
   const double rate = f.Double("rate");
   if (rate < 0) return absl::InvalidArgumentError("--rate: must be 0 or positive");
   // Open loop: enough callers that arrivals rarely wait for a free one.
   const int64_t concurrency = rate > 0 && !f.IsSet("concurrency") ? 256 : f.Int("concurrency");
-  const auto start = Clock::now();
-  const auto end = start + std::chrono::seconds(f.Int("duration-s"));
   auto channel = ClientChannel::FromFlags(s.server, f);
   if (!channel.ok()) return channel.status();
   auto stub = v1::Inference::NewStub(channel->channel());
+  if (f.Bool("warm-up")) {
+    std::mt19937_64 warm_rng(static_cast<uint64_t>(f.Int("seed")) + 1);
+    const Sample w = Call(stub.get(), *channel, s, warm_rng, Clock::now());
+    if (w.code != grpc::StatusCode::OK) {
+      return absl::UnavailableError(absl::StrCat("the warm-up request failed with code ", static_cast<int>(w.code)));
+    }
+  }
+  const auto start = Clock::now();
+  const auto end = start + std::chrono::seconds(f.Int("duration-s"));
   std::mutex mu;
   std::vector<Sample> samples;
   // Open loop: one shared Poisson schedule, taken by whichever caller is free.
