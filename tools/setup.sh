@@ -44,6 +44,24 @@ stop_packaged_prometheus() {
   fi
 }
 
+# The npm packages of the manifest and dashboard schema test
+# (tests/deploy/npm: kubernetes-models, @grafana/schema, typescript), at the
+# versions its committed package-lock.json pins; again only when the lock
+# file changed since the last install.
+install_npm_test_packages() {
+  local dir
+  dir="$(cd "$(dirname "$0")/../tests/deploy/npm" && pwd)"
+  if [[ -f "$dir/node_modules/.package-lock.json" && "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]]; then
+    return 0
+  fi
+  if ! (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/tmp/strata-setup-npm.log 2>&1); then
+    tail -20 /tmp/strata-setup-npm.log >&2
+    echo "setup: npm ci failed in tests/deploy/npm (is the npm registry reachable?)" >&2
+    exit 1
+  fi
+  echo "setup: installed tests/deploy/npm's packages"
+}
+
 missing=()
 # Node.js and npm make the tokenizer's test data (tools/tokenizer); the base
 # machine has Node.js, and Debian's packages fill in what is absent.
@@ -57,6 +75,7 @@ done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "setup: all ${#want[@]} packages present"
+  install_npm_test_packages
   exit 0
 fi
 
@@ -82,4 +101,5 @@ fi
 if [[ " ${missing[*]} " == *" prometheus "* ]]; then
   stop_packaged_prometheus
 fi
+install_npm_test_packages
 echo "setup: done"

@@ -11,9 +11,12 @@ cannot drift apart silently:
 - every --flag in deploy/k8s and deploy/systemd, and every key of the
   example worker config, is a flag that strata-worker / strata-router
   accepts (from their --help);
-- the Kubernetes manifests parse, each worker StatefulSet's replicas equal
-  its --tp-size, and every pod carries the scrape annotations for the port
-  its --metrics-port serves.
+- the Kubernetes manifests (deploy/k8s/strata.yaml and the plans'
+  deploy/plans/*/k8s) parse, each worker StatefulSet's replicas equal its
+  --tp-size (from the command line or the per-stage config it reads), the
+  per-stage configs and the plans' systemd worker configs name only
+  strata-worker flags, and every pod carries the scrape annotations for the
+  port its --metrics-port serves.
 usage: check_configs.py ROOT STRATA_WORKER STRATA_ROUTER
 """
 import json
@@ -98,20 +101,73 @@ def check_command(where, command):
                     errors.append(f"{where}: {binary} has no flag --{flag}")
 
 
-docs = list(yaml.safe_load_all(read("deploy/k8s/strata.yaml")))
-kinds_seen = {d["kind"] for d in docs}
-for want in ("Deployment", "StatefulSet", "Service"):
-    if want not in kinds_seen:
-        errors.append(f"deploy/k8s/strata.yaml has no {want}")
-for d in docs:
+def worker_config_keys(where, config):
+    for key in config:
+        if key not in worker_flags:
+            errors.append(f"{where}: {key} is not a strata-worker flag")
+
+
+def pod_templates(d):
     if d["kind"] in ("Deployment", "StatefulSet"):
-        for c in d["spec"]["template"]["spec"]["containers"]:
-            cmd = " ".join(c.get("command", []) + c.get("args", []))
-            check_command(f"k8s {d['metadata']['name']}", cmd)
-            tp = re.search(r"--tp-size\s+(\d+)", cmd)
-            if d["kind"] == "StatefulSet" and (not tp or int(tp.group(1)) != d["spec"]["replicas"]):
-                errors.append(f"k8s {d['metadata']['name']}: replicas must equal --tp-size")
-monitoring_checks.check_k8s_pods(docs, errors)
+        return [d["spec"]["template"]]
+    if d["kind"] == "LeaderWorkerSet":
+        lwt = d["spec"]["leaderWorkerTemplate"]
+        return [lwt[t] for t in ("leaderTemplate", "workerTemplate") if t in lwt]
+    return []
+
+
+# The hand-written manifest and those of the committed plans (deploy/plans,
+# written by `strata plan --out`; their workers read per-stage configs from
+# the strata-plan ConfigMap mounted at /etc/strata/plan).
+k8s_files = ["deploy/k8s/strata.yaml"] + sorted(
+    os.path.relpath(os.path.join(base, n), root)
+    for base, _, names in os.walk(os.path.join(root, "deploy/plans")) for n in names if n.endswith(".yaml"))
+docs = []
+for path in k8s_files:
+    file_docs = [d for d in yaml.safe_load_all(read(path)) if d]
+    docs += file_docs
+    stage_configs = {}
+    for d in file_docs:
+        if d["kind"] == "ConfigMap":
+            for key, text in d.get("data", {}).items():
+                stage_configs[key] = json.loads(text)
+                worker_config_keys(f"{path} ConfigMap {d['metadata']['name']} {key}", stage_configs[key])
+
+    def effective(cmd):
+        """The container's flags: its --config file's, then the command line's."""
+        flags = {}
+        m = re.search(r"--config\s+\"?/etc/strata/plan/([\w.$-]+)", cmd)
+        if m:
+            name = m.group(1)
+            if "$" in name:  # one config per stage, picked at run time: all agree on these keys
+                configs = [c for k, c in stage_configs.items() if k.startswith("stage-")]
+                flags = {k: v for k, v in configs[0].items() if all(c.get(k) == v for c in configs)} if configs else {}
+            elif name not in stage_configs:
+                errors.append(f"{path}: --config names {name}, which the ConfigMap lacks")
+            else:
+                flags = dict(stage_configs[name])
+        for f, v in re.findall(r"--([a-z][a-z0-9-]*)[ =]([^\s-][^\s]*)", cmd):
+            flags[f] = v.strip('"')
+        return flags
+
+    kinds_seen = {d["kind"] for d in file_docs}
+    if "Deployment" not in kinds_seen or "Service" not in kinds_seen or not (
+            {"StatefulSet", "LeaderWorkerSet"} & kinds_seen):
+        errors.append(f"{path} needs a Deployment, a Service and StatefulSets or a LeaderWorkerSet")
+    for d in file_docs:
+        for t in pod_templates(d):
+            for c in t["spec"]["containers"]:
+                cmd = " ".join(c.get("command", []) + c.get("args", []))
+                check_command(f"{path} {d['metadata']['name']}", cmd)
+                flags = effective(cmd)
+                if d["kind"] == "StatefulSet" and str(flags.get("tp-size")) != str(d["spec"]["replicas"]):
+                    errors.append(f"{path} {d['metadata']['name']}: replicas must equal --tp-size")
+                c["_metrics_port"] = str(flags.get("metrics-port", ""))
+monitoring_checks.check_k8s_pods(docs, errors, pod_templates)
+for base, _, names in os.walk(os.path.join(root, "deploy/plans")):
+    for n in names:
+        if n.endswith(".json") and n.startswith("worker-"):
+            worker_config_keys(os.path.relpath(os.path.join(base, n), root), json.loads(read(os.path.join(base, n))))
 for unit in ("deploy/systemd/strata-router.service", "deploy/systemd/strata-worker@.service"):
     text = read(unit).replace("\\\n", " ")
     for line in text.splitlines():
@@ -126,4 +182,4 @@ if errors:
     print("\n".join(errors))
     sys.exit(1)
 print(f"ok: {len(alerts)} alert rules, {len(records)} recorded series, {sum(p['type'] != 'row' for p in dash['panels'])} dashboard panels, {len(exported)} exported metrics, "
-      f"{len(docs)} Kubernetes objects, systemd units and worker config checked")
+      f"{len(docs)} Kubernetes objects in {len(k8s_files)} files, systemd units and worker configs checked")

@@ -118,21 +118,21 @@ def check_scrape_configs(root, errors):
                     errors.append(f"{path}: job {j.get('job_name')}: regex {rc.get('regex')!r}: {x}")
 
 
-def check_k8s_pods(docs, errors):
-    """The pods the scrape config would find: annotated, labelled, on their metrics port."""
+def check_k8s_pods(docs, errors, pod_templates):
+    """The pods the scrape config would find: annotated, labelled, on their metrics port.
+    pod_templates(doc) lists a workload's pod templates; each container's
+    _metrics_port is the --metrics-port it serves (command line or config)."""
     for d in docs:
-        if d["kind"] not in ("Deployment", "StatefulSet"):
-            continue
         name = d["metadata"]["name"]
-        meta = d["spec"]["template"].get("metadata", {})
-        notes = meta.get("annotations") or {}
-        if notes.get("prometheus.io/scrape") != "true":
-            errors.append(f"k8s {name}: pods lack the annotation prometheus.io/scrape: \"true\"")
-        if (meta.get("labels") or {}).get("strata-role") not in ("router", "worker"):
-            errors.append(f"k8s {name}: pods lack the strata-role label the scrape config makes the job of")
-        for c in d["spec"]["template"]["spec"]["containers"]:
-            cmd = " ".join(c.get("command", []) + c.get("args", []))
-            port = re.search(r"--metrics-port[ =](\d+)", cmd)
-            if not port or notes.get("prometheus.io/port") != port.group(1):
-                errors.append(f"k8s {name}: prometheus.io/port {notes.get('prometheus.io/port')!r} is not the "
-                              f"--metrics-port the container serves ({port.group(1) if port else 'none'})")
+        for t in pod_templates(d):
+            meta = t.get("metadata", {})
+            notes = meta.get("annotations") or {}
+            if notes.get("prometheus.io/scrape") != "true":
+                errors.append(f"k8s {name}: pods lack the annotation prometheus.io/scrape: \"true\"")
+            if (meta.get("labels") or {}).get("strata-role") not in ("router", "worker"):
+                errors.append(f"k8s {name}: pods lack the strata-role label the scrape config makes the job of")
+            for c in t["spec"]["containers"]:
+                port = c.get("_metrics_port") or None
+                if not port or notes.get("prometheus.io/port") != port:
+                    errors.append(f"k8s {name}: prometheus.io/port {notes.get('prometheus.io/port')!r} is not the "
+                                  f"--metrics-port the container serves ({port or 'none'})")
