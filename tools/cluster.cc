@@ -85,6 +85,7 @@ struct Layout {
   std::string model, router_bin, worker_bin, logs;
   std::string tls;          // with --tls: the folder of the throwaway CA, certificates and token
   std::string auth_tokens;  // the router's --auth-tokens (--auth-tokens, or the throwaway one)
+  std::string token_file;   // the token strata up itself calls the router with
   std::vector<std::pair<std::string, std::string>> env;
 };
 
@@ -118,7 +119,8 @@ absl::Status MakeThrowawaySecurity(Layout* l) {
                .dump(2)
         << "\n";
   }
-  std::ofstream(l->tls + "/token") << token << "\n";
+  l->token_file = l->tls + "/token";
+  std::ofstream(l->token_file) << token << "\n";
   chmod(l->auth_tokens.c_str(), 0600);
   chmod((l->tls + "/token").c_str(), 0600);
   return absl::OkStatus();
@@ -162,6 +164,11 @@ absl::StatusOr<Layout> Plan(const base::ParsedFlags& f) {
   }
   mkdir(l.logs.c_str(), 0755);
   l.auth_tokens = f.String("auth-tokens");
+  l.token_file = f.String("token-file");
+  if (!l.auth_tokens.empty() && l.token_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--auth-tokens needs --token-file: a token of that file, for strata up to see the cluster come up");
+  }
   if (f.Bool("tls")) STRATA_RETURN_IF_ERROR(MakeThrowawaySecurity(&l));
   return l;
 }
@@ -260,7 +267,7 @@ absl::Status StartAll(const base::ParsedFlags& f, const Layout& l, const std::st
 // Healthy: every replica up, as ListModels reports.
 absl::Status WaitHealthy(const std::string& router, const Layout& l, int64_t timeout_s, std::vector<Child>* children) {
   std::string token;
-  if (!l.tls.empty() && l.auth_tokens == l.tls + "/tokens.json") std::ifstream(l.tls + "/token") >> token;
+  if (!l.token_file.empty()) std::ifstream(l.token_file) >> token;
   STRATA_ASSIGN_OR_RETURN(ClientChannel client,
                           ClientChannel::Open(router, l.tls.empty() ? "" : l.tls + "/ca.crt", token));
   auto stub = v1::Inference::NewStub(client.channel());
@@ -316,9 +323,7 @@ void WriteReadyFile(const std::string& path, const std::string& router, const La
                                         {"ucx_tls", l.env[0].second},
                                         {"ca", l.tls.empty() ? "" : l.tls + "/ca.crt"},
                                         {"tls_dir", l.tls},
-                                        {"token_file", l.tls.empty() || l.auth_tokens != l.tls + "/tokens.json"
-                                                           ? ""
-                                                           : l.tls + "/token"},
+                                        {"token_file", l.token_file},
                                         {"auth_tokens", l.auth_tokens},
                                         {"workers", workers}})
                             .dump()
@@ -355,7 +360,9 @@ const base::FlagTable& UpFlags() {
          base::BoolFlag("tls", false,
                         "security on: a throwaway CA (LOG_DIR/tls/ca.crt), TLS on the public ports, mutual TLS on "
                         "the control plane, and a bearer token (LOG_DIR/tls/token) unless --auth-tokens is given"),
-         StringFlag("auth-tokens", std::nullopt, "FILE", "the router's bearer tokens (see strata-router --help)")}},
+         StringFlag("auth-tokens", std::nullopt, "FILE", "the router's bearer tokens (see strata-router --help)"),
+         StringFlag("token-file", std::nullopt, "FILE",
+                    "with --auth-tokens: a token of that file, which strata up calls the router with")}},
        base::BackendFlags(), base::KvFlags(), base::RouterEngineFlags()});
   return *table;
 }
