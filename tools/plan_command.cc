@@ -95,6 +95,7 @@ LaunchOptions LaunchOptionsFromFlags(const base::ParsedFlags& f) {
   o.gpu_resource = f.String("gpu-resource");
   o.rdma_resource = f.String("rdma-resource");
   o.drain_ms = f.Int("drain-ms");
+  o.tls = f.Bool("tls");
   return o;
 }
 
@@ -152,7 +153,10 @@ const base::FlagTable& PlanFlags() {
          StringFlag("gpu-resource", "nvidia.com/gpu", "NAME", "Kubernetes: the GPU resource name"),
          StringFlag("rdma-resource", "rdma/rdma_shared_device_a", "NAME",
                     "Kubernetes: the RDMA NIC resource (\"\": none, UCX over TCP)"),
-         IntFlag("drain-ms", 30000, 0, 3600000, "the router's --drain-ms; pods get this plus 15 s to stop")}}});
+         IntFlag("drain-ms", 30000, 0, 3600000, "the router's --drain-ms; pods get this plus 15 s to stop"),
+         BoolFlag("tls", false,
+                  "TLS and bearer tokens on the public port, mutual TLS on the control plane, from the strata-tls\n"
+                  "and strata-tokens Secrets (/etc/strata/tls/{ca.crt,tls.crt,tls.key}, /etc/strata/tokens/tokens.json)")}}});
   return *table;
 }
 
@@ -279,6 +283,7 @@ absl::Status PlanCommand(const base::ParsedFlags& f) {
     }
     absl::StrAppend(&how, " --dtype ", f.String("dtype"));
     if (f.HasValue("context")) absl::StrAppend(&how, " --context ", r.context);
+    if (f.Bool("tls")) absl::StrAppend(&how, " --tls");
     STRATA_RETURN_IF_ERROR(WriteLaunchFiles(f.String("out"), p, r, LaunchOptionsFromFlags(f), how));
   }
   return absl::OkStatus();

@@ -79,19 +79,27 @@ Json DrainHook() {
 
 // Certificates (issue 15's TLS and mutual TLS) and bearer tokens, from
 // Secrets that may be absent (optional) until TLS is switched on.
-Json TlsVolume() {
+Json TlsVolume(const LaunchOptions& o) {
   return {{"name", "strata-tls"},
           {"secret",
            {{"secretName", "strata-tls"},
-            {"optional", true},
+            {"optional", !o.tls},
             {"items",
              {{{"key", "ca.crt"}, {"path", "ca.crt"}},
               {{"key", "tls.crt"}, {"path", "tls.crt"}},
               {{"key", "tls.key"}, {"path", "tls.key"}}}}}}};
 }
 
-Json TokensVolume() {
-  return {{"name", "strata-tokens"}, {"secret", {{"secretName", "strata-tokens"}, {"optional", true}}}};
+Json TokensVolume(const LaunchOptions& o) {
+  return {{"name", "strata-tokens"}, {"secret", {{"secretName", "strata-tokens"}, {"optional", !o.tls}}}};
+}
+
+// The control plane's mutual TLS (router and workers alike).
+void MtlsKeys(const LaunchOptions& o, Json* j) {
+  if (!o.tls) return;
+  (*j)["mtls-ca"] = absl::StrCat(kTlsMount, "/ca.crt");
+  (*j)["mtls-cert"] = absl::StrCat(kTlsMount, "/tls.crt");
+  (*j)["mtls-key"] = absl::StrCat(kTlsMount, "/tls.key");
 }
 
 Json ModelVolume(const LaunchOptions& o) {
@@ -115,10 +123,19 @@ Json RouterService() {
 }
 
 Json RouterDeployment(const LaunchOptions& o) {
-  const std::string command = absl::StrCat(
+  std::string command = absl::StrCat(
       "exec strata-router --host \"$POD_IP\" --port ", kRouterGrpc, " --fleet-port ", kRouterFleet, " --data-port ",
       kRouterData, " --metrics-port ", kRouterMetrics, " --tokenizer ", o.model_path, " --model-name ", o.model_name,
       " --drain-ms ", o.drain_ms);
+  if (o.tls) {
+    absl::StrAppend(&command, " --tls-cert ", kTlsMount, "/tls.crt --tls-key ", kTlsMount, "/tls.key --auth-tokens ",
+                    kTokensMount, "/tokens.json --mtls-ca ", kTlsMount, "/ca.crt --mtls-cert ", kTlsMount,
+                    "/tls.crt --mtls-key ", kTlsMount, "/tls.key");
+  }
+  // The kubelet's gRPC probe speaks plaintext only: with TLS, readiness is
+  // a TCP check.
+  const Json readiness = o.tls ? Json{{"tcpSocket", {{"port", kRouterGrpc}}}, {"periodSeconds", 2}}
+                               : Json{{"grpc", {{"port", kRouterGrpc}}}, {"periodSeconds", 2}};
   Json container = {
       {"name", "router"},
       {"image", o.image},
@@ -129,7 +146,7 @@ Json RouterDeployment(const LaunchOptions& o) {
                  Port("metrics", kRouterMetrics)}},
       // SERVING only while a pipeline is up (grpc.health.v1), so the
       // Service sends clients only to a router that can answer.
-      {"readinessProbe", {{"grpc", {{"port", kRouterGrpc}}}, {"periodSeconds", 2}}},
+      {"readinessProbe", readiness},
       // Not SERVING is no reason to restart (no pipeline may be up yet).
       {"livenessProbe", {{"tcpSocket", {{"port", kRouterGrpc}}}, {"periodSeconds", 10}, {"failureThreshold", 3}}},
       {"lifecycle", DrainHook()},
@@ -142,7 +159,7 @@ Json RouterDeployment(const LaunchOptions& o) {
               {"spec",
                {{"terminationGracePeriodSeconds", GraceSeconds(o)},
                 {"containers", {container}},
-                {"volumes", {ModelVolume(o), TlsVolume(), TokensVolume()}}}}};
+                {"volumes", {ModelVolume(o), TlsVolume(o), TokensVolume(o)}}}}};
   return {{"apiVersion", "apps/v1"},
           {"kind", "Deployment"},
           {"metadata", Metadata("strata-router", Labels({{"strata-role", "router"}}))},
@@ -236,7 +253,7 @@ Json WorkerContainer(const Plan& p, const PlanRequest& r, const LaunchOptions& o
 Json WorkerVolumes(const LaunchOptions& o) {
   return {ModelVolume(o),
           {{"name", "strata-plan"}, {"configMap", {{"name", "strata-plan"}}}},
-          TlsVolume(),
+          TlsVolume(o),
           // NCCL's and UCX's shared-memory segments.
           {{"name", "dshm"}, {"emptyDir", {{"medium", "Memory"}, {"sizeLimit", "16Gi"}}}}};
 }
@@ -376,6 +393,7 @@ Json WorkerConfig(const Plan& p, const PlanRequest& r, const LaunchOptions& o, i
   }
   j["router"] = absl::StrCat(NodeHost(o, 0), ":", kRouterFleet);
   KvKeys(p, r, &j);
+  MtlsKeys(o, &j);
   return j;
 }
 
@@ -387,6 +405,7 @@ Json StageConfig(const Plan& p, const PlanRequest& r, const LaunchOptions& o, in
   j["metrics-port"] = kPodMetrics;
   j["router"] = absl::StrCat("strata-router:", kRouterFleet);
   KvKeys(p, r, &j);
+  MtlsKeys(o, &j);
   return j;
 }
 

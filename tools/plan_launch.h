@@ -41,6 +41,12 @@ struct LaunchOptions {
   std::string gpu_resource = "nvidia.com/gpu";
   std::string rdma_resource = "rdma/rdma_shared_device_a";  // "": none
   int64_t drain_ms = 30000;                                  // the router's --drain-ms
+  // TLS on the public port with bearer tokens, mutual TLS on the control
+  // plane: the router and workers read the strata-tls Secret (ca.crt,
+  // tls.crt, tls.key at /etc/strata/tls) and the router the strata-tokens
+  // Secret (tokens.json at /etc/strata/tokens), which become required.
+  // Off: the Secrets are still mounted, optional, and nothing reads them.
+  bool tls = false;
 };
 
 struct LaunchFile {

@@ -100,6 +100,14 @@ TEST(PlanLaunchTest, PodStageConfigsPlusTheirCommandLineAreValidWorkers) {
     EXPECT_EQ(w->kv_blocks, p->kv_blocks_per_worker);
     EXPECT_EQ(w->metrics_port, 9401);
   }
+  // With --tls the stage configs carry the control plane's certificates.
+  LaunchOptions tls;
+  tls.tls = true;
+  absl::StatusOr<worker::WorkerOptions> secure =
+      Parse(StageConfig(*p, r, tls, 1), {"--pipeline", "p0", "--tp-rank", "0", "--host", "10.1.2.3", "--tp-store",
+                                         "strata-workers-0-8.strata-workers:7100"});
+  ASSERT_TRUE(secure.ok()) << secure.status();
+  EXPECT_EQ(StageConfig(*p, r, tls, 1)["mtls-cert"], "/etc/strata/tls/tls.crt");
   // Without the peers the pod's command adds, a stage config alone is refused:
   // the command line is part of the contract.
   EXPECT_FALSE(Parse(StageConfig(*p, r, o, 0), {}).ok());

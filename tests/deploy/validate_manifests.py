@@ -41,6 +41,7 @@ EXTRA_PLANS = {
     "70b-4-gpus-no-rdma": ["--preset", "70b", "--gpus", "4", "--gpu-memory", "80GiB", "--rdma-resource", ""],
     "405b-fp8-16-gpus-4-per-node": ["--preset", "405b", "--gpus", "16", "--gpu-memory", "80GiB", "--dtype", "fp8",
                                     "--gpus-per-node", "4"],
+    "8b-2-gpus-tls": ["--preset", "8b", "--gpus", "2", "--gpu-memory", "80GiB", "--tls"],
     "405b-2-cpu-hosts": ["--preset", "405b", "--cpu-hosts", "2", "--host-memory", "512GiB", "--threads", "32"],
 }
 
@@ -188,6 +189,12 @@ for label, d in plan_dirs.items():
                 if not c.get("readinessProbe") or not c.get("livenessProbe"):
                     errors.append(f"{where}: container {c['name']} lacks a readiness or liveness probe")
             mounts = {m["name"]: m["mountPath"] for c in spec["containers"] for m in c.get("volumeMounts", [])}
+            tls = any("--mtls-cert" in command_of(c) for c in spec["containers"]) or any(
+                "mtls-cert" in json.loads(t) for t in cm.values())
+            for v in spec.get("volumes", []):
+                if v["name"] in ("strata-tls", "strata-tokens") and v["secret"].get("optional") == tls:
+                    errors.append(f"{where}: the {v['name']} Secret is {'optional' if tls else 'required'} "
+                                  f"with TLS {'on' if tls else 'off'}")
             if mounts.get("strata-tls") != "/etc/strata/tls":
                 errors.append(f"{where}: a pod does not mount the strata-tls Secret at /etc/strata/tls")
         if by_kind.get("PodDisruptionBudget") is None or by_kind.get("ServiceMonitor") is None:
