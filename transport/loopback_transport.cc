@@ -22,6 +22,7 @@ struct LoopbackNetwork::Endpoint {
   absl::Status fail;
   // Stats of this endpoint as a receiver and as a sender.
   TransportStats stats;
+  MessageGuard guard;  // this endpoint's data key
 
   // Validates and queues one message; false when it was malformed.
   bool Deliver(const void* header, size_t header_length, std::vector<uint8_t> data) {
@@ -31,6 +32,13 @@ struct LoopbackNetwork::Endpoint {
       return false;
     }
     if (drop || closed) return true;
+    WireHeader h;
+    std::memcpy(&h, header, sizeof(h));
+    if (!guard.Admit(h, data.data(), data.size())) {
+      stats.messages_rejected += 1;
+      stats.messages_unauthenticated += 1;
+      return true;  // dropped on arrival, as a network peer would
+    }
     Message m;
     std::memcpy(&m.header, header, sizeof(WireHeader));
     m.data = std::move(data);
@@ -185,7 +193,9 @@ absl::StatusOr<std::unique_ptr<PendingSend>> LoopbackTransport::SendAsync(int pe
     self_->stats.messages_sent += 1;
     self_->stats.bytes_sent += data.size();
   }
-  auto send = std::make_unique<LoopbackSend>(std::move(dest), header, std::move(data));
+  WireHeader signed_header = header;
+  self_->guard.Sign(&signed_header, parts);
+  auto send = std::make_unique<LoopbackSend>(std::move(dest), signed_header, std::move(data));
   (void)send->Done();  // delivers at once unless the receiver hangs
   return std::unique_ptr<PendingSend>(std::move(send));
 }
@@ -234,4 +244,8 @@ TransportStats LoopbackTransport::stats() const {
   return self_->stats;
 }
 
+}  // namespace strata::transport
+
+namespace strata::transport {
+void LoopbackTransport::SetDataKey(const DataKey& key) { self_->guard.SetKey(key); }
 }  // namespace strata::transport

@@ -73,6 +73,7 @@ class LoopbackTransport : public Transport {
   absl::StatusOr<Message> Receive(std::chrono::milliseconds timeout) override;
   void Interrupt() override;
   TransportStats stats() const override;
+  void SetDataKey(const DataKey& key) override;
 
  private:
   friend class LoopbackNetwork;

@@ -66,6 +66,54 @@ TEST(LoopbackTransportTest, RefusesMismatchedLengthsAndCountsMalformedMessages) 
   EXPECT_EQ(a->Connect({"loopback", 999}).status().code(), absl::StatusCode::kUnavailable);
 }
 
+// Signed data plane (transport/message_auth.h): a receiver with a key takes
+// only messages signed with it; anything else is dropped and counted.
+TEST(LoopbackTransportTest, AKeyedReceiverDropsWhatDoesNotAuthenticate) {
+  LoopbackNetwork net;
+  auto a = net.Listen();
+  auto b = net.Listen();
+  auto stranger = net.Listen();
+  const DataKey key = NewDataKey();
+  a->SetDataKey(key);
+  b->SetDataKey(key);
+  const int peer = *ConnectTo(*a, *b);
+  const std::string body = "result bytes";
+  ASSERT_TRUE(a->Send(peer, ResultHeader(1, body.size()), {{body.data(), body.size()}}, milliseconds(100)).ok());
+  auto m = b->Receive(milliseconds(100));
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->header.key_id, key.id);
+  // Unsigned, signed with another key, stale key id, tampered header, tampered result.
+  ASSERT_TRUE(stranger->Send(*ConnectTo(*stranger, *b), ResultHeader(2, body.size()), {{body.data(), body.size()}},
+                             milliseconds(100))
+                  .ok());
+  DataKey other = NewDataKey();
+  auto forge = [&](const DataKey& k, uint64_t step, auto&& mutate) {
+    WireHeader h = ResultHeader(step, body.size());
+    std::string data = body;
+    SignMessage(k, &h, {{data.data(), data.size()}});
+    mutate(h, data);
+    std::string raw(sizeof(h), '\0');
+    std::memcpy(raw.data(), &h, sizeof(h));
+    return net.DeliverRaw(b->address(), raw, data);
+  };
+  ASSERT_TRUE(forge(other, 3, [](WireHeader&, std::string&) {}).ok());
+  ASSERT_TRUE(forge(other, 4, [&](WireHeader& h, std::string&) { h.key_id = key.id; }).ok());
+  ASSERT_TRUE(forge(key, 5, [](WireHeader& h, std::string&) { h.step_id = 6; }).ok());
+  ASSERT_TRUE(forge(key, 7, [](WireHeader&, std::string& d) { d[0] ^= 1; }).ok());
+  EXPECT_EQ(b->Receive(milliseconds(20)).status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(b->stats().messages_unauthenticated, 5u);
+  EXPECT_EQ(b->stats().messages_rejected, 5u);
+  // And the receiver keeps serving.
+  ASSERT_TRUE(forge(key, 8, [](WireHeader&, std::string&) {}).ok());
+  m = b->Receive(milliseconds(100));
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->header.step_id, 8u);
+  // A key of id 0 (a worker not yet registered) takes nothing.
+  b->SetDataKey(DataKey{});
+  ASSERT_TRUE(a->Send(peer, ResultHeader(9, body.size()), {{body.data(), body.size()}}, milliseconds(100)).ok());
+  EXPECT_FALSE(b->Receive(milliseconds(20)).ok());
+}
+
 TEST(LoopbackTransportTest, InjectedFaults) {
   LoopbackNetwork net;
   auto a = net.Listen();

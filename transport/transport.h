@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "transport/address.h"
+#include "transport/message_auth.h"
 #include "transport/wire.h"
 
 namespace strata::transport {
@@ -38,7 +39,8 @@ struct Message {
 struct TransportStats {
   uint64_t messages_sent = 0, bytes_sent = 0;
   uint64_t messages_received = 0, bytes_received = 0;
-  uint64_t messages_rejected = 0;  // failed validation, dropped
+  uint64_t messages_rejected = 0;  // failed validation or authentication, dropped
+  uint64_t messages_unauthenticated = 0;  // of those: a wrong tag or a stale key id
   double send_seconds = 0;         // total time inside Send
 };
 
@@ -85,6 +87,11 @@ class Transport {
   // work (new requests) sleeps in Receive and is woken for it.
   virtual void Interrupt() = 0;
   virtual TransportStats stats() const = 0;
+  // From now on every message sent carries a tag made with `key`, and a
+  // message received is dropped (counted as rejected and unauthenticated)
+  // unless it verifies with it (transport/message_auth.h). A key with id 0
+  // drops everything until a real one is set (a worker not yet registered).
+  virtual void SetDataKey(const DataKey& key) = 0;
 };
 
 }  // namespace strata::transport

@@ -57,11 +57,17 @@ std::string ReadString(int fd) {
   return s;
 }
 
+// Messages shaped like activations: a small plan (the part the MAC
+// covers) and the payload; src_rank carries the bench's own flag.
+constexpr size_t kPlanBytes = 256;
+const std::vector<uint8_t> kPlan(kPlanBytes, 0x11);
+
 WireHeader Header(size_t bytes, uint64_t flag) {
   WireHeader h;
-  h.type = static_cast<uint16_t>(MessageType::kStepResult);
+  h.type = static_cast<uint16_t>(MessageType::kActivations);
+  h.plan_bytes = kPlanBytes;
   h.payload_bytes = bytes;
-  h.reserved = flag;
+  h.src_rank = static_cast<int16_t>(flag);
   return h;
 }
 
@@ -71,9 +77,10 @@ int Fail(const std::string& what) {
 }
 
 // The peer: echoes pings, acknowledges the end of a stream.
-int Echo(int to_parent, int from_parent, const UcxOptions& options) {
+int Echo(int to_parent, int from_parent, const UcxOptions& options, const strata::transport::DataKey* key) {
   auto t = UcxTransport::Create(options);
   if (!t.ok()) return Fail(std::string(t.status().message()));
+  if (key != nullptr) (*t)->SetDataKey(*key);
   WriteString(to_parent, (*t)->address());
   auto parent = strata::transport::ParseHostPort(ReadString(from_parent), "parent");
   if (!parent.ok()) return Fail("no parent address");
@@ -82,12 +89,16 @@ int Echo(int to_parent, int from_parent, const UcxOptions& options) {
   while (true) {
     auto m = (*t)->Receive(milliseconds(20000));
     if (!m.ok()) return 0;  // the parent is done
-    if (m->header.reserved == kEcho) {
-      if (!(*t)->Send(*peer, Header(m->data.size(), 0), {{m->data.data(), m->data.size()}}, milliseconds(10000)).ok()) {
+    if (m->header.src_rank == kEcho) {
+      if (!(*t)->Send(*peer, Header(m->header.payload_bytes, 0), {{m->data.data(), m->data.size()}},
+                      milliseconds(10000))
+               .ok()) {
         return Fail("echo failed");
       }
-    } else if (m->header.reserved == kAck) {
-      if (!(*t)->Send(*peer, Header(0, 0), {}, milliseconds(10000)).ok()) return Fail("ack failed");
+    } else if (m->header.src_rank == kAck) {
+      if (!(*t)->Send(*peer, Header(0, 0), {{kPlan.data(), kPlan.size()}}, milliseconds(10000)).ok()) {
+        return Fail("ack failed");
+      }
     }
   }
 }
@@ -95,9 +106,10 @@ int Echo(int to_parent, int from_parent, const UcxOptions& options) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<int64_t> sizes = {16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20};
+  std::vector<int64_t> sizes = {8 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20};
   UcxOptions options;
   options.listen = {"127.0.0.1", 0};
+  bool mac = false;  // --mac true: both ends sign and verify every message (HMAC-SHA256)
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
     if (flag == "--sizes") {
@@ -107,6 +119,8 @@ int main(int argc, char** argv) {
         if (!absl::SimpleAtoi(s, &v) || v < 0 || v > (int64_t{1} << 30)) return Fail("bad --sizes");
         sizes.push_back(v);
       }
+    } else if (flag == "--mac") {
+      mac = value == "true";
     } else if (flag == "--peer-errors") {
       options.peer_failure_detection = value == "true";
     } else {
@@ -116,10 +130,12 @@ int main(int argc, char** argv) {
   int down[2], up[2];
   if (pipe(down) != 0 || pipe(up) != 0) return Fail("pipe");
   const pid_t child = fork();
-  if (child == 0) _exit(Echo(up[1], down[0], options));
+  const strata::transport::DataKey key = strata::transport::NewDataKey();
+  if (child == 0) _exit(Echo(up[1], down[0], options, mac ? &key : nullptr));
 
   auto t = UcxTransport::Create(options);
   if (!t.ok()) return Fail(std::string(t.status().message()));
+  if (mac) (*t)->SetDataKey(key);
   WriteString(down[1], (*t)->address());
   auto child_address = strata::transport::ParseHostPort(ReadString(up[0]), "child");
   if (!child_address.ok()) return Fail("no child address");
@@ -131,7 +147,9 @@ int main(int argc, char** argv) {
     const int lat_iters = static_cast<int>(std::clamp<int64_t>((int64_t{256} << 20) / std::max<int64_t>(size, 1), 100, 2000));
     const int bw_iters = static_cast<int>(std::clamp<int64_t>((int64_t{1} << 30) / std::max<int64_t>(size, 1), 200, 5000));
     auto ping = [&]() -> bool {
-      if (!(*t)->Send(*peer, Header(size, kEcho), {{payload.data(), payload.size()}}, milliseconds(10000)).ok()) {
+      if (!(*t)->Send(*peer, Header(size, kEcho), {{kPlan.data(), kPlan.size()}, {payload.data(), payload.size()}},
+                      milliseconds(10000))
+               .ok()) {
         return false;
       }
       return (*t)->Receive(milliseconds(10000)).ok();
@@ -152,7 +170,7 @@ int main(int argc, char** argv) {
         if (!(*t)->Wait(window.front().get(), milliseconds(10000)).ok()) return Fail("stream send failed");
         window.pop_front();
       }
-      auto p = (*t)->SendAsync(*peer, Header(size, flag), {{payload.data(), payload.size()}});
+      auto p = (*t)->SendAsync(*peer, Header(size, flag), {{kPlan.data(), kPlan.size()}, {payload.data(), payload.size()}});
       if (!p.ok()) return Fail("stream send failed");
       window.push_back(std::move(*p));
     }
@@ -163,7 +181,7 @@ int main(int argc, char** argv) {
     if (!(*t)->Receive(milliseconds(30000)).ok()) return Fail("no ack");
     const double secs = std::chrono::duration<double>(Clock::now() - start).count();
     const double mbps = static_cast<double>(size) * bw_iters / secs / 1e6;
-    std::cout << "{\"size\": " << size << ", \"lat_us\": " << lat_us << ", \"bw_mbps\": " << mbps << "}" << std::endl;
+    std::cout << "{\"size\": " << size << ", \"mac\": " << (mac ? "true" : "false") << ", \"lat_us\": " << lat_us << ", \"bw_mbps\": " << mbps << "}" << std::endl;
   }
   t->reset();
   int status = 0;

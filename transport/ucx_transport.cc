@@ -128,7 +128,8 @@ struct UcxTransport::Impl {
   std::vector<std::unique_ptr<Peer>> peers;
   std::map<std::string, int> by_address;
 
-  std::atomic<uint64_t> sent{0}, sent_bytes{0}, received{0}, received_bytes{0}, rejected{0};
+  std::atomic<uint64_t> sent{0}, sent_bytes{0}, received{0}, received_bytes{0}, rejected{0}, unauthenticated{0};
+  MessageGuard guard;
   std::atomic<uint64_t> send_nanos{0};
 
   ~Impl() { Shutdown(); }
@@ -142,6 +143,14 @@ struct UcxTransport::Impl {
   }
 
   void Deliver(Message m) {
+    if (!guard.Admit(m.header, m.data.data(), m.data.size())) {
+      rejected += 1;
+      if (unauthenticated++ % 1000 == 0) {
+        std::cerr << "strata data plane: dropped a message that does not authenticate (key id "
+                  << m.header.key_id << "; " << unauthenticated.load() << " so far)\n";
+      }
+      return;
+    }
     received += 1;
     received_bytes += m.data.size();
     m.received = std::chrono::steady_clock::now();
@@ -538,6 +547,7 @@ absl::StatusOr<std::unique_ptr<PendingSend>> UcxTransport::SendAsync(int peer_id
   size_t total = 0;
   auto c = std::make_shared<Completion>();
   c->header = header;
+  impl_->guard.Sign(&c->header, parts);
   for (const Bytes& b : parts) {
     if (b.size == 0) continue;
     c->iov.push_back(ucp_dt_iov_t{const_cast<void*>(b.data), b.size});
@@ -663,8 +673,13 @@ TransportStats UcxTransport::stats() const {
   s.messages_received = impl_->received;
   s.bytes_received = impl_->received_bytes;
   s.messages_rejected = impl_->rejected;
+  s.messages_unauthenticated = impl_->unauthenticated;
   s.send_seconds = static_cast<double>(impl_->send_nanos.load()) * 1e-9;
   return s;
 }
 
+}  // namespace strata::transport
+
+namespace strata::transport {
+void UcxTransport::SetDataKey(const DataKey& key) { impl_->guard.SetKey(key); }
 }  // namespace strata::transport

@@ -47,6 +47,7 @@ class UcxTransport : public Transport {
   absl::StatusOr<Message> Receive(std::chrono::milliseconds timeout) override;
   void Interrupt() override;
   TransportStats stats() const override;
+  void SetDataKey(const DataKey& key) override;
 
   // UCX's description of the connection to `peer` (its lanes and
   // transports, from ucp_ep_print_info), for logs and tests.

@@ -24,8 +24,9 @@ namespace strata::transport {
 
 inline constexpr uint32_t kWireMagic = 0x41525453;  // "STRA" little-endian
 // 2: StepResult carries a status code and per-stage timings; plans carry
-// the timings of the stages they passed through.
-inline constexpr uint16_t kWireVersion = 2;
+// the timings of the stages they passed through. 3: the header carries a
+// key id and an HMAC-SHA256 tag (transport/message_auth.h).
+inline constexpr uint16_t kWireVersion = 3;
 
 enum class MessageType : uint16_t {
   kStepPlan = 1,
@@ -45,9 +46,10 @@ struct WireHeader {
   int16_t src_stage = -1;       // -1: the router
   int16_t src_rank = -1;
   uint64_t payload_bytes = 0;   // bytes after the plan
-  uint64_t reserved = 0;
+  uint64_t key_id = 0;          // the data key the tag was made with (0: unsigned)
+  uint8_t mac[32] = {};         // HMAC-SHA256 over the header (this field zero), the plan and a result
 };
-static_assert(sizeof(WireHeader) == 48, "WireHeader is part of the wire format");
+static_assert(sizeof(WireHeader) == 80, "WireHeader is part of the wire format");
 
 // Limits on what a receiver accepts.
 inline constexpr uint32_t kMaxPlanBytes = 64u << 20;

@@ -48,7 +48,7 @@ v1::ModelShape ShapeOf(const model::LlamaConfig& c) {
 }
 
 Registration::Registration(std::string router, v1::RegisterRequest request, std::string log_prefix,
-                           std::function<void(const std::string&)> accepted,
+                           std::function<void(const v1::RegisterResponse&)> accepted,
                            std::function<void(const std::string&)> refused,
                            std::function<std::chrono::steady_clock::time_point()> last_heartbeat,
                            std::chrono::milliseconds reregister_after,
@@ -77,7 +77,7 @@ bool Registration::RegisterOnce(v1::Fleet::Stub* stub) {
       std::cerr << log_prefix_ << ": registered with the router at " << router_ << " (epoch " << request_.epoch()
                 << ")" << std::endl;
       registrations_++;
-      accepted_(resp.result_address());
+      accepted_(resp);
       return true;
     }
     if (s.error_code() == grpc::StatusCode::INVALID_ARGUMENT ||

@@ -29,11 +29,11 @@ v1::ModelShape ShapeOf(const model::LlamaConfig& config);
 class Registration {
  public:
   // Outcome callbacks run on the registration thread: `accepted` with the
-  // router's result address, `refused` with its reason (a misfit the worker
+  // router's answer (its result address, the data key), `refused` with its reason (a misfit the worker
   // cannot fix by retrying).
   // `last_heartbeat` tells when the router last called Health.
   Registration(std::string router, v1::RegisterRequest request, std::string log_prefix,
-               std::function<void(const std::string& result_address)> accepted,
+               std::function<void(const v1::RegisterResponse& response)> accepted,
                std::function<void(const std::string& why)> refused,
                std::function<std::chrono::steady_clock::time_point()> last_heartbeat,
                std::chrono::milliseconds reregister_after,
@@ -51,7 +51,8 @@ class Registration {
   std::shared_ptr<grpc::ChannelCredentials> credentials_;
   const v1::RegisterRequest request_;
   const std::string log_prefix_;
-  std::function<void(const std::string&)> accepted_, refused_;
+  std::function<void(const v1::RegisterResponse&)> accepted_;
+  std::function<void(const std::string&)> refused_;
   std::function<std::chrono::steady_clock::time_point()> last_heartbeat_;
   const std::chrono::milliseconds reregister_after_;
   std::atomic<int> registrations_{0};

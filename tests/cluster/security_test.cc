@@ -27,6 +27,8 @@
 #include "nlohmann/json.hpp"
 #include "strata/v1/inference.grpc.pb.h"
 #include "strata/v1/worker.grpc.pb.h"
+#include "transport/ucx_transport.h"
+#include "transport/wire.h"
 
 namespace strata {
 namespace {
@@ -294,6 +296,55 @@ TEST_F(SecurityTest, WorkersAnswerControlCallsOnlyFromTheRouter) {
   int n = 0;
   ASSERT_TRUE(Generate(stub.get(), kFull, Request(6), &n).ok());
   EXPECT_EQ(n, 6);
+}
+
+// A message on a worker's data port without the fleet's data key (forged
+// plans, forged results) is dropped and counted; the pipeline keeps serving.
+TEST_F(SecurityTest, UnsignedDataPlaneMessagesAreDroppedAndCounted) {
+  const std::string log = Slurp(dir_ + "/worker_p0_s0_r0.log");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(log, m, std::regex("data (127\\.0\\.0\\.1):([0-9]+)"))) << log;
+  const std::string control = ControlAddress(dir_ + "/worker_p0_s0_r0.log");
+  auto rejected = [&] {
+    grpc::ClientContext ctx;
+    v1::StatsResponse st;
+    EXPECT_TRUE(v1::Worker::NewStub(Channel(control, Tls("router")))->Stats(&ctx, v1::StatsRequest(), &st).ok());
+    return st.messages_rejected();
+  };
+  const uint64_t before = rejected();
+  transport::UcxOptions uo;
+  uo.listen = {"127.0.0.1", 0};
+  auto attacker = transport::UcxTransport::Create(uo);
+  ASSERT_TRUE(attacker.ok()) << attacker.status();
+  auto peer = (*attacker)->Connect({m[1], std::stoi(m[2])});
+  ASSERT_TRUE(peer.ok()) << peer.status();
+  transport::StepPlan plan;
+  plan.step_id = 1u << 30;
+  transport::PlanSequence seq;
+  seq.seq_id = 77;
+  seq.num_tokens = 1;
+  seq.block_table = {0};
+  seq.sample = true;
+  plan.sequences.push_back(seq);
+  plan.token_ids = {5};
+  const std::string encoded = transport::EncodePlan(plan);
+  transport::WireHeader h;
+  h.type = static_cast<uint16_t>(transport::MessageType::kStepPlan);
+  h.step_id = plan.step_id;
+  h.plan_bytes = static_cast<uint32_t>(encoded.size());
+  for (int i = 0; i < 3; ++i) {
+    h.key_id = i;  // none, then made-up key ids; the tags are zero
+    ASSERT_TRUE((*attacker)->Send(*peer, h, {{encoded.data(), encoded.size()}}, milliseconds(2000)).ok());
+  }
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (rejected() < before + 3) {
+    ASSERT_LT(Clock::now(), deadline) << "the forged messages were not counted";
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  auto stub = v1::Inference::NewStub(Channel(Address("address")));
+  int n = 0;
+  ASSERT_TRUE(Generate(stub.get(), kFull, Request(5), &n).ok());
+  EXPECT_EQ(n, 5);
 }
 
 TEST_F(SecurityTest, SighupSwapsTheTokensWithoutDroppingAStream) {

@@ -3,20 +3,20 @@
 the layout documented in transport/wire.h, independently of the C++ encoder:
 //transport:wire_test decodes each seed, so the format on the page is the
 format in the code. Each file is one selector byte (even: a full-size
-header), the 48-byte WireHeader, then the data. Run it after a wire change:
+header), the 80-byte WireHeader, then the data. Run it after a wire change:
     python3 transport/testdata/make_wire_corpus.py
 """
 import os
 import struct
 
-VERSION = 2
+VERSION = 3
 MAGIC = 0x41525453
 PLAN, ACTIVATIONS, RESULT = 1, 2, 3
 
 
 def header(kind, step, plan_bytes, payload_bytes, src_stage=-1, src_rank=-1):
-    return struct.pack("<IHHQQIhhQQ", MAGIC, VERSION, kind, step, 0, plan_bytes, src_stage, src_rank,
-                       payload_bytes, 0)
+    return struct.pack("<IHHQQIhhQQ32s", MAGIC, VERSION, kind, step, 0, plan_bytes, src_stage, src_rank,
+                       payload_bytes, 0, bytes(32))
 
 
 def timings(entries):
