@@ -129,8 +129,8 @@ int main(int argc, char** argv) {
   }
   int down[2], up[2];
   if (pipe(down) != 0 || pipe(up) != 0) return Fail("pipe");
+  const strata::transport::DataKey key = strata::transport::NewDataKey();  // before the fork: both ends share it
   const pid_t child = fork();
-  const strata::transport::DataKey key = strata::transport::NewDataKey();
   if (child == 0) _exit(Echo(up[1], down[0], options, mac ? &key : nullptr));
 
   auto t = UcxTransport::Create(options);

@@ -3,6 +3,8 @@
 // epoch; answers Health and Stats; Abort drops queued steps; /metrics
 // serves the worker series; and bad options are refused with the flag's
 // name.
+#include <sys/stat.h>
+#include <unistd.h>
 #include "worker/worker_server.h"
 
 #include <arpa/inet.h>
@@ -258,6 +260,21 @@ TEST(WorkerOptionsTest, RefusesBadFlagsNamingThem) {
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(ok->model_name, "m");
   EXPECT_EQ(ok->tp_rank, 1);
+}
+
+TEST(WorkerOptionsTest, ModelRootKeepsTheModelInside) {
+  const std::string tmp = std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp";
+  const std::string root = tmp + "/models", inside = root + "/llama", outside = tmp + "/elsewhere";
+  for (const std::string& d : {root, inside, outside}) mkdir(d.c_str(), 0755);
+  symlink(outside.c_str(), (root + "/link").c_str());
+  auto parse = [&](const std::string& model) { return ParseWorkerOptions({"--model=" + model, "--model-root=" + root}); };
+  EXPECT_TRUE(parse(inside).ok());
+  for (const std::string& escape : {outside, root + "/../elsewhere", root + "/link"}) {
+    auto o = parse(escape);
+    ASSERT_FALSE(o.ok()) << escape;
+    EXPECT_NE(o.status().message().find("is outside --model-root"), std::string::npos) << o.status();
+  }
+  EXPECT_NE(parse(root + "/missing").status().message().find("does not exist"), std::string::npos);
 }
 
 TEST(WorkerOptionsTest, ConfigFileUnderFlags) {
