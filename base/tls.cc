@@ -55,22 +55,14 @@ std::string CommonName(X509* cert) {
   return cn;
 }
 
-// The certificate chains to one of the certificates in `ca_pem`.
+// The certificate chains to one of the certificates in `ca_pem`, through
+// the intermediates that follow it in `cert_pem`.
 absl::Status Verify(X509* cert, const std::string& cert_pem, const std::string& ca_pem, const std::string& where) {
-  std::unique_ptr<X509_STORE, StoreFree> store(X509_STORE_new());
-  Bio ca = MemBio(ca_pem);
-  int loaded = 0;
-  while (X509* c = PEM_read_bio_X509(ca.get(), nullptr, nullptr, nullptr)) {
-    X509_STORE_add_cert(store.get(), c);
-    X509_free(c);
-    ++loaded;
-  }
-  ERR_clear_error();
-  if (loaded == 0) return absl::InvalidArgumentError(absl::StrCat(where, ": the CA file holds no certificate"));
-  // Intermediates after the leaf in the certificate file.
+  std::unique_ptr<X509_STORE, StoreFree> store(ParseCertStore(ca_pem));
+  if (!store) return absl::InvalidArgumentError(absl::StrCat(where, ": the CA file holds no certificate"));
   STACK_OF(X509)* chain = sk_X509_new_null();
   Bio rest = MemBio(cert_pem);
-  Cert leaf(PEM_read_bio_X509(rest.get(), nullptr, nullptr, nullptr));
+  Cert leaf(PEM_read_bio_X509(rest.get(), nullptr, nullptr, nullptr));  // skipped: `cert` is it
   while (X509* c = PEM_read_bio_X509(rest.get(), nullptr, nullptr, nullptr)) sk_X509_push(chain, c);
   ERR_clear_error();
   std::unique_ptr<X509_STORE_CTX, StoreCtxFree> ctx(X509_STORE_CTX_new());
@@ -108,11 +100,9 @@ absl::StatusOr<TlsMaterial> LoadTls(const TlsFiles& files, const std::string& fl
   if (!cert_pem.ok()) return cert_pem.status();
   auto key_pem = ReadPem(files.key, key_flag);
   if (!key_pem.ok()) return key_pem.status();
-  Bio cb = MemBio(*cert_pem);
-  Cert cert(PEM_read_bio_X509(cb.get(), nullptr, nullptr, nullptr));
+  Cert cert(ParseCertificate(*cert_pem));
   if (!cert) return absl::InvalidArgumentError(absl::StrCat(cert_flag, ": ", files.cert, ": ", OpenSslError()));
-  Bio kb = MemBio(*key_pem);
-  std::unique_ptr<EVP_PKEY, KeyFree> key(PEM_read_bio_PrivateKey(kb.get(), nullptr, nullptr, nullptr));
+  std::unique_ptr<EVP_PKEY, KeyFree> key(ParsePrivateKey(*key_pem));
   if (!key) return absl::InvalidArgumentError(absl::StrCat(key_flag, ": ", files.key, ": ", OpenSslError()));
   if (X509_check_private_key(cert.get(), key.get()) != 1) {
     ERR_clear_error();
@@ -126,6 +116,31 @@ absl::StatusOr<TlsMaterial> LoadTls(const TlsFiles& files, const std::string& fl
   m.cert_pem = std::move(*cert_pem);
   m.key_pem = std::move(*key_pem);
   return m;
+}
+
+X509* ParseCertificate(const std::string& pem) {
+  Bio b = MemBio(pem);
+  return PEM_read_bio_X509(b.get(), nullptr, nullptr, nullptr);
+}
+
+EVP_PKEY* ParsePrivateKey(const std::string& pem) {
+  Bio b = MemBio(pem);
+  return PEM_read_bio_PrivateKey(b.get(), nullptr, nullptr, nullptr);
+}
+
+X509_STORE* ParseCertStore(const std::string& pem) {
+  X509_STORE* store = X509_STORE_new();
+  Bio b = MemBio(pem);
+  int loaded = 0;
+  while (X509* c = PEM_read_bio_X509(b.get(), nullptr, nullptr, nullptr)) {
+    X509_STORE_add_cert(store, c);
+    X509_free(c);
+    ++loaded;
+  }
+  ERR_clear_error();
+  if (loaded > 0) return store;
+  X509_STORE_free(store);
+  return nullptr;
 }
 
 std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const TlsMaterial* material, ClientCerts clients) {

@@ -14,6 +14,8 @@
 #include "absl/status/statusor.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/security/auth_metadata_processor.h"
+#include "openssl/evp.h"
+#include "openssl/x509.h"
 
 namespace strata::base {
 
@@ -66,6 +68,13 @@ class PeerNameCheck : public grpc::AuthMetadataProcessor {
  private:
   std::string common_name_;
 };
+
+// OpenSSL objects from PEM text, for libraries that take them (cpp-httplib's
+// SSLServer); null when the text holds none. The caller owns each
+// (X509_free, EVP_PKEY_free, X509_STORE_free).
+X509* ParseCertificate(const std::string& pem);  // the first certificate
+EVP_PKEY* ParsePrivateKey(const std::string& pem);
+X509_STORE* ParseCertStore(const std::string& pem);  // every certificate of a CA file
 
 // The CN of a caller's verified certificate, empty when it has none.
 std::string PeerCommonName(const grpc::AuthContext& context);

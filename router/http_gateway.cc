@@ -5,8 +5,6 @@
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
-#include "openssl/pem.h"
-#include "openssl/x509.h"
 #include "router/openai_api.h"
 
 namespace strata::router {
@@ -105,22 +103,10 @@ bool PumpStream(Stream& s, httplib::DataSink& sink) {
 
 // An HTTPS server from PEM texts already checked by base::LoadTls.
 absl::StatusOr<std::unique_ptr<httplib::Server>> MakeTlsServer(const base::TlsMaterial& tls) {
-  BIO* cb = BIO_new_mem_buf(tls.cert_pem.data(), static_cast<int>(tls.cert_pem.size()));
-  X509* cert = PEM_read_bio_X509(cb, nullptr, nullptr, nullptr);
-  BIO_free(cb);
-  BIO* kb = BIO_new_mem_buf(tls.key_pem.data(), static_cast<int>(tls.key_pem.size()));
-  EVP_PKEY* key = PEM_read_bio_PrivateKey(kb, nullptr, nullptr, nullptr);
-  BIO_free(kb);
-  X509_STORE* clients = nullptr;  // owned by the server once given
-  if (!tls.ca_pem.empty()) {
-    clients = X509_STORE_new();
-    BIO* ab = BIO_new_mem_buf(tls.ca_pem.data(), static_cast<int>(tls.ca_pem.size()));
-    while (X509* c = PEM_read_bio_X509(ab, nullptr, nullptr, nullptr)) {
-      X509_STORE_add_cert(clients, c);
-      X509_free(c);
-    }
-    BIO_free(ab);
-  }
+  X509* cert = base::ParseCertificate(tls.cert_pem);
+  EVP_PKEY* key = base::ParsePrivateKey(tls.key_pem);
+  // Owned by the server once given; null: callers need no certificate.
+  X509_STORE* clients = tls.ca_pem.empty() ? nullptr : base::ParseCertStore(tls.ca_pem);
   std::unique_ptr<httplib::Server> server;
   if (cert != nullptr && key != nullptr) server = std::make_unique<httplib::SSLServer>(cert, key, clients);
   X509_free(cert);

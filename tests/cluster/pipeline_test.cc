@@ -26,6 +26,7 @@
 #include "base/net.h"
 #include "base/process.h"
 #include "gtest/gtest.h"
+#include "tests/cluster/test_paths.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/reference/sampling.h"
 #include "model/checkpoint.h"
@@ -39,6 +40,10 @@
 namespace strata {
 namespace {
 
+using cluster_test::BinDir;
+using cluster_test::Slurp;
+using cluster_test::TempDir;
+
 using std::chrono::milliseconds;
 using transport::MessageType;
 
@@ -47,23 +52,7 @@ constexpr int kTp = 2;
 constexpr int kBlocks = 64;
 constexpr int kBlockSize = 4;
 
-std::string TempDir() {
-  const char* d = std::getenv("TEST_TMPDIR");
-  return d != nullptr ? d : "/tmp";
-}
-
-std::string WorkerBinary() {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  if (srcdir != nullptr) return absl::StrCat(srcdir, "/strata/worker/strata-worker");
-  return "bazel-bin/worker/strata-worker";
-}
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string WorkerBinary() { return BinDir() + "/worker/strata-worker"; }
 
 struct Netns {
   bool on = false;

@@ -32,6 +32,7 @@
 #include "model/tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "strata/v1/inference.grpc.pb.h"
+#include "tests/cluster/test_paths.h"
 #include "strata/v1/worker.grpc.pb.h"
 #include "testdata/grpc_health.grpc.pb.h"
 #include "testdata/grpc_reflection.grpc.pb.h"
@@ -40,25 +41,12 @@
 namespace strata {
 namespace {
 
+using cluster_test::BinDir;
+using cluster_test::Slurp;
+using cluster_test::TempDir;
+
 using std::chrono::milliseconds;
 using Clock = std::chrono::steady_clock;
-
-std::string TempDir() {
-  const char* d = std::getenv("TEST_TMPDIR");
-  return d != nullptr ? d : "/tmp";
-}
-
-std::string BinDir() {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  return srcdir != nullptr ? absl::StrCat(srcdir, "/strata") : "bazel-bin";
-}
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // Starts argv with its output in `log`; the test fails if it cannot start.
 base::Process SpawnLogged(std::vector<std::string> argv, const std::string& log,

@@ -26,6 +26,7 @@
 #include "model/make_model.h"
 #include "nlohmann/json.hpp"
 #include "strata/v1/inference.grpc.pb.h"
+#include "tests/cluster/test_paths.h"
 #include "strata/v1/worker.grpc.pb.h"
 #include "transport/ucx_transport.h"
 #include "transport/wire.h"
@@ -33,26 +34,13 @@
 namespace strata {
 namespace {
 
+using cluster_test::BinDir;
+using cluster_test::Slurp;
+using cluster_test::TempDir;
+
 using std::chrono::milliseconds;
 using Clock = std::chrono::steady_clock;
 using grpc::StatusCode;
-
-std::string TempDir() {
-  const char* d = std::getenv("TEST_TMPDIR");
-  return d != nullptr ? d : "/tmp";
-}
-
-std::string BinDir() {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  return srcdir != nullptr ? absl::StrCat(srcdir, "/strata") : "bazel-bin";
-}
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 constexpr char kFull[] = "full-token-0123456789";
 constexpr char kRotated[] = "rotated-token-0123456789";
