@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
+#include "router/http_peer_watch.h"
 #include "router/openai_api.h"
 
 namespace strata::router {
@@ -53,6 +54,7 @@ struct Stream {
   std::unique_ptr<RunningRequest> running;
   std::unique_ptr<openai::ReplyWriter> writer;
   std::chrono::steady_clock::time_point deadline;
+  PeerWatch client;  // whether the caller is still connected
 
   bool Expired() {
     if (std::chrono::steady_clock::now() < deadline) return false;
@@ -65,7 +67,7 @@ struct Stream {
 // (false: the request is cancelled and its blocks freed).
 bool PumpStream(Stream& s, httplib::DataSink& sink) {
   while (true) {
-    if (!sink.is_writable()) {
+    if (!sink.is_writable() || s.client.Gone()) {
       s.running->Abandon("cancelled");
       return false;
     }
@@ -206,6 +208,7 @@ void HttpGateway::Completion(const httplib::Request& req, httplib::Response& res
   stream->running = std::move(*running);
   stream->writer = std::make_unique<openai::ReplyWriter>(stream->request, info.name(), intake_->tokenizer());
   stream->deadline = DeadlineOf(req);
+  stream->client = PeerWatch::Find(req.local_port, req.remote_addr, req.remote_port);
   if (stream->request.stream) {
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider("text/event-stream",
@@ -214,6 +217,10 @@ void HttpGateway::Completion(const httplib::Request& req, httplib::Response& res
   }
   while (true) {
     if (stream->Expired()) return SendError(res, kDeadline);
+    if (stream->client.Gone()) {  // nobody to answer: end the request, free its blocks
+      stream->running->Abandon("cancelled");
+      return;
+    }
     OutputChunk chunk = stream->running->Next(milliseconds(50));
     stream->writer->Add(chunk);
     if (!chunk.finished) continue;

@@ -3,10 +3,11 @@
 // events with "stream": true), GET /v1/models, GET /health (the process is
 // alive) and GET /ready (a pipeline serves). Requests take the same path as
 // gRPC's (RequestIntake: validation, admission, the dispatcher, the output
-// processor); router/openai_api.h does the JSON. Bearer tokens in the
-// `Authorization` header follow the same rules as gRPC's (401, 403, 429);
-// HTTPS when a certificate is given. A streaming client that
-// goes away cancels its request and frees its KV blocks at once.
+// processor); router/openai_api.h does the JSON. A client that goes away,
+// streaming or not, cancels its request and frees its KV blocks at once
+// (router/http_peer_watch.h). Bearer tokens in the `Authorization` header
+// follow the same rules as gRPC's (401, 403, 429); HTTPS when a
+// certificate is given.
 #ifndef STRATA_ROUTER_HTTP_GATEWAY_H_
 #define STRATA_ROUTER_HTTP_GATEWAY_H_
 

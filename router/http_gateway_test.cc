@@ -3,8 +3,8 @@
 // tokenizer. Plain JSON and server-sent events for completions and chat,
 // usage, the error bodies and statuses of bad requests (not JSON, too
 // large, no replica, unknown path), /health, /ready, /v1/models, and a
-// client that disconnects mid-stream, whose request ends and frees its
-// KV blocks.
+// client that disconnects mid-reply (streamed or plain JSON), whose
+// request ends and frees its KV blocks.
 #include "router/http_gateway.h"
 
 #include <arpa/inet.h>
@@ -186,7 +186,12 @@ TEST_F(HttpGatewayTest, ADeadlineIs504) {
   EXPECT_NE(metrics_->Render().find("outcome=\"deadline\"} 2"), std::string::npos);
 }
 
-TEST_F(HttpGatewayTest, AClientThatDisconnectsFreesItsBlocks) {
+// Streamed or plain JSON, a client that hangs up mid-reply ends its
+// request and frees its KV blocks.
+class HttpDisconnectTest : public HttpGatewayTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(HttpDisconnectTest, AClientThatDisconnectsFreesItsBlocks) {
+  const bool stream = GetParam();
   AddReplica();
   stage_->delay_ms = 20;  // a long reply: 2000 tokens at 20 ms each
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -195,19 +200,27 @@ TEST_F(HttpGatewayTest, AClientThatDisconnectsFreesItsBlocks) {
   a.sin_port = htons(static_cast<uint16_t>(gateway_->port()));
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-  const std::string body = R"({"prompt": "hi", "max_tokens": 2000, "stream": true, "ignore_eos": true})";
+  const std::string body = std::string(R"({"prompt": "hi", "max_tokens": 2000, "ignore_eos": true, "stream": )") +
+                           (stream ? "true}" : "false}");
   const std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                           "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
   ASSERT_EQ(::send(fd, req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
-  std::string got;
-  char buf[4096];
-  while (got.find("data: ") == std::string::npos) {
-    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-    ASSERT_GT(n, 0);
-    got.append(buf, static_cast<size_t>(n));
-  }
   const std::string gauge = "strata_kv_cache_usage_ratio{model=\"m\"} 0\n";
-  EXPECT_EQ(metrics_->Render().find(gauge), std::string::npos) << "the request holds blocks while it streams";
+  if (stream) {
+    std::string got;
+    char buf[4096];
+    while (got.find("data: ") == std::string::npos) {
+      const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+      ASSERT_GT(n, 0);
+      got.append(buf, static_cast<size_t>(n));
+    }
+  } else {  // nothing comes until the end: wait until the request holds blocks
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (metrics_->Render().find(gauge) != std::string::npos && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(milliseconds(10));
+    }
+  }
+  EXPECT_EQ(metrics_->Render().find(gauge), std::string::npos) << "the request holds blocks while it runs";
   ::close(fd);  // the client goes away
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (metrics_->Render().find(gauge) == std::string::npos && std::chrono::steady_clock::now() < until) {
@@ -216,6 +229,9 @@ TEST_F(HttpGatewayTest, AClientThatDisconnectsFreesItsBlocks) {
   EXPECT_NE(metrics_->Render().find(gauge), std::string::npos) << "KV usage did not return to 0";
   EXPECT_NE(metrics_->Render().find("strata_requests_total{model=\"m\",outcome=\"cancelled\"} 1"), std::string::npos);
 }
+
+INSTANTIATE_TEST_SUITE_P(StreamedAndPlain, HttpDisconnectTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& i) { return i.param ? "Streamed" : "PlainJson"; });
 
 }  // namespace
 }  // namespace strata::router
