@@ -143,6 +143,25 @@ X509_STORE* ParseCertStore(const std::string& pem) {
   return nullptr;
 }
 
+SSL_CTX* NewMutualTlsContext(const TlsMaterial& material, bool server) {
+  SSL_CTX* ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+  if (ctx == nullptr) return nullptr;
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  std::unique_ptr<X509, X509Free> cert(ParseCertificate(material.cert_pem));
+  std::unique_ptr<EVP_PKEY, KeyFree> key(ParsePrivateKey(material.key_pem));
+  X509_STORE* cas = ParseCertStore(material.ca_pem);
+  const bool ok = cert && key && cas != nullptr && SSL_CTX_use_certificate(ctx, cert.get()) == 1 &&
+                  SSL_CTX_use_PrivateKey(ctx, key.get()) == 1;
+  if (cas != nullptr) SSL_CTX_set_cert_store(ctx, cas);  // owned by ctx from here
+  if (!ok) {
+    ERR_clear_error();
+    SSL_CTX_free(ctx);
+    return nullptr;
+  }
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  return ctx;
+}
+
 std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const TlsMaterial* material, ClientCerts clients) {
   if (material == nullptr) return grpc::InsecureServerCredentials();
   grpc::SslServerCredentialsOptions o;

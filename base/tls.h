@@ -15,6 +15,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/security/auth_metadata_processor.h"
 #include "openssl/evp.h"
+#include "openssl/ssl.h"
 #include "openssl/x509.h"
 
 namespace strata::base {
@@ -75,6 +76,12 @@ class PeerNameCheck : public grpc::AuthMetadataProcessor {
 X509* ParseCertificate(const std::string& pem);  // the first certificate
 EVP_PKEY* ParsePrivateKey(const std::string& pem);
 X509_STORE* ParseCertStore(const std::string& pem);  // every certificate of a CA file
+
+// An OpenSSL context for mutual TLS on a plain socket (the TP rendezvous
+// store): this process's certificate, peers verified against the CA and
+// required on both sides. Null when the material does not load. The
+// caller owns it (SSL_CTX_free).
+SSL_CTX* NewMutualTlsContext(const TlsMaterial& material, bool server);
 
 // The CN of a caller's verified certificate, empty when it has none.
 std::string PeerCommonName(const grpc::AuthContext& context);

@@ -7,7 +7,10 @@
 // Wire format, both directions: op (1 byte: 'S' set, 'G' get), key length
 // (u32 LE), key, value length (u32 LE), value; the reply to a get is a found
 // byte, value length, value. Keys are at most 4 KiB and values 16 MiB; a
-// peer that breaks the format is disconnected.
+// peer that breaks the format is disconnected. With TLS material (the
+// control plane's --mtls-* files) the connection is mutual TLS: server
+// and client each present a certificate of the CA and check the other's,
+// so a process without one cannot read or write the rendezvous.
 #ifndef STRATA_WORKER_TCP_STORE_H_
 #define STRATA_WORKER_TCP_STORE_H_
 
@@ -23,18 +26,25 @@
 #include <gloo/rendezvous/store.h>
 
 #include "absl/status/statusor.h"
+#include "base/tls.h"
 
 namespace strata::worker {
 
+struct StoreConn;  // a socket and its TLS session (tcp_store.cc)
+
 class TcpStoreServer {
  public:
-  // Listens on host:port (port 0 picks one; see port()).
-  static absl::StatusOr<std::unique_ptr<TcpStoreServer>> Start(const std::string& host, int port);
+  // Listens on host:port (port 0 picks one; see port()); mutual TLS with
+  // `tls` (null: plaintext).
+  static absl::StatusOr<std::unique_ptr<TcpStoreServer>> Start(const std::string& host, int port,
+                                                               const base::TlsMaterial* tls = nullptr);
   ~TcpStoreServer();
   int port() const { return port_; }
+  // Connections whose TLS handshake failed (no or a foreign certificate).
+  int refused() const { return refused_.load(); }
 
  private:
-  TcpStoreServer(int fd, int port);
+  TcpStoreServer(int fd, int port, SSL_CTX* tls);
   void AcceptLoop();
   void Serve(int fd);
 
@@ -46,6 +56,8 @@ class TcpStoreServer {
   std::vector<int> clients_;
   std::vector<std::thread> threads_;
   size_t stored_bytes_ = 0;  // guarded by mu_
+  SSL_CTX* tls_ = nullptr;    // owned; null: plaintext
+  std::atomic<int> refused_{0};
   std::thread accept_thread_;
 };
 
@@ -55,9 +67,11 @@ class TcpStoreServer {
 class TcpStoreClient : public gloo::rendezvous::Store {
  public:
   // Connects to host:port, retrying until `timeout` (the server's rank may
-  // start later than this one).
+  // start later than this one); mutual TLS with `tls` (UNAUTHENTICATED when
+  // the handshake fails).
   static absl::StatusOr<std::unique_ptr<TcpStoreClient>> Connect(const std::string& host, int port,
-                                                                 std::chrono::milliseconds timeout);
+                                                                 std::chrono::milliseconds timeout,
+                                                                 const base::TlsMaterial* tls = nullptr);
   ~TcpStoreClient() override;
 
   void set(const std::string& key, const std::vector<char>& data) override;
@@ -70,12 +84,12 @@ class TcpStoreClient : public gloo::rendezvous::Store {
   absl::StatusOr<std::string> Get(const std::string& key, std::chrono::milliseconds timeout);
 
  private:
-  TcpStoreClient(int fd, std::chrono::milliseconds timeout) : fd_(fd), timeout_(timeout) {}
+  TcpStoreClient(std::unique_ptr<StoreConn> conn, std::chrono::milliseconds timeout);
   // One request; found/value filled for gets.
   absl::Status Request(char op, const std::string& key, const std::vector<char>& value, bool* found,
                        std::vector<char>* out);
 
-  int fd_;
+  std::unique_ptr<StoreConn> conn_;
   std::chrono::milliseconds timeout_;
   std::mutex mu_;
 };

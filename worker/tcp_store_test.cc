@@ -1,7 +1,8 @@
 // The TP group's rendezvous store: set and get across clients, and what a
 // stranger on its port can do: a value announced but never sent costs the
-// server no memory, oversized announcements drop the peer, and the store
-// keeps serving its ranks.
+// server no memory, oversized announcements drop the peer, with mutual TLS
+// a client without a certificate of the CA is refused, and the store keeps
+// serving its ranks.
 #include "worker/tcp_store.h"
 
 #include <arpa/inet.h>
@@ -9,8 +10,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <thread>
 
+#include "base/local_pki.h"
 #include "gtest/gtest.h"
 
 namespace strata::worker {
@@ -74,6 +77,53 @@ TEST(TcpStoreTest, AStrangerCannotMakeItAllocate) {
   EXPECT_EQ(*(*rank)->Get("k", milliseconds(1000)), "v");
   for (int fd : fds) ::close(fd);
   ::close(big);
+}
+
+// With mutual TLS the store answers only ranks holding a certificate of the
+// fleet's CA: a plaintext client, a client without a certificate and one
+// of another CA are refused, and the ranks are still served.
+TEST(TcpStoreTest, MutualTlsRefusesUnauthenticatedClients) {
+  const std::string tmp = std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp";
+  for (const char* pki : {"/fleet", "/stranger"}) {
+    ASSERT_TRUE(base::MakeLocalPki(tmp + pki, pki, {{"worker", "strata-worker"}}).ok());
+  }
+  auto load = [&](const std::string& pki) {
+    auto m = base::LoadTls({tmp + pki + "/ca.crt", tmp + pki + "/worker.crt", tmp + pki + "/worker.key"}, "mtls", true);
+    EXPECT_TRUE(m.ok()) << m.status();
+    return *m;
+  };
+  const base::TlsMaterial fleet = load("/fleet"), stranger = load("/stranger");
+  auto server = TcpStoreServer::Start("127.0.0.1", 0, &fleet);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
+  auto rank0 = TcpStoreClient::Connect("127.0.0.1", port, milliseconds(5000), &fleet);
+  ASSERT_TRUE(rank0.ok()) << rank0.status();
+  ASSERT_TRUE((*rank0)->Set("group/addr", "secret pair address").ok());
+
+  // Plaintext: the bytes are not a TLS handshake; the server drops it, and
+  // the client's request fails.
+  auto plain = TcpStoreClient::Connect("127.0.0.1", port, milliseconds(2000));
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE((*plain)->Get("group/addr", milliseconds(200)).ok());
+  // A certificate of another CA: the handshake fails on both sides.
+  auto foreign = TcpStoreClient::Connect("127.0.0.1", port, milliseconds(2000), &stranger);
+  EXPECT_EQ(foreign.status().code(), absl::StatusCode::kUnauthenticated) << foreign.status();
+  // Trusting the CA but holding no certificate.
+  base::TlsMaterial anonymous = fleet;
+  anonymous.cert_pem.clear();
+  anonymous.key_pem.clear();
+  EXPECT_FALSE(TcpStoreClient::Connect("127.0.0.1", port, milliseconds(2000), &anonymous).ok());
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while ((*server)->refused() < 2 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  EXPECT_GE((*server)->refused(), 2);
+
+  auto rank1 = TcpStoreClient::Connect("127.0.0.1", port, milliseconds(5000), &fleet);
+  ASSERT_TRUE(rank1.ok()) << rank1.status();
+  auto got = (*rank1)->Get("group/addr", milliseconds(1000));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, "secret pair address");
 }
 
 }  // namespace

@@ -40,9 +40,9 @@ absl::StatusOr<std::unique_ptr<TpGroup>> TpGroup::Join(const model::StagePlace& 
   if (place.tp_size() == 1) return g;
   STRATA_ASSIGN_OR_RETURN(transport::HostPort store, transport::ParseHostPort(o.store, "--tp-store"));
   if (place.is_stage_leader()) {
-    STRATA_ASSIGN_OR_RETURN(g->store_server_, TcpStoreServer::Start(store.host, store.port));
+    STRATA_ASSIGN_OR_RETURN(g->store_server_, TcpStoreServer::Start(store.host, store.port, o.tls));
   }
-  STRATA_ASSIGN_OR_RETURN(g->store_, TcpStoreClient::Connect(store.host, store.port, std::chrono::milliseconds(60000)));
+  STRATA_ASSIGN_OR_RETURN(g->store_, TcpStoreClient::Connect(store.host, store.port, std::chrono::milliseconds(60000), o.tls));
   const std::string group = absl::StrCat(o.pipeline, "/stage", place.stage());
   std::unique_ptr<Communicator> comm;
   if (void* stream = backend->NativeStream()) {

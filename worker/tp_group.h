@@ -42,6 +42,7 @@ struct TpGroupOptions {
   std::string host;       // the address Gloo listens on
   std::string store;      // HOST:PORT of the rendezvous store (rank 0 serves it)
   std::chrono::milliseconds timeout{30000};  // collectives and the rendezvous
+  const base::TlsMaterial* tls = nullptr;    // mutual TLS on the store (the control plane's); null: plaintext
 };
 
 class TpGroup {

@@ -85,6 +85,7 @@ absl::Status LoadModel(WorkerServer::Parts& s) {
   tp.host = o.host;
   tp.store = o.tp_store;
   tp.timeout = milliseconds(o.step_timeout_ms);
+  tp.tls = s.control_tls.get();
   STRATA_ASSIGN_OR_RETURN(s.tp, TpGroup::Join(*s.place, s.backend.get(), tp));
   const StageSpec spec{place->first_layer(), place->last_layer(), place->has_embedding(), place->has_lm_head(),
                        place->tp_rank(), place->tp_size()};
