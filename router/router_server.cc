@@ -79,6 +79,7 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
   transport::UcxOptions uo;
   uo.listen = {dispatch.host, dispatch.data_port};
   uo.peer_failure_detection = dispatch.ucx_peer_errors;
+  uo.tls = r->control_tls_.get();
   auto data_plane = transport::UcxTransport::Create(uo);
   if (!data_plane.ok()) return data_plane.status();
   // With mutual TLS, data-plane messages are signed with a key only the

@@ -21,6 +21,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "openssl/err.h"
+#include "openssl/ssl.h"
 
 namespace strata::transport {
 namespace {
@@ -54,8 +56,22 @@ struct Completion {
   }
 };
 
-// Reads a peer's UCX worker address from its address socket.
-absl::StatusOr<std::string> FetchAddress(const sockaddr_in& addr, std::chrono::milliseconds timeout) {
+// Reads what the peer sends until it closes, over `ssl` when set; at most
+// 1 MiB.
+std::string ReadToEnd(int fd, SSL* ssl) {
+  std::string data;
+  char buf[4096];
+  while (data.size() <= (1u << 20)) {
+    const ssize_t r = ssl != nullptr ? SSL_read(ssl, buf, sizeof(buf)) : ::recv(fd, buf, sizeof(buf), 0);
+    if (r <= 0) break;
+    data.append(buf, static_cast<size_t>(r));
+  }
+  return data;
+}
+
+// Reads a peer's UCX worker address from its address socket (over mutual
+// TLS with `tls`: UNAUTHENTICATED when the handshake fails).
+absl::StatusOr<std::string> FetchAddress(const sockaddr_in& addr, std::chrono::milliseconds timeout, SSL_CTX* tls) {
   const auto deadline = Clock::now() + timeout;
   std::string last_error = "timed out";
   while (Clock::now() < deadline) {
@@ -70,14 +86,22 @@ absl::StatusOr<std::string> FetchAddress(const sockaddr_in& addr, std::chrono::m
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
       continue;
     }
-    std::string data;
-    char buf[4096];
-    while (true) {
-      const ssize_t r = ::recv(fd, buf, sizeof(buf), 0);
-      if (r <= 0) break;
-      data.append(buf, static_cast<size_t>(r));
-      if (data.size() > (1u << 20)) break;
+    SSL* ssl = nullptr;
+    if (tls != nullptr) {
+      ssl = SSL_new(tls);
+      SSL_set_fd(ssl, fd);
+      if (SSL_connect(ssl) != 1) {
+        const unsigned long e = ERR_get_error();
+        ERR_clear_error();
+        char why[256] = "the peer closed the connection during the handshake";
+        if (e != 0) ERR_error_string_n(e, why, sizeof(why));
+        SSL_free(ssl);
+        ::close(fd);
+        return absl::UnauthenticatedError(absl::StrCat("mutual TLS with the peer's address socket failed (", why, ")"));
+      }
     }
+    const std::string data = ReadToEnd(fd, ssl);
+    if (ssl != nullptr) SSL_free(ssl);
     ::close(fd);
     uint32_t n = 0;
     if (data.size() >= sizeof(n)) std::memcpy(&n, data.data(), sizeof(n));
@@ -114,6 +138,9 @@ struct UcxTransport::Impl {
   // to connecting peers over a plain TCP socket at host:port.
   std::string worker_address;
   int address_fd = -1;
+  SSL_CTX* tls_server = nullptr;  // owned; null: the address goes to anyone
+  SSL_CTX* tls_client = nullptr;  // owned; null: fetched in plaintext
+  std::atomic<uint64_t> address_refused{0};
   std::thread address_thread;
 
   std::mutex cmd_mu;
@@ -217,9 +244,23 @@ struct UcxTransport::Impl {
       const uint32_t n = static_cast<uint32_t>(worker_address.size());
       std::string out(reinterpret_cast<const char*>(&n), sizeof(n));
       out += worker_address;
-      timeval tv{1, 0};
+      timeval tv{1, 0};  // a peer gets a second for the handshake and the address
       ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-      (void)::send(fd, out.data(), out.size(), MSG_NOSIGNAL);
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+      if (tls_server != nullptr) {
+        SSL* ssl = SSL_new(tls_server);
+        SSL_set_fd(ssl, fd);
+        if (SSL_accept(ssl) == 1) {
+          (void)SSL_write(ssl, out.data(), static_cast<int>(out.size()));
+          SSL_shutdown(ssl);
+        } else {
+          address_refused += 1;  // no certificate of the CA: no address
+          ERR_clear_error();
+        }
+        SSL_free(ssl);
+      } else {
+        (void)::send(fd, out.data(), out.size(), MSG_NOSIGNAL);
+      }
       ::close(fd);
     }
   }
@@ -270,6 +311,9 @@ struct UcxTransport::Impl {
     }
     if (address_fd >= 0) ::close(address_fd);
     address_fd = -1;
+    if (tls_server != nullptr) SSL_CTX_free(tls_server);
+    if (tls_client != nullptr) SSL_CTX_free(tls_client);
+    tls_server = tls_client = nullptr;
     if (thread.joinable()) {
       stop = true;
       ucp_worker_signal(worker);
@@ -419,6 +463,13 @@ absl::StatusOr<std::unique_ptr<UcxTransport>> UcxTransport::Create(const UcxOpti
   socklen_t bound_len = sizeof(bound);
   ::getsockname(impl->address_fd, reinterpret_cast<sockaddr*>(&bound), &bound_len);
   impl->port = ntohs(bound.sin_port);
+  if (options.tls != nullptr) {
+    impl->tls_server = base::NewMutualTlsContext(*options.tls, /*server=*/true);
+    impl->tls_client = base::NewMutualTlsContext(*options.tls, /*server=*/false);
+    if (impl->tls_server == nullptr || impl->tls_client == nullptr) {
+      return absl::InvalidArgumentError("the data plane cannot use this process's certificate");
+    }
+  }
   impl->address_thread = std::thread([raw = impl.get()] { raw->ServeAddress(); });
   Impl* raw = impl.get();
   impl->thread = std::thread([raw] { raw->Loop(); });
@@ -460,7 +511,7 @@ absl::StatusOr<int> UcxTransport::Connect(const HostPort& peer_address) {
     peer->address = peer_address;
     impl_->by_address[key] = id;
   }
-  auto remote = FetchAddress(*addr, impl_->options.connect_timeout);
+  auto remote = FetchAddress(*addr, impl_->options.connect_timeout, impl_->tls_client);
   if (!remote.ok()) {
     peer->error = std::string(remote.status().message());
     peer->failed = true;

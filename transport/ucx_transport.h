@@ -12,6 +12,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "base/tls.h"
 #include "transport/transport.h"
 
 namespace strata::transport {
@@ -29,6 +30,10 @@ struct UcxOptions {
   bool peer_failure_detection = true;
   // How long Connect waits for the connection to be established.
   std::chrono::milliseconds connect_timeout{5000};
+  // The control plane's mutual TLS (null: plaintext): the UCX worker
+  // address a peer needs to connect is handed only to a peer presenting a
+  // certificate of the CA, and fetched only from one.
+  const base::TlsMaterial* tls = nullptr;
 };
 
 class UcxTransport : public Transport {

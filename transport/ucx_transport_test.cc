@@ -5,7 +5,8 @@
 // messages from 1 byte to 8 MiB arrive whole
 // and in order; malformed messages are rejected and counted while the
 // receiver keeps going; connecting to nobody and sending to a dead peer are
-// errors, never hangs.
+// errors, never hangs; with mutual TLS only peers of the CA get the
+// address they need to connect.
 #include "transport/ucx_transport.h"
 
 #include <dirent.h>
@@ -17,6 +18,7 @@
 #include <set>
 #include <sstream>
 
+#include "base/local_pki.h"
 #include "gtest/gtest.h"
 
 namespace strata::transport {
@@ -142,6 +144,45 @@ TEST_P(UcxTransportTest, DeadPeersAreErrorsNotHangs) {
     failed = !a->Send(*peer, h, {{payload.data(), payload.size()}}, milliseconds(2000)).ok();
   }
   EXPECT_TRUE(failed);
+}
+
+// With the control plane's mutual TLS, a transport hands its UCX worker
+// address only to a peer with a certificate of the CA: a plaintext one or
+// one of another CA cannot connect; a peer of the CA can, and its
+// messages arrive.
+TEST_P(UcxTransportTest, TheWorkerAddressGoesOnlyToPeersOfTheCa) {
+  const std::string tmp = std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp";
+  for (const char* pki : {"/fleet", "/stranger"}) {
+    ASSERT_TRUE(base::MakeLocalPki(tmp + pki, pki, {{"worker", "strata-worker"}}).ok());
+  }
+  auto load = [&](const std::string& pki) {
+    return *base::LoadTls({tmp + pki + "/ca.crt", tmp + pki + "/worker.crt", tmp + pki + "/worker.key"}, "mtls",
+                          true);
+  };
+  const base::TlsMaterial fleet = load("/fleet"), stranger = load("/stranger");
+  auto make = [&](const base::TlsMaterial* tls) {
+    UcxOptions o;
+    o.listen = {"127.0.0.1", 0};
+    o.peer_failure_detection = !SharedMemory();
+    o.connect_timeout = milliseconds(2000);
+    o.tls = tls;
+    return std::move(*UcxTransport::Create(o));
+  };
+  auto server = make(&fleet), member = make(&fleet), plain = make(nullptr), foreign = make(&stranger);
+  const HostPort to = *ParseHostPort(server->address(), "server");
+  EXPECT_EQ(plain->Connect(to).status().code(), absl::StatusCode::kUnavailable);
+  auto refused = foreign->Connect(to);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(refused.status().message().find("mutual TLS"), std::string::npos) << refused.status();
+  auto peer = member->Connect(to);
+  ASSERT_TRUE(peer.ok()) << peer.status();
+  WireHeader h;
+  h.type = static_cast<uint16_t>(MessageType::kStepResult);
+  h.payload_bytes = 4;
+  ASSERT_TRUE(member->Send(*peer, h, {{"abcd", 4}}, milliseconds(5000)).ok());
+  auto m = server->Receive(milliseconds(5000));
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(std::string(m->data.begin(), m->data.end()), "abcd");
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, UcxTransportTest, ::testing::Values("sm,tcp,self", "tcp,self"),

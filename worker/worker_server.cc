@@ -114,6 +114,7 @@ absl::Status StartServing(WorkerServer::Parts& s) {
   transport::UcxOptions uo;
   uo.listen = {o.host, o.data_port};
   uo.peer_failure_detection = o.ucx_peer_errors;
+  uo.tls = s.control_tls.get();
   STRATA_ASSIGN_OR_RETURN(s.transport, transport::UcxTransport::Create(uo));
   // With mutual TLS the data plane takes only messages signed with the key
   // the router hands out at registration: none until then.

@@ -286,8 +286,10 @@ TEST_F(SecurityTest, WorkersAnswerControlCallsOnlyFromTheRouter) {
   EXPECT_EQ(n, 6);
 }
 
-// A message on a worker's data port without the fleet's data key (forged
-// plans, forged results) is dropped and counted; the pipeline keeps serving.
+// A worker's data port hands its UCX address only to a peer with a
+// certificate of the CA; and a message without the fleet's data key (from
+// such a peer that never registered) is dropped and counted; the pipeline
+// keeps serving.
 TEST_F(SecurityTest, UnsignedDataPlaneMessagesAreDroppedAndCounted) {
   const std::string log = Slurp(dir_ + "/worker_p0_s0_r0.log");
   std::smatch m;
@@ -300,11 +302,19 @@ TEST_F(SecurityTest, UnsignedDataPlaneMessagesAreDroppedAndCounted) {
     return st.messages_rejected();
   };
   const uint64_t before = rejected();
+  const transport::HostPort data_port{m[1], std::stoi(m[2])};
   transport::UcxOptions uo;
   uo.listen = {"127.0.0.1", 0};
+  uo.connect_timeout = milliseconds(2000);
+  auto stranger = transport::UcxTransport::Create(uo);
+  ASSERT_TRUE(stranger.ok()) << stranger.status();
+  EXPECT_FALSE((*stranger)->Connect(data_port).ok()) << "a plaintext peer got the worker's UCX address";
+  auto worker_cert = base::LoadTls({Tls("ca.crt"), Tls("worker.crt"), Tls("worker.key")}, "mtls", true);
+  ASSERT_TRUE(worker_cert.ok()) << worker_cert.status();
+  uo.tls = &*worker_cert;
   auto attacker = transport::UcxTransport::Create(uo);
   ASSERT_TRUE(attacker.ok()) << attacker.status();
-  auto peer = (*attacker)->Connect({m[1], std::stoi(m[2])});
+  auto peer = (*attacker)->Connect(data_port);
   ASSERT_TRUE(peer.ok()) << peer.status();
   transport::StepPlan plan;
   plan.step_id = 1u << 30;
