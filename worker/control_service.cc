@@ -8,6 +8,12 @@ uint64_t Count(const prometheus::Counter* c) { return static_cast<uint64_t>(c->V
 
 }  // namespace
 
+void ControlService::set_state(State state) {
+  std::lock_guard<std::mutex> lock(state_mu_);
+  state_ = state;
+  if (on_state_) on_state_(state);
+}
+
 grpc::Status ControlService::Health(grpc::ServerContext*, const v1::HealthRequest*, v1::HealthResponse* r) {
   last_health_ = std::chrono::steady_clock::now();
   r->set_state(state_.load());
@@ -35,7 +41,7 @@ grpc::Status ControlService::Stats(grpc::ServerContext*, const v1::StatsRequest*
 }
 
 grpc::Status ControlService::Drain(grpc::ServerContext*, const v1::DrainRequest*, v1::DrainResponse* r) {
-  state_ = v1::HealthResponse::DRAINING;
+  set_state(v1::HealthResponse::DRAINING);
   r->set_queued_steps(0);
   return grpc::Status::OK;
 }

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 
 #include "strata/v1/worker.grpc.pb.h"
 #include "worker/abort_list.h"
@@ -32,7 +33,12 @@ class ControlService : public v1::Worker::Service {
   // Called on every Abort (the router took the pipeline down).
   void set_on_abort(std::function<void()> on_abort) { on_abort_ = std::move(on_abort); }
 
-  void set_state(State state) { state_ = state; }
+  // Called with each state set (set_state or a Drain call), in the order
+  // they are set: the worker mirrors it into grpc.health.v1 for probes.
+  // Set before the service is registered.
+  void set_on_state_change(std::function<void(State)> on_state) { on_state_ = std::move(on_state); }
+
+  void set_state(State state);
   State state() const { return state_.load(); }
   // When a Health call (the router's heartbeat) last came.
   std::chrono::steady_clock::time_point last_health_call() const { return last_health_.load(); }
@@ -47,6 +53,8 @@ class ControlService : public v1::Worker::Service {
   AbortList* aborts_;
   WorkerMetrics* metrics_;
   std::function<void()> on_abort_;
+  std::function<void(State)> on_state_;
+  std::mutex state_mu_;  // orders set_state's write and its on_state_ call
   std::atomic<State> state_{v1::HealthResponse::LOADING};
   std::atomic<std::chrono::steady_clock::time_point> last_health_{std::chrono::steady_clock::now()};
 };

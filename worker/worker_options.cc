@@ -33,6 +33,9 @@ base::FlagGroup OwnFlags() {
            StringFlag("host", "127.0.0.1", "ADDR", "the address peers reach this worker at"),
            IntFlag("control-port", 0, 0, 65535, "gRPC control-plane port (0: any)"),
            base::MetricsPortFlag(),
+           IntFlag("health-port", -1, -1, 65535,
+                   "plaintext port of only grpc.health.v1, for probes: SERVING while serving steps, NOT_SERVING "
+                   "while loading, draining or failed (-1: off, 0: any)"),
            AddressFlag("next-stage", "data plane of stage + 1, same rank (needed on every stage but the last)"),
            AddressFlag("result-address", "where the last stage sends results (default: from the router)"),
            AddressFlag("router", "the router's Fleet service to register with (default: none)"),
@@ -123,6 +126,7 @@ absl::StatusOr<WorkerOptions> ParseWorkerOptions(const std::vector<std::string>&
   o.data_port = static_cast<int>(f.Int("data-port"));
   o.control_port = static_cast<int>(f.Int("control-port"));
   o.metrics_port = static_cast<int>(f.Int("metrics-port"));
+  o.health_port = static_cast<int>(f.Int("health-port"));
   o.next_stage = f.String("next-stage");
   o.result_address = f.String("result-address");
   o.router = f.String("router");

@@ -33,6 +33,7 @@ struct WorkerOptions {
   int data_port = 0;               // --data-port (0: any)
   int control_port = 0;            // --control-port (0: any)
   int metrics_port = -1;           // --metrics-port (-1: off, 0: any)
+  int health_port = -1;            // --health-port: plaintext grpc.health.v1 only, for probes (-1: off, 0: any)
   std::string next_stage;          // --next-stage HOST:PORT (data plane of stage+1, same rank)
   std::string result_address;      // --result-address HOST:PORT (else from the router)
   std::string router;              // --router HOST:PORT (Fleet service); empty: do not register

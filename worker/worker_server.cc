@@ -9,7 +9,10 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "grpcpp/ext/health_check_service_server_builder_option.h"
+#include "grpcpp/generic/async_generic_service.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
 #include "kernels/backend_factory.h"
 #include "model/checkpoint.h"
 #include "model/file_system.h"
@@ -39,6 +42,11 @@ struct WorkerServer::Parts {
   uint64_t epoch = 0;
   std::unique_ptr<model::StagePlace> place;
   std::unique_ptr<WorkerMetrics> metrics;
+  // The probes' plaintext grpc.health.v1 (--health-port), up from the start
+  // so a loading worker answers NOT_SERVING; null when off.
+  grpc::CallbackGenericService unimplemented;  // see ServeHealth
+  std::unique_ptr<grpc::Server> health_server;
+  int health_port = 0;
   std::unique_ptr<model::Checkpoint> checkpoint;
   std::unique_ptr<kernels::Backend> backend;
   std::unique_ptr<TpGroup> tp;
@@ -62,6 +70,29 @@ uint64_t NewEpoch() {
   const uint64_t e = (static_cast<uint64_t>(rd()) << 32 | rd()) ^
                      static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
   return e == 0 ? 1 : e;
+}
+
+// --health-port: a server of only the standard health service, plaintext,
+// because the kubelet's gRPC probe speaks nothing else; the control port
+// stays mutual TLS. It says SERVING or NOT_SERVING and nothing more.
+absl::Status ServeHealth(WorkerServer::Parts& s) {
+  const WorkerOptions& o = s.o;
+  if (o.health_port < 0) return absl::OkStatus();
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(absl::StrCat(o.host, ":", o.health_port), grpc::InsecureServerCredentials(),
+                           &s.health_port);
+  builder.SetMaxReceiveMessageSize(4 << 10);
+  // gRPC 1.51 adds the default health service only as the server starts,
+  // and will not build a server that has no service yet. The generic
+  // service answers every other method UNIMPLEMENTED, as gRPC would anyway.
+  builder.RegisterCallbackGenericService(&s.unimplemented);
+  s.health_server = builder.BuildAndStart();
+  if (s.health_server == nullptr || s.health_port == 0) {
+    return absl::UnavailableError(absl::StrCat("--health-port: cannot listen on ", o.host, ":", o.health_port));
+  }
+  s.health_server->GetHealthCheckService()->SetServingStatus(false);
+  return absl::OkStatus();
 }
 
 // The checkpoint, this rank's place, its backend and TP group, its slice of
@@ -132,11 +163,22 @@ absl::Status StartServing(WorkerServer::Parts& s) {
   s.control = std::make_unique<ControlService>(facts, &s.aborts, s.metrics.get());
   DataLoop* loop = s.data.get();
   s.control->set_on_abort([loop] { loop->Reconnect(); });
+  if (s.health_server) {
+    grpc::HealthCheckServiceInterface* health = s.health_server->GetHealthCheckService();
+    s.control->set_on_state_change([health](ControlService::State state) {
+      const bool serving = state == v1::HealthResponse::SERVING;
+      health->SetServingStatus(serving);
+      health->SetServingStatus("strata.v1.Worker", serving);
+    });
+  }
   grpc::ServerBuilder builder;
   auto creds = base::ServerCredentials(s.control_tls.get(), base::ClientCerts::kRequired);
   if (s.control_tls) creds->SetAuthMetadataProcessor(std::make_shared<base::PeerNameCheck>(o.router_name));
   builder.AddListeningPort(absl::StrCat(o.host, ":", o.control_port), creds, &s.control_port);
   builder.SetMaxReceiveMessageSize(4 << 20);
+  // The health service lives on --health-port only (EnableDefaultHealthCheckService
+  // is process-wide): the control port serves strata.v1.Worker alone.
+  builder.SetOption(std::make_unique<grpc::HealthCheckServiceServerBuilderOption>(nullptr));
   builder.RegisterService(s.control.get());
   s.grpc_server = builder.BuildAndStart();
   if (s.grpc_server == nullptr || s.control_port == 0) {
@@ -203,6 +245,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   }
   s->metrics = std::make_unique<WorkerMetrics>(WorkerLabels{o.model_name, o.pipeline, o.stage, o.tp_rank});
   if (o.metrics_port >= 0) STRATA_RETURN_IF_ERROR(s->metrics->Serve(o.host, o.metrics_port));
+  STRATA_RETURN_IF_ERROR(ServeHealth(*s));
   STRATA_RETURN_IF_ERROR(LoadModel(*s));
   STRATA_RETURN_IF_ERROR(StartServing(*s));
   std::unique_ptr<WorkerServer> server(new WorkerServer(std::move(s)));
@@ -217,7 +260,8 @@ absl::Status WorkerServer::WriteReadyFile() const {
   const WorkerOptions& o = p_->o;
   if (o.ready_file.empty()) return absl::OkStatus();
   nlohmann::json j = {{"data_address", data_address()}, {"control_address", control_address()},
-                      {"metrics_address", metrics_address()}, {"epoch", epoch()},
+                      {"metrics_address", metrics_address()}, {"health_address", health_address()},
+                      {"epoch", epoch()},
                       {"kv_blocks", kv_blocks()}, {"block_size", o.block_size},
                       {"weight_bytes", p_->executor->weight_bytes()}};
   const std::string tmp = o.ready_file + ".tmp";
@@ -232,6 +276,9 @@ std::string WorkerServer::data_address() const { return p_->transport->address()
 std::string WorkerServer::control_address() const { return absl::StrCat(p_->o.host, ":", p_->control_port); }
 std::string WorkerServer::metrics_address() const {
   return p_->metrics->port() >= 0 ? absl::StrCat(p_->o.host, ":", p_->metrics->port()) : "";
+}
+std::string WorkerServer::health_address() const {
+  return p_->health_server ? absl::StrCat(p_->o.host, ":", p_->health_port) : "";
 }
 uint64_t WorkerServer::epoch() const { return p_->epoch; }
 int64_t WorkerServer::kv_blocks() const { return p_->kv_blocks; }
@@ -259,6 +306,10 @@ void WorkerServer::Shutdown() {
   p_->registration.reset();
   p_->data->Stop();
   p_->grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  if (p_->health_server) {
+    p_->health_server->GetHealthCheckService()->SetServingStatus(false);
+    p_->health_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  }
   std::lock_guard<std::mutex> lock(mu_);
   finished_ = true;
   cv_.notify_all();

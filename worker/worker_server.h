@@ -1,9 +1,9 @@
 // One strata worker process, wired from its parts: its place in the world
 // (model::StagePlace), the checkpoint slice and backend (StageExecutor), its
 // tensor-parallel group (TpGroup), the KV pool, the data plane (DataLoop
-// over UCX), the control service (ControlService), /metrics, and the
-// registration with the router (Registration). Start returns once the
-// worker serves steps.
+// over UCX), the control service (ControlService), /metrics, the probes'
+// grpc.health.v1 port, and the registration with the router
+// (Registration). Start returns once the worker serves steps.
 #ifndef STRATA_WORKER_WORKER_SERVER_H_
 #define STRATA_WORKER_WORKER_SERVER_H_
 
@@ -27,6 +27,11 @@ class WorkerServer {
   std::string data_address() const;
   std::string control_address() const;
   std::string metrics_address() const;  // empty when off
+  // The plaintext grpc.health.v1 service for probes (--health-port): SERVING
+  // while the control state is SERVING, NOT_SERVING while loading, draining
+  // or failed. Empty when off.
+  std::string health_address() const;
+
   uint64_t epoch() const;
   int64_t kv_blocks() const;
 

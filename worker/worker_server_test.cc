@@ -1,8 +1,9 @@
 // One worker in this process: it registers with a Fleet service (played by
 // the test) carrying its stage, rank, layers, KV capacity, addresses and
 // epoch; answers Health and Stats; Abort drops queued steps; /metrics
-// serves the worker series; and bad options are refused with the flag's
-// name.
+// serves the worker series; --health-port serves grpc.health.v1 alone,
+// plaintext (SERVING, then NOT_SERVING once a drain begins); and bad options
+// are refused with the flag's name.
 #include <sys/stat.h>
 #include <unistd.h>
 #include "worker/worker_server.h"
@@ -12,13 +13,16 @@
 #include <unistd.h>
 
 #include <condition_variable>
+#include <fstream>
 #include <mutex>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "model/make_model.h"
 #include "strata/v1/worker.grpc.pb.h"
+#include "testdata/grpc_health.grpc.pb.h"
 #include "transport/ucx_transport.h"
 #include "worker/worker_options.h"
 
@@ -69,6 +73,7 @@ struct WorkerUnderTest {
   std::unique_ptr<grpc::Server> fleet_server;
   std::unique_ptr<WorkerServer> server;
   std::unique_ptr<pb::Worker::Stub> stub;
+  std::string ready_file;
 };
 
 void StartWorker(WorkerUnderTest* w, const std::vector<std::string>& extra = {}) {
@@ -92,6 +97,8 @@ void StartWorker(WorkerUnderTest* w, const std::vector<std::string>& extra = {})
   std::vector<std::string> args = {"--model", w->dir, "--router", absl::StrCat("127.0.0.1:", fleet_port),
                                    "--metrics-port", "0", "--kv-memory-mb", "1", "--block-size", "8",
                                    "--backend", "reference", "--pipeline", "blue"};
+  w->ready_file = w->dir + ".ready";
+  args.insert(args.end(), {"--health-port", "0", "--ready-file", w->ready_file});
   args.insert(args.end(), extra.begin(), extra.end());
   auto options = ParseWorkerOptions(args);
   ASSERT_TRUE(options.ok()) << options.status();
@@ -136,6 +143,41 @@ void CheckHealth(WorkerUnderTest& w) {
     EXPECT_EQ(h.epoch(), w.server->epoch());
   }
 
+}
+
+// grpc.health.v1's status for the whole server ("") at `address`.
+grpc::health::v1::HealthCheckResponse::ServingStatus ProbeHealth(const std::string& address) {
+  auto health = grpc::health::v1::Health::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::health::v1::HealthCheckResponse r;
+  const grpc::Status s = health->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &r);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  return r.status();
+}
+
+// The probes' port: SERVING, in the ready file, and nothing but the health
+// service on it; the control port has no health service.
+void CheckProbePort(WorkerUnderTest& w) {
+  const std::string address = w.server->health_address();
+  ASSERT_FALSE(address.empty());
+  EXPECT_NE(address, w.server->control_address());
+  EXPECT_EQ(ProbeHealth(address), grpc::health::v1::HealthCheckResponse::SERVING);
+  std::stringstream ready;
+  ready << std::ifstream(w.ready_file).rdbuf();
+  EXPECT_NE(ready.str().find(absl::StrCat("\"health_address\":\"", address, "\"")), std::string::npos) << ready.str();
+
+  auto worker_on_health = pb::Worker::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  pb::HealthResponse h;
+  EXPECT_EQ(worker_on_health->Health(&ctx, pb::HealthRequest(), &h).error_code(), grpc::StatusCode::UNIMPLEMENTED);
+
+  auto health_on_control = grpc::health::v1::Health::NewStub(
+      grpc::CreateChannel(w.server->control_address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx2;
+  grpc::health::v1::HealthCheckResponse r;
+  EXPECT_EQ(health_on_control->Check(&ctx2, grpc::health::v1::HealthCheckRequest(), &r).error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
 }
 
 void RunStepsAndAbort(WorkerUnderTest& w) {
@@ -218,6 +260,7 @@ void CheckStatsMetricsAndDrain(WorkerUnderTest& w) {
     pb::HealthResponse h;
     ASSERT_TRUE(w.stub->Health(&ctx2, pb::HealthRequest(), &h).ok());
     EXPECT_EQ(h.state(), pb::HealthResponse::DRAINING);
+    EXPECT_EQ(ProbeHealth(w.server->health_address()), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
   }
   w.server->Drain(100, 5000);
   w.server->Wait();
@@ -229,6 +272,7 @@ TEST(WorkerServerTest, RegistersServesControlCallsAndMetrics) {
   ASSERT_NO_FATAL_FAILURE(StartWorker(&w));
   ASSERT_NO_FATAL_FAILURE(CheckRegistration(w));
   ASSERT_NO_FATAL_FAILURE(CheckHealth(w));
+  ASSERT_NO_FATAL_FAILURE(CheckProbePort(w));
   ASSERT_NO_FATAL_FAILURE(RunStepsAndAbort(w));
   ASSERT_NO_FATAL_FAILURE(CheckStatsMetricsAndDrain(w));
 }
@@ -253,6 +297,7 @@ TEST(WorkerOptionsTest, RefusesBadFlagsNamingThem) {
   EXPECT_NE(err({"--model", "m", "--layers", "3:1"}).find("--layers"), std::string::npos);
   EXPECT_NE(err({"--model", "m", "--router", "nohost"}).find("--router"), std::string::npos);
   EXPECT_NE(err({"--model", "m", "--data-port", "70000"}).find("--data-port"), std::string::npos);
+  EXPECT_NE(err({"--model", "m", "--health-port", "-2"}).find("--health-port"), std::string::npos);
   EXPECT_NE(err({"--model", "m", "--bogus", "1"}).find("--bogus"), std::string::npos);
   EXPECT_NE(err({"--model", "m", "--ucx-peer-errors", "maybe"}).find("--ucx-peer-errors"), std::string::npos);
   EXPECT_NE(err({"--model", "m", "--config", "/nonexistent.json"}).find("--config"), std::string::npos);
@@ -303,6 +348,23 @@ TEST(WorkerServerTest, StartFailuresAreClear) {
   auto s = WorkerServer::Start(*o);
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.status().message().find("/nonexistent/model"), std::string::npos) << s.status();
+}
+
+TEST(WorkerServerTest, HealthPortInUseIsClear) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  ASSERT_EQ(::listen(fd, 1), 0);
+  socklen_t len = sizeof(a);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  auto o = ParseWorkerOptions({"--model", "/nonexistent/model", "--health-port", std::to_string(ntohs(a.sin_port))});
+  ASSERT_TRUE(o.ok()) << o.status();
+  auto s = WorkerServer::Start(*o);
+  ::close(fd);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.status().message().find("--health-port"), std::string::npos) << s.status();
 }
 
 }  // namespace
