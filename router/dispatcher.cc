@@ -69,6 +69,7 @@ PipelineDriver* Dispatcher::Driver(const std::string& name) {
 
 void Dispatcher::TakeDown(PipelineDriver* driver, const std::string& why) {
   fleet_->MarkDown(driver->name(), why);
+  DropDataKey(driver->name());  // what its epoch still sends is stale
   // Steps still travelling are ignored when they come back; the workers
   // drop the queued ones on Abort (every step issued so far; later steps,
   // such as the next warm-up, run).
@@ -127,9 +128,39 @@ void Dispatcher::BringUpReady() {
     const int64_t vocab = shape ? shape->vocab_size() : 1;
     const int32_t token =
         static_cast<int32_t>(std::clamp<int64_t>(shape ? shape->bos_token_id() : 0, 0, std::max<int64_t>(vocab - 1, 0)));
+    PipelinePlan keyed = plan;
+    if (absl::Status s = NewDataKey(&keyed); !s.ok()) {
+      fleet_->MarkDown(plan.name, std::string(s.message()));
+      continue;
+    }
     PipelineDriver* d = Driver(plan.name);
-    if (absl::Status s = d->BringUp(plan, token); !s.ok()) fleet_->MarkDown(plan.name, std::string(s.message()));
+    if (absl::Status s = d->BringUp(keyed, token); !s.ok()) fleet_->MarkDown(plan.name, std::string(s.message()));
   }
+}
+
+// A pipeline epoch begins: a fresh key, known to the router's data plane
+// and sent to every member over the control plane before its first step.
+absl::Status Dispatcher::NewDataKey(PipelinePlan* plan) {
+  if (!options_.sign_data_plane) return absl::OkStatus();
+  DropDataKey(plan->name);
+  const transport::DataKey key = transport::NewDataKey();
+  transport_->AddDataKey(key);
+  data_keys_[plan->name] = key.id;
+  const std::string bytes(key.bytes.begin(), key.bytes.end());
+  if (absl::Status s = control_->SetDataKeyAll(plan->control, key.id, bytes, std::chrono::milliseconds(2000));
+      !s.ok()) {
+    DropDataKey(plan->name);
+    return s;
+  }
+  plan->data_key_id = key.id;
+  return absl::OkStatus();
+}
+
+void Dispatcher::DropDataKey(const std::string& pipeline) {
+  auto it = data_keys_.find(pipeline);
+  if (it == data_keys_.end()) return;
+  transport_->DropDataKey(it->second);
+  data_keys_.erase(it);
 }
 
 // New requests go to the replica that is up with the best score.

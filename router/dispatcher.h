@@ -42,6 +42,9 @@ struct DispatcherOptions {
   std::chrono::milliseconds heartbeat{1000};
   std::chrono::milliseconds down_after{2000};  // no heartbeat this long: the pipeline is down
   std::chrono::milliseconds step_timeout{30000};
+  // Sign the data plane (the control plane is mutual TLS): each warm-up of
+  // a replica gets a fresh data key, sent to its members before any step.
+  bool sign_data_plane = false;
 };
 
 class Dispatcher {
@@ -90,6 +93,9 @@ class Dispatcher {
   void Route(std::deque<Pending> inbox, std::vector<uint64_t> cancels);
   void BringUpReady();
   void TakeDown(PipelineDriver* driver, const std::string& why);
+  // With sign_data_plane: a fresh data key for `plan`'s epoch, given to its members.
+  absl::Status NewDataKey(PipelinePlan* plan);
+  void DropDataKey(const std::string& pipeline);
   // The replica that is up with the best score for `spec`, other than
   // `except`.
   PipelineDriver* BestReplica(const SequenceSpec& spec, const PipelineDriver* except);
@@ -106,6 +112,7 @@ class Dispatcher {
   RouterMetrics* metrics_;
   std::unique_ptr<transport::Transport> transport_;
   std::unique_ptr<WorkerControl> control_;
+  std::map<std::string, uint64_t> data_keys_;  // the current epoch's key id of each replica (dispatcher thread)
   std::unique_ptr<Fleet> fleet_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> draining_{false};

@@ -7,11 +7,13 @@
 // whose member restarts goes down at once. Each replica's KV capacity,
 // use, running sequences and generated tokens are series of its own.
 // Requests prefer the replica holding their prefix, weighed against load.
+// With the data plane signed, every pipeline epoch gets a fresh key.
 #include "router/dispatcher.h"
 
 #include <atomic>
 #include <cstring>
 #include <functional>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -42,15 +44,19 @@ double SeriesValue(const std::string& text, const std::string& series) {
 
 class DispatcherTest : public ::testing::Test {
  protected:
-  void Start(std::chrono::milliseconds step_timeout = milliseconds(5000)) {
+  void Start(std::chrono::milliseconds step_timeout = milliseconds(5000), bool sign_data_plane = false) {
     DispatcherOptions o;
     o.heartbeat = milliseconds(20);
     o.down_after = milliseconds(5000);
     o.step_timeout = step_timeout;
+    o.sign_data_plane = sign_data_plane;
     auto control = std::make_unique<FakeControl>();
     control_ = control.get();
     metrics_ = std::make_unique<RouterMetrics>("m");
-    dispatcher_ = std::make_unique<Dispatcher>(o, metrics_.get(), net_.Listen(), std::move(control));
+    auto data_plane = net_.Listen();
+    router_transport_ = data_plane.get();
+    if (sign_data_plane) data_plane->SetDataKey(transport::DataKey{});  // as router_server does
+    dispatcher_ = std::make_unique<Dispatcher>(o, metrics_.get(), std::move(data_plane), std::move(control));
   }
   void TearDown() override {
     dispatcher_.reset();
@@ -89,6 +95,7 @@ class DispatcherTest : public ::testing::Test {
   }
 
   LoopbackNetwork net_;
+  LoopbackTransport* router_transport_ = nullptr;  // owned by the dispatcher
   FakeControl* control_ = nullptr;
   std::unique_ptr<RouterMetrics> metrics_;
   std::vector<std::unique_ptr<FakeStage>> stages_;
@@ -271,6 +278,53 @@ TEST_F(DispatcherTest, ARestartedMemberTakesItsReplicaDownAtOnce) {
   EXPECT_NE(e.error.find("restarted"), std::string::npos) << e.error;
   ASSERT_TRUE(WaitFor([&] { return dispatcher_->Serving(); }));
   EXPECT_EQ(Run(1).tokens.size(), 1u);
+}
+
+// With the data plane signed, each warm-up of a replica (a pipeline epoch)
+// hands its members a fresh key before the first step; the replica serves
+// with it, and a result signed with an earlier epoch's key is dropped as
+// stale.
+TEST_F(DispatcherTest, EachPipelineEpochSignsWithAFreshKey) {
+  Start(milliseconds(5000), /*sign_data_plane=*/true);
+  stages_.push_back(std::make_unique<FakeStage>(&net_, dispatcher_->data_address()));
+  FakeStage* a = stages_.back().get();
+  std::mutex mu;
+  std::vector<transport::DataKey> keys;
+  control_->on_data_key = [&](const std::vector<std::string>& members, uint64_t id, const std::string& bytes) {
+    EXPECT_EQ(members.size(), 1u);
+    transport::DataKey k;
+    k.id = id;
+    ASSERT_EQ(bytes.size(), k.bytes.size());
+    std::memcpy(k.bytes.data(), bytes.data(), k.bytes.size());
+    a->transport()->SetDataKey(k);  // what the worker's SetDataKey does
+    std::lock_guard<std::mutex> lock(mu);
+    keys.push_back(k);
+  };
+  ASSERT_TRUE(dispatcher_->fleet().Register(Registration("p0", *a, 1)).ok());
+  ASSERT_TRUE(WaitFor([&] { return dispatcher_->Serving(); }));
+  EXPECT_EQ(Run(3).tokens.size(), 3u);
+  // The member restarts: a new epoch, a new key.
+  ASSERT_TRUE(dispatcher_->fleet().Register(Registration("p0", *a, 2)).ok());
+  ASSERT_TRUE(WaitFor([&] {
+    std::lock_guard<std::mutex> lock(mu);
+    return keys.size() == 2 && dispatcher_->Serving();
+  }));
+  EXPECT_NE(keys[0].id, keys[1].id);
+  EXPECT_EQ(Run(2).tokens.size(), 2u);
+  // A result of the first epoch (signed with its key) is stale now.
+  const uint64_t before = router_transport_->stats().messages_unauthenticated;
+  transport::StepResult r;
+  r.step_id = 1;
+  const std::string body = transport::EncodeResult(r);
+  transport::WireHeader h;
+  h.type = static_cast<uint16_t>(transport::MessageType::kStepResult);
+  h.payload_bytes = body.size();
+  transport::SignMessage(keys[0], &h, {{body.data(), body.size()}});
+  std::string raw(sizeof(h), '\0');
+  std::memcpy(raw.data(), &h, sizeof(h));
+  ASSERT_TRUE(net_.DeliverRaw(dispatcher_->data_address(), raw, body).ok());
+  EXPECT_EQ(router_transport_->stats().messages_unauthenticated, before + 1);
+  EXPECT_EQ(Run(1).tokens.size(), 1u);  // and the replica keeps serving
 }
 
 TEST_F(DispatcherTest, NoReplicaAndDrain) {

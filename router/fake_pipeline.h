@@ -30,7 +30,16 @@ class FakeControl : public WorkerControl {
   void AbortAll(const std::vector<std::string>& addresses, uint64_t up_to) override {
     aborts += static_cast<int>(addresses.size());
   }
+  absl::Status SetDataKeyAll(const std::vector<std::string>& addresses, uint64_t key_id, const std::string& key,
+                             milliseconds) override {
+    if (on_data_key) on_data_key(addresses, key_id, key);
+    keys_set += static_cast<int>(addresses.size());
+    return absl::OkStatus();
+  }
   std::atomic<int> aborts{0};
+  std::atomic<int> keys_set{0};
+  // Gets every data key a replica's members were given (tests key their fake stages with it).
+  std::function<void(const std::vector<std::string>&, uint64_t, const std::string&)> on_data_key;
 };
 
 // A one-stage, one-rank pipeline: answers each plan with token 7 for every
@@ -45,6 +54,7 @@ class FakeStage {
     thread_.join();
   }
   std::string address() const { return endpoint_->address(); }
+  transport::LoopbackTransport* transport() { return endpoint_.get(); }
   std::atomic<bool> answer{true};
   std::atomic<int> delay_ms{0};  // before each answer (a slower pipeline)
   // Sample (context length) % 50 + 1 instead of 7: a sequence's tokens then

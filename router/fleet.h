@@ -42,6 +42,7 @@ struct PipelinePlan {
   int64_t block_size = 0;
   std::vector<std::string> stage0_data;  // data-plane address of stage 0, by rank
   std::vector<std::string> control;      // every member's control address
+  uint64_t data_key_id = 0;              // the epoch's data key its plans are signed with (0: unsigned)
 };
 
 struct FleetOptions {

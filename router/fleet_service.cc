@@ -13,10 +13,7 @@ grpc::Status FleetService::Register(grpc::ServerContext*, const v1::RegisterRequ
     return base::ToGrpc(s);
   }
   resp->set_result_address(result_address_);
-  if (data_key_.id != 0) {
-    resp->set_data_key_id(data_key_.id);
-    resp->set_data_key(std::string(data_key_.bytes.begin(), data_key_.bytes.end()));
-  }
+
   return grpc::Status::OK;
 }
 

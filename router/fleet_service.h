@@ -7,24 +7,20 @@
 #include <string>
 
 #include "router/fleet.h"
-#include "transport/message_auth.h"
 #include "strata/v1/worker.grpc.pb.h"
 
 namespace strata::router {
 
 class FleetService : public v1::Fleet::Service {
  public:
-  // `fleet` must outlive the service. `data_key` (id 0: none) goes to every
-  // worker it accepts; it is only ever sent over mutual TLS.
-  FleetService(Fleet* fleet, std::string result_address, transport::DataKey data_key = {})
-      : fleet_(fleet), result_address_(std::move(result_address)), data_key_(data_key) {}
+  // `fleet` must outlive the service.
+  FleetService(Fleet* fleet, std::string result_address) : fleet_(fleet), result_address_(std::move(result_address)) {}
 
   grpc::Status Register(grpc::ServerContext*, const v1::RegisterRequest* req, v1::RegisterResponse* resp) override;
 
  private:
   Fleet* fleet_;
   const std::string result_address_;
-  const transport::DataKey data_key_;
 };
 
 }  // namespace strata::router

@@ -33,6 +33,10 @@ class FakeControl : public WorkerControl {
     std::lock_guard<std::mutex> lock(mu);
     aborts.push_back({addresses.size(), up_to});
   }
+  absl::Status SetDataKeyAll(const std::vector<std::string>&, uint64_t, const std::string&,
+                             std::chrono::milliseconds) override {
+    return absl::OkStatus();  // the fleet never keys; the dispatcher does
+  }
   std::mutex mu;
   std::set<std::string> silent;
   std::set<std::string> gone;

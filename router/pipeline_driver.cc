@@ -122,6 +122,7 @@ absl::Status PipelineDriver::SendPlan(const transport::StepPlan& plan) {
   h.type = static_cast<uint16_t>(transport::MessageType::kStepPlan);
   h.step_id = plan.step_id;
   h.plan_bytes = static_cast<uint32_t>(sends->bytes.size());
+  h.key_id = plan_.data_key_id;  // the transport signs with this epoch's key
   for (int peer : stage0_) {
     auto send = transport_->SendAsync(peer, h, {{sends->bytes.data(), sends->bytes.size()}});
     if (!send.ok()) {

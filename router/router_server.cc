@@ -82,20 +82,19 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
   uo.tls = r->control_tls_.get();
   auto data_plane = transport::UcxTransport::Create(uo);
   if (!data_plane.ok()) return data_plane.status();
-  // With mutual TLS, data-plane messages are signed with a key only the
-  // fleet's certified workers receive.
-  transport::DataKey data_key;
+  // With mutual TLS, data-plane messages are signed with a key per
+  // pipeline epoch that only that pipeline's certified workers receive;
+  // until a pipeline warms up, nothing is accepted.
   if (r->control_tls_) {
-    data_key = transport::NewDataKey();
-    (*data_plane)->SetDataKey(data_key);
+    (*data_plane)->SetDataKey(transport::DataKey{});
+    dispatch.sign_data_plane = true;
   }
   r->dispatcher_ = std::make_unique<Dispatcher>(dispatch, r->metrics_.get(), std::move(*data_plane),
                                                 MakeGrpcWorkerControl(base::ChannelCredentials(r->control_tls_.get())));
   r->intake_ = std::make_unique<RequestIntake>(r->dispatcher_.get(), r->metrics_.get(), r->tokenizer_.get(),
                                                r->auth_.get());
   r->inference_ = std::make_unique<InferenceService>(r->intake_.get());
-  r->fleet_service_ =
-      std::make_unique<FleetService>(&r->dispatcher_->fleet(), r->dispatcher_->data_address(), data_key);
+  r->fleet_service_ = std::make_unique<FleetService>(&r->dispatcher_->fleet(), r->dispatcher_->data_address());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

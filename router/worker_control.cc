@@ -1,5 +1,7 @@
 #include "router/worker_control.h"
 
+#include "absl/strings/str_cat.h"
+
 #include <map>
 #include <mutex>
 #include <thread>
@@ -85,6 +87,45 @@ class GrpcWorkerControl : public WorkerControl {
     void* tag = nullptr;
     bool ok = false;
     while (abort_cq_.Next(&tag, &ok)) delete static_cast<AbortCall*>(tag);
+  }
+
+  absl::Status SetDataKeyAll(const std::vector<std::string>& addresses, uint64_t key_id, const std::string& key,
+                             std::chrono::milliseconds timeout) override {
+    struct Call {
+      grpc::ClientContext ctx;
+      v1::SetDataKeyResponse response;
+      grpc::Status status;
+      std::unique_ptr<grpc::ClientAsyncResponseReader<v1::SetDataKeyResponse>> reader;
+    };
+    v1::SetDataKeyRequest req;
+    req.set_key_id(key_id);
+    req.set_key(key);
+    grpc::CompletionQueue cq;
+    std::vector<std::unique_ptr<Call>> calls(addresses.size());
+    const auto deadline = std::chrono::system_clock::now() + timeout;
+    for (size_t i = 0; i < addresses.size(); ++i) {
+      calls[i] = std::make_unique<Call>();
+      calls[i]->ctx.set_deadline(deadline);
+      calls[i]->reader = Stub(addresses[i])->AsyncSetDataKey(&calls[i]->ctx, req, &cq);
+      calls[i]->reader->Finish(&calls[i]->response, &calls[i]->status, reinterpret_cast<void*>(i));
+    }
+    absl::Status first;
+    for (size_t done = 0; done < addresses.size(); ++done) {
+      void* tag = nullptr;
+      bool ok = false;
+      if (!cq.Next(&tag, &ok)) break;
+      const size_t i = reinterpret_cast<size_t>(tag);
+      if (first.ok() && !calls[i]->status.ok()) {
+        first = absl::UnavailableError(absl::StrCat("SetDataKey on ", addresses[i], ": ",
+                                                    calls[i]->status.error_message()));
+      }
+    }
+    cq.Shutdown();
+    void* tag = nullptr;
+    bool ok = false;
+    while (cq.Next(&tag, &ok)) {
+    }
+    return first;
   }
 
   v1::Worker::Stub* Stub(const std::string& address) {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "grpcpp/security/credentials.h"
 
 namespace strata::router {
@@ -39,6 +40,10 @@ class WorkerControl {
   // to `up_to_step_id`. Returns at once; the calls finish in the background
   // (bounded by a deadline). Thread-safe.
   virtual void AbortAll(const std::vector<std::string>& control_addresses, uint64_t up_to_step_id) = 0;
+  // Gives every worker at `control_addresses` its pipeline's new data key
+  // (Worker.SetDataKey, at once, within `timeout`); the first failure, or OK.
+  virtual absl::Status SetDataKeyAll(const std::vector<std::string>& control_addresses, uint64_t key_id,
+                                     const std::string& key, std::chrono::milliseconds timeout) = 0;
 };
 
 // Over gRPC, one channel per address, kept; with `credentials` (the

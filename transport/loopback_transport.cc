@@ -248,4 +248,6 @@ TransportStats LoopbackTransport::stats() const {
 
 namespace strata::transport {
 void LoopbackTransport::SetDataKey(const DataKey& key) { self_->guard.SetKey(key); }
+void LoopbackTransport::AddDataKey(const DataKey& key) { self_->guard.AddKey(key); }
+void LoopbackTransport::DropDataKey(uint64_t id) { self_->guard.DropKey(id); }
 }  // namespace strata::transport

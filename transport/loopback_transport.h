@@ -74,6 +74,8 @@ class LoopbackTransport : public Transport {
   void Interrupt() override;
   TransportStats stats() const override;
   void SetDataKey(const DataKey& key) override;
+  void AddDataKey(const DataKey& key) override;
+  void DropDataKey(uint64_t id) override;
 
  private:
   friend class LoopbackNetwork;

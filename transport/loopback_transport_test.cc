@@ -114,6 +114,38 @@ TEST(LoopbackTransportTest, AKeyedReceiverDropsWhatDoesNotAuthenticate) {
   EXPECT_FALSE(b->Receive(milliseconds(20)).ok());
 }
 
+// The router's form: one key per pipeline epoch side by side; a send signs
+// with the key its header names; a dropped key's messages are stale.
+TEST(LoopbackTransportTest, AKeyRingTakesEachKeyUntilItIsDropped) {
+  LoopbackNetwork net;
+  auto router = net.Listen();
+  auto p0 = net.Listen();
+  auto p1 = net.Listen();
+  const DataKey k0 = NewDataKey(), k1 = NewDataKey();
+  router->SetDataKey(DataKey{});
+  router->AddDataKey(k0);
+  router->AddDataKey(k1);
+  p0->SetDataKey(k0);
+  p1->SetDataKey(k1);
+  const std::string body = "r";
+  for (LoopbackTransport* from : {p0.get(), p1.get()}) {
+    ASSERT_TRUE(from->Send(*ConnectTo(*from, *router), ResultHeader(1, 1), {{body.data(), 1}}, milliseconds(100)).ok());
+    EXPECT_TRUE(router->Receive(milliseconds(100)).ok());
+  }
+  // The router signs a plan for p1 with p1's key; p0 cannot read it as its own.
+  WireHeader to_p1 = ResultHeader(2, 1);
+  to_p1.key_id = k1.id;
+  ASSERT_TRUE(router->Send(*ConnectTo(*router, *p1), to_p1, {{body.data(), 1}}, milliseconds(100)).ok());
+  EXPECT_TRUE(p1->Receive(milliseconds(100)).ok());
+  ASSERT_TRUE(router->Send(*ConnectTo(*router, *p0), to_p1, {{body.data(), 1}}, milliseconds(100)).ok());
+  EXPECT_FALSE(p0->Receive(milliseconds(20)).ok());
+  // p0's epoch ends.
+  router->DropDataKey(k0.id);
+  ASSERT_TRUE(p0->Send(*ConnectTo(*p0, *router), ResultHeader(3, 1), {{body.data(), 1}}, milliseconds(100)).ok());
+  EXPECT_FALSE(router->Receive(milliseconds(20)).ok());
+  EXPECT_EQ(router->stats().messages_unauthenticated, 1u);
+}
+
 TEST(LoopbackTransportTest, InjectedFaults) {
   LoopbackNetwork net;
   auto a = net.Listen();

@@ -70,7 +70,21 @@ bool VerifyMessage(const DataKey& key, const WireHeader& header, const uint8_t* 
 void MessageGuard::SetKey(const DataKey& key) {
   std::lock_guard<std::mutex> lock(mu_);
   on_ = true;
-  key_ = key;
+  keys_.clear();
+  default_id_ = key.id;
+  if (key.id != 0) keys_[key.id] = key;
+}
+
+void MessageGuard::AddKey(const DataKey& key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  on_ = true;
+  if (key.id != 0) keys_[key.id] = key;
+}
+
+void MessageGuard::DropKey(uint64_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  keys_.erase(id);
+  if (default_id_ == id) default_id_ = 0;
 }
 
 void MessageGuard::Sign(WireHeader* header, const std::vector<Bytes>& parts) const {
@@ -78,7 +92,9 @@ void MessageGuard::Sign(WireHeader* header, const std::vector<Bytes>& parts) con
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!on_) return;
-    key = key_;
+    auto it = keys_.find(header->key_id != 0 ? header->key_id : default_id_);
+    if (it == keys_.end()) return;  // no such key: the message goes unsigned and is dropped on arrival
+    key = it->second;
   }
   SignMessage(key, header, parts);
 }
@@ -88,7 +104,9 @@ bool MessageGuard::Admit(const WireHeader& header, const uint8_t* data, size_t s
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!on_) return true;
-    key = key_;
+    auto it = keys_.find(header.key_id);
+    if (it == keys_.end()) return false;
+    key = it->second;
   }
   return VerifyMessage(key, header, data, size);
 }

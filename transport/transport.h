@@ -92,6 +92,10 @@ class Transport {
   // unless it verifies with it (transport/message_auth.h). A key with id 0
   // drops everything until a real one is set (a worker not yet registered).
   virtual void SetDataKey(const DataKey& key) = 0;
+  // The router's form: `key` beside the others (one per pipeline epoch; a
+  // send uses the key its header's key_id names), and forgetting one.
+  virtual void AddDataKey(const DataKey& key) = 0;
+  virtual void DropDataKey(uint64_t id) = 0;
 };
 
 }  // namespace strata::transport

@@ -733,4 +733,6 @@ TransportStats UcxTransport::stats() const {
 
 namespace strata::transport {
 void UcxTransport::SetDataKey(const DataKey& key) { impl_->guard.SetKey(key); }
+void UcxTransport::AddDataKey(const DataKey& key) { impl_->guard.AddKey(key); }
+void UcxTransport::DropDataKey(uint64_t id) { impl_->guard.DropKey(id); }
 }  // namespace strata::transport

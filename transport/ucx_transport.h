@@ -53,6 +53,8 @@ class UcxTransport : public Transport {
   void Interrupt() override;
   TransportStats stats() const override;
   void SetDataKey(const DataKey& key) override;
+  void AddDataKey(const DataKey& key) override;
+  void DropDataKey(uint64_t id) override;
 
   // UCX's description of the connection to `peer` (its lanes and
   // transports, from ucp_ep_print_info), for logs and tests.

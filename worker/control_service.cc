@@ -56,4 +56,16 @@ grpc::Status ControlService::Abort(grpc::ServerContext*, const v1::AbortRequest*
   return grpc::Status::OK;
 }
 
+grpc::Status ControlService::SetDataKey(grpc::ServerContext*, const v1::SetDataKeyRequest* req,
+                                        v1::SetDataKeyResponse*) {
+  if (!on_data_key_) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "this worker's data plane is not signed (no --mtls-*)");
+  }
+  if (req->key_id() == 0 || req->key().size() != 32) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "key_id must be nonzero and key 32 bytes");
+  }
+  on_data_key_(req->key_id(), req->key());
+  return grpc::Status::OK;
+}
+
 }  // namespace strata::worker

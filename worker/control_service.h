@@ -32,6 +32,11 @@ class ControlService : public v1::Worker::Service {
       : facts_(std::move(facts)), aborts_(aborts), metrics_(metrics) {}
   // Called on every Abort (the router took the pipeline down).
   void set_on_abort(std::function<void()> on_abort) { on_abort_ = std::move(on_abort); }
+  // Called with every valid SetDataKey (id, 32 key bytes); unset: the call
+  // is FAILED_PRECONDITION (this worker's data plane is not signed).
+  void set_on_data_key(std::function<void(uint64_t, const std::string&)> on_data_key) {
+    on_data_key_ = std::move(on_data_key);
+  }
 
   // Called with each state set (set_state or a Drain call), in the order
   // they are set: the worker mirrors it into grpc.health.v1 for probes.
@@ -47,6 +52,7 @@ class ControlService : public v1::Worker::Service {
   grpc::Status Stats(grpc::ServerContext*, const v1::StatsRequest*, v1::StatsResponse* r) override;
   grpc::Status Drain(grpc::ServerContext*, const v1::DrainRequest*, v1::DrainResponse* r) override;
   grpc::Status Abort(grpc::ServerContext*, const v1::AbortRequest* req, v1::AbortResponse* r) override;
+  grpc::Status SetDataKey(grpc::ServerContext*, const v1::SetDataKeyRequest* req, v1::SetDataKeyResponse*) override;
 
  private:
   const Facts facts_;
@@ -55,6 +61,7 @@ class ControlService : public v1::Worker::Service {
   std::function<void()> on_abort_;
   std::function<void(State)> on_state_;
   std::mutex state_mu_;  // orders set_state's write and its on_state_ call
+  std::function<void(uint64_t, const std::string&)> on_data_key_;
   std::atomic<State> state_{v1::HealthResponse::LOADING};
   std::atomic<std::chrono::steady_clock::time_point> last_health_{std::chrono::steady_clock::now()};
 };

@@ -104,5 +104,29 @@ TEST_F(ControlServiceTest, AbortFillsTheAbortList) {
   EXPECT_NE(s.error_message().find("sequence_ids"), std::string::npos);
 }
 
+TEST_F(ControlServiceTest, SetDataKeyChecksTheKeyAndHandsItOn) {
+  v1::SetDataKeyRequest req;
+  req.set_key_id(7);
+  req.set_key(std::string(32, 'k'));
+  v1::SetDataKeyResponse r;
+  // An unsigned data plane takes no key.
+  EXPECT_EQ(service_->SetDataKey(nullptr, &req, &r).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  uint64_t got_id = 0;
+  std::string got_key;
+  service_->set_on_data_key([&](uint64_t id, const std::string& key) {
+    got_id = id;
+    got_key = key;
+  });
+  v1::SetDataKeyRequest zero = req, short_key = req;
+  zero.set_key_id(0);
+  short_key.set_key("too short");
+  EXPECT_EQ(service_->SetDataKey(nullptr, &zero, &r).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(service_->SetDataKey(nullptr, &short_key, &r).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(got_id, 0u);
+  ASSERT_TRUE(service_->SetDataKey(nullptr, &req, &r).ok());
+  EXPECT_EQ(got_id, 7u);
+  EXPECT_EQ(got_key, std::string(32, 'k'));
+}
+
 }  // namespace
 }  // namespace strata::worker

@@ -148,7 +148,7 @@ absl::Status StartServing(WorkerServer::Parts& s) {
   uo.tls = s.control_tls.get();
   STRATA_ASSIGN_OR_RETURN(s.transport, transport::UcxTransport::Create(uo));
   // With mutual TLS the data plane takes only messages signed with the key
-  // the router hands out at registration: none until then.
+  // the router sends before its pipeline warms up (SetDataKey): none until then.
   if (s.control_tls) s.transport->SetDataKey(transport::DataKey{});
   DataLoopOptions d;
   d.pipeline = o.pipeline;
@@ -169,6 +169,16 @@ absl::Status StartServing(WorkerServer::Parts& s) {
       const bool serving = state == v1::HealthResponse::SERVING;
       health->SetServingStatus(serving);
       health->SetServingStatus("strata.v1.Worker", serving);
+    });
+  }
+  if (s.control_tls) {
+    // The router sends each pipeline epoch's data key over mutual TLS.
+    transport::UcxTransport* data_plane = s.transport.get();
+    s.control->set_on_data_key([data_plane](uint64_t id, const std::string& bytes) {
+      transport::DataKey key;
+      key.id = id;
+      std::memcpy(key.bytes.data(), bytes.data(), key.bytes.size());
+      data_plane->SetDataKey(key);
     });
   }
   grpc::ServerBuilder builder;
@@ -202,25 +212,9 @@ absl::Status StartServing(WorkerServer::Parts& s) {
   req.set_weight_bytes(s.executor->weight_bytes());
   DataLoop* data = s.data.get();
   ControlService* control = s.control.get();
-  transport::UcxTransport* data_plane = s.transport.get();
-  const bool signed_plane = s.control_tls != nullptr;
-  const std::string who = s.who;
   s.registration = std::make_unique<Registration>(
       o.router, req, s.who,
-      [data, data_plane, signed_plane, who](const v1::RegisterResponse& resp) {
-        if (signed_plane) {
-          transport::DataKey key;
-          key.id = resp.data_key_id();
-          if (key.id == 0 || resp.data_key().size() != key.bytes.size()) {
-            std::cerr << who << ": the router sent no data key; data-plane messages stay refused" << std::endl;
-            key = {};
-          } else {
-            std::memcpy(key.bytes.data(), resp.data_key().data(), key.bytes.size());
-          }
-          data_plane->SetDataKey(key);
-        }
-        data->SetResultAddress(resp.result_address());
-      },
+      [data](const v1::RegisterResponse& resp) { data->SetResultAddress(resp.result_address()); },
       [control](const std::string&) { control->set_state(v1::HealthResponse::FAILED); },
       [control] { return control->last_health_call(); }, milliseconds(o.reregister_after_ms),
       base::ChannelCredentials(s.control_tls.get()));
