@@ -11,7 +11,7 @@ namespace {
 using Json = nlohmann::ordered_json;
 
 // Ports inside a pod (each pod has its own address).
-constexpr int kPodData = 7000, kPodControl = 7001, kPodTpStore = 7100, kPodMetrics = 9401;
+constexpr int kPodData = 7000, kPodControl = 7001, kPodHealth = 7002, kPodTpStore = 7100, kPodMetrics = 9401;
 // The router's, everywhere.
 constexpr int kRouterGrpc = 50051, kRouterData = 50052, kRouterFleet = 50053, kRouterMetrics = 9400;
 // On a host run by systemd, worker `local` (its GPU index) uses base + local.
@@ -68,6 +68,11 @@ Json EnvFromField(const char* name, const std::string& path) {
 Json Env(const char* name, const std::string& value) { return {{"name", name}, {"value", value}}; }
 
 Json Port(const char* name, int port) { return {{"name", name}, {"containerPort", port}}; }
+
+// The kubelet's gRPC probe (grpc.health.v1 Check, plaintext) of `port`.
+Json GrpcProbe(int port, int period_seconds, int failure_threshold) {
+  return {{"grpc", {{"port", port}}}, {"periodSeconds", period_seconds}, {"failureThreshold", failure_threshold}};
+}
 
 // preStop: SIGTERM to the process (pid 1: the shell execs it), which
 // drains, and wait until it has exited, so the pod is not killed mid-drain.
@@ -232,14 +237,18 @@ Json WorkerContainer(const Plan& p, const PlanRequest& r, const LaunchOptions& o
       {"command", {"sh", "-c"}},
       {"args", {script}},
       {"env", env},
-      {"ports", {Port("data", kPodData), Port("control", kPodControl), Port("tp-store", kPodTpStore),
-                 Port("metrics", kPodMetrics)}},
-      // The control port opens once the weights are loaded and the data
-      // plane listens (worker_server.cc StartServing): up to 30 minutes to
-      // load, then readiness and liveness on the same port.
-      {"startupProbe", {{"tcpSocket", {{"port", kPodControl}}}, {"periodSeconds", 10}, {"failureThreshold", 180}}},
-      {"readinessProbe", {{"tcpSocket", {{"port", kPodControl}}}, {"periodSeconds", 5}}},
-      {"livenessProbe", {{"tcpSocket", {{"port", kPodControl}}}, {"periodSeconds", 10}, {"failureThreshold", 3}}},
+      {"ports", {Port("data", kPodData), Port("control", kPodControl), Port("health", kPodHealth),
+                 Port("tp-store", kPodTpStore), Port("metrics", kPodMetrics)}},
+      // The worker's --health-port: plaintext grpc.health.v1 alone, so the
+      // kubelet can probe it with TLS on or off (the control port is then
+      // mutual TLS and takes only the router's certificate). NOT_SERVING
+      // while loading, draining or failed, SERVING while serving steps. The
+      // startup probe allows 30 minutes to load; a failed worker (the
+      // router refused it) is restarted by liveness. The kubelet stops
+      // liveness once the pod is deleted, so a preStop drain is not cut short.
+      {"startupProbe", GrpcProbe(kPodHealth, 10, 180)},
+      {"readinessProbe", GrpcProbe(kPodHealth, 5, 3)},
+      {"livenessProbe", GrpcProbe(kPodHealth, 10, 3)},
       {"lifecycle", DrainHook()},
       {"resources", resources},
       {"volumeMounts",
@@ -402,6 +411,7 @@ Json StageConfig(const Plan& p, const PlanRequest& r, const LaunchOptions& o, in
   StageKeys(p, r, o, stage, &j);
   j["data-port"] = kPodData;
   j["control-port"] = kPodControl;
+  j["health-port"] = kPodHealth;  // the probes' port (WorkerContainer)
   j["metrics-port"] = kPodMetrics;
   j["router"] = absl::StrCat("strata-router:", kRouterFleet);
   KvKeys(p, r, &j);

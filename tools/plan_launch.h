@@ -13,9 +13,11 @@
 //   Deployment and Service, a ConfigMap of per-stage worker configs (the
 //   same keys strata-worker's flags have; the pod adds only its rank,
 //   pipeline, address and peers on the command line), GPU and RDMA NIC
-//   resources, the UCX environment, probes, a preStop drain with a grace
-//   period longer than the router's --drain-ms, a PodDisruptionBudget, a
-//   ServiceMonitor, and the strata-tls / strata-tokens Secret mounts.
+//   resources, the UCX environment, probes (the workers' are gRPC health
+//   probes of their plaintext --health-port, TLS on or off), a preStop drain
+//   with a grace period longer than the router's --drain-ms, a
+//   PodDisruptionBudget, a ServiceMonitor, and the strata-tls /
+//   strata-tokens Secret mounts.
 #ifndef STRATA_TOOLS_PLAN_LAUNCH_H_
 #define STRATA_TOOLS_PLAN_LAUNCH_H_
 

@@ -99,6 +99,7 @@ TEST(PlanLaunchTest, PodStageConfigsPlusTheirCommandLineAreValidWorkers) {
     EXPECT_EQ(w->last_layer, p->stages[s].last_layer);
     EXPECT_EQ(w->kv_blocks, p->kv_blocks_per_worker);
     EXPECT_EQ(w->metrics_port, 9401);
+    EXPECT_EQ(w->health_port, 7002);
   }
   // With --tls the stage configs carry the control plane's certificates.
   LaunchOptions tls;
@@ -111,6 +112,39 @@ TEST(PlanLaunchTest, PodStageConfigsPlusTheirCommandLineAreValidWorkers) {
   // Without the peers the pod's command adds, a stage config alone is refused:
   // the command line is part of the contract.
   EXPECT_FALSE(Parse(StageConfig(*p, r, o, 0), {}).ok());
+}
+
+// Every worker container of both forms, TLS on or off, is probed by the
+// kubelet's gRPC probe on the port its stage config gives --health-port
+// (plaintext whatever the control plane speaks).
+TEST(PlanLaunchTest, WorkersAreProbedOnTheirHealthPort) {
+  const PlanRequest r = Request405b16();
+  absl::StatusOr<Plan> p = MakePlan(r);
+  ASSERT_TRUE(p.ok() && p->fits) << p.status();
+  for (const bool tls : {false, true}) {
+    LaunchOptions o;
+    o.tls = tls;
+    const int port = StageConfig(*p, r, o, 0)["health-port"].get<int>();
+    int containers = 0;
+    for (const bool lws : {true, false}) {
+      for (const auto& d : KubernetesObjects(*p, r, o, lws)) {
+        nlohmann::ordered_json pod;
+        if (d["kind"] == "LeaderWorkerSet") pod = d["spec"]["leaderWorkerTemplate"]["workerTemplate"];
+        if (d["kind"] == "StatefulSet") pod = d["spec"]["template"];
+        if (pod.is_null()) continue;
+        const auto& c = pod["spec"]["containers"][0];
+        for (const char* probe : {"startupProbe", "readinessProbe", "livenessProbe"}) {
+          EXPECT_EQ(c[probe]["grpc"]["port"], port) << probe << " tls " << tls;
+          EXPECT_FALSE(c[probe].contains("tcpSocket")) << probe;
+        }
+        bool declared = false;
+        for (const auto& cp : c["ports"]) declared |= cp["name"] == "health" && cp["containerPort"] == port;
+        EXPECT_TRUE(declared) << "no container port named health";
+        ++containers;
+      }
+    }
+    EXPECT_EQ(containers, 3);  // the LWS worker template and two StatefulSets
+  }
 }
 
 TEST(PlanLaunchTest, KubernetesFormsHoldThePlan) {

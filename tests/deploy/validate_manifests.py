@@ -14,7 +14,8 @@ schema, and the Grafana dashboard against Grafana's:
 - the plan and its manifests agree: KV blocks, layers and TP size in the
   per-stage worker configs, the group size and replicas of the
   LeaderWorkerSet, StatefulSets per stage, grace periods longer than the
-  router's drain, a preStop drain on every container;
+  router's drain, a preStop drain on every container, the workers' probes
+  gRPC health checks of their --health-port;
 - broken copies of each kind (a wrong type, an unknown field, a bad enum or
   duration) are rejected, so the validators are seen to refuse in every run.
 usage: validate_manifests.py ROOT STRATA_BIN TMPDIR
@@ -188,6 +189,15 @@ for label, d in plan_dirs.items():
                     errors.append(f"{where}: container {c['name']} has no preStop drain")
                 if not c.get("readinessProbe") or not c.get("livenessProbe"):
                     errors.append(f"{where}: container {c['name']} lacks a readiness or liveness probe")
+                if c["name"] == "worker":
+                    # The kubelet's gRPC probe is plaintext: it must reach the
+                    # worker's --health-port, never the (mutual TLS) control port.
+                    health = {json.loads(t).get("health-port") for t in cm.values()}
+                    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                        port = c.get(probe, {}).get("grpc", {}).get("port")
+                        if port is None or health != {port}:
+                            errors.append(f"{where}: the worker's {probe} is not a gRPC probe of the stage configs' "
+                                          f"health-port {sorted(health, key=str)}")
             mounts = {m["name"]: m["mountPath"] for c in spec["containers"] for m in c.get("volumeMounts", [])}
             tls = any("--mtls-cert" in command_of(c) for c in spec["containers"]) or any(
                 "mtls-cert" in json.loads(t) for t in cm.values())
