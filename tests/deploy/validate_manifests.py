@@ -235,6 +235,12 @@ broken.append(("LeaderWorkerSet with an unknown restart policy", d))
 d = copy.deepcopy(by_kind["LeaderWorkerSet"])
 d["spec"]["leaderWorkerTemplate"]["size"] = 0
 broken.append(("LeaderWorkerSet of size 0", d))
+d = copy.deepcopy(by_kind["LeaderWorkerSet"])
+d["spec"]["rolloutStrategy"]["rollingUpdateConfiguration"]["maxSurge"] = "5"
+broken.append(("LeaderWorkerSet whose maxSurge is a string but no percentage", d))
+d = copy.deepcopy(by_kind["LeaderWorkerSet"])
+del d["spec"]["networkConfig"]["subdomainPolicy"]
+broken.append(("LeaderWorkerSet with a networkConfig but no subdomainPolicy", d))
 d = copy.deepcopy(by_kind["ServiceMonitor"])
 d["spec"]["endpoints"][0]["interval"] = "15 seconds"
 broken.append(("ServiceMonitor with a bad interval", d))
