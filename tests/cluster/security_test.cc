@@ -19,6 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/local_pki.h"
+#include "base/net.h"
 #include "base/process.h"
 #include "base/tls.h"
 #include "grpcpp/grpcpp.h"
@@ -28,6 +29,7 @@
 #include "strata/v1/inference.grpc.pb.h"
 #include "tests/cluster/test_paths.h"
 #include "strata/v1/worker.grpc.pb.h"
+#include "testdata/grpc_health.grpc.pb.h"
 #include "transport/ucx_transport.h"
 #include "transport/wire.h"
 
@@ -343,6 +345,48 @@ TEST_F(SecurityTest, UnsignedDataPlaneMessagesAreDroppedAndCounted) {
   int n = 0;
   ASSERT_TRUE(Generate(stub.get(), kFull, Request(5), &n).ok());
   EXPECT_EQ(n, 5);
+}
+
+// --auth-health: health (gRPC and HTTP) needs a token too. A router of its
+// own, with the cluster's certificate and tokens.
+TEST_F(SecurityTest, AuthHealthPutsHealthBehindTheToken) {
+  const int port = base::PickFreePort(), http = base::PickFreePort();
+  base::ProcessOptions o;
+  o.argv = {BinDir() + "/router/strata-router", "--port", absl::StrCat(port), "--http-port", absl::StrCat(http),
+            "--tls-cert", Tls("router.crt"), "--tls-key", Tls("router.key"), "--auth-tokens", tokens_,
+            "--auth-health"};
+  o.log = dir_ + "_auth_health_router.log";
+  auto router = base::Process::Spawn(std::move(o));
+  ASSERT_TRUE(router.ok()) << router.status();
+  const std::string address = absl::StrCat("127.0.0.1:", port);
+  auto health = grpc::health::v1::Health::NewStub(Channel(address));
+  auto check = [&](const std::string& token) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    if (!token.empty()) ctx.AddMetadata("authorization", absl::StrCat("Bearer ", token));
+    grpc::health::v1::HealthCheckResponse resp;
+    return health->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &resp);
+  };
+  const auto until = Clock::now() + std::chrono::seconds(20);
+  while (check(kFull).error_code() == StatusCode::UNAVAILABLE) {  // still starting
+    ASSERT_LT(Clock::now(), until) << Slurp(dir_ + "_auth_health_router.log");
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  EXPECT_TRUE(check(kFull).ok());
+  grpc::Status s = check("");
+  EXPECT_EQ(s.error_code(), StatusCode::UNAUTHENTICATED) << s.error_message();
+  EXPECT_EQ(check("made-up-token-0123456789").error_code(), StatusCode::UNAUTHENTICATED);
+  httplib::SSLClient https("127.0.0.1", http);
+  https.set_ca_cert_path(ca_.c_str());
+  https.enable_server_certificate_verification(true);
+  auto r = https.Get("/health");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  r = https.Get("/health", {{"Authorization", absl::StrCat("Bearer ", kFull)}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  router->Signal(SIGTERM);
+  EXPECT_TRUE(router->Wait(std::chrono::seconds(30)).ok());
 }
 
 TEST_F(SecurityTest, SighupSwapsTheTokensWithoutDroppingAStream) {
