@@ -33,6 +33,20 @@ int TryBind(int port) {
 
 }  // namespace
 
+bool PortInUse(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  const int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_ANY);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  const bool in_use = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 && errno == EADDRINUSE;
+  ::close(fd);
+  return in_use;
+}
+
 int PickFreePort() {
   // Below Linux's ephemeral range (32768-60999 by default): the kernel
   // never hands these out for outgoing connections or bind(0), so a port

@@ -14,6 +14,14 @@ namespace strata::base {
 // is out of file descriptors or has no loopback).
 int PickFreePort();
 
+// Whether something on this host listens on TCP `port` (any address), as a
+// launcher checks a port it was told to use before it starts the process
+// that binds it. gRPC and cpp-httplib servers set SO_REUSEPORT, so a second
+// server on a taken port starts without an error and the two split the
+// clients between them; this probe sets only SO_REUSEADDR, so it is refused
+// by any listener, reuse-port or not, and not by connections in TIME_WAIT.
+bool PortInUse(int port);
+
 }  // namespace strata::base
 
 #endif  // STRATA_BASE_NET_H_

@@ -23,5 +23,27 @@ TEST(PickFreePortTest, GivesAPortThatCanBeBound) {
   ::close(fd);
 }
 
+// A listener with SO_REUSEPORT (as gRPC and cpp-httplib make them) is seen
+// too: binding its port with SO_REUSEPORT would succeed.
+TEST(PortInUseTest, SeesAReusePortListenerAndNotAFreePort) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  const int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  socklen_t len = sizeof(a);
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  const int port = ntohs(a.sin_port);
+  ASSERT_EQ(::listen(fd, 1), 0);
+  EXPECT_TRUE(PortInUse(port));
+  ::close(fd);
+  EXPECT_FALSE(PortInUse(port));
+  EXPECT_FALSE(PortInUse(PickFreePort()));
+}
+
 }  // namespace
 }  // namespace strata::base

@@ -119,7 +119,7 @@ absl::StatusOr<Process> Process::Spawn(ProcessOptions o) {
   if (o.argv.empty() || o.argv[0].empty()) return absl::InvalidArgumentError("a process needs a program to run");
   int log_fd = -1, netns_fd = -1;
   if (!o.log.empty()) {
-    log_fd = ::open(o.log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    log_fd = ::open(o.log.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | (o.append_log ? O_APPEND : O_TRUNC), 0644);
     if (log_fd < 0) return absl::InvalidArgumentError(absl::StrCat("cannot open log ", o.log, ": ", strerror(errno)));
   }
   if (!o.netns.empty()) {

@@ -29,8 +29,11 @@ namespace strata::base {
 struct ProcessOptions {
   // argv[0] is the program's path (no PATH search).
   std::vector<std::string> argv;
-  // stdout and stderr go to this file, truncated; empty: this process's.
+  // stdout and stderr go to this file, truncated (appended to with
+  // `append_log`, as a launcher restarting a child keeps the log of its
+  // crash); empty: this process's.
   std::string log;
+  bool append_log = false;
   // Set on top of this process's environment.
   std::vector<std::pair<std::string, std::string>> env;
   // A network namespace by name (/run/netns/NAME, as `ip netns add` makes

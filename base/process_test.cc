@@ -65,6 +65,20 @@ TEST(ProcessTest, LogCapturesStdoutAndStderrAndEnvironmentIsAdded) {
   EXPECT_EQ(p->log(), log);
 }
 
+TEST(ProcessTest, AppendLogKeepsWhatTheLogHeld) {
+  const std::string log = TempPath("append_log");
+  for (const char* word : {"first", "second"}) {
+    ProcessOptions o;
+    o.argv = {"/bin/sh", "-c", std::string("echo ") + word};
+    o.log = log;
+    o.append_log = std::string(word) == "second";
+    auto p = Process::Spawn(o);
+    ASSERT_TRUE(p.ok()) << p.status();
+    EXPECT_EQ(*p->Wait(milliseconds(10000)), 0);
+  }
+  EXPECT_EQ(LogTail(log), "first\nsecond\n");
+}
+
 TEST(ProcessTest, WaitTimesOutWhileItRuns) {
   Process p = Sh("exec /bin/sleep 30");
   const pid_t pid = p.pid();
