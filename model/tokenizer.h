@@ -10,6 +10,7 @@
 #define STRATA_MODEL_TOKENIZER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -47,11 +48,20 @@ class Tokenizer {
   // special tokens of Llama 3.1 follow at N.
   static absl::StatusOr<std::unique_ptr<Tokenizer>> FromTiktoken(absl::string_view text);
 
+  // Asked between pieces of a long text (every kCancelCheckBytes of it):
+  // true ends the encoding with CANCELLED (the caller went away or its
+  // deadline passed). Called on the encoding thread; may be empty.
+  using Cancelled = std::function<bool()>;
+  static constexpr size_t kCancelCheckBytes = 4096;
+
   // Encodes text; special-token strings in it are plain text.
   // INVALID_ARGUMENT for malformed UTF-8 (naming the byte offset).
-  absl::StatusOr<std::vector<int32_t>> Encode(absl::string_view text) const;
-  // Encodes text where special-token strings ("<|eot_id|>") become their ids.
-  absl::StatusOr<std::vector<int32_t>> EncodeWithSpecialTokens(absl::string_view text) const;
+  absl::StatusOr<std::vector<int32_t>> Encode(absl::string_view text, const Cancelled& cancelled = {}) const;
+  // Encodes text where special-token strings ("<|eot_id|>") become their
+  // ids. Linear in the text: a "<|" is matched against the special tokens
+  // within the longest one's length only.
+  absl::StatusOr<std::vector<int32_t>> EncodeWithSpecialTokens(absl::string_view text,
+                                                               const Cancelled& cancelled = {}) const;
   // The bytes of the tokens (special tokens as their text). It may end in
   // the middle of a character; INVALID_ARGUMENT for ids outside the vocabulary.
   absl::StatusOr<std::string> Decode(const std::vector<int32_t>& ids) const;
@@ -65,12 +75,18 @@ class Tokenizer {
   Tokenizer() = default;
   absl::Status Finish();  // builds the rank table and checks the vocabulary
   void EncodePiece(absl::string_view piece, std::vector<int32_t>* out) const;
+  // Pre-tokenizes and encodes `text` (valid UTF-8) onto `out`, asking
+  // `cancelled` every kCancelCheckBytes; `*checked` carries the bytes since
+  // the last question across calls.
+  absl::Status EncodePlain(absl::string_view text, const Cancelled& cancelled, size_t* checked,
+                           std::vector<int32_t>* out) const;
   int32_t Rank(absl::string_view bytes) const;
 
   std::vector<std::string> tokens_;  // bytes per id (special tokens: their text)
   int32_t num_ranks_ = 0;            // ids below are BPE ranks
   absl::flat_hash_map<std::string, int32_t> ranks_;  // looked up by string_view
-  std::unordered_map<std::string, int32_t> specials_;
+  absl::flat_hash_map<std::string, int32_t> specials_;  // looked up by string_view
+  size_t max_special_length_ = 0;                        // bytes of the longest special token
 };
 
 // Streaming detokenization: Push returns the text that is complete so far.
@@ -105,9 +121,11 @@ struct ChatMessage {
 // <|begin_of_text|> then <|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>
 // per message, ending with the assistant header when `add_generation_prompt`.
 // INVALID_ARGUMENT for an unknown role or bad UTF-8 (naming the message).
+// `cancelled` as for Tokenizer::Encode.
 absl::StatusOr<std::vector<int32_t>> ApplyChatTemplate(const Tokenizer& tokenizer,
                                                        const std::vector<ChatMessage>& messages,
-                                                       bool add_generation_prompt = true);
+                                                       bool add_generation_prompt = true,
+                                                       const Tokenizer::Cancelled& cancelled = {});
 
 // The ids that end a chat reply: <|end_of_text|>, <|eom_id|>, <|eot_id|>.
 std::vector<int32_t> ChatStopIds();

@@ -3,11 +3,16 @@
 // them with npm; tools/setup.sh runs it): every entry encodes to exactly
 // those ids from tokenizer.json and from tokenizer.model, decodes back byte
 // for byte, and streams back through the incremental decoder. Special
-// tokens, the chat format and bad input are checked too.
+// tokens, the chat format and bad input are checked too; the special-token
+// search is linear and matches the old search's ids; a long encoding ends
+// when its caller cancels.
 #include "model/tokenizer.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 
 #include "gtest/gtest.h"
@@ -171,6 +176,117 @@ TEST_F(TokenizerTest, LongInputsStayFast) {
   auto b = json_->Encode(std::string(1 << 20, ' ') + "x");
   ASSERT_TRUE(b.ok());
   EXPECT_GT(a->size(), 1000u);
+}
+
+// The special-token search as it was (each "<|" looks for its "|>" in the
+// rest of the text): the reference the linear search must agree with.
+std::vector<int32_t> OldEncodeWithSpecialTokens(const Tokenizer& t, absl::string_view text) {
+  std::vector<int32_t> ids;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t found = absl::string_view::npos, found_len = 0;
+    int32_t found_id = -1;
+    for (size_t p = text.find("<|", start); p != absl::string_view::npos; p = text.find("<|", p + 1)) {
+      const size_t close = text.find("|>", p + 2);
+      if (close == absl::string_view::npos) break;
+      if (auto id = t.SpecialTokenId(text.substr(p, close + 2 - p))) {
+        found = p;
+        found_len = close + 2 - p;
+        found_id = *id;
+        break;
+      }
+    }
+    auto plain = t.Encode(text.substr(start, found == absl::string_view::npos ? absl::string_view::npos : found - start));
+    ids.insert(ids.end(), plain->begin(), plain->end());
+    if (found == absl::string_view::npos) break;
+    ids.push_back(found_id);
+    start = found + found_len;
+  }
+  return ids;
+}
+
+TEST_F(TokenizerTest, SpecialTokenSearchGivesTheOldIds) {
+  const std::string longest = "<|reserved_special_token_247|>";
+  const std::vector<std::string> cases = {
+      "", "<|", "|>", "<|eot_id|>", "a<|eot_id|>b", "<|<|eot_id|>", "<|eot_id|", "<|eot_id|>|>", "<|eot_id|><|eot_id|>",
+      "<|not_a_token|><|eot_id|>", "<|a|>", longest, "x" + longest + "y", "<" + longest, longest.substr(0, 29),
+      "<|" + std::string(100, 'a') + "|><|python_tag|>", "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi",
+      "日本<|eot_id|>語 <|eom_id|>\n", "<||>", "<|||>", "<|<||>|>"};
+  for (const Tokenizer* t : {json_, tiktoken_}) {
+    for (const std::string& text : cases) {
+      auto ids = t->EncodeWithSpecialTokens(text);
+      ASSERT_TRUE(ids.ok()) << text;
+      EXPECT_EQ(*ids, OldEncodeWithSpecialTokens(*t, text)) << text;
+    }
+  }
+  // The corpus too, each entry with a special token spliced in.
+  for (const auto& entry : *corpus_) {
+    const std::string text = entry["text"].get<std::string>();
+    const std::string spliced = text.substr(0, text.size() / 2) + "<|eot_id|>" + text.substr(text.size() / 2);
+    if (ValidUtf8Prefix(spliced) != spliced.size()) continue;
+    auto ids = json_->EncodeWithSpecialTokens(spliced);
+    ASSERT_TRUE(ids.ok());
+    EXPECT_EQ(*ids, OldEncodeWithSpecialTokens(*json_, spliced)) << entry["name"];
+    if (text.find("<|") == std::string::npos) {  // the reference ids are without special tokens
+      EXPECT_EQ(*json_->EncodeWithSpecialTokens(text), entry["ids"].get<std::vector<int32_t>>()) << entry["name"];
+    }
+  }
+}
+
+// A text that made the old search quadratic: "<|" with no "|>" after it
+// until the end (the search, and a copy, ran to the end of the text for
+// each one). Eight times the text may take at most sixteen
+// times as long (linear: eight; the old search: sixty-four, 68 s for
+// 320 KB); the best of three runs of each, so a busy machine does not
+// decide it.
+TEST_F(TokenizerTest, SpecialTokenSearchIsLinear) {
+  auto text = [](size_t bytes) {
+    std::string s = "<|eot_id|>";
+    while (s.size() < bytes) s += "<|<|<|<|<|<|<|<| word";
+    return s + "<|eot_id|>";
+  };
+  auto best_of_three = [&](const std::string& s) {
+    double best = 1e9;
+    for (int i = 0; i < 3; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      auto ids = json_->EncodeWithSpecialTokens(s);
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      EXPECT_TRUE(ids.ok());
+      EXPECT_GT(std::count(ids->begin(), ids->end(), kEndOfTurn), 0);
+    }
+    return best;
+  };
+  const std::string small = text(40 << 10), large = text(320 << 10);
+  const double t_small = best_of_three(small), t_large = best_of_three(large);
+  std::cerr << "special tokens on: 40 KB " << t_small << " s, 320 KB " << t_large << " s\n";
+  EXPECT_LT(t_large, 16 * t_small + 0.05) << "40 KB: " << t_small << " s, 320 KB: " << t_large << " s";
+  EXPECT_LT(t_large, 5.0);
+  // And the same ids as the old search (on the small one: the old search
+  // takes a second there).
+  EXPECT_EQ(*json_->EncodeWithSpecialTokens(small), OldEncodeWithSpecialTokens(*json_, small));
+}
+
+// A caller that goes away ends a long encoding within a few kilobytes of
+// text: the callback is asked every Tokenizer::kCancelCheckBytes.
+TEST_F(TokenizerTest, ALongEncodingEndsWhenCancelled) {
+  std::string text;
+  while (text.size() < (1 << 20)) text += "Some words, <|eot_id|> and <|more|> of them. ";
+  for (bool special : {false, true}) {
+    int asked = 0;
+    auto cancel_at_third = [&] { return ++asked >= 3; };
+    auto ids = special ? json_->EncodeWithSpecialTokens(text, cancel_at_third) : json_->Encode(text, cancel_at_third);
+    EXPECT_EQ(ids.status().code(), absl::StatusCode::kCancelled) << special;
+    EXPECT_EQ(asked, 3) << special;
+    int never = 0;
+    auto all = special ? json_->EncodeWithSpecialTokens(text, [&] { return ++never < 0; })
+                       : json_->Encode(text, [&] { return ++never < 0; });
+    ASSERT_TRUE(all.ok());
+    EXPECT_EQ(*all, special ? *json_->EncodeWithSpecialTokens(text) : *json_->Encode(text));
+    EXPECT_GE(never, static_cast<int>(text.size() / Tokenizer::kCancelCheckBytes / 2)) << special;
+  }
+  int asked = 0;
+  auto chat = ApplyChatTemplate(*json_, {{"user", text}}, true, [&] { return ++asked >= 2; });
+  EXPECT_EQ(chat.status().code(), absl::StatusCode::kCancelled);
 }
 
 }  // namespace
