@@ -61,6 +61,20 @@ std::string_view AuthorizationOf(const grpc::ServerContext* ctx) {
   return it == md.end() ? std::string_view() : std::string_view(it->second.data(), it->second.size());
 }
 
+// Asked while a long text is tokenized: the caller went away or its
+// deadline passed.
+model::Tokenizer::Cancelled CallerGone(grpc::ServerContext* ctx) {
+  return [ctx] { return ctx->IsCancelled() || ctx->deadline() < std::chrono::system_clock::now(); };
+}
+
+// A tokenization that CallerGone ended, as the caller's code (a deadline
+// that passed cancels the call too: it is checked first).
+grpc::Status GoneStatus(grpc::ServerContext* ctx) {
+  return ctx->deadline() < std::chrono::system_clock::now()
+             ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the request's deadline passed while tokenizing")
+             : grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client while tokenizing");
+}
+
 }  // namespace
 
 InferenceService::InferenceService(RequestIntake* intake) : intake_(intake) {}
@@ -77,7 +91,8 @@ bool InferenceService::ClientEnded(grpc::ServerContext* ctx, RunningRequest* run
 
 grpc::Status InferenceService::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                                         grpc::ServerWriter<v1::GenerateResponse>* writer) {
-  auto running = intake_->StartGenerate(*req, AuthorizationOf(ctx));
+  auto running = intake_->StartGenerate(*req, AuthorizationOf(ctx), CallerGone(ctx));
+  if (!running.ok() && running.status().code() == absl::StatusCode::kCancelled) return GoneStatus(ctx);
   if (!running.ok()) return ToGrpc(running.status());
   const std::string request_id = req->request_id().empty() ? NewRequestId() : req->request_id();
   while (true) {
@@ -139,10 +154,12 @@ grpc::Status InferenceService::Tokenize(grpc::ServerContext* ctx, const v1::Toke
   absl::StatusOr<std::vector<int32_t>> ids;
   if (req->messages_size() > 0) {
     if (!req->text().empty()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "text: give text or messages, not both");
-    ids = model::ApplyChatTemplate(*intake_->tokenizer(), ChatMessages(req->messages()));
+    ids = model::ApplyChatTemplate(*intake_->tokenizer(), ChatMessages(req->messages()), true, CallerGone(ctx));
+    if (!ids.ok() && ids.status().code() == absl::StatusCode::kCancelled) return GoneStatus(ctx);
   } else {
-    ids = req->special_tokens() ? intake_->tokenizer()->EncodeWithSpecialTokens(req->text())
-                               : intake_->tokenizer()->Encode(req->text());
+    ids = req->special_tokens() ? intake_->tokenizer()->EncodeWithSpecialTokens(req->text(), CallerGone(ctx))
+                               : intake_->tokenizer()->Encode(req->text(), CallerGone(ctx));
+    if (!ids.ok() && ids.status().code() == absl::StatusCode::kCancelled) return GoneStatus(ctx);
     if (!ids.ok()) ids = absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message()));
   }
   if (!ids.ok()) return ToGrpc(ids.status());

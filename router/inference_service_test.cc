@@ -3,9 +3,11 @@
 // (every sampled token is 7), and a byte-level toy tokenizer. The handlers
 // only translate, so these check the translation: streamed tokens, text,
 // finish reasons and usage, errors naming the field, UNAVAILABLE without a
-// replica, a client deadline, Score, ListModels, Tokenize and Detokenize.
+// replica, a client deadline, Score, ListModels, Tokenize and Detokenize;
+// a long text whose caller's deadline passes stops being tokenized.
 #include "router/inference_service.h"
 
+#include <atomic>
 #include <functional>
 #include <thread>
 
@@ -25,6 +27,33 @@ using testing_util::FakeStage;
 
 using testing_util::ByteTokenizer;
 
+// The service, timing its Tokenize and Generate handlers (how long the
+// router worked on a call, whatever its caller saw).
+class TimedService : public InferenceService {
+ public:
+  using InferenceService::InferenceService;
+  grpc::Status Tokenize(grpc::ServerContext* ctx, const v1::TokenizeRequest* req, v1::TokenizeResponse* resp) override {
+    return Timed([&] { return InferenceService::Tokenize(ctx, req, resp); });
+  }
+  grpc::Status Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
+                        grpc::ServerWriter<v1::GenerateResponse>* writer) override {
+    return Timed([&] { return InferenceService::Generate(ctx, req, writer); });
+  }
+  std::atomic<int> handled{0};
+  std::atomic<double> last_seconds{0};
+  std::atomic<int> last_code{0};
+
+ private:
+  grpc::Status Timed(const std::function<grpc::Status()>& call) {
+    const auto start = std::chrono::steady_clock::now();
+    grpc::Status s = call();
+    last_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    last_code = s.error_code();
+    handled++;
+    return s;
+  }
+};
+
 class InferenceServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -35,7 +64,7 @@ class InferenceServiceTest : public ::testing::Test {
     dispatcher_ = std::make_unique<Dispatcher>(o, metrics_.get(), net_.Listen(), std::make_unique<FakeControl>());
     tokenizer_ = ByteTokenizer();
     intake_ = std::make_unique<RequestIntake>(dispatcher_.get(), metrics_.get(), tokenizer_.get());
-    service_ = std::make_unique<InferenceService>(intake_.get());
+    service_ = std::make_unique<TimedService>(intake_.get());
     int port = 0;
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -74,7 +103,7 @@ class InferenceServiceTest : public ::testing::Test {
   std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<model::Tokenizer> tokenizer_;
   std::unique_ptr<RequestIntake> intake_;
-  std::unique_ptr<InferenceService> service_;
+  std::unique_ptr<TimedService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<v1::Inference::Stub> stub_;
   std::unique_ptr<FakeStage> stage_;
@@ -192,6 +221,61 @@ TEST_F(InferenceServiceTest, ScoreListModelsTokenizeDetokenize) {
   v1::DetokenizeResponse text;
   ASSERT_TRUE(stub_->Detokenize(&ctx2, d, &text).ok());
   EXPECT_EQ(text.text(), "ok");
+}
+
+// A 2 MB text is tokenized in full without a deadline; with a 20 ms one the
+// handler gives up within a few kilobytes of it (the tokenizer asks every
+// 4 KiB), for Tokenize with and without special tokens and for a Generate
+// prompt. (Before, the handler went on to the end: a 320 KB text with
+// special tokens took 68 s, the caller gone after one.)
+TEST_F(InferenceServiceTest, TokenizingEndsWhenTheCallersDeadlinePasses) {
+  ASSERT_NO_FATAL_FAILURE(AddReplica());
+  std::string text;
+  while (text.size() < (2 << 20)) text += "word, <|eot_id|> and more ";
+  auto finished = [&](int before) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (service_->handled.load() == before && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(milliseconds(1));
+    }
+    return service_->handled.load() > before;
+  };
+  for (bool special : {false, true}) {
+    v1::TokenizeRequest t;
+    t.set_text(text);
+    t.set_special_tokens(special);
+    double full = 1e9;
+    for (int i = 0; i < 2; ++i) {  // the faster of two, the first warms up
+      grpc::ClientContext ctx;
+      v1::TokenizeResponse ids;
+      int before = service_->handled;
+      grpc::Status s = stub_->Tokenize(&ctx, t, &ids);
+      ASSERT_TRUE(s.ok()) << s.error_message();
+      ASSERT_TRUE(finished(before));
+      full = std::min(full, service_->last_seconds.load());
+    }
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + milliseconds(20));
+    v1::TokenizeResponse ids;
+    const int before = service_->handled;
+    EXPECT_EQ(stub_->Tokenize(&ctx, t, &ids).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+    ASSERT_TRUE(finished(before));
+    EXPECT_LT(service_->last_seconds.load(), full / 2) << "special " << special << ": the whole text takes " << full << " s";
+    EXPECT_EQ(service_->last_code.load(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  }
+  v1::GenerateRequest req;
+  req.set_prompt(text);
+  req.mutable_stop()->set_max_tokens(1);
+  const int before = service_->handled;
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(Generate(req).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << "over max_prompt_tokens";
+  ASSERT_TRUE(finished(before));
+  const double full = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const int again = service_->handled;
+  EXPECT_EQ(Generate(req, milliseconds(20)).status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  ASSERT_TRUE(finished(again));
+  EXPECT_LT(service_->last_seconds.load(), full / 2) << "the whole prompt takes " << full << " s";
+  EXPECT_EQ(service_->last_code.load(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_NE(metrics_->Render().find("strata_requests_total{model=\"m\",outcome=\"cancelled\"} 1"), std::string::npos);
 }
 
 }  // namespace

@@ -104,13 +104,18 @@ absl::StatusOr<CallerPass> RequestIntake::Authorize(std::string_view authorizati
 }
 
 absl::StatusOr<std::unique_ptr<RunningRequest>> RequestIntake::StartGenerate(const v1::GenerateRequest& req,
-                                                                             std::string_view authorization) {
+                                                                             std::string_view authorization,
+                                                                             const model::Tokenizer::Cancelled& cancelled) {
   auto pass = Authorize(authorization, req.model(), req.priority());
   if (!pass.ok()) return pass.status();
   auto limits = CurrentLimits(req.model());
   if (!limits.ok()) return limits.status();
   bool chat = false;
-  auto prompt = ResolvePrompt(req, tokenizer_, &chat);
+  auto prompt = ResolvePrompt(req, tokenizer_, &chat, cancelled);
+  if (!prompt.ok() && prompt.status().code() == absl::StatusCode::kCancelled) {
+    metrics_->Requests("cancelled").Increment();
+    return prompt.status();
+  }
   if (!prompt.ok()) return Invalid(prompt.status());
   v1::GenerateRequest resolved = req;
   resolved.clear_prompt();

@@ -74,8 +74,12 @@ class RequestIntake {
   // when absent), then checks, tokenizes, admits and submits a Generate
   // request. UNAUTHENTICATED / PERMISSION_DENIED / RESOURCE_EXHAUSTED come
   // from the token's rules (router/caller_auth.h) before anything else.
+  // `cancelled` (may be empty) is asked while the prompt is tokenized: a
+  // caller gone or past its deadline ends it with CANCELLED (counted under
+  // "cancelled").
   absl::StatusOr<std::unique_ptr<RunningRequest>> StartGenerate(const v1::GenerateRequest& request,
-                                                               std::string_view authorization = {});
+                                                               std::string_view authorization = {},
+                                                               const model::Tokenizer::Cancelled& cancelled = {});
   absl::StatusOr<std::unique_ptr<RunningRequest>> StartScore(const v1::ScoreRequest& request,
                                                             std::string_view authorization = {});
   // The token alone, for calls that run no model (models, tokenize, health).

@@ -38,7 +38,7 @@ std::vector<model::ChatMessage> ChatMessages(const google::protobuf::RepeatedPtr
 }
 
 absl::StatusOr<std::vector<int32_t>> ResolvePrompt(const v1::GenerateRequest& r, const model::Tokenizer* tokenizer,
-                                                   bool* chat) {
+                                                   bool* chat, const model::Tokenizer::Cancelled& cancelled) {
   *chat = false;
   const int sources = (r.prompt_ids_size() > 0) + !r.prompt().empty() + (r.messages_size() > 0);
   if (sources > 1) return absl::InvalidArgumentError("prompt_ids: give exactly one of prompt_ids, prompt and messages");
@@ -48,13 +48,15 @@ absl::StatusOr<std::vector<int32_t>> ResolvePrompt(const v1::GenerateRequest& r,
                                                    ": text needs a tokenizer (start the router with --tokenizer DIR)"));
   }
   if (!r.prompt().empty()) {
-    auto ids = tokenizer->Encode(r.prompt());
+    auto ids = tokenizer->Encode(r.prompt(), cancelled);
+    if (!ids.ok() && ids.status().code() == absl::StatusCode::kCancelled) return ids.status();
     if (!ids.ok()) return absl::InvalidArgumentError(absl::StrCat("prompt: ", ids.status().message()));
     ids->insert(ids->begin(), model::kBeginOfText);
     return ids;
   }
   *chat = true;
-  auto ids = model::ApplyChatTemplate(*tokenizer, ChatMessages(r.messages()));
+  auto ids = model::ApplyChatTemplate(*tokenizer, ChatMessages(r.messages()), true, cancelled);
+  if (!ids.ok() && ids.status().code() == absl::StatusCode::kCancelled) return ids.status();
   if (!ids.ok()) return absl::InvalidArgumentError(ids.status().message());
   return ids;
 }

@@ -28,9 +28,10 @@ struct Limits {
 
 // The prompt as token ids, from exactly one of prompt_ids, prompt (text,
 // BOS prepended) and messages (the Llama 3.1 chat format); `tokenizer` may
-// be null (token ids only). *chat is set for messages.
+// be null (token ids only). *chat is set for messages. CANCELLED when
+// `cancelled` says so while tokenizing (model::Tokenizer::Cancelled).
 absl::StatusOr<std::vector<int32_t>> ResolvePrompt(const v1::GenerateRequest& request, const model::Tokenizer* tokenizer,
-                                                   bool* chat);
+                                                   bool* chat, const model::Tokenizer::Cancelled& cancelled = {});
 std::vector<model::ChatMessage> ChatMessages(const google::protobuf::RepeatedPtrField<v1::ChatMessage>& messages);
 
 // A Generate request as a scheduler sequence.
