@@ -3,10 +3,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -33,6 +35,13 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
+// A worker that exits is started again after kFirstBackoff, doubling up
+// to kMaxBackoff while it keeps failing; one that stayed up kStableFor
+// starts from kFirstBackoff again.
+constexpr milliseconds kFirstBackoff(500);
+constexpr milliseconds kMaxBackoff(10000);
+constexpr milliseconds kStableFor(30000);
+
 // A child with the name strata up reports it by, and where it serves
 // /metrics ("" when it does not).
 struct Child {
@@ -40,16 +49,32 @@ struct Child {
   base::Process process;
   std::string metrics_address;
   nlohmann::json place;  // a worker's pipeline, stage and tp_rank (the ready file's)
+  // Supervision (workers only): when it last started, the wait before the
+  // next restart, and when that restart is due once it has exited.
+  Clock::time_point started = Clock::now();
+  milliseconds backoff = kFirstBackoff;
+  std::optional<Clock::time_point> restart_at;
+  int restarts = 0;
 };
 
-absl::StatusOr<Child> Spawn(const std::string& name, std::vector<std::string> argv, const std::string& log,
-                            const std::vector<std::pair<std::string, std::string>>& env) {
+// Each child is spawned from the thread that runs Up, which lives as long
+// as strata up does: the children's PR_SET_PDEATHSIG follows the spawning
+// thread (base/process.h), so restarts happen on that thread too.
+absl::StatusOr<base::Process> SpawnProcess(std::vector<std::string> argv, const std::string& log,
+                                           const std::vector<std::pair<std::string, std::string>>& env,
+                                           bool append_log) {
   base::ProcessOptions o;
   o.argv = std::move(argv);
   o.log = log;
+  o.append_log = append_log;
   o.env = env;
   o.new_process_group = true;  // Ctrl-C reaches strata up, which stops the children in order
-  STRATA_ASSIGN_OR_RETURN(base::Process p, base::Process::Spawn(std::move(o)));
+  return base::Process::Spawn(std::move(o));
+}
+
+absl::StatusOr<Child> Spawn(const std::string& name, std::vector<std::string> argv, const std::string& log,
+                            const std::vector<std::pair<std::string, std::string>>& env) {
+  STRATA_ASSIGN_OR_RETURN(base::Process p, SpawnProcess(std::move(argv), log, env, /*append_log=*/false));
   return Child{name, std::move(p), "", nullptr};
 }
 
@@ -197,27 +222,68 @@ std::vector<std::string> RouterArgs(const base::ParsedFlags& f, const Layout& l,
   return a;
 }
 
-// The ports of one replica's workers: a TP store per stage, a data port per rank.
+// The ports of one replica's workers: a TP store per stage, a data port
+// and a /metrics port per rank. Each worker's /metrics port is picked here,
+// so it is known (the ready file) and a worker restarted with the same
+// arguments serves on it again.
 struct ReplicaPorts {
   std::vector<int> store;
-  std::vector<std::vector<int>> data;
+  std::vector<std::vector<int>> data, metrics;
 };
 
 ReplicaPorts PickPorts(const Layout& l) {
   ReplicaPorts p;
   p.data.assign(l.stages, std::vector<int>(l.tp));
+  p.metrics.assign(l.stages, std::vector<int>(l.tp));
   for (int64_t s = 0; s < l.stages; ++s) {
     p.store.push_back(base::PickFreePort());
-    for (int64_t t = 0; t < l.tp; ++t) p.data[s][t] = base::PickFreePort();
+    for (int64_t t = 0; t < l.tp; ++t) {
+      p.data[s][t] = base::PickFreePort();
+      p.metrics[s][t] = base::PickFreePort();
+    }
   }
   return p;
 }
 
-// Each worker's /metrics port is picked here, so it is known (the ready
-// file) and a worker restarted with the same arguments serves on it again.
+// Every port a child will listen on, checked before any child starts: a
+// gRPC or HTTP server binds a port another one holds without an error
+// (SO_REUSEPORT), and the two would split the clients between them. A port
+// the user named is a flag error; one picked here and taken since is not.
+absl::Status CheckPorts(const base::ParsedFlags& f, const Layout& l, int router_port,
+                        const std::vector<ReplicaPorts>& replicas) {
+  struct Use {
+    int port;
+    std::string what;
+    bool named;  // given on the command line
+  };
+  std::vector<Use> uses = {{router_port, "the router's gRPC port (--port)", f.Int("port") > 0},
+                           {l.fleet_port, "the router's Fleet port", false}};
+  if (l.http_port > 0) uses.push_back({l.http_port, "the router's HTTP port (--http-port)", f.Int("http-port") > 0});
+  if (l.metrics_port > 0) {
+    uses.push_back({l.metrics_port, "the router's metrics port (--metrics-port)", f.Int("metrics-port") > 0});
+  }
+  for (size_t r = 0; r < replicas.size(); ++r) {
+    for (int64_t s = 0; s < l.stages; ++s) {
+      uses.push_back({replicas[r].store[s], absl::StrCat("the TP store of pipeline p", r, " stage ", s), false});
+      for (int64_t t = 0; t < l.tp; ++t) {
+        const std::string w = absl::StrCat("worker p", r, " stage ", s, " rank ", t);
+        uses.push_back({replicas[r].data[s][t], "the data port of " + w, false});
+        uses.push_back({replicas[r].metrics[s][t], "the metrics port of " + w, false});
+      }
+    }
+  }
+  for (const Use& u : uses) {
+    if (!base::PortInUse(u.port)) continue;
+    const std::string msg = absl::StrCat("port ", u.port, ", ", u.what, ", is already in use on this host",
+                                         u.named ? " (another strata up or router?); stop it or pick another port"
+                                                 : "; try again");
+    return u.named ? absl::InvalidArgumentError(msg) : absl::UnavailableError(msg);
+  }
+  return absl::OkStatus();
+}
+
 std::vector<std::string> WorkerArgs(const base::ParsedFlags& f, const Layout& l, const ReplicaPorts& p,
-                                    int64_t replica, int64_t s, int64_t t, const std::string& router,
-                                    int metrics_port) {
+                                    int64_t replica, int64_t s, int64_t t, const std::string& router) {
   std::vector<std::string> a = {l.worker_bin,
                                 "--model=" + l.model,
                                 absl::StrCat("--pipeline=p", replica),
@@ -229,7 +295,7 @@ std::vector<std::string> WorkerArgs(const base::ParsedFlags& f, const Layout& l,
                                 absl::StrCat("--data-port=", p.data[s][t]),
                                 "--router=" + router,
                                 absl::StrCat("--ucx-peer-errors=", l.shm ? "false" : "true"),
-                                absl::StrCat("--metrics-port=", metrics_port)};
+                                absl::StrCat("--metrics-port=", p.metrics[s][t])};
   for (std::string& x : f.ArgsFor(base::BackendFlags())) a.push_back(std::move(x));
   for (std::string& x : f.ArgsFor(base::KvFlags())) a.push_back(std::move(x));
   if (s + 1 < l.stages) a.push_back(absl::StrCat("--next-stage=127.0.0.1:", p.data[s + 1][t]));
@@ -243,19 +309,18 @@ std::vector<std::string> WorkerArgs(const base::ParsedFlags& f, const Layout& l,
 }
 
 absl::Status StartAll(const base::ParsedFlags& f, const Layout& l, const std::string& router, int router_port,
-                      std::vector<Child>* children) {
+                      const std::vector<ReplicaPorts>& replica_ports, std::vector<Child>* children) {
   STRATA_ASSIGN_OR_RETURN(Child rc, Spawn("router", RouterArgs(f, l, router_port), l.logs + "/router.log", l.env));
   if (l.metrics_port >= 0) rc.metrics_address = absl::StrCat("127.0.0.1:", l.metrics_port);
   children->push_back(std::move(rc));
   for (int64_t r = 0; r < l.replicas; ++r) {
-    const ReplicaPorts ports = PickPorts(l);
+    const ReplicaPorts& ports = replica_ports[r];
     for (int64_t s = 0; s < l.stages; ++s) {
       for (int64_t t = 0; t < l.tp; ++t) {
-        const int metrics_port = base::PickFreePort();
         STRATA_ASSIGN_OR_RETURN(Child c, Spawn(absl::StrCat("worker p", r, " stage ", s, " rank ", t),
-                                               WorkerArgs(f, l, ports, r, s, t, router, metrics_port),
+                                               WorkerArgs(f, l, ports, r, s, t, router),
                                                absl::StrCat(l.logs, "/worker_p", r, "_s", s, "_r", t, ".log"), l.env));
-        c.metrics_address = absl::StrCat("127.0.0.1:", metrics_port);
+        c.metrics_address = absl::StrCat("127.0.0.1:", ports.metrics[s][t]);
         c.place = {{"pipeline", absl::StrCat("p", r)}, {"stage", s}, {"tp_rank", t}};
         children->push_back(std::move(c));
       }
@@ -292,7 +357,11 @@ absl::Status WaitHealthy(const std::string& router, const Layout& l, int64_t tim
       return absl::UnavailableError(
           absl::StrCat("the cluster did not come up within ", timeout_s, " s; logs in ", l.logs));
     }
-    std::this_thread::sleep_for(milliseconds(100));
+    // Ctrl-C or SIGTERM while it comes up stops it too (they are blocked,
+    // so without this they would wait until the cluster is healthy).
+    if (const int sig = base::WaitForStopSignal(milliseconds(100)); sig != 0) {
+      return absl::CancelledError(absl::StrCat("stopped by signal ", sig, " before the cluster came up"));
+    }
   }
 }
 
@@ -331,6 +400,53 @@ void WriteReadyFile(const std::string& path, const std::string& router, const La
   std::rename(tmp.c_str(), path.c_str());
 }
 
+// One look at the children while the cluster serves: reports each that
+// exited and, with `restart`, starts a worker again once its backoff has
+// passed (from this thread: see SpawnProcess). The router is not restarted:
+// it holds every request's state, and the workers register again with a
+// router restarted by hand (docs/reliability.md). Whether a pid changed.
+bool Supervise(const Layout& l, bool restart, std::vector<Child>* children) {
+  bool changed = false;
+  const auto now = Clock::now();
+  for (size_t i = 0; i < children->size(); ++i) {
+    Child& c = (*children)[i];
+    const bool worker = i > 0;
+    if (c.process.pid() > 0) {
+      if (c.process.Running()) {
+        if (now - c.started >= kStableFor) c.backoff = kFirstBackoff;
+        continue;
+      }
+      std::cerr << "strata up: " << c.name << " exited with status " << c.process.exit_status().value_or(-1)
+                << " (log " << c.process.log() << ")";
+      if (worker && restart) {
+        if (now - c.started >= kStableFor) c.backoff = kFirstBackoff;
+        c.restart_at = now + c.backoff;
+        std::cerr << "; restarting it in " << static_cast<double>(c.backoff.count()) / 1000 << " s";
+        c.backoff = std::min(c.backoff * 2, kMaxBackoff);
+      }
+      std::cerr << std::endl;
+      continue;
+    }
+    if (!c.restart_at.has_value() || now < *c.restart_at) continue;
+    c.restart_at.reset();
+    c.started = now;
+    ++c.restarts;
+    absl::StatusOr<base::Process> p = SpawnProcess(c.process.argv(), c.process.log(), l.env, /*append_log=*/true);
+    if (!p.ok()) {
+      c.restart_at = now + c.backoff;
+      std::cerr << "strata up: cannot restart " << c.name << ": " << p.status().message() << "; trying again in "
+                << static_cast<double>(c.backoff.count()) / 1000 << " s" << std::endl;
+      c.backoff = std::min(c.backoff * 2, kMaxBackoff);
+      continue;
+    }
+    c.process = std::move(*p);
+    changed = true;
+    std::cerr << "strata up: restarted " << c.name << " (pid " << c.process.pid() << ", restart " << c.restarts
+              << ")" << std::endl;
+  }
+  return changed;
+}
+
 }  // namespace
 
 const base::FlagTable& UpFlags() {
@@ -341,7 +457,8 @@ const base::FlagTable& UpFlags() {
       "A router and S x T x R workers on this host, serving once every replica is up.\n"
       "Prints the address; Ctrl-C drains the router, then stops everything. --port and --metrics-port\n"
       "are the router's; each worker serves /metrics on a free port (the ready file lists every one);\n"
-      "the backend and KV flags go to every worker.",
+      "the backend and KV flags go to every worker. A port in use fails at once; a worker that exits\n"
+      "is restarted with backoff; no child outlives strata up.",
       {{"cluster",
         {StringFlag("model", std::nullopt, "DIR", "the model folder (default: the tiny test model in ~/.cache/strata)"),
          IntFlag("stages", 1, 1, 64, "pipeline stages"),
@@ -357,6 +474,10 @@ const base::FlagTable& UpFlags() {
          StringFlag("ready-file", std::nullopt, "PATH",
                     "written once healthy: the addresses (gRPC, HTTP, every /metrics), logs, pids and argv"),
          IntFlag("timeout-s", 180, 1, 3600, "how long the cluster may take to come up"),
+         base::BoolFlag("restart-workers", true,
+                        "start a worker that exits again, with the same arguments, after 0.5 s doubling to 10 s "
+                        "while it keeps exiting (back to 0.5 s once it has stayed up 30 s); each restart is logged "
+                        "and the ready file rewritten with the new pid"),
          base::BoolFlag("tls", false,
                         "security on: a throwaway CA (LOG_DIR/tls/ca.crt), TLS on the public ports, mutual TLS on "
                         "the control plane, and a bearer token (LOG_DIR/tls/token) unless --auth-tokens is given"),
@@ -373,9 +494,12 @@ absl::Status Up(const base::ParsedFlags& f) {
   base::BlockStopSignals();
   const int router_port = f.Int("port") > 0 ? static_cast<int>(f.Int("port")) : base::PickFreePort();
   const std::string router = absl::StrCat("127.0.0.1:", router_port);
+  std::vector<ReplicaPorts> replica_ports;
+  for (int64_t r = 0; r < l.replicas; ++r) replica_ports.push_back(PickPorts(l));
   std::vector<Child> children;
+  absl::Status s = CheckPorts(f, l, router_port, replica_ports);
   // Workers register at the Fleet service's own port, not the public one.
-  absl::Status s = StartAll(f, l, absl::StrCat("127.0.0.1:", l.fleet_port), router_port, &children);
+  if (s.ok()) s = StartAll(f, l, absl::StrCat("127.0.0.1:", l.fleet_port), router_port, replica_ports, &children);
   if (s.ok()) s = WaitHealthy(router, l, f.Int("timeout-s"), &children);
   if (!s.ok()) {
     StopAll(children.begin(), children.end(), milliseconds(5000));
@@ -396,13 +520,10 @@ absl::Status Up(const base::ParsedFlags& f) {
             << "); logs in " << l.logs << "; Ctrl-C stops" << std::endl;
   if (f.IsSet("ready-file")) WriteReadyFile(f.String("ready-file"), router, l, children);
   // Wait for Ctrl-C or SIGTERM, watching the children meanwhile.
-  while (base::WaitForStopSignal(milliseconds(200)) == 0) {
-    for (Child& c : children) {
-      const bool was_running = c.process.pid() > 0;
-      if (was_running && !c.process.Running()) {
-        std::cerr << "strata up: " << c.name << " exited with status " << c.process.exit_status().value_or(-1)
-                  << " (log " << c.process.log() << ")\n";
-      }
+  const bool restart = f.Bool("restart-workers");
+  while (base::WaitForStopSignal(milliseconds(100)) == 0) {
+    if (Supervise(l, restart, &children) && f.IsSet("ready-file")) {
+      WriteReadyFile(f.String("ready-file"), router, l, children);
     }
   }
   std::cerr << "strata up: stopping (the router drains first)\n";

@@ -69,7 +69,9 @@ class Cluster {
     metrics_port_ = base::PickFreePort();
     std::vector<std::string> argv = {BinDir() + "/tools/strata", "up", "--model", model, "--bin-dir", BinDir(),
                                      "--log-dir", dir_, "--ready-file", ready_, "--metrics-port",
-                                     absl::StrCat(metrics_port_), "--backend", "cpu", "--kv-dtype", "f32"};
+                                     absl::StrCat(metrics_port_), "--backend", "cpu", "--kv-dtype", "f32",
+                                     // The fault tests kill workers and restart them by hand.
+                                     "--restart-workers=false"};
     argv.insert(argv.end(), flags.begin(), flags.end());
     // router_secure_test: the same suite with security on (TLS, mutual TLS, a token).
     const bool secure = std::getenv("STRATA_SECURE_CLUSTER") != nullptr;

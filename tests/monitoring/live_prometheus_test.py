@@ -122,6 +122,8 @@ def start_cluster(procs, root, tmp):
     up = procs.start("strata up", [strata, "up", "--model", model, "--bin-dir", root, "--stages", "2", "--tp", "2",
                                    "--replicas", "2", "--metrics-port", "0", "--kv-memory-mb", "16",
                                    "--heartbeat-ms", "250", "--log-dir", os.path.join(tmp, "logs"),
+                                   # The killed stage stays down until this test restarts it.
+                                   "--restart-workers=false",
                                    "--ready-file", ready],
                      os.path.join(tmp, "up.log"), stop_signal=signal.SIGINT)
     deadline = time.monotonic() + 120
