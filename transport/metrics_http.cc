@@ -23,8 +23,18 @@ absl::Status MetricsHttpServer::Start(const std::string& host, int port) {
   server_->Get("/metrics", [registry](const httplib::Request&, httplib::Response& res) {
     res.set_content(RenderMetrics(*registry), "text/plain; version=0.0.4");
   });
-  // Scrapes are few and short: a small pool.
-  server_->new_task_queue = [] { return new httplib::ThreadPool(2); };
+  // A connection holds one of the pool's threads while httplib reads its
+  // request, so a slow or idle client must not hold one for long: every
+  // read waits at most kReadTimeout for the next bytes (a client sending a
+  // byte every 1.5 s is cut off after its first pause), an idle kept-alive
+  // connection is closed after kKeepAlive, and kThreads connections are
+  // served at once (before, two threads and httplib's 5 s timeouts: two
+  // such clients held both and 3 scrapes of 4 timed out).
+  server_->new_task_queue = [] { return new httplib::ThreadPool(kThreads); };
+  server_->set_read_timeout(kReadTimeout);
+  server_->set_write_timeout(kWriteTimeout);
+  server_->set_keep_alive_timeout(kKeepAlive.count());
+  server_->set_keep_alive_max_count(kKeepAliveRequests);
   port_ = port == 0 ? server_->bind_to_any_port(host) : (server_->bind_to_port(host, port) ? port : -1);
   if (port_ <= 0) {
     port_ = -1;

@@ -8,6 +8,7 @@
 #ifndef STRATA_TRANSPORT_METRICS_HTTP_H_
 #define STRATA_TRANSPORT_METRICS_HTTP_H_
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <thread>
@@ -25,8 +26,17 @@ namespace strata::transport {
 // A registry in the Prometheus text exposition format.
 std::string RenderMetrics(prometheus::Registry& registry);
 
+// Scrapes are served by a pool of kThreads threads; slow and idle clients
+// are cut off by short timeouts so they cannot hold them (a scrape is one
+// small GET).
 class MetricsHttpServer {
  public:
+  static constexpr int kThreads = 16;
+  static constexpr std::chrono::milliseconds kReadTimeout{1000};   // between a request's bytes
+  static constexpr std::chrono::milliseconds kWriteTimeout{2000};  // between a response's writes
+  static constexpr std::chrono::seconds kKeepAlive{1};             // an idle connection waits this long
+  static constexpr int kKeepAliveRequests = 16;                    // requests per connection
+
   explicit MetricsHttpServer(std::shared_ptr<prometheus::Registry> registry);
   ~MetricsHttpServer();
 
