@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "base/grpc_status.h"
+#include "router/pipeline_epoch.h"
 
 namespace strata::router {
 
@@ -13,7 +14,7 @@ grpc::Status FleetService::Register(grpc::ServerContext*, const v1::RegisterRequ
     return base::ToGrpc(s);
   }
   resp->set_result_address(result_address_);
-
+  resp->set_pipeline_epoch_floor(PipelineEpochFloor());
   return grpc::Status::OK;
 }
 

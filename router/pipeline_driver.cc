@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "router/pipeline_epoch.h"
 
 namespace strata::router {
 
@@ -32,6 +33,7 @@ PipelineDriver::~PipelineDriver() {
 
 absl::Status PipelineDriver::BringUp(const PipelinePlan& plan, int32_t warmup_token) {
   plan_ = plan;
+  epoch_ = NextPipelineEpoch();
   stage0_.clear();
   for (size_t r = 0; r < plan.stage0_data.size(); ++r) {
     auto hp = transport::ParseHostPort(plan.stage0_data[r], "stage 0");
@@ -122,6 +124,7 @@ absl::Status PipelineDriver::SendPlan(const transport::StepPlan& plan) {
   h.type = static_cast<uint16_t>(transport::MessageType::kStepPlan);
   h.step_id = plan.step_id;
   h.plan_bytes = static_cast<uint32_t>(sends->bytes.size());
+  h.epoch = epoch_;              // the workers re-form at the first step of a new one
   h.key_id = plan_.data_key_id;  // the transport signs with this epoch's key
   for (int peer : stage0_) {
     auto send = transport_->SendAsync(peer, h, {{sends->bytes.data(), sends->bytes.size()}});

@@ -128,6 +128,7 @@ class PipelineDriver {
   std::vector<int> stage0_;  // transport peer ids of stage 0's ranks
   std::unique_ptr<Scheduler> scheduler_;
   uint64_t warmup_step_ = 0;
+  uint64_t epoch_ = 0;  // this bring-up's pipeline epoch (router/pipeline_epoch.h)
   std::map<uint64_t, Clock::time_point> in_flight_;  // step id -> sent
   std::map<uint64_t, RequestStream*> streams_;       // scheduler sequence id -> stream
   std::map<uint64_t, std::unique_ptr<StepSends>> sending_;

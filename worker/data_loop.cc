@@ -16,9 +16,9 @@ double Seconds(DataLoop::Clock::duration d) { return std::chrono::duration<doubl
 }  // namespace
 
 DataLoop::DataLoop(const model::StagePlace& place, const DataLoopOptions& options, transport::Transport* transport,
-                   StepRunner* runner, const AbortList* aborts, WorkerMetrics* metrics, TimedCommunicator* comm)
+                   StepRunner* runner, const AbortList* aborts, WorkerMetrics* metrics, TpGroup* group)
     : place_(place), options_(options), transport_(transport), runner_(runner), aborts_(aborts), metrics_(metrics),
-      comm_(comm), result_address_(options.result_address) {}
+      group_(group), comm_(group ? group->communicator() : nullptr), result_address_(options.result_address) {}
 
 DataLoop::~DataLoop() { Stop(); }
 
@@ -36,6 +36,11 @@ void DataLoop::SetResultAddress(const std::string& address) {
   // --result-address, when given, wins; else the latest router's answer
   // (a restarted router listens for results elsewhere).
   if (options_.result_address.empty()) result_address_ = address;
+}
+
+void DataLoop::SetEpochFloor(uint64_t floor) {
+  floor_ = floor;
+  registrations_++;
 }
 
 DataLoop::Clock::time_point DataLoop::last_message() const {
@@ -77,7 +82,7 @@ transport::WireHeader DataLoop::Header(transport::MessageType type, uint64_t ste
   transport::WireHeader h;
   h.type = static_cast<uint16_t>(type);
   h.step_id = step_id;
-  h.epoch = options_.epoch;
+  h.epoch = epoch_;  // passed on: the router's epoch of this pipeline
   h.src_stage = static_cast<int16_t>(place_.stage());
   h.src_rank = static_cast<int16_t>(place_.tp_rank());
   return h;
@@ -90,9 +95,39 @@ void DataLoop::ObservePhases(const transport::StageTiming& t) {
   metrics_->send_seconds->Observe(t.send_seconds);
 }
 
+bool DataLoop::InEpoch(const transport::Message& m) {
+  const uint64_t e = m.header.epoch;
+  const uint64_t registrations = registrations_;
+  const uint64_t floor = floor_;
+  bool stale = (options_.await_registration && registrations == 0) || e < floor;
+  // An epoch adopted since the latest registration orders the others; one
+  // from before it (an earlier router's) orders nothing.
+  const bool ordered = in_epoch_ && epoch_registration_ == registrations;
+  if (!stale && ordered && e == epoch_) return true;
+  stale = stale || (ordered && e < epoch_);
+  if (stale) {
+    metrics_->steps_aborted->Increment();
+    return false;
+  }
+  // A new epoch (or a restarted router's, whose floor is above ours).
+  if (in_epoch_) DropConnections();
+  in_epoch_ = true;
+  epoch_ = e;
+  epoch_registration_ = registrations;
+  if (group_ != nullptr && group_->size() > 1) {
+    if (absl::Status s = group_->Form(e); !s.ok()) {
+      StepFailed(m.header.step_id, s);
+      return false;
+    }
+    std::cerr << options_.log_prefix << ": tensor-parallel group formed for pipeline epoch " << e << std::endl;
+  }
+  return true;
+}
+
 void DataLoop::Handle(const transport::Message& m) {
   metrics_->activation_bytes_received->Increment(static_cast<double>(m.data.size()));
-  if (aborts_->Drops(m)) {
+  if (!InEpoch(m)) return;
+  if (place_.tp_size() == 1 && aborts_->Drops(m)) {
     metrics_->steps_aborted->Increment();
     return;
   }

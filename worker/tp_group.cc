@@ -10,58 +10,91 @@ namespace strata::worker {
 
 using Clock = std::chrono::steady_clock;
 
-namespace {
+TimedCommunicator::TimedCommunicator(std::unique_ptr<Communicator> inner)
+    : rank_(inner->rank()), size_(inner->size()), inner_(std::move(inner)) {}
+
+void TimedCommunicator::Install(std::unique_ptr<Communicator> inner, std::string why_none) {
+  inner_.reset();  // the old group's connections close before anything else
+  inner_ = std::move(inner);
+  failure_ = inner_ ? absl::OkStatus()
+                    : absl::UnavailableError(why_none.empty() ? "no tensor-parallel group formed" : why_none);
+}
 
 template <typename F>
-absl::Status Timed(double* seconds, F&& f) {
+absl::Status TimedCommunicator::Call(F&& f) {
+  if (!failure_.ok()) return failure_;
+  if (!inner_) return absl::UnavailableError("no tensor-parallel group formed");
   const auto start = Clock::now();
   absl::Status s = f();
-  *seconds += std::chrono::duration<double>(Clock::now() - start).count();
+  seconds_ += std::chrono::duration<double>(Clock::now() - start).count();
+  if (!s.ok()) {
+    failure_ = absl::Status(s.code(), absl::StrCat("the tensor-parallel group failed earlier in this epoch: ",
+                                                   s.message()));
+  }
   return s;
 }
 
-}  // namespace
-
 absl::Status TimedCommunicator::AllReduceSum(float* data, int64_t n) {
-  return Timed(&seconds_, [&] { return inner_->AllReduceSum(data, n); });
+  return Call([&] { return inner_->AllReduceSum(data, n); });
 }
 
 absl::Status TimedCommunicator::AllGather(const float* in, int64_t n, float* out) {
-  return Timed(&seconds_, [&] { return inner_->AllGather(in, n, out); });
+  return Call([&] { return inner_->AllGather(in, n, out); });
 }
 
 absl::Status TimedCommunicator::Synchronize() {
-  return Timed(&seconds_, [&] { return inner_->Synchronize(); });
+  return Call([&] { return inner_->Synchronize(); });
 }
 
-absl::StatusOr<std::unique_ptr<TpGroup>> TpGroup::Join(const model::StagePlace& place, kernels::Backend* backend,
-                                                       const TpGroupOptions& o) {
-  std::unique_ptr<TpGroup> g(new TpGroup());
+absl::StatusOr<std::unique_ptr<TpGroup>> TpGroup::Create(const model::StagePlace& place, kernels::Backend* backend,
+                                                         const TpGroupOptions& o) {
+  std::unique_ptr<TpGroup> g(new TpGroup(place, backend, o));
   if (place.tp_size() == 1) return g;
   STRATA_ASSIGN_OR_RETURN(transport::HostPort store, transport::ParseHostPort(o.store, "--tp-store"));
   if (place.is_stage_leader()) {
     STRATA_ASSIGN_OR_RETURN(g->store_server_, TcpStoreServer::Start(store.host, store.port, o.tls));
   }
-  STRATA_ASSIGN_OR_RETURN(g->store_, TcpStoreClient::Connect(store.host, store.port, std::chrono::milliseconds(60000), o.tls));
-  const std::string group = absl::StrCat(o.pipeline, "/stage", place.stage());
-  std::unique_ptr<Communicator> comm;
-  if (void* stream = backend->NativeStream()) {
+  g->comm_ = std::make_unique<TimedCommunicator>(place.tp_rank(), place.tp_size());
+  return g;
+}
+
+absl::Status TpGroup::Form(uint64_t epoch) {
+  if (!comm_) return absl::OkStatus();
+  comm_->Install(nullptr);  // no collective of the old epoch after this
+  absl::StatusOr<std::unique_ptr<Communicator>> inner = Meet(epoch);
+  if (!inner.ok()) {
+    comm_->Install(nullptr, absl::StrCat("the tensor-parallel group of epoch ", epoch,
+                                         " did not form: ", inner.status().message()));
+    return inner.status();
+  }
+  comm_->Install(std::move(*inner));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Communicator>> TpGroup::Meet(uint64_t epoch) {
+  STRATA_ASSIGN_OR_RETURN(transport::HostPort store, transport::ParseHostPort(options_.store, "--tp-store"));
+  // A fresh connection each epoch: rank 0 (and its store) may have restarted.
+  store_.reset();
+  STRATA_ASSIGN_OR_RETURN(store_, TcpStoreClient::Connect(store.host, store.port, options_.timeout, options_.tls));
+  const std::string group = absl::StrCat(options_.pipeline, "/stage", place_.stage(), "/epoch", epoch);
+  if (void* stream = backend_->NativeStream()) {
     // A device backend: NCCL on its stream, the unique id through the store.
     std::string id;
-    if (place.is_stage_leader()) {
+    if (place_.is_stage_leader()) {
       STRATA_ASSIGN_OR_RETURN(id, NewNcclUniqueId());
-      STRATA_RETURN_IF_ERROR(g->store_->Set(group + "/nccl_id", id));
+      STRATA_RETURN_IF_ERROR(store_->Set(group + "/nccl_id", id));
     } else {
-      STRATA_ASSIGN_OR_RETURN(id, g->store_->Get(group + "/nccl_id", std::chrono::milliseconds(60000)));
+      STRATA_ASSIGN_OR_RETURN(id, store_->Get(group + "/nccl_id", options_.timeout));
     }
-    STRATA_ASSIGN_OR_RETURN(comm, NcclCommunicator::Create(id, place.tp_rank(), place.tp_size(),
-                                                           static_cast<cudaStream_t>(stream)));
-  } else {
-    STRATA_ASSIGN_OR_RETURN(comm, GlooCommunicator::Create(g->store_.get(), group, o.host, place.tp_rank(),
-                                                           place.tp_size(), o.timeout));
+    STRATA_ASSIGN_OR_RETURN(std::unique_ptr<NcclCommunicator> nccl,
+                            NcclCommunicator::Create(id, place_.tp_rank(), place_.tp_size(),
+                                                     static_cast<cudaStream_t>(stream)));
+    return std::unique_ptr<Communicator>(std::move(nccl));
   }
-  g->comm_ = std::make_unique<TimedCommunicator>(std::move(comm));
-  return g;
+  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<GlooCommunicator> gloo,
+                          GlooCommunicator::Create(store_.get(), group, options_.host, place_.tp_rank(),
+                                                   place_.tp_size(), options_.timeout));
+  return std::unique_ptr<Communicator>(std::move(gloo));
 }
 
 }  // namespace strata::worker

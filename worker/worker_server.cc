@@ -117,7 +117,7 @@ absl::Status LoadModel(WorkerServer::Parts& s) {
   tp.store = o.tp_store;
   tp.timeout = milliseconds(o.step_timeout_ms);
   tp.tls = s.control_tls.get();
-  STRATA_ASSIGN_OR_RETURN(s.tp, TpGroup::Join(*s.place, s.backend.get(), tp));
+  STRATA_ASSIGN_OR_RETURN(s.tp, TpGroup::Create(*s.place, s.backend.get(), tp));
   const StageSpec spec{place->first_layer(), place->last_layer(), place->has_embedding(), place->has_lm_head(),
                        place->tp_rank(), place->tp_size()};
   STRATA_ASSIGN_OR_RETURN(s.executor,
@@ -152,13 +152,13 @@ absl::Status StartServing(WorkerServer::Parts& s) {
   if (s.control_tls) s.transport->SetDataKey(transport::DataKey{});
   DataLoopOptions d;
   d.pipeline = o.pipeline;
-  d.epoch = s.epoch;
+  d.await_registration = !o.router.empty();
   d.next_stage = o.next_stage;
   d.result_address = o.result_address;
   d.step_timeout = milliseconds(o.step_timeout_ms);
   d.log_prefix = s.who;
   s.data = std::make_unique<DataLoop>(*s.place, d, s.transport.get(), s.runner.get(), &s.aborts, s.metrics.get(),
-                                      s.tp->communicator());
+                                      s.tp.get());
   ControlService::Facts facts{IdentityOf(o.pipeline, *s.place), s.epoch, s.kv_blocks, s.executor->weight_bytes()};
   s.control = std::make_unique<ControlService>(facts, &s.aborts, s.metrics.get());
   DataLoop* loop = s.data.get();
@@ -214,7 +214,10 @@ absl::Status StartServing(WorkerServer::Parts& s) {
   ControlService* control = s.control.get();
   s.registration = std::make_unique<Registration>(
       o.router, req, s.who,
-      [data](const v1::RegisterResponse& resp) { data->SetResultAddress(resp.result_address()); },
+      [data](const v1::RegisterResponse& resp) {
+        data->SetResultAddress(resp.result_address());
+        data->SetEpochFloor(resp.pipeline_epoch_floor());
+      },
       [control](const std::string&) { control->set_state(v1::HealthResponse::FAILED); },
       [control] { return control->last_health_call(); }, milliseconds(o.reregister_after_ms),
       base::ChannelCredentials(s.control_tls.get()));
