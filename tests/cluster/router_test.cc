@@ -883,3 +883,103 @@ TEST_F(RouterTest, TextPromptsChatStopStringsAndTokenize) {
 
 }  // namespace
 }  // namespace strata
+
+namespace strata {
+namespace {
+
+// One rank of a tensor-parallel stage: killed and restarted with its exact
+// flags, it rejoins (the ranks re-form their group at the router's next
+// pipeline epoch, under the epoch's own name in the rendezvous store), over
+// TCP and shared memory, rank 1 and rank 0 (which also serves the store).
+// Before pipeline epochs the restarted rank waited for good on the old
+// rendezvous keys and its peer kept the dead group.
+class TpRankRestartTest : public RouterTest, public ::testing::WithParamInterface<std::tuple<const char*, int>> {};
+
+nlohmann::json Worker(const nlohmann::json& info, int stage, int rank) {
+  for (const auto& w : info["workers"]) {
+    if (w["stage"].get<int>() == stage && w["tp_rank"].get<int>() == rank) return w;
+  }
+  ADD_FAILURE() << "no worker of stage " << stage << " rank " << rank << " in " << info.dump();
+  return {};
+}
+
+bool WaitHealthy(Cluster& c, bool want, std::chrono::seconds within) {
+  const auto until = Clock::now() + within;
+  while (c.Healthy() != want && Clock::now() < until) std::this_thread::sleep_for(milliseconds(50));
+  return c.Healthy() == want;
+}
+
+TEST_P(TpRankRestartTest, ARestartedRankRejoinsItsGroup) {
+  const auto [transport, rank] = GetParam();
+  Cluster c;
+  ASSERT_NO_FATAL_FAILURE(c.Start(model_, {"--stages", "2", "--tp", "2", "--heartbeat-ms", "200",
+                                           "--down-after-ms", "1500", "--transport", transport}));
+  const std::vector<int32_t> want = Alone(Prompt(6, 3), 8);
+  EXPECT_EQ(Call(c.stub(), Request(Prompt(6, 3), 8)).tokens, want);
+  const nlohmann::json victim = Worker(c.info(), 1, rank);
+  const int peer = Worker(c.info(), 1, 1 - rank)["pid"].get<int>();
+  kill(victim["pid"].get<int>(), SIGKILL);
+  ASSERT_TRUE(WaitHealthy(c, false, std::chrono::seconds(5))) << "the router did not notice the dead rank";
+  base::Process restarted = SpawnLogged(victim["argv"].get<std::vector<std::string>>(),
+                                        victim["log"].get<std::string>() + ".restart",
+                                        {{"UCX_TLS", c.info()["ucx_tls"].get<std::string>()}});
+  ASSERT_TRUE(WaitHealthy(c, true, std::chrono::seconds(30)))
+      << "the pipeline did not come back with a restarted TP rank " << rank << ":\n"
+      << Slurp(victim["log"].get<std::string>() + ".restart");
+  Outcome after = Call(c.stub(), Request(Prompt(6, 3), 8));
+  EXPECT_TRUE(after.status.ok()) << after.status.error_message();
+  EXPECT_EQ(after.tokens, want);
+  EXPECT_EQ(kill(peer, 0), 0) << "the surviving rank died";
+  c.Stop();
+  restarted.Stop(std::chrono::seconds(30));
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, TpRankRestartTest,
+                         ::testing::Values(std::make_tuple("tcp", 1), std::make_tuple("shm", 0)),
+                         [](const auto& info) {
+                           return absl::StrCat(std::get<0>(info.param), "Rank", std::get<1>(info.param));
+                         });
+
+// A tensor-parallel rank stopped mid-stream for longer than the router's
+// patience (SIGSTOP, then SIGCONT): its healthy peer keeps running (it
+// crashed inside Gloo before: the ranks applied the Abort at different
+// steps), the streams in flight end with UNAVAILABLE after the tokens they
+// had, and the pipeline comes back with the same tokens.
+TEST_F(RouterTest, AStoppedTpRankNeitherCrashesItsPeerNorSplitsTheGroup) {
+  Cluster c;
+  ASSERT_NO_FATAL_FAILURE(c.Start(model_, {"--stages", "1", "--tp", "2", "--heartbeat-ms", "200",
+                                           "--down-after-ms", "1500", "--transport", "tcp"}));
+  const int victim = Worker(c.info(), 0, 1)["pid"].get<int>();
+  const int peer = Worker(c.info(), 0, 0)["pid"].get<int>();
+  std::vector<std::future<Outcome>> streams;
+  for (int i = 0; i < 4; ++i) {
+    streams.push_back(std::async(std::launch::async, [&, i] { return Call(c.stub(), Request(Prompt(5 + i, i), 2000)); }));
+  }
+  std::this_thread::sleep_for(milliseconds(500));
+  kill(victim, SIGSTOP);
+  for (auto& s : streams) {
+    Outcome o = s.get();
+    EXPECT_EQ(o.status.error_code(), grpc::StatusCode::UNAVAILABLE) << o.status.error_message();
+  }
+  std::this_thread::sleep_for(milliseconds(3000));  // past --down-after-ms: the Abort is out
+  // Queue a request that must wait, then wake the rank.
+  auto waiting = std::async(std::launch::async, [&] {
+    Outcome o;
+    const auto until = Clock::now() + std::chrono::seconds(30);
+    do {
+      std::this_thread::sleep_for(milliseconds(200));
+      o = Call(c.stub(), Request(Prompt(7, 9), 12));
+    } while (!o.status.ok() && Clock::now() < until);
+    return o;
+  });
+  kill(victim, SIGCONT);
+  Outcome after = waiting.get();
+  EXPECT_TRUE(after.status.ok()) << after.status.error_message();
+  EXPECT_EQ(after.tokens, Alone(Prompt(7, 9), 12));
+  EXPECT_EQ(kill(peer, 0), 0) << "the healthy rank died";
+  EXPECT_EQ(kill(victim, 0), 0) << "the stopped rank died";
+  c.Stop();
+}
+
+}  // namespace
+}  // namespace strata
