@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "kernels/cpu/amx.h"
+#include "kernels/cpu/scratch.h"
+#include "kernels/cpu/vec_exp.h"
 #include "model/dtype.h"
 
 namespace strata::kernels::cpu {
@@ -19,23 +21,6 @@ constexpr int64_t kTile = 512;  // bf16 elements of a 16 x 32 tile
 #define STRATA_AMX __attribute__((target("amx-tile,amx-bf16")))
 
 int64_t RoundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
-
-// Grow-only 64-byte-aligned per-thread buffers, one per use.
-template <int kSlot>
-void* Scratch(int64_t bytes) {
-  struct Buffer {
-    void* p = nullptr;
-    int64_t n = 0;
-    ~Buffer() { std::free(p); }
-  };
-  thread_local Buffer b;
-  if (b.n < bytes) {
-    std::free(b.p);
-    b.n = RoundUp(bytes, 4096);
-    b.p = std::aligned_alloc(64, b.n);
-  }
-  return b.p;
-}
 
 // The shapes of one call.
 struct Dims {
@@ -126,8 +111,11 @@ STRATA_AMX void ScoresOnTiles(const Dims& m, const uint16_t* kb, const uint16_t*
   }
 }
 
-// The vector backend's softmax for virtual row r over its visible keys,
-// from dot products dot(j); writes P as bf16 (zeros to `pad`).
+// The softmax of one virtual row over its visible keys, from dot products
+// dot(j): scale, max, exp, sum in key order, divide; writes P as bf16
+// (zeros to `pad`). The order of the vector backend's softmax, with
+// ExpScalar (vec_exp.h) for std::exp. The tile kernel runs the same
+// operations for 16 rows at once (Softmax16), bit for bit.
 template <typename Dot>
 void SoftmaxRow(Dot dot, int64_t visible, int64_t pad, float scale, float* tmp, uint16_t* p) {
   float mx = -INFINITY;
@@ -137,11 +125,59 @@ void SoftmaxRow(Dot dot, int64_t visible, int64_t pad, float scale, float* tmp, 
   }
   float sum = 0.0f;
   for (int64_t j = 0; j < visible; ++j) {
-    tmp[j] = std::exp(tmp[j] - mx);
+    tmp[j] = ExpScalar(tmp[j] - mx);
     sum += tmp[j];
   }
   for (int64_t j = 0; j < visible; ++j) p[j] = model::FloatToBF16(tmp[j] / sum);
   for (int64_t j = visible; j < pad; ++j) p[j] = 0;
+}
+
+// SoftmaxRow for the block's 16 virtual rows at once, rows as lanes:
+// st[j * 16 + r] is row r's dot with key j (keys [0, vmax)), visible[r]
+// its visible keys (0: a padding row, all zeros). Keys a row does not see
+// score -inf, whose exp is an exact 0, so each lane's max and its sum in
+// key order are the scalar row's. et: [vmax][16] f32 scratch; P row r at
+// pb + r * p_ld, zeros from the row's visible keys to `pad`.
+__attribute__((target("avx512f"))) void Softmax16(const float* st, const int32_t* visible, int64_t vmax,
+                                                  int64_t pad, float scale, float* et, uint16_t* pb,
+                                                  int64_t p_ld) {
+  const __m512i vis = _mm512_loadu_si512(visible);
+  const __m512 vscale = _mm512_set1_ps(scale), ninf = _mm512_set1_ps(-INFINITY);
+  __m512 mx = ninf;
+  for (int64_t j = 0; j < vmax; ++j) {
+    const __mmask16 seen = _mm512_cmpgt_epi32_mask(vis, _mm512_set1_epi32(static_cast<int32_t>(j)));
+    const __m512 s = _mm512_mask_mul_ps(ninf, seen, _mm512_loadu_ps(st + j * 16), vscale);
+    _mm512_storeu_ps(et + j * 16, s);
+    mx = _mm512_max_ps(mx, s);
+  }
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t j = 0; j < vmax; ++j) {
+    const __m512 e = Exp16(_mm512_sub_ps(_mm512_loadu_ps(et + j * 16), mx));
+    _mm512_storeu_ps(et + j * 16, e);
+    sum = _mm512_add_ps(sum, e);
+  }
+  alignas(64) float sums[16];
+  _mm512_store_ps(sums, sum);
+  const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                         _mm512_set1_epi32(16));
+  const __m512i round_bias = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1);
+  for (int r = 0; r < 16; ++r) {
+    uint16_t* p = pb + r * p_ld;
+    if (visible[r] == 0) {
+      std::memset(p, 0, pad * 2);
+      continue;
+    }
+    const __m512 vsum = _mm512_set1_ps(sums[r]);
+    for (int64_t j0 = 0; j0 < pad; j0 += 16) {
+      const __mmask16 in = j0 >= vmax ? 0 : vmax - j0 >= 16 ? 0xffff : (1u << (vmax - j0)) - 1;
+      const __m512 e = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), in, idx, et + j0 * 16 + r, 4);
+      // model::FloatToBF16: round to nearest even (no NaN here).
+      const __m512i bits = _mm512_castps_si512(_mm512_div_ps(e, vsum));
+      const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), one);
+      const __m512i h = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(round_bias, odd)), 16);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + j0), _mm512_cvtepi32_epi16(h));
+    }
+  }
 }
 
 // O = P V for key chunks [0, chunks): column tiles in fours (tmm0-3), the P
@@ -214,13 +250,13 @@ void AmxAttentionHead(const AmxAttentionArgs& a, int64_t h, int64_t row0, int64_
                       const int64_t* slots) {
   if (n <= 0) return;
   const Dims m = DimsOf(a, n, cached);
-  auto* kb = static_cast<uint16_t*>(Scratch<0>(m.keys_pad * m.d * 2));
-  auto* vp = static_cast<uint16_t*>(Scratch<1>(m.keys_pad * m.d * 2));
-  auto* qt = static_cast<uint16_t*>(Scratch<2>(m.d_chunks * kTile * 2));
-  auto* st = static_cast<float*>(Scratch<3>(m.keys_pad * 16 * 4));
-  auto* pb = static_cast<uint16_t*>(Scratch<4>(16 * m.p_ld * 2));
-  auto* tmp = static_cast<float*>(Scratch<5>(m.keys_pad * 4));
-  auto* o = static_cast<float*>(Scratch<6>(16 * m.d * 4));
+  auto* kb = ThreadScratchOf<uint16_t>(kScratchAttnKeys, m.keys_pad * m.d);
+  auto* vp = ThreadScratchOf<uint16_t>(kScratchAttnValues, m.keys_pad * m.d);
+  auto* qt = ThreadScratchOf<uint16_t>(kScratchAttnQuery, m.d_chunks * kTile);
+  auto* st = ThreadScratchOf<float>(kScratchAttnScores, 2 * m.keys_pad * 16);  // S^T, then the exps
+  auto* pb = ThreadScratchOf<uint16_t>(kScratchAttnProbs, 16 * m.p_ld);
+  auto* o = ThreadScratchOf<float>(kScratchAttnOut, 16 * m.d);
+  float* et = st + m.keys_pad * 16;
   GatherKv(a, m, h, slots, kb, vp);
   ConfigureTiles();
   for (int64_t tb = 0; tb < n; tb += m.tokens) {
@@ -229,10 +265,9 @@ void AmxAttentionHead(const AmxAttentionArgs& a, int64_t h, int64_t row0, int64_
     QueryPairs(a, m, h, row0, tb, rows, qt);
     ScoresOnTiles(m, kb, qt, vmax, st);
     const int64_t pad = RoundUp(vmax, 32);
-    for (int64_t r = 0; r < 16; ++r) {
-      const int64_t visible = r < rows ? cached + tb + r / m.group + 1 : 0;
-      SoftmaxRow([&](int64_t j) { return st[j * 16 + r]; }, visible, pad, a.scale, tmp, pb + r * m.p_ld);
-    }
+    alignas(64) int32_t visible[16];
+    for (int64_t r = 0; r < 16; ++r) visible[r] = r < rows ? static_cast<int32_t>(cached + tb + r / m.group + 1) : 0;
+    Softmax16(st, visible, vmax, pad, a.scale, et, pb, m.p_ld);
     ValuesOnTiles(m, pb, vp, pad / 32, o);
     for (int64_t r = 0; r < rows; ++r) std::memcpy(OutRow(a, m, h, row0, tb, r), o + r * m.d, m.d * 4);
   }

@@ -9,6 +9,7 @@
 
 #include "kernels/cpu/amx.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/scratch.h"
 #include "model/dtype.h"
 
 namespace strata::kernels::cpu {
@@ -181,21 +182,6 @@ Plan MakePlan(const MatMulArgs& a) {
   return p;
 }
 
-float* Scratch(int64_t floats) {
-  struct Buffer {
-    float* p = nullptr;
-    int64_t n = 0;
-    ~Buffer() { std::free(p); }
-  };
-  thread_local Buffer b;
-  if (b.n < floats) {
-    std::free(b.p);
-    b.p = static_cast<float*>(std::aligned_alloc(64, (floats * 4 + 63) / 64 * 64));
-    b.n = floats;
-  }
-  return b.p;
-}
-
 // Copies rows [row0, row0 + mrows) below `rows` and columns [lo, hi) of y
 // out of c, whose column 0 is output col0 and row stride ldc.
 void StoreBlock(const float* c, int64_t ldc, int64_t row0, int64_t mrows, int64_t rows, int64_t col0, int64_t lo,
@@ -305,7 +291,9 @@ void AmxMatMulRange(const MatMulArgs& a, int64_t n_begin, int64_t n_end) {
   ConfigureTiles();
   const Plan p = MakePlan(a);
   const int64_t g_begin = n_begin / kAmxGroup, g_end = (n_end + kAmxGroup - 1) / kAmxGroup;
-  float* scratch = p.kb < p.chunks ? Scratch(p.super * kAmxTileRows * p.groups * kAmxGroup) : nullptr;
+  float* scratch = p.kb < p.chunks
+                       ? ThreadScratchOf<float>(kScratchMatMulSums, p.super * kAmxTileRows * p.groups * kAmxGroup)
+                       : nullptr;
   for (int64_t rs = 0; rs < p.row_tiles; rs += p.super) {
     const int64_t re = std::min(p.row_tiles, rs + p.super);
     for (int64_t g0 = g_begin; g0 < g_end; g0 += p.groups) {

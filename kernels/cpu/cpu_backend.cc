@@ -11,9 +11,11 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/amx_attention.h"
 #include "kernels/cpu/amx_matmul.h"
-#include "kernels/cpu/huge_pages.h"
+#include "kernels/cpu/cpu_storage.h"
+#include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/lanes.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/vector_attention.h"
 #include "kernels/reference/ops.h"
 #include "kernels/reference/reference_backend.h"
 #include "model/rope.h"
@@ -21,76 +23,6 @@
 
 namespace strata::kernels::cpu {
 namespace {
-
-// 64-byte aligned float storage.
-struct AlignedFloats {
-  explicit AlignedFloats(int64_t n)
-      : data(static_cast<float*>(std::aligned_alloc(64, std::max<int64_t>(64, (n * 4 + 63) / 64 * 64)))),
-        size(n) {}
-  ~AlignedFloats() { std::free(data); }
-  float* data;
-  int64_t size;
-};
-
-// Matrices (2-D tensors) are kept as in the checkpoint, bf16 or f32, in the
-// packed layout of matmul.h; vectors (1-D: norm weights) as plain f32,
-// converted once here rather than at every use.
-class CpuWeight : public Weight {
- public:
-  // amx: bf16 matrices in the tile layout of amx_matmul.h (backends on kAmx).
-  CpuWeight(int64_t rows, int64_t cols, bool bf16, bool packed, bool amx)
-      : Weight(rows, cols), is_bf16(bf16), packed(packed), amx(amx && bf16 && packed) {}
-  // Allocates the storage; false when out of memory.
-  bool Allocate() {
-    const int64_t n = amx ? AmxPackedSize(rows(), cols()) : packed ? PackedSize(rows(), cols()) : rows() * cols();
-    return is_bf16 ? b.Allocate(n) : f.Allocate(n);
-  }
-  int64_t Index(int64_t r, int64_t c) const {
-    return amx ? AmxPackedIndex(r, c, cols()) : packed ? PackedIndex(r, c, cols()) : r * cols() + c;
-  }
-  bool is_bf16;
-  bool packed;
-  bool amx;
-  HugePageArray<uint16_t> b;
-  HugePageArray<float> f;
-};
-
-class CpuBuffer : public Buffer {
- public:
-  explicit CpuBuffer(int64_t n) : mem_(n) {}
-  float* data() override { return mem_.data; }
-  int64_t size() const override { return mem_.size; }
-
- private:
-  AlignedFloats mem_;
-};
-
-// Per layer K then V, [num_blocks, block_size, kv_heads, head_dim] each.
-class CpuKvCache : public KvCache {
- public:
-  CpuKvCache(const KvCacheShape& shape, bool bf16) : KvCache(shape), bf16_(bf16) {
-    const int64_t n = 2 * shape.num_layers * shape.FloatsPerLayer();
-    if (bf16) {
-      b_.resize(n);
-    } else {
-      f_.resize(n);
-    }
-  }
-  bool bf16() const { return bf16_; }
-  uint16_t* kb(int64_t l) { return b_.data() + 2 * l * shape().FloatsPerLayer(); }
-  uint16_t* vb(int64_t l) { return kb(l) + shape().FloatsPerLayer(); }
-  float* kf(int64_t l) { return f_.data() + 2 * l * shape().FloatsPerLayer(); }
-  float* vf(int64_t l) { return kf(l) + shape().FloatsPerLayer(); }
-  const uint16_t* kb(int64_t l) const { return const_cast<CpuKvCache*>(this)->kb(l); }
-  const uint16_t* vb(int64_t l) const { return const_cast<CpuKvCache*>(this)->vb(l); }
-  const float* kf(int64_t l) const { return const_cast<CpuKvCache*>(this)->kf(l); }
-  const float* vf(int64_t l) const { return const_cast<CpuKvCache*>(this)->vf(l); }
-
- private:
-  bool bf16_;
-  std::vector<uint16_t> b_;
-  std::vector<float> f_;
-};
 
 const CpuWeight& W(const Weight& w) { return static_cast<const CpuWeight&>(w); }
 
@@ -106,7 +38,6 @@ STRATA_CLONES float SumSquares(const float* x, int64_t n) {
   for (int l = 0; i + l < n; ++l) lanes[l] += x[i + l] * x[i + l];
   return TreeSum<16>(lanes);
 }
-
 
 }  // namespace
 
@@ -339,162 +270,6 @@ void CpuBackend::WriteKv(KvCache& cache, int64_t layer, const float* k, const fl
   }
 }
 
-namespace {
-
-inline float ToF(uint16_t h) { return model::BF16ToFloat(h); }
-inline float ToF(float f) { return f; }
-
-// scores[g * visible + j] = dot(q_g, K_j) * scale, where key j's row is
-// base + slots[j] * stride.
-// The dot is the 16-lane scheme of SumSquares() (lanes, then TreeSum), so it
-// is the same on every ISA. kD > 0: head_dim known at compile time (64 and
-// 128 get fully unrolled loops); 0: run-time d.
-template <int kD, typename T>
-__attribute__((always_inline)) inline void ScoreBody(const float* q, int64_t group, int64_t d_rt, const T* base,
-                                                     const int64_t* slots, int64_t stride, int64_t visible,
-                                                     float scale, float* scores, int64_t ld) {
-  const int64_t d = kD > 0 ? kD : d_rt;
-  float krow[kMaxHeadDim];
-  for (int64_t j = 0; j < visible; ++j) {
-    const T* kr = base + slots[j] * stride;
-    for (int64_t i = 0; i < d; ++i) krow[i] = ToF(kr[i]);
-    for (int64_t g = 0; g < group; ++g) {
-      const float* qg = q + g * d;
-      float lanes[16] = {};
-      int64_t i = 0;
-      for (; i + 16 <= d; i += 16)
-        for (int l = 0; l < 16; ++l) lanes[l] += qg[i + l] * krow[i + l];
-      if (kD == 0 || kD % 16 != 0) {
-        for (int l = 0; i + l < d; ++l) lanes[l] += qg[i + l] * krow[i + l];
-      }
-      scores[g * ld + j] = TreeSum<16>(lanes) * scale;
-    }
-  }
-}
-
-// out_g += p[g * visible + j] * V_j over the keys, in key order.
-template <int kD, typename T>
-__attribute__((always_inline)) inline void ValueBody(const float* p, int64_t group, int64_t d_rt, const T* base,
-                                                     const int64_t* slots, int64_t stride, int64_t visible,
-                                                     float* out) {
-  const int64_t d = kD > 0 ? kD : d_rt;
-  float vrow[kMaxHeadDim];
-  for (int64_t j = 0; j < visible; ++j) {
-    const T* vr = base + slots[j] * stride;
-    for (int64_t i = 0; i < d; ++i) vrow[i] = ToF(vr[i]);
-    for (int64_t g = 0; g < group; ++g) {
-      const float pj = p[g * visible + j];
-      float* o = out + g * d;
-      for (int64_t i = 0; i < d; ++i) o[i] += pj * vrow[i];
-    }
-  }
-}
-
-#define STRATA_BY_HEAD_DIM(Body, ...)     \
-  switch (d) {                            \
-    case 64: Body<64>(__VA_ARGS__); break;   \
-    case 128: Body<128>(__VA_ARGS__); break; \
-    default: Body<0>(__VA_ARGS__); break;    \
-  }
-
-STRATA_CLONES void ScoreKeys(const float* q, int64_t group, int64_t d, const uint16_t* base, const int64_t* slots,
-                             int64_t stride, int64_t visible, float scale, float* scores, int64_t ld) {
-  STRATA_BY_HEAD_DIM(ScoreBody, q, group, d, base, slots, stride, visible, scale, scores, ld)
-}
-STRATA_CLONES void ScoreKeys(const float* q, int64_t group, int64_t d, const float* base, const int64_t* slots,
-                             int64_t stride, int64_t visible, float scale, float* scores, int64_t ld) {
-  STRATA_BY_HEAD_DIM(ScoreBody, q, group, d, base, slots, stride, visible, scale, scores, ld)
-}
-
-// ---- AVX-512 scores, 16 keys at a time ------------------------------------
-// The same numbers as ScoreBody, bit for bit: each key's 16 lanes are
-// accumulated in the same order (multiply, then add: the backend builds
-// with -ffp-contract=off), and TreeSum's pairwise steps (lane i + lane
-// i + width, width 8, 4, 2, 1) run for 16 keys at once on shuffled
-// vectors instead of one horizontal sum per score, which dominated decode
-// attention (one 16-lane reduction per key and query head).
-
-__attribute__((target("avx512f"))) inline __m512 LoadRow16(const uint16_t* p) {
-  return _mm512_castsi512_ps(
-      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
-}
-__attribute__((target("avx512f"))) inline __m512 LoadRow16(const float* p) { return _mm512_loadu_ps(p); }
-
-// a[j]: the 16 lanes of key j; returns TreeSum of each, key j in lane j.
-__attribute__((target("avx512f"))) inline __m512 TreeSum16Keys(const __m512* a) {
-  __m512 b[8], c[4], e[2];
-  for (int m = 0; m < 8; ++m) {  // width 8: keys 2m | 2m+1, 8 partials each
-    b[m] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * m], a[2 * m + 1], 0x44),
-                         _mm512_shuffle_f32x4(a[2 * m], a[2 * m + 1], 0xEE));
-  }
-  for (int n = 0; n < 4; ++n) {  // width 4: one key per 128-bit quarter
-    c[n] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * n], b[2 * n + 1], 0x88),
-                         _mm512_shuffle_f32x4(b[2 * n], b[2 * n + 1], 0xDD));
-  }
-  for (int t = 0; t < 2; ++t) {  // width 2: quarter q holds keys 8t+q, 8t+4+q
-    e[t] = _mm512_add_ps(_mm512_shuffle_ps(c[2 * t], c[2 * t + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                         _mm512_shuffle_ps(c[2 * t], c[2 * t + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-  }
-  // width 1: lane 4q + m holds key 4m + q.
-  const __m512 f = _mm512_add_ps(_mm512_shuffle_ps(e[0], e[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                                 _mm512_shuffle_ps(e[0], e[1], _MM_SHUFFLE(3, 1, 3, 1)));
-  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-  return _mm512_permutexvar_ps(order, f);
-}
-
-template <int kD, typename T>
-__attribute__((target("avx512f"))) void ScoreKeys16(const float* q, int64_t group, const T* base,
-                                                    const int64_t* slots, int64_t stride, int64_t visible,
-                                                    float scale, float* scores) {
-  static_assert(kD % 16 == 0 && kD <= kMaxHeadDim);
-  constexpr int kSteps = kD / 16;
-  const __m512 vscale = _mm512_set1_ps(scale);
-  int64_t j0 = 0;
-  for (; j0 + 16 <= visible; j0 += 16) {
-    __m512 k[16][kSteps];
-    for (int j = 0; j < 16; ++j) {
-      const T* kr = base + slots[j0 + j] * stride;
-      for (int i = 0; i < kSteps; ++i) k[j][i] = LoadRow16(kr + 16 * i);
-    }
-    for (int64_t g = 0; g < group; ++g) {
-      const float* qg = q + g * kD;
-      __m512 qv[kSteps];
-      for (int i = 0; i < kSteps; ++i) qv[i] = _mm512_loadu_ps(qg + 16 * i);
-      __m512 acc[16];
-      for (int j = 0; j < 16; ++j) {
-        acc[j] = _mm512_add_ps(_mm512_setzero_ps(), _mm512_mul_ps(qv[0], k[j][0]));
-        for (int i = 1; i < kSteps; ++i) acc[j] = _mm512_add_ps(acc[j], _mm512_mul_ps(qv[i], k[j][i]));
-      }
-      _mm512_storeu_ps(scores + g * visible + j0, _mm512_mul_ps(TreeSum16Keys(acc), vscale));
-    }
-  }
-  if (j0 < visible) {
-    ScoreBody<kD>(q, group, kD, base, slots + j0, stride, visible - j0, scale, scores + j0, visible);
-  }
-}
-
-// Scores through the 16-key path where the ISA and head_dim allow it.
-template <typename T>
-void Scores(bool avx512, const float* q, int64_t group, int64_t d, const T* base, const int64_t* slots,
-            int64_t stride, int64_t visible, float scale, float* scores) {
-  if (avx512 && d == 64) {
-    ScoreKeys16<64>(q, group, base, slots, stride, visible, scale, scores);
-  } else if (avx512 && d == 128) {
-    ScoreKeys16<128>(q, group, base, slots, stride, visible, scale, scores);
-  } else {
-    ScoreKeys(q, group, d, base, slots, stride, visible, scale, scores, visible);
-  }
-}
-STRATA_CLONES void AccumulateValues(const float* p, int64_t group, int64_t d, const uint16_t* base,
-                                    const int64_t* slots, int64_t stride, int64_t visible, float* out) {
-  STRATA_BY_HEAD_DIM(ValueBody, p, group, d, base, slots, stride, visible, out)
-}
-STRATA_CLONES void AccumulateValues(const float* p, int64_t group, int64_t d, const float* base,
-                                    const int64_t* slots, int64_t stride, int64_t visible, float* out) {
-  STRATA_BY_HEAD_DIM(ValueBody, p, group, d, base, slots, stride, visible, out)
-}
-
-}  // namespace
 
 void CpuBackend::Attention(const KvCache& cache, int64_t layer, const float* q, int64_t q_heads,
                            float* out) {
@@ -534,38 +309,23 @@ void CpuBackend::Attention(const KvCache& cache, int64_t layer, const float* q, 
       const SequenceChunk& seq = layout_->sequences[task.seq];
       const int64_t visible = seq.cached_tokens + task.token + 1;
       const int64_t* slots = slots_[task.seq].data();
-      scores.resize(group * visible);
       const float* qrow = q + (task.row * q_heads + h * group) * d;
-      if (c.bf16()) {
-        Scores(avx512, qrow, group, d, c.kb(layer) + h * d, slots, width, visible, scale, scores.data());
-      } else {
-        Scores(avx512, qrow, group, d, c.kf(layer) + h * d, slots, width, visible, scale, scores.data());
-      }
       float* o = out + (task.row * q_heads + h * group) * d;
-      for (int64_t g = 0; g < group; ++g) {
-        float* sg = scores.data() + g * visible;
-        float mx = -INFINITY;
-        for (int64_t j = 0; j < visible; ++j) mx = std::max(mx, sg[j]);
-        float sum = 0.0f;
-        for (int64_t j = 0; j < visible; ++j) {
-          sg[j] = std::exp(sg[j] - mx);
-          sum += sg[j];
-        }
-        for (int64_t j = 0; j < visible; ++j) sg[j] = sg[j] / sum;
-        for (int64_t i = 0; i < d; ++i) o[g * d + i] = 0.0f;
-      }
       if (c.bf16()) {
-        AccumulateValues(scores.data(), group, d, c.vb(layer) + h * d, slots, width, visible, o);
+        AttendOneToken(avx512, qrow, group, d, c.kb(layer) + h * d, c.vb(layer) + h * d, slots, width, visible,
+                       scale, scores, o);
       } else {
-        AccumulateValues(scores.data(), group, d, c.vf(layer) + h * d, slots, width, visible, o);
+        AttendOneToken(avx512, qrow, group, d, c.kf(layer) + h * d, c.vf(layer) + h * d, slots, width, visible,
+                       scale, scores, o);
       }
     }
   });
 }
 
 void CpuBackend::SwiGlu(const float* gate, const float* up, int64_t rows, int64_t width, float* out) {
+  const bool avx512 = options_.isa == Isa::kAvx512 || options_.isa == Isa::kAvx512Bf16 || options_.isa == Isa::kAmx;
   pool_.ParallelFor(rows, 1, [&](int64_t b, int64_t e) {
-    reference::SwiGlu(gate + b * width, up + b * width, (e - b) * width, out + b * width);
+    cpu::SwiGlu(avx512, gate + b * width, up + b * width, (e - b) * width, out + b * width);
   });
 }
 

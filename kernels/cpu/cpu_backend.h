@@ -21,9 +21,6 @@
 
 namespace strata::kernels::cpu {
 
-// Largest head_dim the CPU attention supports (a row lives on the stack).
-constexpr int64_t kMaxHeadDim = 256;
-
 struct CpuBackendOptions {
   int threads = 1;
   Isa isa = BestIsa();
