@@ -10,9 +10,60 @@ namespace strata::router {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
+namespace {
+
+// Warm-ups prepared at once (each lane is one replica; a stage 0 that does
+// not answer holds its lane for the transport's connect timeout).
+constexpr int kConnectorThreads = 64;
+
+// The drivers' view of the data plane: everything goes to the real
+// transport except Connect, which answers from the connections the
+// connector made (Install) and never opens one, so a driver's BringUp
+// cannot block the dispatcher's loop.
+class ConnectedPeers : public transport::Transport {
+ public:
+  explicit ConnectedPeers(transport::Transport* real) : real_(real) {}
+  void Install(const std::string& address, int peer) {
+    std::lock_guard<std::mutex> lock(mu_);
+    peers_[address] = peer;
+  }
+  std::string address() const override { return real_->address(); }
+  absl::StatusOr<int> Connect(const transport::HostPort& peer) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = peers_.find(peer.ToString());
+    if (it == peers_.end()) return absl::UnavailableError(absl::StrCat(peer.ToString(), " is not connected yet"));
+    return it->second;
+  }
+  void Disconnect(int peer) override { real_->Disconnect(peer); }
+  absl::Status Send(int peer, const transport::WireHeader& header, const std::vector<transport::Bytes>& parts,
+                    milliseconds timeout) override {
+    return real_->Send(peer, header, parts, timeout);
+  }
+  absl::StatusOr<std::unique_ptr<transport::PendingSend>> SendAsync(
+      int peer, const transport::WireHeader& header, const std::vector<transport::Bytes>& parts) override {
+    return real_->SendAsync(peer, header, parts);
+  }
+  absl::Status Wait(transport::PendingSend* send, milliseconds timeout) override { return real_->Wait(send, timeout); }
+  absl::StatusOr<transport::Message> Receive(milliseconds timeout) override { return real_->Receive(timeout); }
+  void Interrupt() override { real_->Interrupt(); }
+  transport::TransportStats stats() const override { return real_->stats(); }
+  void SetDataKey(const transport::DataKey& key) override { real_->SetDataKey(key); }
+  void AddDataKey(const transport::DataKey& key) override { real_->AddDataKey(key); }
+  void DropDataKey(uint64_t id) override { real_->DropDataKey(id); }
+
+ private:
+  transport::Transport* real_;
+  std::mutex mu_;
+  std::map<std::string, int> peers_;
+};
+
+}  // namespace
+
 Dispatcher::Dispatcher(const DispatcherOptions& options, RouterMetrics* metrics,
                        std::unique_ptr<transport::Transport> transport, std::unique_ptr<WorkerControl> control)
     : options_(options), metrics_(metrics), transport_(std::move(transport)), control_(std::move(control)) {
+  driver_transport_ = std::make_unique<ConnectedPeers>(transport_.get());
+  connector_ = std::make_unique<KeyedRunner>(kConnectorThreads);
   FleetOptions fo;
   fo.heartbeat = options.heartbeat;
   fo.down_after = options.down_after;
@@ -25,6 +76,7 @@ Dispatcher::~Dispatcher() {
   stop_ = true;
   transport_->Interrupt();
   if (loop_.joinable()) loop_.join();
+  connector_.reset();  // waits for the connects and calls under way
   fleet_.reset();  // heartbeats stop before the control plane goes
   drivers_.clear();
   std::lock_guard<std::mutex> lock(inbox_mu_);
@@ -62,7 +114,7 @@ PipelineDriver* Dispatcher::Driver(const std::string& name) {
     v1::ModelInfo model;
     int32_t up = 0, total = 0;
     if (fleet_->Model(&model, &up, &total)) o.scheduler.model = model.name();
-    d = std::make_unique<PipelineDriver>(name, transport_.get(), &next_step_id_, o, metrics_);
+    d = std::make_unique<PipelineDriver>(name, driver_transport_.get(), &next_step_id_, o, metrics_);
   }
   return d.get();
 }
@@ -123,37 +175,73 @@ void Dispatcher::BringUpReady() {
     auto it = drivers_.find(name);
     if (it != drivers_.end()) TakeDown(it->second.get(), why);
   }
-  for (const PipelinePlan& plan : fleet_->TakeReadyToWarm()) {
-    const v1::ModelShape* shape = fleet_->shape_or_null();
-    const int64_t vocab = shape ? shape->vocab_size() : 1;
-    const int32_t token =
-        static_cast<int32_t>(std::clamp<int64_t>(shape ? shape->bos_token_id() : 0, 0, std::max<int64_t>(vocab - 1, 0)));
-    PipelinePlan keyed = plan;
-    if (absl::Status s = NewDataKey(&keyed); !s.ok()) {
-      fleet_->MarkDown(plan.name, std::string(s.message()));
-      continue;
-    }
-    PipelineDriver* d = Driver(plan.name);
-    if (absl::Status s = d->BringUp(keyed, token); !s.ok()) fleet_->MarkDown(plan.name, std::string(s.message()));
+  for (PipelinePlan& plan : fleet_->TakeReadyToWarm()) {
+    const std::string name = plan.name;
+    connector_->Post(name, [this, plan = std::move(plan)]() mutable { Prepare(std::move(plan)); });
   }
+  std::vector<Prepared> prepared;
+  {
+    std::lock_guard<std::mutex> lock(prepared_mu_);
+    prepared.swap(prepared_);
+  }
+  for (Prepared& p : prepared) StartWarmUp(std::move(p));
 }
 
-// A pipeline epoch begins: a fresh key, known to the router's data plane
-// and sent to every member over the control plane before its first step.
-absl::Status Dispatcher::NewDataKey(PipelinePlan* plan) {
-  if (!options_.sign_data_plane) return absl::OkStatus();
-  DropDataKey(plan->name);
-  const transport::DataKey key = transport::NewDataKey();
-  transport_->AddDataKey(key);
-  data_keys_[plan->name] = key.id;
-  const std::string bytes(key.bytes.begin(), key.bytes.end());
-  if (absl::Status s = control_->SetDataKeyAll(plan->control, key.id, bytes, std::chrono::milliseconds(2000));
-      !s.ok()) {
-    DropDataKey(plan->name);
-    return s;
+// The connector's thread: whatever blocks (a stage 0 that does not
+// answer, a member slow to take its key) blocks this replica's lane only.
+void Dispatcher::Prepare(PipelinePlan plan) {
+  Prepared p;
+  for (size_t r = 0; r < plan.stage0_data.size() && p.status.ok(); ++r) {
+    auto hp = transport::ParseHostPort(plan.stage0_data[r], "stage 0");
+    auto peer = hp.ok() ? transport_->Connect(*hp) : hp.status();
+    if (!peer.ok()) {
+      p.status = absl::UnavailableError(absl::StrCat("cannot reach stage 0 rank ", r, ": ", peer.status().message()));
+    } else {
+      p.peers.emplace_back(hp->ToString(), *peer);
+    }
   }
-  plan->data_key_id = key.id;
-  return absl::OkStatus();
+  // A pipeline epoch begins: a fresh key, sent to every member over the
+  // control plane before its first step, known to the router's data plane
+  // once the loop installs it.
+  if (p.status.ok() && options_.sign_data_plane) {
+    const transport::DataKey key = transport::NewDataKey();
+    const std::string bytes(key.bytes.begin(), key.bytes.end());
+    p.status = control_->SetDataKeyAll(plan.control, key.id, bytes, milliseconds(2000));
+    if (p.status.ok()) p.key = key;
+  }
+  p.plan = std::move(plan);
+  {
+    std::lock_guard<std::mutex> lock(prepared_mu_);
+    prepared_.push_back(std::move(p));
+  }
+  transport_->Interrupt();
+}
+
+void Dispatcher::StartWarmUp(Prepared p) {
+  PipelinePlan& plan = p.plan;
+  if (!fleet_->Warming(plan.name, plan.warm_up)) {
+    std::cerr << "strata-router: dropped a stale warm-up of pipeline " << plan.name << std::endl;
+    return;  // it went down or warms up again meanwhile; its key was never installed
+  }
+  if (!p.status.ok()) {
+    fleet_->WarmUpFailed(plan.name, plan.warm_up, std::string(p.status.message()));
+    return;
+  }
+  if (p.key) {
+    DropDataKey(plan.name);
+    transport_->AddDataKey(*p.key);
+    data_keys_[plan.name] = p.key->id;
+    plan.data_key_id = p.key->id;
+  }
+  for (const auto& [address, peer] : p.peers) static_cast<ConnectedPeers*>(driver_transport_.get())->Install(address, peer);
+  const v1::ModelShape* shape = fleet_->shape_or_null();
+  const int64_t vocab = shape ? shape->vocab_size() : 1;
+  const int32_t token =
+      static_cast<int32_t>(std::clamp<int64_t>(shape ? shape->bos_token_id() : 0, 0, std::max<int64_t>(vocab - 1, 0)));
+  PipelineDriver* d = Driver(plan.name);
+  if (absl::Status s = d->BringUp(plan, token); !s.ok()) {
+    fleet_->WarmUpFailed(plan.name, plan.warm_up, std::string(s.message()));
+  }
 }
 
 void Dispatcher::DropDataKey(const std::string& pipeline) {

@@ -7,7 +7,11 @@
 // and the drivers say.
 //
 // Thread-safe: Submit, Cancel and the read-outs may be called from any
-// thread (gRPC handlers); they never wait on the dispatcher's loop.
+// thread (gRPC handlers); they never wait on the dispatcher's loop. The
+// loop itself does no blocking network I/O: a warm-up's connects to stage
+// 0 and its data key's SetDataKey calls run on a KeyedRunner (one lane per
+// replica), and their result is installed by the loop only while that
+// warm-up is still the replica's current one (Fleet::Warming).
 #ifndef STRATA_ROUTER_DISPATCHER_H_
 #define STRATA_ROUTER_DISPATCHER_H_
 
@@ -18,11 +22,14 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "router/fleet.h"
+#include "router/keyed_runner.h"
 #include "router/pipeline_driver.h"
 #include "router/request_stream.h"
 #include "router/router_metrics.h"
@@ -93,8 +100,20 @@ class Dispatcher {
   void Route(std::deque<Pending> inbox, std::vector<uint64_t> cancels);
   void BringUpReady();
   void TakeDown(PipelineDriver* driver, const std::string& why);
-  // With sign_data_plane: a fresh data key for `plan`'s epoch, given to its members.
-  absl::Status NewDataKey(PipelinePlan* plan);
+  // What a warm-up needs that takes network I/O, made on the connector's
+  // thread: stage 0's connections and, with sign_data_plane, a fresh data
+  // key for the epoch, already given to every member.
+  struct Prepared {
+    PipelinePlan plan;
+    absl::Status status;
+    std::vector<std::pair<std::string, int>> peers;  // stage 0 address -> transport peer id
+    std::optional<transport::DataKey> key;
+  };
+  // On the connector's thread: prepares `plan` and queues the result for the loop.
+  void Prepare(PipelinePlan plan);
+  // On the loop: a prepared warm-up still current starts (its key and
+  // connections installed, the warm-up step posted); a stale one is dropped.
+  void StartWarmUp(Prepared prepared);
   void DropDataKey(const std::string& pipeline);
   // The replica that is up with the best score for `spec`, other than
   // `except`.
@@ -111,6 +130,9 @@ class Dispatcher {
   const DispatcherOptions options_;
   RouterMetrics* metrics_;
   std::unique_ptr<transport::Transport> transport_;
+  // What the drivers see of transport_: Connect answers only with the
+  // connections the connector made (never connects on the loop).
+  std::unique_ptr<transport::Transport> driver_transport_;
   std::unique_ptr<WorkerControl> control_;
   std::map<std::string, uint64_t> data_keys_;  // the current epoch's key id of each replica (dispatcher thread)
   std::unique_ptr<Fleet> fleet_;
@@ -119,6 +141,10 @@ class Dispatcher {
   std::atomic<int64_t> queued_{0};
   std::atomic<int64_t> kv_capacity_tokens_{0};
   std::atomic<int64_t> live_count_{0};
+
+  std::unique_ptr<KeyedRunner> connector_;
+  std::mutex prepared_mu_;
+  std::vector<Prepared> prepared_ ABSL_GUARDED_BY(prepared_mu_);
 
   std::mutex inbox_mu_;  // guards the inbox and the cancels
   std::deque<Pending> inbox_;

@@ -8,9 +8,12 @@
 // use, running sequences and generated tokens are series of its own.
 // Requests prefer the replica holding their prefix, weighed against load.
 // With the data plane signed, every pipeline epoch gets a fresh key.
+// Replicas whose stage 0 never answers a connect stall nothing but their
+// own warm-up, and a warm-up overtaken by a restart is dropped.
 #include "router/dispatcher.h"
 
 #include <atomic>
+#include <condition_variable>
 #include <cstring>
 #include <functional>
 #include <mutex>
@@ -42,9 +45,71 @@ double SeriesValue(const std::string& text, const std::string& series) {
   return std::stod(text.substr(at + series.size() + 2));
 }
 
+// The router's data plane where some stage-0 addresses never answer: a
+// Connect to a host of 192.0.2.0/24 (TEST-NET, as a SYN sent there waits
+// out the connect timeout), or to an address in block_once the first
+// time, waits until released (at most 20 s). Everything else is the
+// loopback transport's.
+class BlackHoleTransport : public transport::Transport {
+ public:
+  explicit BlackHoleTransport(std::unique_ptr<LoopbackTransport> real) : real_(std::move(real)) {}
+  ~BlackHoleTransport() override { Release(); }
+  void Release() {
+    std::lock_guard<std::mutex> lock(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+  void BlockOnce(const std::string& address) {
+    std::lock_guard<std::mutex> lock(mu_);
+    block_once_.insert(address);
+  }
+  int connecting() const { return connecting_.load(); }
+
+  std::string address() const override { return real_->address(); }
+  absl::StatusOr<int> Connect(const transport::HostPort& peer) override {
+    bool black_hole = peer.host.rfind("192.0.2.", 0) == 0;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      const bool once = block_once_.erase(peer.ToString()) > 0;
+      if (black_hole || once) {
+        connecting_++;
+        cv_.wait_for(lock, std::chrono::seconds(20), [&] { return released_; });
+        connecting_--;
+      }
+    }
+    if (black_hole) return absl::UnavailableError(absl::StrCat("cannot connect to ", peer.ToString(), ": timed out"));
+    return real_->Connect(peer);
+  }
+  void Disconnect(int peer) override { real_->Disconnect(peer); }
+  absl::Status Send(int peer, const transport::WireHeader& h, const std::vector<transport::Bytes>& parts,
+                    milliseconds timeout) override {
+    return real_->Send(peer, h, parts, timeout);
+  }
+  absl::StatusOr<std::unique_ptr<transport::PendingSend>> SendAsync(int peer, const transport::WireHeader& h,
+                                                                   const std::vector<transport::Bytes>& parts) override {
+    return real_->SendAsync(peer, h, parts);
+  }
+  absl::Status Wait(transport::PendingSend* send, milliseconds timeout) override { return real_->Wait(send, timeout); }
+  absl::StatusOr<transport::Message> Receive(milliseconds timeout) override { return real_->Receive(timeout); }
+  void Interrupt() override { real_->Interrupt(); }
+  transport::TransportStats stats() const override { return real_->stats(); }
+  void SetDataKey(const transport::DataKey& key) override { real_->SetDataKey(key); }
+  void AddDataKey(const transport::DataKey& key) override { real_->AddDataKey(key); }
+  void DropDataKey(uint64_t id) override { real_->DropDataKey(id); }
+
+ private:
+  std::unique_ptr<LoopbackTransport> real_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool released_ = false;
+  std::set<std::string> block_once_;
+  std::atomic<int> connecting_{0};
+};
+
 class DispatcherTest : public ::testing::Test {
  protected:
-  void Start(std::chrono::milliseconds step_timeout = milliseconds(5000), bool sign_data_plane = false) {
+  void Start(std::chrono::milliseconds step_timeout = milliseconds(5000), bool sign_data_plane = false,
+             bool black_holes = false) {
     DispatcherOptions o;
     o.heartbeat = milliseconds(20);
     o.down_after = milliseconds(5000);
@@ -56,9 +121,16 @@ class DispatcherTest : public ::testing::Test {
     auto data_plane = net_.Listen();
     router_transport_ = data_plane.get();
     if (sign_data_plane) data_plane->SetDataKey(transport::DataKey{});  // as router_server does
+    if (black_holes) {
+      auto wrapped = std::make_unique<BlackHoleTransport>(std::move(data_plane));
+      black_holes_ = wrapped.get();
+      dispatcher_ = std::make_unique<Dispatcher>(o, metrics_.get(), std::move(wrapped), std::move(control));
+      return;
+    }
     dispatcher_ = std::make_unique<Dispatcher>(o, metrics_.get(), std::move(data_plane), std::move(control));
   }
   void TearDown() override {
+    if (black_holes_) black_holes_->Release();
     dispatcher_.reset();
     stages_.clear();
   }
@@ -96,6 +168,7 @@ class DispatcherTest : public ::testing::Test {
 
   LoopbackNetwork net_;
   LoopbackTransport* router_transport_ = nullptr;  // owned by the dispatcher
+  BlackHoleTransport* black_holes_ = nullptr;     // owned by the dispatcher, when started with black holes
   FakeControl* control_ = nullptr;
   std::unique_ptr<RouterMetrics> metrics_;
   std::vector<std::unique_ptr<FakeStage>> stages_;
@@ -375,6 +448,63 @@ TEST_F(DispatcherTest, RequestsOfAReplicaThatGoesDownContinueOnAnother) {
     ASSERT_EQ(tokens[i], static_cast<int32_t>((3 + i) % 50 + 1)) << "token " << i;
   }
   EXPECT_NE(metrics_->Render().find("strata_requests_migrated_total{model=\"m\"} 1"), std::string::npos);
+}
+
+// Forty registrations whose stage 0 never answers a connect (the connects
+// wait, as on 192.0.2.0/24, until released): requests on the replica that
+// is up are served as before, each within a bound far below the 5 s a
+// connect waits, health (Serving) stays true, and another replica that
+// registers meanwhile comes up. Before, the dispatcher's loop made each
+// connect itself, and every request waited behind it.
+TEST_F(DispatcherTest, StageZerosThatNeverAnswerStallNothingButTheirOwnWarmUp) {
+  Start(milliseconds(5000), false, /*black_holes=*/true);
+  AddReplica("p0");
+  ASSERT_TRUE(WaitFor([&] { return dispatcher_->Serving(); }));
+  constexpr int kBlackHoles = 40;
+  for (int i = 0; i < kBlackHoles; ++i) {
+    v1::RegisterRequest r = Registration(absl::StrCat("hole", i), *stages_[0], 1);
+    r.set_data_address(absl::StrCat("192.0.2.1:", 2000 + i));
+    ASSERT_TRUE(dispatcher_->fleet().Register(r).ok());
+  }
+  ASSERT_TRUE(WaitFor([&] { return black_holes_->connecting() == kBlackHoles; }));
+  double worst = 0;
+  for (int i = 0; i < 20; ++i) {
+    const auto start = Clock::now();
+    RequestStream::Event e = Run(3);
+    worst = std::max(worst, std::chrono::duration<double>(Clock::now() - start).count());
+    ASSERT_EQ(e.tokens.size(), 3u) << e.error;
+    EXPECT_TRUE(dispatcher_->Serving());
+  }
+  EXPECT_LT(worst, 1.0) << "a request waited behind the connects";
+  AddReplica("p1");
+  ASSERT_TRUE(WaitFor([&] { return dispatcher_->fleet().pipelines_up() == 2; }, milliseconds(3000)))
+      << "a new replica waited behind the others' connects";
+  EXPECT_EQ(dispatcher_->fleet().state("hole0"), PipelineState::kWarming);
+  black_holes_->Release();
+  ASSERT_TRUE(WaitFor([&] { return dispatcher_->fleet().state("hole0") == PipelineState::kDown; }));
+  EXPECT_NE(dispatcher_->fleet().down_reason("hole0").find("cannot reach stage 0"), std::string::npos);
+  EXPECT_EQ(Run(2).tokens.size(), 2u);
+}
+
+// A warm-up whose connect is still under way when its member restarts
+// (another epoch: down, and a new warm-up queued behind it) is dropped when
+// the connect returns: the replica warms up once, with the new epoch's
+// warm-up, and serves.
+TEST_F(DispatcherTest, AWarmUpOvertakenByARestartIsDropped) {
+  Start(milliseconds(5000), false, /*black_holes=*/true);
+  stages_.push_back(std::make_unique<FakeStage>(&net_, dispatcher_->data_address()));
+  FakeStage* a = stages_.back().get();
+  black_holes_->BlockOnce(a->address());
+  ASSERT_TRUE(dispatcher_->fleet().Register(Registration("p0", *a, 1)).ok());
+  ASSERT_TRUE(WaitFor([&] { return black_holes_->connecting() == 1; }));
+  ASSERT_TRUE(dispatcher_->fleet().Register(Registration("p0", *a, 2)).ok());
+  EXPECT_EQ(dispatcher_->fleet().state("p0"), PipelineState::kDown);
+  ASSERT_TRUE(WaitFor([&] { return dispatcher_->fleet().state("p0") == PipelineState::kWarming; }));
+  black_holes_->Release();
+  ASSERT_TRUE(WaitFor([&] { return dispatcher_->Serving(); }));
+  std::this_thread::sleep_for(milliseconds(100));
+  EXPECT_EQ(a->steps.load(), 1) << "the overtaken warm-up posted a step too";
+  EXPECT_EQ(Run(2).tokens.size(), 2u);
 }
 
 }  // namespace

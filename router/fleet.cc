@@ -286,9 +286,23 @@ std::vector<PipelinePlan> Fleet::TakeReadyToWarm() {
     }
     SetState(&p, PipelineState::kWarming, "");
     p.last_warm_up = now;
+    plan.warm_up = ++p.warm_ups;
     ready.push_back(std::move(plan));
   }
   return ready;
+}
+
+bool Fleet::Warming(const std::string& pipeline, uint64_t warm_up) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = replicas_.find(pipeline);
+  return it != replicas_.end() && it->second.state == PipelineState::kWarming && it->second.warm_ups == warm_up;
+}
+
+void Fleet::WarmUpFailed(const std::string& pipeline, uint64_t warm_up, const std::string& reason) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = replicas_.find(pipeline);
+  if (it == replicas_.end() || it->second.state != PipelineState::kWarming || it->second.warm_ups != warm_up) return;
+  SetState(&it->second, PipelineState::kDown, reason);
 }
 
 void Fleet::MarkUp(const std::string& pipeline) {

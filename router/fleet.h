@@ -43,6 +43,7 @@ struct PipelinePlan {
   std::vector<std::string> stage0_data;  // data-plane address of stage 0, by rank
   std::vector<std::string> control;      // every member's control address
   uint64_t data_key_id = 0;              // the epoch's data key its plans are signed with (0: unsigned)
+  uint64_t warm_up = 0;                  // which warm-up of the replica this is (Fleet::Warming)
 };
 
 struct FleetOptions {
@@ -85,6 +86,13 @@ class Fleet {
   // Complete, healthy replicas that are forming or down: each is moved to
   // warming and returned, for its driver to bring up.
   std::vector<PipelinePlan> TakeReadyToWarm();
+  // Whether `warm_up` (PipelinePlan::warm_up) is still the replica's
+  // current warm-up: work prepared for it off the dispatcher's thread
+  // (connects, keys) is installed only then, and dropped when the replica
+  // went down or began another warm-up meanwhile.
+  bool Warming(const std::string& pipeline, uint64_t warm_up) const;
+  // That warm-up failed: down, unless the replica moved on already.
+  void WarmUpFailed(const std::string& pipeline, uint64_t warm_up, const std::string& reason);
   // A replica's driver finished warming up / must go down (reason given).
   void MarkUp(const std::string& pipeline);
   void MarkDown(const std::string& pipeline, const std::string& reason);
@@ -111,6 +119,7 @@ class Fleet {
     PipelineState state = PipelineState::kForming;
     std::string reason;
     Clock::time_point last_warm_up{};  // warm-ups are tried once per heartbeat at most
+    uint64_t warm_ups = 0;             // the current warm-up's number
     bool Complete() const { return static_cast<int32_t>(members.size()) == num_stages * tp_size; }
   };
 

@@ -260,7 +260,10 @@ TEST_F(InferenceServiceTest, TokenizingEndsWhenTheCallersDeadlinePasses) {
     EXPECT_EQ(stub_->Tokenize(&ctx, t, &ids).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
     ASSERT_TRUE(finished(before));
     EXPECT_LT(service_->last_seconds.load(), full / 2) << "special " << special << ": the whole text takes " << full << " s";
-    EXPECT_EQ(service_->last_code.load(), grpc::StatusCode::DEADLINE_EXCEEDED);
+    // The caller's stack may cancel the call before the router's deadline passes.
+    EXPECT_TRUE(service_->last_code.load() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+                service_->last_code.load() == grpc::StatusCode::CANCELLED)
+        << service_->last_code.load();
   }
   v1::GenerateRequest req;
   req.set_prompt(text);
@@ -274,7 +277,9 @@ TEST_F(InferenceServiceTest, TokenizingEndsWhenTheCallersDeadlinePasses) {
   EXPECT_EQ(Generate(req, milliseconds(20)).status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   ASSERT_TRUE(finished(again));
   EXPECT_LT(service_->last_seconds.load(), full / 2) << "the whole prompt takes " << full << " s";
-  EXPECT_EQ(service_->last_code.load(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_TRUE(service_->last_code.load() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+              service_->last_code.load() == grpc::StatusCode::CANCELLED)
+      << service_->last_code.load();
   EXPECT_NE(metrics_->Render().find("strata_requests_total{model=\"m\",outcome=\"cancelled\"} 1"), std::string::npos);
 }
 
