@@ -4,7 +4,8 @@
 // closed loop (--concurrency callers that send again as soon as they get
 // an answer), for --duration-s. Prints what it saw: requests by status
 // code, time to first token, inter-token latency and request latency
-// percentiles (from the client's side), and output tokens per second.
+// percentiles (from the client's side), and output tokens per second. The
+// calls and the summary are strata bench's (tools/bench.h).
 #ifndef STRATA_TOOLS_LOAD_H_
 #define STRATA_TOOLS_LOAD_H_
 

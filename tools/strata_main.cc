@@ -19,6 +19,7 @@
 #include "model/make_model.h"
 #include "model/tokenizer.h"
 #include "nlohmann/json.hpp"
+#include "tools/bench.h"
 #include "tools/bench_engine.h"
 #include "tools/cluster.h"
 #include "tools/generate.h"
@@ -196,7 +197,8 @@ const Command kCommands[] = {
     {"make-model", MakeModelFlags, MakeModel}, {"run", RunFlags, Run},
     {"bench-engine", BenchEngineFlags, BenchEngine}, {"up", UpFlags, Up},
     {"generate", GenerateFlags, Generate}, {"tokenize", TokenizeFlags, Tokenize},
-    {"detokenize", DetokenizeFlags, Detokenize}, {"load", LoadFlags, Load},
+    {"detokenize", DetokenizeFlags, Detokenize}, {"bench", BenchFlags, Bench},
+    {"load", LoadFlags, Load},
     {"plan", PlanFlags, PlanCommand},
 };
 
