@@ -25,7 +25,8 @@ struct PipelineDriver::StepSends {
 PipelineDriver::PipelineDriver(std::string name, transport::Transport* transport, uint64_t* next_step_id,
                                const DriverOptions& options, RouterMetrics* metrics)
     : name_(std::move(name)), transport_(transport), next_step_id_(next_step_id), options_(options),
-      metrics_(metrics) {}
+      metrics_(metrics),
+      watchdog_(StepWatchdogOptions{options.watchdog_floor, options.watchdog_factor, options.step_timeout}) {}
 
 PipelineDriver::~PipelineDriver() {
   if (scheduler_) scheduler_->FailAll(Finish::kUnavailable, "the router is shutting down");
@@ -56,7 +57,8 @@ absl::Status PipelineDriver::BringUp(const PipelinePlan& plan, int32_t warmup_to
     return absl::UnavailableError(absl::StrCat("warm-up send failed: ", st.message()));
   }
   warmup_step_ = warmup.step_id;
-  in_flight_[warmup.step_id] = Clock::now();
+  in_flight_[warmup.step_id] = {Clock::now(), 1};
+  watchdog_.Clear();  // steps of the last bring-up tell nothing of this one's processes
   return absl::OkStatus();
 }
 
@@ -165,9 +167,16 @@ absl::Status PipelineDriver::ReapSends() {
 
 std::optional<std::string> PipelineDriver::Tick(Clock::time_point now) {
   AccountInFlight(now);
-  for (const auto& [step, sent] : in_flight_) {
-    if (now - sent > options_.step_timeout) {
+  for (const auto& [step, out] : in_flight_) {
+    if (now - out.sent > options_.step_timeout) {
       return absl::StrCat("step ", step, " got no result within ", options_.step_timeout.count(), " ms");
+    }
+    if (options_.watchdog_floor.count() > 0 && step != warmup_step_) {
+      const std::chrono::milliseconds deadline = watchdog_.Deadline(out.rows);
+      if (now - out.sent > deadline) {
+        return absl::StrCat("step ", step, " (", out.rows, " rows) got no result within ", deadline.count(),
+                            " ms, the watchdog's deadline from the steps before it: the pipeline stopped moving");
+      }
     }
   }
   while (scheduler_ && static_cast<int32_t>(in_flight_.size()) < plan_.num_stages) {
@@ -182,7 +191,7 @@ std::optional<std::string> PipelineDriver::Tick(Clock::time_point now) {
       auto it = streams_.find(s.seq_id);
       if (it != streams_.end()) it->second->MarkScheduled(now);
     }
-    in_flight_[step] = now;
+    in_flight_[step] = {now, plan->NumRows()};
     if (metrics_) metrics_->PipelineSteps(name_).Increment();
     if (absl::Status st = SendPlan(*plan); !st.ok()) {
       return absl::StrCat("sending a step to stage 0 failed: ", st.message());
@@ -214,7 +223,12 @@ absl::Status PipelineDriver::CheckTokens(const transport::StepResult& r) const {
 PipelineDriver::ResultOutcome PipelineDriver::OnResult(const transport::StepResult& r, Clock::time_point now,
                                                        std::string* why) {
   AccountInFlight(now);
-  if (in_flight_.erase(r.step_id) == 0) return ResultOutcome::kNotMine;
+  auto out = in_flight_.find(r.step_id);
+  if (out == in_flight_.end()) return ResultOutcome::kNotMine;
+  if (r.ok() && r.step_id != warmup_step_) {
+    watchdog_.Record(out->second.rows, std::chrono::duration<double>(now - out->second.sent).count());
+  }
+  in_flight_.erase(out);
   RecordTimings(r);
   if (r.step_id == warmup_step_) {
     warmup_step_ = 0;

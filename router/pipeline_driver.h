@@ -25,12 +25,17 @@
 #include "router/request_stream.h"
 #include "router/router_metrics.h"
 #include "router/scheduler.h"
+#include "router/step_watchdog.h"
 #include "transport/transport.h"
 
 namespace strata::router {
 
 struct DriverOptions {
   std::chrono::milliseconds step_timeout{30000};
+  // A step out longer than the watchdog allows (step_watchdog.h; its cap is
+  // step_timeout) takes the pipeline down; floor 0 turns it off.
+  std::chrono::milliseconds watchdog_floor{2000};
+  double watchdog_factor = 8.0;
   SchedulerOptions scheduler;
   int32_t vocab_size = 0;  // token ids in results are checked against it (0: unchecked)
   // How often the bubble gauge is recomputed from the counters.
@@ -129,7 +134,12 @@ class PipelineDriver {
   std::unique_ptr<Scheduler> scheduler_;
   uint64_t warmup_step_ = 0;
   uint64_t epoch_ = 0;  // this bring-up's pipeline epoch (router/pipeline_epoch.h)
-  std::map<uint64_t, Clock::time_point> in_flight_;  // step id -> sent
+  struct Out {
+    Clock::time_point sent;
+    int64_t rows = 0;
+  };
+  std::map<uint64_t, Out> in_flight_;  // step id -> when it went, its rows
+  StepWatchdog watchdog_;
   std::map<uint64_t, RequestStream*> streams_;       // scheduler sequence id -> stream
   std::map<uint64_t, std::unique_ptr<StepSends>> sending_;
   // Sends of steps that were forgotten (down), kept until UCX lets go.

@@ -136,6 +136,47 @@ TEST_F(PipelineDriverTest, AResultThatNeverComesTimesTheStepOut) {
   EXPECT_FALSE(driver_->up());
 }
 
+// A pipeline that stops moving while its processes still answer (a cut
+// link between stages) is down once a step stays out far longer than the
+// steps before it took, long before the step timeout.
+TEST_F(PipelineDriverTest, AStepFarSlowerThanTheOnesBeforeItTripsTheWatchdog) {
+  options_.step_timeout = milliseconds(60000);
+  options_.watchdog_floor = milliseconds(100);
+  options_.watchdog_factor = 4;
+  driver_ = std::make_unique<PipelineDriver>("p0", router_.get(), &next_step_, options_, nullptr);
+  WarmUp();
+  RequestStream a;
+  driver_->Add(Spec(10), &a);
+  auto t = Clock::now();
+  std::string why;
+  for (int i = 0; i < 4; ++i) {  // the prompt, then decode steps of one row: 10 ms each
+    ASSERT_EQ(driver_->Tick(t), std::nullopt);
+    StepPlan p = NextPlan();
+    t += milliseconds(10);
+    ASSERT_EQ(driver_->OnResult(Answer(p), t, &why), PipelineDriver::ResultOutcome::kApplied);
+  }
+  ASSERT_EQ(driver_->Tick(t), std::nullopt);
+  (void)NextPlan();  // ... and never answered
+  EXPECT_EQ(driver_->Tick(t + milliseconds(130)), std::nullopt);  // under 100 + 4 x 10 ms
+  auto late = driver_->Tick(t + milliseconds(150));
+  ASSERT_TRUE(late.has_value());
+  EXPECT_NE(late->find("the watchdog's deadline"), std::string::npos) << *late;
+  EXPECT_NE(late->find("within 140 ms"), std::string::npos) << *late;
+  (void)driver_->TakeDown(*late);
+}
+
+TEST_F(PipelineDriverTest, EachBringUpCarriesANewEpoch) {
+  uint64_t last = 0;
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(driver_->BringUp(plan_, 1).ok());
+    auto m = stage0_->Receive(milliseconds(1000));
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_GT(m->header.epoch, last);
+    last = m->header.epoch;
+    (void)driver_->TakeDown("test");
+  }
+}
+
 TEST_F(PipelineDriverTest, ALateResultFromBeforeTheReplicaWentDownIsIgnored) {
   WarmUp();
   RequestStream a;
