@@ -21,12 +21,15 @@ double Quantile(std::vector<double> values, double p) {
 }
 
 nlohmann::json Distribution(const std::vector<double>& values) {
-  if (values.empty()) return {{"mean", nullptr}, {"p50", nullptr}, {"p90", nullptr}, {"p99", nullptr}};
+  if (values.empty()) {
+    return {{"mean", nullptr}, {"p50", nullptr}, {"p90", nullptr}, {"p95", nullptr}, {"p99", nullptr}};
+  }
   double sum = 0;
   for (double v : values) sum += v;
   return {{"mean", sum / static_cast<double>(values.size())},
           {"p50", Quantile(values, 0.5)},
           {"p90", Quantile(values, 0.9)},
+          {"p95", Quantile(values, 0.95)},
           {"p99", Quantile(values, 0.99)}};
 }
 
@@ -79,14 +82,14 @@ std::string FormatSummary(const nlohmann::json& s) {
   line("prompt tokens", absl::StrCat(s["prompt_tokens"].get<int64_t>()));
   line("output tokens", absl::StrCat(s["output_tokens"].get<int64_t>()));
   line("output token throughput (tok/s)", absl::StrFormat("%.1f", s["output_tokens_per_s"].get<double>()));
-  absl::StrAppendFormat(&out, "%-34s %10s %10s %10s %10s\n", "latency (ms)", "mean", "p50", "p90", "p99");
+  absl::StrAppendFormat(&out, "%-34s %10s %10s %10s %10s %10s\n", "latency (ms)", "mean", "p50", "p90", "p95", "p99");
   const std::pair<const char*, const char*> rows[] = {{"time to first token", "ttft_s"},
                                                       {"inter-token", "inter_token_s"},
                                                       {"time per output token", "tpot_s"},
                                                       {"end to end", "latency_s"}};
   for (const auto& [name, key] : rows) {
     absl::StrAppendFormat(&out, "  %-32s", name);
-    for (const char* q : {"mean", "p50", "p90", "p99"}) {
+    for (const char* q : {"mean", "p50", "p90", "p95", "p99"}) {
       const nlohmann::json& v = s[key][q];
       absl::StrAppend(&out, v.is_number() ? absl::StrFormat(" %10.2f", v.get<double>() * 1000) : absl::StrFormat(" %10s", "-"));
     }

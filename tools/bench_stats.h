@@ -1,7 +1,7 @@
 // What strata bench and strata load report, with no I/O: each request's
 // outcome as the client saw it, and the summary of a run (request and
 // token throughput; TTFT, inter-token, per-output-token and end-to-end
-// latency as mean, p50, p90 and p99; counts by status code name) as JSON
+// latency as mean, p50, p90, p95 and p99; counts by status code name) as JSON
 // or as a text table.
 #ifndef STRATA_TOOLS_BENCH_STATS_H_
 #define STRATA_TOOLS_BENCH_STATS_H_
@@ -29,7 +29,8 @@ struct RequestSample {
 // benchmark reports); NaN for none.
 double Quantile(std::vector<double> values, double p);
 
-// {"mean", "p50", "p90", "p99"} of `values`; each null when there are none.
+// {"mean", "p50", "p90", "p95", "p99"} of `values`; each null when there
+// are none (p95 as strata load reported it before strata bench).
 nlohmann::json Distribution(const std::vector<double>& values);
 
 // "OK", "RESOURCE_EXHAUSTED", ... (the gRPC names); "CODE_N" outside the enum.

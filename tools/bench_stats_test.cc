@@ -32,9 +32,10 @@ TEST(DistributionTest, MeanAndQuantilesOrNullsForNone) {
   EXPECT_DOUBLE_EQ(d["mean"].get<double>(), 2.5);
   EXPECT_DOUBLE_EQ(d["p50"].get<double>(), 2.5);
   EXPECT_NEAR(d["p90"].get<double>(), 3.7, 1e-12);
+  EXPECT_NEAR(d["p95"].get<double>(), 3.85, 1e-12);
   EXPECT_NEAR(d["p99"].get<double>(), 3.97, 1e-12);
   const nlohmann::json none = Distribution({});
-  for (const char* k : {"mean", "p50", "p90", "p99"}) EXPECT_TRUE(none[k].is_null()) << k;
+  for (const char* k : {"mean", "p50", "p90", "p95", "p99"}) EXPECT_TRUE(none[k].is_null()) << k;
 }
 
 TEST(StatusCodeNameTest, GrpcNames) {
