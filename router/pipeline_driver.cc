@@ -59,6 +59,7 @@ absl::Status PipelineDriver::BringUp(const PipelinePlan& plan, int32_t warmup_to
   warmup_step_ = warmup.step_id;
   in_flight_[warmup.step_id] = {Clock::now(), 1};
   watchdog_.Clear();  // steps of the last bring-up tell nothing of this one's processes
+  last_result_ = Clock::time_point();
   return absl::OkStatus();
 }
 
@@ -171,12 +172,16 @@ std::optional<std::string> PipelineDriver::Tick(Clock::time_point now) {
     if (now - out.sent > options_.step_timeout) {
       return absl::StrCat("step ", step, " got no result within ", options_.step_timeout.count(), " ms");
     }
-    if (options_.watchdog_floor.count() > 0 && step != warmup_step_) {
-      const std::chrono::milliseconds deadline = watchdog_.Deadline(out.rows);
-      if (now - out.sent > deadline) {
-        return absl::StrCat("step ", step, " (", out.rows, " rows) got no result within ", deadline.count(),
-                            " ms, the watchdog's deadline from the steps before it: the pipeline stopped moving");
-      }
+  }
+  // The watchdog times the oldest step from when it went or the result
+  // before it came back, whichever is later: the steps behind it wait for
+  // it at each stage, and its own time is what the pipeline owes.
+  if (options_.watchdog_floor.count() > 0 && !in_flight_.empty() && in_flight_.begin()->first != warmup_step_) {
+    const auto& [step, out] = *in_flight_.begin();
+    const std::chrono::milliseconds deadline = watchdog_.Deadline(out.rows);
+    if (now - std::max(out.sent, last_result_) > deadline) {
+      return absl::StrCat("step ", step, " (", out.rows, " rows) got no result within ", deadline.count(),
+                          " ms, the watchdog's deadline from the steps before it: the pipeline stopped moving");
     }
   }
   while (scheduler_ && static_cast<int32_t>(in_flight_.size()) < plan_.num_stages) {
@@ -226,8 +231,10 @@ PipelineDriver::ResultOutcome PipelineDriver::OnResult(const transport::StepResu
   auto out = in_flight_.find(r.step_id);
   if (out == in_flight_.end()) return ResultOutcome::kNotMine;
   if (r.ok() && r.step_id != warmup_step_) {
-    watchdog_.Record(out->second.rows, std::chrono::duration<double>(now - out->second.sent).count());
+    const auto began = std::max(out->second.sent, last_result_);
+    watchdog_.Record(out->second.rows, std::chrono::duration<double>(now - began).count());
   }
+  last_result_ = std::max(last_result_, now);
   in_flight_.erase(out);
   RecordTimings(r);
   if (r.step_id == warmup_step_) {

@@ -140,6 +140,7 @@ class PipelineDriver {
   };
   std::map<uint64_t, Out> in_flight_;  // step id -> when it went, its rows
   StepWatchdog watchdog_;
+  Clock::time_point last_result_;  // when the latest result of this bring-up came
   std::map<uint64_t, RequestStream*> streams_;       // scheduler sequence id -> stream
   std::map<uint64_t, std::unique_ptr<StepSends>> sending_;
   // Sends of steps that were forgotten (down), kept until UCX lets go.

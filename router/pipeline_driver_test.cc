@@ -165,6 +165,42 @@ TEST_F(PipelineDriverTest, AStepFarSlowerThanTheOnesBeforeItTripsTheWatchdog) {
   (void)driver_->TakeDown(*late);
 }
 
+// Steps queue behind a slow one at each stage: the watchdog times each from
+// the result before it, so a decode step behind a long prefill chunk is
+// judged by its own time, not the chunk's.
+TEST_F(PipelineDriverTest, TheWatchdogTimesAStepFromTheResultBeforeIt) {
+  options_.step_timeout = milliseconds(60000);
+  options_.watchdog_floor = milliseconds(100);
+  options_.watchdog_factor = 4;
+  driver_ = std::make_unique<PipelineDriver>("p0", router_.get(), &next_step_, options_, nullptr);
+  WarmUp();
+  RequestStream a, b;
+  driver_->Add(Spec(10), &a);
+  auto t = Clock::now();
+  std::string why;
+  for (int i = 0; i < 3; ++i) {  // a's prompt and decode steps, 10 ms each
+    ASSERT_EQ(driver_->Tick(t), std::nullopt);
+    StepPlan p = NextPlan();
+    t += milliseconds(10);
+    ASSERT_EQ(driver_->OnResult(Answer(p), t, &why), PipelineDriver::ResultOutcome::kApplied);
+  }
+  // Two steps go out together (2 stages): a's decode step, then b's.
+  ASSERT_EQ(driver_->Tick(t), std::nullopt);
+  driver_->Add(Spec(10), &b);
+  ASSERT_EQ(driver_->Tick(t), std::nullopt);
+  ASSERT_EQ(driver_->in_flight(), 2u);
+  StepPlan first = NextPlan(), second = NextPlan();
+  // The first comes back after 120 ms, within its 140 ms; the second, out
+  // 130 ms by then, is timed from that result.
+  t += milliseconds(120);
+  ASSERT_EQ(driver_->Tick(t), std::nullopt);
+  ASSERT_EQ(driver_->OnResult(Answer(first), t, &why), PipelineDriver::ResultOutcome::kApplied);
+  EXPECT_EQ(driver_->Tick(t + milliseconds(100)), std::nullopt);
+  (void)second;
+  EXPECT_TRUE(driver_->Tick(t + milliseconds(2000)).has_value());
+  (void)driver_->TakeDown("test");
+}
+
 TEST_F(PipelineDriverTest, EachBringUpCarriesANewEpoch) {
   uint64_t last = 0;
   for (int i = 0; i < 2; ++i) {
