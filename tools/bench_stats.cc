@@ -48,9 +48,9 @@ nlohmann::json Summarize(const std::vector<RequestSample>& samples, double secon
     if (s.ttft >= 0) ttft.push_back(s.ttft);
     gaps.insert(gaps.end(), s.gaps.begin(), s.gaps.end());
     output_tokens += s.output_tokens;
-    prompt_tokens += s.prompt_tokens;
     if (s.code != 0) continue;
     ++completed;
+    prompt_tokens += s.prompt_tokens;
     latency.push_back(s.latency);
     if (s.output_tokens > 1 && s.ttft >= 0) tpot.push_back((s.latency - s.ttft) / static_cast<double>(s.output_tokens - 1));
   }

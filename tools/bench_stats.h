@@ -39,8 +39,9 @@ std::string StatusCodeName(int code);
 // The summary of a run of `seconds` (from the first send to the last
 // reply):
 //   requests, completed (OK), codes {name: count}, seconds,
-//   request_throughput (completed per second), prompt_tokens,
-//   output_tokens, output_tokens_per_s, and ttft_s, inter_token_s,
+//   request_throughput (completed per second), prompt_tokens (of the
+//   completed requests), output_tokens (every token received, also on
+//   streams that then failed), output_tokens_per_s, and ttft_s, inter_token_s,
 //   tpot_s, latency_s as Distribution()s.
 // TTFT counts every request with a first token, inter-token gaps every
 // gap, TPOT ((latency - ttft) / (tokens - 1)) and end-to-end latency the

@@ -55,7 +55,7 @@ TEST(SummarizeTest, CountsAndLatencies) {
   std::vector<RequestSample> s(3);
   s[0] = {0, 0.1, 1.1, {0.2, 0.3}, 5, 10};  // TPOT (1.1 - 0.1) / 4 = 0.25
   s[1] = {0, 0.3, 0.6, {0.1}, 3, 12};       // TPOT 0.15
-  s[2] = {8, -1, 0.01, {}, 0, 0};
+  s[2] = {8, -1, 0.01, {}, 0, 7};          // refused: its prompt is not counted
   const nlohmann::json j = Summarize(s, 2.0);
   EXPECT_EQ(j["requests"], 3);
   EXPECT_EQ(j["completed"], 2);
