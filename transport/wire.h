@@ -41,7 +41,7 @@ struct WireHeader {
   uint16_t version = kWireVersion;
   uint16_t type = 0;            // MessageType
   uint64_t step_id = 0;
-  uint64_t epoch = 0;           // the sender's pipeline epoch
+  uint64_t epoch = 0;           // the router's epoch of this pipeline (router/pipeline_epoch.h), passed on
   uint32_t plan_bytes = 0;      // encoded StepPlan at the start of the data
   int16_t src_stage = -1;       // -1: the router
   int16_t src_rank = -1;
