@@ -43,6 +43,8 @@ FlagGroup RouterEngineFlags() {
            IntFlag("heartbeat-ms", 1000, 50, 600000, "Health call to every worker this often"),
            IntFlag("down-after-ms", 2000, 100, 3600000, "a worker silent this long marks its pipeline down"),
            IntFlag("step-timeout-ms", 30000, 100, 3600000, "a step without its result this long marks its pipeline down"),
+           IntFlag("max-migrations", 3, 0, 100,
+                   "a request moves to another replica at most this often when its own goes down (then UNAVAILABLE)"),
            IntFlag("drain-ms", 30000, 0, 3600000, "on SIGTERM, running requests may finish within this"),
            BoolFlag("prefix-caching", true,
                     "reuse a replica's KV blocks of prompt prefixes it already computed (false: compute every prompt)")}};

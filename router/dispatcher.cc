@@ -119,7 +119,7 @@ PipelineDriver* Dispatcher::Driver(const std::string& name) {
   return d.get();
 }
 
-void Dispatcher::TakeDown(PipelineDriver* driver, const std::string& why) {
+void Dispatcher::TakeDown(PipelineDriver* driver, const std::string& why, DownCause cause) {
   fleet_->MarkDown(driver->name(), why);
   DropDataKey(driver->name());  // what its epoch still sends is stale
   // Steps still travelling are ignored when they come back; the workers
@@ -128,7 +128,7 @@ void Dispatcher::TakeDown(PipelineDriver* driver, const std::string& why) {
   std::vector<PipelineDriver::Migrant> migrants;
   const uint64_t last_issued = driver->TakeDown(why, &migrants);
   control_->AbortAll(driver->control_addresses(), last_issued);
-  Migrate(std::move(migrants), driver, why);
+  Migrate(std::move(migrants), driver, why, cause);
 }
 
 PipelineDriver* Dispatcher::BestReplica(const SequenceSpec& spec, const PipelineDriver* except) {
@@ -146,34 +146,62 @@ PipelineDriver* Dispatcher::BestReplica(const SequenceSpec& spec, const Pipeline
 }
 
 void Dispatcher::Migrate(std::vector<PipelineDriver::Migrant> migrants, const PipelineDriver* from,
-                         const std::string& why) {
+                         const std::string& why, DownCause cause) {
   if (migrants.empty()) return;
+  const auto now = Clock::now();
   std::map<const RequestStream*, Live*> by_stream;
   for (auto& [handle, live] : live_) by_stream[live.stream.get()] = &live;
-  PipelineDriver* to = nullptr;
+  std::map<std::string, int> moved;  // to which replica, how many
   for (PipelineDriver::Migrant& m : migrants) {
-    to = BestReplica(m.spec, from);
+    const int32_t prompt = static_cast<int32_t>(m.spec.prompt.size()) - m.spec.generated;
     auto it = by_stream.find(m.stream);
+    if (m.spec.migrations >= options_.max_migrations) {
+      if (metrics_) metrics_->MigrationsFailed("limit").Increment();  // before the stream ends: a reader may look
+      m.stream->Finished(Finish::kUnavailable, prompt, m.spec.generated,
+                         absl::StrCat("pipeline ", from->name(), " is down: ", why, "; the request moved ",
+                                      m.spec.migrations, " times already (--max-migrations)"),
+                         {});
+      continue;
+    }
+    PipelineDriver* to = BestReplica(m.spec, from);
     if (to == nullptr || it == by_stream.end()) {
-      const int32_t prompt = static_cast<int32_t>(m.spec.prompt.size()) - m.spec.generated;
+      if (metrics_) metrics_->MigrationsFailed("no_replica").Increment();
       m.stream->Finished(Finish::kUnavailable, prompt, m.spec.generated,
                          absl::StrCat("pipeline ", from->name(), " is down: ", why, "; no other pipeline is up"), {});
       continue;
     }
-    it->second->driver = to;
-    it->second->seq = to->Add(std::move(m.spec), m.stream);
-    if (metrics_) metrics_->migrated->Increment();
+    Live& live = *it->second;
+    m.spec.migrations++;
+    live.driver = to;
+    live.seq = to->Add(std::move(m.spec), m.stream);
+    if (live.migrated_at == Clock::time_point()) {
+      live.migrated_at = now;
+      live.tokens_at_migration = live.stream->tokens();
+    }
+    moved[to->name()]++;
+    if (metrics_) metrics_->Migrated(DownCauseLabel(cause)).Increment();
   }
-  if (to != nullptr) {
-    std::cerr << "strata-router: " << migrants.size() << " request(s) of pipeline " << from->name()
-              << " continue on " << to->name() << std::endl;
+  for (const auto& [name, n] : moved) {
+    std::cerr << "strata-router: " << n << " request(s) of pipeline " << from->name() << " continue on " << name
+              << std::endl;
+  }
+}
+
+void Dispatcher::RecordResumes() {
+  for (auto& [handle, live] : live_) {
+    if (live.migrated_at == Clock::time_point() || live.stream->tokens() <= live.tokens_at_migration) continue;
+    if (metrics_) {
+      metrics_->migration_resume->Observe(
+          std::chrono::duration<double>(live.stream->last_token_at() - live.migrated_at).count());
+    }
+    live.migrated_at = Clock::time_point();
   }
 }
 
 void Dispatcher::BringUpReady() {
-  for (const auto& [name, why] : fleet_->TakeDownEvents()) {
-    auto it = drivers_.find(name);
-    if (it != drivers_.end()) TakeDown(it->second.get(), why);
+  for (const DownEvent& e : fleet_->TakeDownEvents()) {
+    auto it = drivers_.find(e.pipeline);
+    if (it != drivers_.end()) TakeDown(it->second.get(), e.why, e.cause);
   }
   for (PipelinePlan& plan : fleet_->TakeReadyToWarm()) {
     const std::string name = plan.name;
@@ -294,7 +322,7 @@ void Dispatcher::HandleMessage(const transport::Message& m) {
       case PipelineDriver::ResultOutcome::kApplied:
         return;
       case PipelineDriver::ResultOutcome::kMustGoDown:
-        TakeDown(d.get(), why);
+        TakeDown(d.get(), why, DownCause::kStepFailed);
         return;
     }
   }
@@ -354,8 +382,13 @@ void Dispatcher::Turn(Clock::time_point now) {
   Route(std::move(inbox), std::move(cancels));
   for (auto& [name, d] : drivers_) {
     if (!d->up() && !d->warming()) continue;
-    if (auto why = d->Tick(now)) TakeDown(d.get(), *why);
+    // The driver says why in words: a step out too long, or a failed send.
+    if (auto why = d->Tick(now)) {
+      TakeDown(d.get(), *why,
+               why->find("got no result") != std::string::npos ? DownCause::kStepTimeout : DownCause::kStepFailed);
+    }
   }
+  RecordResumes();
   ForgetFinished();
   UpdateGauges(0);
 }

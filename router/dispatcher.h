@@ -52,10 +52,15 @@ struct DispatcherOptions {
   // Sign the data plane (the control plane is mutual TLS): each warm-up of
   // a replica gets a fresh data key, sent to its members before any step.
   bool sign_data_plane = false;
+  // A request moves to another replica at most this often (its replica
+  // going down each time); one more, and it ends with UNAVAILABLE after
+  // the tokens already sent.
+  int32_t max_migrations = 3;
 };
 
 class Dispatcher {
  public:
+  using Clock = std::chrono::steady_clock;
   // Takes the data plane and the control plane; `metrics` may be null and
   // must outlive the dispatcher. Starts the loop and the fleet's heartbeats.
   Dispatcher(const DispatcherOptions& options, RouterMetrics* metrics, std::unique_ptr<transport::Transport> transport,
@@ -92,6 +97,10 @@ class Dispatcher {
     PipelineDriver* driver = nullptr;
     uint64_t seq = 0;
     std::shared_ptr<RequestStream> stream;
+    // Set when it moved off a replica that went down, until its next
+    // token (RouterMetrics::migration_resume); the first move's time.
+    Clock::time_point migrated_at{};
+    uint64_t tokens_at_migration = 0;
   };
 
   void Loop();
@@ -99,7 +108,7 @@ class Dispatcher {
   void Turn(std::chrono::steady_clock::time_point now);
   void Route(std::deque<Pending> inbox, std::vector<uint64_t> cancels);
   void BringUpReady();
-  void TakeDown(PipelineDriver* driver, const std::string& why);
+  void TakeDown(PipelineDriver* driver, const std::string& why, DownCause cause);
   // What a warm-up needs that takes network I/O, made on the connector's
   // thread: stage 0's connections and, with sign_data_plane, a fresh data
   // key for the epoch, already given to every member.
@@ -121,7 +130,11 @@ class Dispatcher {
   // Requests of a replica that went down continue on another (prompt plus
   // the tokens already streamed; the client sees one stream), or end with
   // UNAVAILABLE when none is up.
-  void Migrate(std::vector<PipelineDriver::Migrant> migrants, const PipelineDriver* from, const std::string& why);
+  // Each moves max_migrations times at most.
+  void Migrate(std::vector<PipelineDriver::Migrant> migrants, const PipelineDriver* from, const std::string& why,
+               DownCause cause);
+  // The time migrated requests waited for their next token, once it came.
+  void RecordResumes();
   void HandleMessage(const transport::Message& m);
   void ForgetFinished();
   void UpdateGauges(int64_t inbox_size);

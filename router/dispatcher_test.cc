@@ -16,6 +16,8 @@
 #include <condition_variable>
 #include <cstring>
 #include <functional>
+#include <iostream>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -115,6 +117,7 @@ class DispatcherTest : public ::testing::Test {
     o.down_after = milliseconds(5000);
     o.step_timeout = step_timeout;
     o.sign_data_plane = sign_data_plane;
+    o.max_migrations = max_migrations_;
     auto control = std::make_unique<FakeControl>();
     control_ = control.get();
     metrics_ = std::make_unique<RouterMetrics>("m");
@@ -166,6 +169,35 @@ class DispatcherTest : public ::testing::Test {
     return all;
   }
 
+  // Streams a request until `n` more tokens came (or it finished).
+  static void ReadTokens(RequestStream* stream, size_t n, std::vector<int32_t>* tokens, RequestStream::Event* last) {
+    const size_t want = tokens->size() + n;
+    while (tokens->size() < want && !last->finished) {
+      *last = stream->Next(milliseconds(5000));
+      if (!last->finished && last->tokens.empty()) return;  // nothing for 5 s
+      for (const TokenOut& t : last->tokens) tokens->push_back(t.id);
+    }
+  }
+  // The stage that took the most steps since `before` (the one serving a
+  // lone request).
+  static FakeStage* Busiest(const std::map<FakeStage*, int>& before) {
+    FakeStage* best = nullptr;
+    int most = -1;
+    for (const auto& [s, steps] : before) {
+      if (s->steps - steps > most) {
+        most = s->steps - steps;
+        best = s;
+      }
+    }
+    return best;
+  }
+  std::map<FakeStage*, int> Steps() const {
+    std::map<FakeStage*, int> m;
+    for (const auto& s : stages_) m[s.get()] = s->steps;
+    return m;
+  }
+
+  int max_migrations_ = 3;
   LoopbackNetwork net_;
   LoopbackTransport* router_transport_ = nullptr;  // owned by the dispatcher
   BlackHoleTransport* black_holes_ = nullptr;     // owned by the dispatcher, when started with black holes
@@ -447,7 +479,14 @@ TEST_F(DispatcherTest, RequestsOfAReplicaThatGoesDownContinueOnAnother) {
   for (size_t i = 0; i < tokens.size(); ++i) {
     ASSERT_EQ(tokens[i], static_cast<int32_t>((3 + i) % 50 + 1)) << "token " << i;
   }
-  EXPECT_NE(metrics_->Render().find("strata_requests_migrated_total{model=\"m\"} 1"), std::string::npos);
+  const std::string m = metrics_->Render();
+  EXPECT_EQ(SeriesValue(m, "strata_requests_migrated_total{model=\"m\",reason=\"step_timeout\"}"), 1);
+  for (const std::string& reason : RouterMetrics::MigrationReasons()) {
+    if (reason == "step_timeout") continue;
+    EXPECT_EQ(SeriesValue(m, "strata_requests_migrated_total{model=\"m\",reason=\"" + reason + "\"}"), 0) << reason;
+  }
+  EXPECT_EQ(SeriesValue(m, "strata_migration_resume_seconds_count{model=\"m\"}"), 1);
+  EXPECT_EQ(SeriesValue(m, "strata_migrations_failed_total{model=\"m\",cause=\"limit\"}"), 0);
 }
 
 // Forty registrations whose stage 0 never answers a connect (the connects
@@ -476,6 +515,7 @@ TEST_F(DispatcherTest, StageZerosThatNeverAnswerStallNothingButTheirOwnWarmUp) {
     EXPECT_TRUE(dispatcher_->Serving());
   }
   EXPECT_LT(worst, 1.0) << "a request waited behind the connects";
+  std::cerr << "slowest of 20 requests beside " << kBlackHoles << " black-hole connects: " << worst << " s\n";
   AddReplica("p1");
   ASSERT_TRUE(WaitFor([&] { return dispatcher_->fleet().pipelines_up() == 2; }, milliseconds(3000)))
       << "a new replica waited behind the others' connects";
@@ -505,6 +545,132 @@ TEST_F(DispatcherTest, AWarmUpOvertakenByARestartIsDropped) {
   std::this_thread::sleep_for(milliseconds(100));
   EXPECT_EQ(a->steps.load(), 1) << "the overtaken warm-up posted a step too";
   EXPECT_EQ(Run(2).tokens.size(), 2u);
+}
+
+// A sampled request (temperature 1, a seed) whose replica stops mid-stream
+// continues on another with the very tokens it would have had: the worker's
+// draw depends on (seed, sampling step) only (kernels/sampling_params.h
+// SampleUniform), and the router sends the moved sequence the same seed
+// and steps that count the tokens already sent. The fake stages sample as
+// such a sampler does; the tokens are compared with an undisturbed run's.
+TEST_F(DispatcherTest, ASampledRequestContinuesIdenticallyOnAnotherReplica) {
+  Start(milliseconds(150));
+  AddReplica("p0");
+  AddReplica("p1");
+  ASSERT_TRUE(WaitFor([&] { return dispatcher_->fleet().pipelines_up() == 2; }));
+  for (auto& s : stages_) {
+    s->seeded = true;
+    s->delay_ms = 5;
+  }
+  SequenceSpec spec;
+  spec.prompt = {1, 2, 3};
+  spec.max_tokens = 40;
+  spec.sampling.temperature = 1.0f;
+  spec.sampling.seed = 1234;
+  std::vector<int32_t> undisturbed;
+  {
+    auto stream = std::make_shared<RequestStream>();
+    dispatcher_->Submit(spec, stream);
+    RequestStream::Event e;
+    ReadTokens(stream.get(), 40, &undisturbed, &e);
+    ASSERT_EQ(undisturbed.size(), 40u);
+  }
+  for (size_t i = 0; i < undisturbed.size(); ++i) {
+    ASSERT_EQ(undisturbed[i], FakeStage::SampledToken(1234, i)) << "the router's sampling step for token " << i;
+  }
+  auto stream = std::make_shared<RequestStream>();
+  const auto before = Steps();
+  dispatcher_->Submit(spec, stream);
+  std::vector<int32_t> tokens;
+  RequestStream::Event e;
+  ReadTokens(stream.get(), 12, &tokens, &e);
+  ASSERT_EQ(tokens.size(), 12u) << e.error;
+  Busiest(before)->answer = false;  // its replica stops mid-request
+  ReadTokens(stream.get(), 40, &tokens, &e);
+  while (!e.finished) e = stream->Next(milliseconds(5000));
+  EXPECT_EQ(e.reason, Finish::kLength) << e.error;
+  EXPECT_EQ(e.completion_tokens, 40);
+  EXPECT_EQ(tokens, undisturbed);
+  EXPECT_EQ(SeriesValue(metrics_->Render(), "strata_requests_migrated_total{model=\"m\",reason=\"step_timeout\"}"), 1);
+}
+
+// With --max-migrations 1, a request that moved once and whose second
+// replica goes down too ends with UNAVAILABLE after the tokens it had: each
+// of them sent once, in order; it is counted under cause="limit".
+TEST_F(DispatcherTest, ARequestMovesAtMostMaxMigrationsTimes) {
+  max_migrations_ = 1;
+  Start(milliseconds(150));
+  for (const std::string p : {"p0", "p1", "p2"}) AddReplica(p);
+  ASSERT_TRUE(WaitFor([&] { return dispatcher_->fleet().pipelines_up() == 3; }));
+  for (auto& s : stages_) {
+    s->positional = true;
+    s->delay_ms = 5;
+  }
+  SequenceSpec spec;
+  spec.prompt = {1, 2, 3};
+  spec.max_tokens = 200;
+  auto stream = std::make_shared<RequestStream>();
+  auto before = Steps();
+  dispatcher_->Submit(spec, stream);
+  std::vector<int32_t> tokens;
+  RequestStream::Event e;
+  ReadTokens(stream.get(), 10, &tokens, &e);
+  FakeStage* first = Busiest(before);
+  first->answer = false;
+  ASSERT_TRUE(WaitFor([&] { return dispatcher_->fleet().pipelines_up() == 2; }));
+  ReadTokens(stream.get(), 10, &tokens, &e);  // on the second replica now
+  ASSERT_FALSE(e.finished) << e.error;
+  before = Steps();
+  before.erase(first);
+  ReadTokens(stream.get(), 5, &tokens, &e);
+  Busiest(before)->answer = false;
+  while (!e.finished) {
+    e = stream->Next(milliseconds(5000));
+    for (const TokenOut& t : e.tokens) tokens.push_back(t.id);
+  }
+  EXPECT_EQ(e.reason, Finish::kUnavailable);
+  EXPECT_NE(e.error.find("moved 1 times already"), std::string::npos) << e.error;
+  EXPECT_EQ(e.completion_tokens, static_cast<int32_t>(tokens.size()));
+  ASSERT_GE(tokens.size(), 25u);
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    ASSERT_EQ(tokens[i], static_cast<int32_t>((3 + i) % 50 + 1)) << "token " << i;
+  }
+  const std::string m = metrics_->Render();
+  EXPECT_EQ(SeriesValue(m, "strata_requests_migrated_total{model=\"m\",reason=\"step_timeout\"}"), 1);
+  EXPECT_EQ(SeriesValue(m, "strata_migrations_failed_total{model=\"m\",cause=\"limit\"}"), 1);
+  EXPECT_EQ(SeriesValue(m, "strata_migrations_failed_total{model=\"m\",cause=\"no_replica\"}"), 0);
+  EXPECT_TRUE(dispatcher_->Serving()) << "the third replica still serves";
+}
+
+// A Score request whose replica stops between its prompt's chunks starts
+// over on another and returns every continuation logprob (a Score emits
+// nothing before its end, so nothing was sent twice); a replica that stops
+// for a member found dead counts under dead_stage.
+TEST_F(DispatcherTest, AScoreRequestMovesToo) {
+  Start(milliseconds(150));
+  AddReplica("p0");
+  AddReplica("p1");
+  ASSERT_TRUE(WaitFor([&] { return dispatcher_->fleet().pipelines_up() == 2; }));
+  for (auto& s : stages_) s->delay_ms = 30;
+  SequenceSpec spec;
+  spec.prompt = std::vector<int32_t>(700, 5);  // three chunks of at most 256
+  spec.continuation = {6, 7, 8};
+  spec.score = true;
+  auto stream = std::make_shared<RequestStream>();
+  const auto before = Steps();
+  dispatcher_->Submit(spec, stream);
+  ASSERT_TRUE(WaitFor([&] { return Busiest(before)->steps - before.at(Busiest(before)) >= 1; }));
+  Busiest(before)->answer = false;
+  RequestStream::Event e;
+  while (!e.finished) {
+    e = stream->Next(milliseconds(5000));
+    ASSERT_TRUE(e.finished || e.tokens.empty());
+    if (!e.finished && e.tokens.empty() && stream->finished()) break;
+  }
+  EXPECT_EQ(e.reason, Finish::kStop) << e.error;
+  ASSERT_EQ(e.score.size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_FLOAT_EQ(e.score[i], -(700 + i) / 100.0f) << i;
+  EXPECT_EQ(SeriesValue(metrics_->Render(), "strata_requests_migrated_total{model=\"m\",reason=\"step_timeout\"}"), 1);
 }
 
 }  // namespace

@@ -43,7 +43,8 @@ class FakeControl : public WorkerControl {
 };
 
 // A one-stage, one-rank pipeline: answers each plan with token 7 for every
-// sampling sequence, while `answer` is set.
+// sampling sequence, while `answer` is set; rows that ask for prompt
+// logprobs get -p / 100 for the token at position p.
 class FakeStage {
  public:
   FakeStage(LoopbackNetwork* net, std::string router) : endpoint_(net->Listen()), router_(std::move(router)) {
@@ -60,7 +61,17 @@ class FakeStage {
   // Sample (context length) % 50 + 1 instead of 7: a sequence's tokens then
   // depend on their positions only, whichever replica computes them.
   std::atomic<bool> positional{false};
+  // Sample SampledToken(seed, step) instead: what a worker's sampler does
+  // (its draw depends on the request's seed and the sampling step only).
+  std::atomic<bool> seeded{false};
   std::atomic<int> steps{0};
+
+  static int32_t SampledToken(uint64_t seed, uint64_t step) {
+    uint64_t z = seed * 0x9e3779b97f4a7c15ull + step + 1;  // splitmix64
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return static_cast<int32_t>((z ^ (z >> 31)) % 50) + 1;
+  }
 
  private:
   void Serve() {
@@ -77,8 +88,14 @@ class FakeStage {
       r.step_id = plan->step_id;
       r.timings = {{0, 0.0f, 0.001f, 0.0f, 0.0f}};
       for (const auto& s : plan->sequences) {
-        const int32_t token = positional ? (s.cached_tokens + s.num_tokens) % 50 + 1 : 7;
-        r.sequences.push_back({s.seq_id, s.sample ? token : -1, -0.1f, {}, {}, {}});
+        const int32_t token = seeded       ? SampledToken(s.sampling.seed, s.sampling.step)
+                              : positional ? (s.cached_tokens + s.num_tokens) % 50 + 1
+                                           : 7;
+        std::vector<float> prompt_logprobs;
+        if (s.prompt_logprobs) {
+          for (int32_t t = 0; t < s.num_tokens; ++t) prompt_logprobs.push_back(-(s.cached_tokens + t + 1) / 100.0f);
+        }
+        r.sequences.push_back({s.seq_id, s.sample ? token : -1, -0.1f, {}, std::move(prompt_logprobs), {}});
       }
       const std::string bytes = transport::EncodeResult(r);
       transport::WireHeader h;

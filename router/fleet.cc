@@ -72,6 +72,22 @@ const char* PipelineStateName(PipelineState state) {
   return "unknown";
 }
 
+const char* DownCauseLabel(DownCause cause) {
+  switch (cause) {
+    case DownCause::kDeadStage:
+      return "dead_stage";
+    case DownCause::kRestartedStage:
+      return "restarted_stage";
+    case DownCause::kHungStage:
+      return "hung_stage";
+    case DownCause::kStepTimeout:
+      return "step_timeout";
+    case DownCause::kStepFailed:
+      return "step_failed";
+  }
+  return "step_failed";
+}
+
 Fleet::Fleet(const FleetOptions& options, WorkerControl* control, RouterMetrics* metrics)
     : options_(options), control_(control), metrics_(metrics) {}
 
@@ -147,7 +163,7 @@ absl::Status Fleet::Register(const v1::RegisterRequest& r) {
       p.state != PipelineState::kForming) {
     const std::string why = absl::StrCat("stage ", id.stage(), " rank ", id.tp_rank(), " restarted (new epoch)");
     SetState(&p, PipelineState::kDown, why);
-    down_events_.emplace_back(p.name, why);
+    down_events_.push_back({p.name, why, DownCause::kRestartedStage});
   }
   p.members.insert_or_assign(key, Member{r, *place, Clock::now()});
   std::cerr << "strata-router: registered " << p.name << " " << place->Describe() << ", " << r.kv_num_blocks()
@@ -245,17 +261,19 @@ void Fleet::Beat() {
     }
     for (const auto& [key, m] : p.members) {
       std::string why;
+      DownCause cause = DownCause::kDeadStage;
       if (m.gone_probes >= options_.gone_after_probes) {
         why = absl::StrCat("stage ", key.first, " rank ", key.second, " is gone (no process answers at ",
                            m.registration.control_address(), ")");
       } else if (now - m.last_ok > options_.down_after) {
+        cause = DownCause::kHungStage;
         why = absl::StrCat("stage ", key.first, " rank ", key.second, " has not answered for ",
                            std::chrono::duration_cast<std::chrono::milliseconds>(now - m.last_ok).count(), " ms");
       } else {
         continue;
       }
       SetState(&p, PipelineState::kDown, why);
-      down_events_.emplace_back(name, why);
+      down_events_.push_back({name, why, cause});
       break;
     }
   }
@@ -325,7 +343,7 @@ void Fleet::DrainAll() {
   }
 }
 
-std::vector<std::pair<std::string, std::string>> Fleet::TakeDownEvents() {
+std::vector<DownEvent> Fleet::TakeDownEvents() {
   std::lock_guard<std::mutex> lock(mu_);
   return std::exchange(down_events_, {});
 }

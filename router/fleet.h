@@ -33,6 +33,24 @@ namespace strata::router {
 enum class PipelineState { kForming, kWarming, kUp, kDown, kDraining };
 const char* PipelineStateName(PipelineState state);
 
+// Why a replica that was serving went down (a label of the router's
+// migration metrics: RouterMetrics::MigrationReasons).
+enum class DownCause {
+  kDeadStage,       // a member's address refuses connections (no process)
+  kRestartedStage,  // a member came back with another epoch
+  kHungStage,       // a member has not answered heartbeats for down_after
+  kStepTimeout,     // a step got no result in time (the driver's watchdog)
+  kStepFailed,      // a step failed: a stage reported an error, a send failed
+};
+const char* DownCauseLabel(DownCause cause);
+
+// A replica the fleet took down itself.
+struct DownEvent {
+  std::string pipeline;
+  std::string why;
+  DownCause cause;
+};
+
 // What a driver needs to bring a replica up.
 struct PipelinePlan {
   std::string name;
@@ -100,7 +118,7 @@ class Fleet {
   void DrainAll();
   // Replicas the fleet took down itself (silent or restarted member) since
   // the last call: the dispatcher takes their drivers down.
-  std::vector<std::pair<std::string, std::string>> TakeDownEvents();
+  std::vector<DownEvent> TakeDownEvents();
   PipelineState state(const std::string& pipeline) const;
   std::string down_reason(const std::string& pipeline) const;
 
@@ -140,7 +158,7 @@ class Fleet {
   bool have_model_ = false;
   v1::ModelInfo model_;  // name and shape
   std::map<std::string, Replica> replicas_;
-  std::vector<std::pair<std::string, std::string>> down_events_;
+  std::vector<DownEvent> down_events_;
 };
 
 }  // namespace strata::router

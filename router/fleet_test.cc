@@ -203,7 +203,7 @@ TEST(FleetTest, HeartbeatsTakeASilentReplicaDownAndBringItBack) {
   EXPECT_EQ(fleet.pipelines_up(), 0);
   auto events = fleet.TakeDownEvents();
   ASSERT_EQ(events.size(), 2u);
-  EXPECT_NE(events[0].second.find("stage 1 rank 0 has not answered"), std::string::npos) << events[0].second;
+  EXPECT_NE(events[0].why.find("stage 1 rank 0 has not answered"), std::string::npos) << events[0].why;
   EXPECT_TRUE(fleet.TakeReadyToWarm().empty()) << "a silent member keeps its replica down";
   {
     std::lock_guard<std::mutex> lock(control.mu);
@@ -225,7 +225,7 @@ TEST(FleetTest, ARestartedMemberTakesItsReplicaDown) {
   EXPECT_EQ(fleet.state("p0"), PipelineState::kDown);
   auto events = fleet.TakeDownEvents();
   ASSERT_EQ(events.size(), 1u);
-  EXPECT_NE(events[0].second.find("restarted (new epoch)"), std::string::npos);
+  EXPECT_NE(events[0].why.find("restarted (new epoch)"), std::string::npos);
   // The same epoch again (a retried registration) changes nothing.
   ASSERT_TRUE(fleet.Register(again).ok());
   EXPECT_TRUE(fleet.TakeDownEvents().empty());
@@ -265,7 +265,7 @@ TEST(FleetTest, AGoneMemberTakesItsReplicaDownAfterGoneAfterProbesBeats) {
   EXPECT_EQ(fleet.state("p0"), PipelineState::kDown);
   auto events = fleet.TakeDownEvents();
   ASSERT_EQ(events.size(), 1u);
-  EXPECT_NE(events[0].second.find("stage 0 rank 0 is gone"), std::string::npos) << events[0].second;
+  EXPECT_NE(events[0].why.find("stage 0 rank 0 is gone"), std::string::npos) << events[0].why;
   std::this_thread::sleep_for(milliseconds(25));
   EXPECT_TRUE(fleet.TakeReadyToWarm().empty()) << "not while the member is gone";
   {

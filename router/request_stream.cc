@@ -4,8 +4,11 @@ namespace strata::router {
 
 void RequestStream::Token(const TokenOut& token) {
   std::lock_guard<std::mutex> lock(mu_);
+  const Clock::time_point now = Clock::now();
   pending_.tokens.push_back(token);
-  pending_.token_times.push_back(Clock::now());
+  pending_.token_times.push_back(now);
+  last_token_ = now;
+  tokens_++;
   has_pending_ = true;
   cv_.notify_all();
 }

@@ -41,9 +41,14 @@ class RequestStream : public SequenceSink {
   // Set by the dispatcher when the sequence first enters a step.
   void MarkScheduled(Clock::time_point when);
   Clock::time_point first_scheduled() const { return first_step_.load(); }
+  // Tokens that reached the stream so far, and when the last one did.
+  uint64_t tokens() const { return tokens_.load(); }
+  Clock::time_point last_token_at() const { return last_token_.load(); }
 
  private:
   std::atomic<Clock::time_point> first_step_{Clock::time_point()};
+  std::atomic<Clock::time_point> last_token_{Clock::time_point()};
+  std::atomic<uint64_t> tokens_{0};
   mutable std::mutex mu_;
   std::condition_variable cv_;
   Event pending_;

@@ -59,6 +59,7 @@ strata::router::RouterOptions OptionsFrom(const strata::base::ParsedFlags& f) {
   o.engine.heartbeat = std::chrono::milliseconds(f.Int("heartbeat-ms"));
   o.engine.down_after = std::chrono::milliseconds(f.Int("down-after-ms"));
   o.engine.step_timeout = std::chrono::milliseconds(f.Int("step-timeout-ms"));
+  o.engine.max_migrations = static_cast<int32_t>(f.Int("max-migrations"));
   o.public_tls = {f.String("tls-client-ca"), f.String("tls-cert"), f.String("tls-key")};
   o.auth_tokens = f.String("auth-tokens");
   o.auth_health = f.Bool("auth-health");

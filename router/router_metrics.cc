@@ -37,8 +37,21 @@ RouterMetrics::RouterMetrics(const std::string& model) : registry_(std::make_sha
   preemptions = counter("strata_preemptions_total", "Sequences preempted (by recompute) for lack of KV blocks");
   malformed_results = counter("strata_router_malformed_results_total",
                               "Data-plane results the router refused (malformed or not a result)");
-  migrated = counter("strata_requests_migrated_total",
-                     "Requests that continued on another pipeline replica when theirs went down");
+  migration_resume = hist("strata_migration_resume_seconds",
+                          "From a replica being taken down to the next token of a request that moved off it");
+  migrated_ = &prometheus::BuildCounter()
+                   .Name("strata_requests_migrated_total")
+                   .Help("Requests that continued on another pipeline replica when theirs went down, by why it did")
+                   .Labels(labels)
+                   .Register(*registry_);
+  migrations_failed_ = &prometheus::BuildCounter()
+                            .Name("strata_migrations_failed_total")
+                            .Help("Requests whose replica went down that could not move (limit: moved too often "
+                                  "already; no_replica: none other up), ended UNAVAILABLE")
+                            .Labels(labels)
+                            .Register(*registry_);
+  for (const std::string& reason : MigrationReasons()) Migrated(reason);
+  for (const std::string cause : {"limit", "no_replica"}) MigrationsFailed(cause);
   stage_seconds_ = &prometheus::BuildHistogram()
                         .Name("strata_stage_step_seconds")
                         .Help("Time a step spent on a stage, by phase (queue, compute, allreduce, send)")
@@ -105,6 +118,19 @@ const std::vector<std::string>& RouterMetrics::Outcomes() {
   static const std::vector<std::string>* outcomes = new std::vector<std::string>{
       "stop", "length", "cancelled", "error", "unavailable", "invalid", "rejected", "deadline"};
   return *outcomes;
+}
+
+// Why a replica went down (router/fleet.h DownCause, DownCauseLabel).
+const std::vector<std::string>& RouterMetrics::MigrationReasons() {
+  static const std::vector<std::string>* reasons = new std::vector<std::string>{
+      "dead_stage", "restarted_stage", "hung_stage", "step_timeout", "step_failed"};
+  return *reasons;
+}
+
+prometheus::Counter& RouterMetrics::Migrated(const std::string& reason) { return migrated_->Add({{"reason", reason}}); }
+
+prometheus::Counter& RouterMetrics::MigrationsFailed(const std::string& cause) {
+  return migrations_failed_->Add({{"cause", cause}});
 }
 
 RouterMetrics::PipelineSeries RouterMetrics::Pipeline(const std::string& pipeline) {

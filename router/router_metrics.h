@@ -80,13 +80,24 @@ class RouterMetrics {
   prometheus::Counter* generated_tokens;
   prometheus::Counter* preemptions;
   prometheus::Counter* malformed_results;
-  prometheus::Counter* migrated;  // requests moved to another replica when theirs went down
+  // Requests moved to another replica when theirs went down, by why it
+  // went down (MigrationReasons); requests whose replica went down and
+  // that could not move (`cause`: "limit", moved max_migrations times
+  // already; "no_replica", none other up), ended UNAVAILABLE after the
+  // tokens already sent; and, of a migrated request, the time from its
+  // replica being taken down to its next token on another.
+  static const std::vector<std::string>& MigrationReasons();
+  prometheus::Counter& Migrated(const std::string& reason);
+  prometheus::Counter& MigrationsFailed(const std::string& cause);
+  prometheus::Histogram* migration_resume;
 
  private:
   void AddPipelineFamilies(const std::map<std::string, std::string>& labels);
 
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>* requests_;
+  prometheus::Family<prometheus::Counter>* migrated_;
+  prometheus::Family<prometheus::Counter>* migrations_failed_;
   prometheus::Family<prometheus::Gauge>* pipeline_up_;
   prometheus::Family<prometheus::Counter>* pipeline_steps_;
   prometheus::Family<prometheus::Histogram>* stage_seconds_;

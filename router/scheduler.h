@@ -64,6 +64,9 @@ struct SequenceSpec {
   // `prompt` are output already sent; they count toward max_tokens and the
   // sampling step, and usage reports them as completion tokens.
   int32_t generated = 0;
+  // How many times it moved to another replica so far (the dispatcher's
+  // max_migrations bounds it).
+  int32_t migrations = 0;
 };
 
 struct SchedulerOptions {
