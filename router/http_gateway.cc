@@ -198,7 +198,16 @@ void HttpGateway::Completion(const httplib::Request& req, httplib::Response& res
   auto parsed = openai::ParseRequest(chat ? openai::Endpoint::kChatCompletions : openai::Endpoint::kCompletions,
                                      req.body);
   if (!parsed.ok()) return SendError(res, parsed.status());
-  auto running = intake_->StartGenerate(parsed->generate, authorization);
+  const auto deadline = DeadlineOf(req);
+  PeerWatch client = PeerWatch::Find(req.local_port, req.remote_addr, req.remote_port);
+  // A long prompt stops being tokenized once the deadline passes or the client hangs up.
+  auto running = intake_->StartGenerate(parsed->generate, authorization, [&] {
+    return std::chrono::steady_clock::now() >= deadline || client.Gone();
+  });
+  if (!running.ok() && running.status().code() == absl::StatusCode::kCancelled) {
+    if (std::chrono::steady_clock::now() >= deadline) return SendError(res, kDeadline);
+    return;  // nobody to answer
+  }
   if (!running.ok()) return SendError(res, running.status());
   v1::ModelInfo info;
   int32_t up = 0, total = 0;
@@ -207,8 +216,8 @@ void HttpGateway::Completion(const httplib::Request& req, httplib::Response& res
   stream->request = std::move(*parsed);
   stream->running = std::move(*running);
   stream->writer = std::make_unique<openai::ReplyWriter>(stream->request, info.name(), intake_->tokenizer());
-  stream->deadline = DeadlineOf(req);
-  stream->client = PeerWatch::Find(req.local_port, req.remote_addr, req.remote_port);
+  stream->deadline = deadline;
+  stream->client = client;
   if (stream->request.stream) {
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider("text/event-stream",

@@ -48,6 +48,15 @@ ROWS = [
         ("Mean sequence length (tokens held)", "none", [
             ('pipeline:strata_pipeline_sequence_tokens:mean', "{{pipeline}}")]),
     ]),
+    ("Failover", [
+        ("Requests moved to another replica, by why theirs went down", "reqps", [
+            ('sum by (reason) (rate(strata_requests_migrated_total[5m]))', "{{reason}}")]),
+        ("Requests that could not move (ended UNAVAILABLE)", "reqps", [
+            ('sum by (cause) (rate(strata_migrations_failed_total[5m]))', "{{cause}}")]),
+        ("From a replica going down to a moved request's next token", "s", [
+            ('histogram_quantile(0.5, sum by (le) (rate(strata_migration_resume_seconds_bucket[5m])))', "p50"),
+            ('histogram_quantile(0.95, sum by (le) (rate(strata_migration_resume_seconds_bucket[5m])))', "p95")]),
+    ]),
     ("Pipeline", [
         ("Steps per pipeline", "none", [('sum by (pipeline) (rate(strata_pipeline_steps_total[1m]))', "{{pipeline}}")]),
         ("Pipeline bubble", "percentunit", [('pipeline:strata_pipeline_bubble:ratio_rate1m', "{{pipeline}}")]),
