@@ -271,10 +271,11 @@ void PackWeightsAmx(const uint16_t* w, int64_t n, int64_t k, uint16_t* packed) {
     for (int64_t c = 0; c < k; ++c) packed[AmxPackedIndex(r, c, k)] = w[r * k + c];
 }
 
-STRATA_AMX void ToBf16Tiles(const float* x, int64_t rows, int64_t k, uint16_t* out) {
-  const int64_t padded = AmxActRows(rows) * AmxActCols(k);
-  std::fill(out, out + padded, uint16_t{0});
-  for (int64_t r = 0; r < rows; ++r) {
+STRATA_AMX void ToBf16TileRows(const float* x, int64_t rows, int64_t k, int64_t tile_begin, int64_t tile_end,
+                               uint16_t* out) {
+  const int64_t cols = AmxActCols(k);
+  std::fill(out + tile_begin * kAmxTileRows * cols, out + tile_end * kAmxTileRows * cols, uint16_t{0});
+  for (int64_t r = tile_begin * kAmxTileRows; r < std::min(rows, tile_end * kAmxTileRows); ++r) {
     const float* xr = x + r * k;
     int64_t i = 0;
     for (; i + 16 <= k; i += 16) {  // 16 values never straddle a 32-column chunk
@@ -283,6 +284,10 @@ STRATA_AMX void ToBf16Tiles(const float* x, int64_t rows, int64_t k, uint16_t* o
     }
     for (; i < k; ++i) out[AmxActIndex(r, i, k)] = model::FloatToBF16(xr[i]);
   }
+}
+
+void ToBf16Tiles(const float* x, int64_t rows, int64_t k, uint16_t* out) {
+  ToBf16TileRows(x, rows, k, 0, AmxActRows(rows) / kAmxTileRows, out);
 }
 
 void AmxMatMulRange(const MatMulArgs& a, int64_t n_begin, int64_t n_end) {

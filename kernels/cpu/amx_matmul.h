@@ -67,6 +67,9 @@ inline int64_t AmxActIndex(int64_t row, int64_t col, int64_t k) {
 // Writes x: [rows, k] f32 as that copy, rounding to nearest even
 // (subnormals may read as zero: the tiles ignore them).
 void ToBf16Tiles(const float* x, int64_t rows, int64_t k, uint16_t* out);
+// The same for row tiles [tile_begin, tile_end) only (their padding rows
+// and columns included), so threads can share the conversion.
+void ToBf16TileRows(const float* x, int64_t rows, int64_t k, int64_t tile_begin, int64_t tile_end, uint16_t* out);
 
 // Outputs [n_begin, n_end) of every row on tiles; any range. a.xb is the
 // tile copy above, a.w_bf16 the AMX packed weights. Requires AmxStatus().ok().

@@ -10,6 +10,8 @@
 
 #include <cmath>
 #include <random>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -124,6 +126,30 @@ TEST(AmxMatMulTest, KernelEqualsTwinAndReference) {
             << what << " at " << i;
       }
     }
+  }
+}
+
+// Prompt-sized products: several super blocks (each panel's weights once
+// for all of them), k blocks with the sums in the scratch between them, k
+// spans within a super block, an odd last row tile and a ragged last group;
+// also converted by row-tile ranges as threads do.
+TEST(AmxMatMulTest, LargeRowCountsEqualTwin) {
+  SKIP_WITHOUT_AMX();
+  for (auto [rows, n, k] : {std::tuple<int64_t, int64_t, int64_t>{529, 100, 4100}, {300, 70, 2048}}) {
+    const std::string what = "rows " + std::to_string(rows) + " n " + std::to_string(n) + " k " + std::to_string(k);
+    Problem p = Make(rows, n, k, static_cast<uint32_t>(rows + n + k));
+    std::vector<uint16_t> xb(p.xb.size(), 0xffff);
+    const int64_t tiles = AmxActRows(rows) / kAmxTileRows;
+    ToBf16TileRows(p.x.data(), rows, k, 0, tiles / 3, xb.data());
+    ToBf16TileRows(p.x.data(), rows, k, tiles / 3, tiles, xb.data());
+    ASSERT_EQ(xb, p.xb) << what;
+    AmxMatMulRange(p.Args(), 0, 64);
+    AmxMatMulRange(p.Args(), 64, p.n);
+    ExpectGuard(p, what);
+    const std::vector<float> got = p.y;
+    p.Poison();
+    AmxMatMulRangeTwin(p.Args(), 0, p.n);
+    for (int64_t i = 0; i < rows * p.n; ++i) ASSERT_EQ(got[i], p.y[i]) << what << " at " << i;
   }
 }
 

@@ -193,8 +193,11 @@ void CpuBackend::MatMulShared(const float* x, int64_t rows, const std::vector<co
       xb = Xb(rows * w->cols());
       ToBf16(x, rows * w->cols(), Xb(rows * w->cols()));
     } else if (!xb && isa == Isa::kAmx) {
-      xb = Xb(AmxActRows(rows) * AmxActCols(w->cols()));
-      ToBf16Tiles(x, rows, w->cols(), Xb(AmxActRows(rows) * AmxActCols(w->cols())));
+      uint16_t* out = Xb(AmxActRows(rows) * AmxActCols(w->cols()));
+      xb = out;
+      const int64_t k = w->cols();
+      pool_.ParallelFor(AmxActRows(rows) / kAmxTileRows, 1,
+                        [&](int64_t b, int64_t e) { ToBf16TileRows(x, rows, k, b, e, out); });
     }
   }
   for (size_t i = 0; i < ws.size(); ++i) {
