@@ -200,7 +200,7 @@ const base::FlagTable& BenchFlags() {
       "An open-loop serving benchmark (in the manner of vLLM's): --num-prompts streaming Generate calls arriving\n"
       "at --request-rate (Poisson; inf: all at once), at most --concurrency in flight; prompt and output lengths\n"
       "fixed, uniform, or each request's own from a JSONL --dataset. Prints request and output-token throughput,\n"
-      "TTFT, inter-token, per-output-token and end-to-end latency (mean, p50, p90, p99), and counts by status code.",
+      "TTFT, inter-token, per-output-token and end-to-end latency (mean, p50, p90, p95, p99), and counts by status code.",
       {{"bench",
         {base::AddressFlag("server", "the router's gRPC address").Required(),
          IntFlag("num-prompts", 100, 1, 10000000, "requests to send (with --dataset: default one per line; it wraps)"),

@@ -5,7 +5,7 @@
 // lengths are fixed, uniform or each request's own from a JSONL file
 // (tools/bench_workload.h); every request streams. Prints request and
 // output-token throughput, TTFT, inter-token, per-output-token and
-// end-to-end latency (mean, p50, p90, p99) and counts by status code
+// end-to-end latency (mean, p50, p90, p95, p99) and counts by status code
 // (tools/bench_stats.h), as a table or --json; a progress bar on stderr
 // when it is a terminal.
 //
