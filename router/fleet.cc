@@ -285,7 +285,10 @@ std::vector<PipelinePlan> Fleet::TakeReadyToWarm() {
   const auto now = Clock::now();
   for (auto& [name, p] : replicas_) {
     if (!p.Complete() || (p.state != PipelineState::kForming && p.state != PipelineState::kDown)) continue;
-    if (now - p.last_warm_up < options_.heartbeat) continue;
+    // One heartbeat between warm-ups, doubled after each failed one.
+    auto wait = options_.heartbeat;
+    for (int i = 0; i < p.failed_warm_ups && wait < options_.max_warm_up_backoff; ++i) wait *= 2;
+    if (now - p.last_warm_up < std::min(wait, std::max(options_.heartbeat, options_.max_warm_up_backoff))) continue;
     bool healthy = true;
     for (const auto& [key, m] : p.members) {
       healthy = healthy && now - m.last_ok <= options_.down_after && m.gone_probes == 0;
@@ -320,6 +323,7 @@ void Fleet::WarmUpFailed(const std::string& pipeline, uint64_t warm_up, const st
   std::lock_guard<std::mutex> lock(mu_);
   auto it = replicas_.find(pipeline);
   if (it == replicas_.end() || it->second.state != PipelineState::kWarming || it->second.warm_ups != warm_up) return;
+  it->second.failed_warm_ups++;
   SetState(&it->second, PipelineState::kDown, reason);
 }
 
@@ -327,6 +331,7 @@ void Fleet::MarkUp(const std::string& pipeline) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = replicas_.find(pipeline);
   if (it == replicas_.end() || it->second.state != PipelineState::kWarming) return;
+  it->second.failed_warm_ups = 0;
   SetState(&it->second, PipelineState::kUp, "");
 }
 

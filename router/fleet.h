@@ -70,6 +70,11 @@ struct FleetOptions {
   // This many consecutive heartbeats finding no process (connection
   // refused, or another epoch answering): down at once.
   int gone_after_probes = 1;
+  // A replica whose warm-ups keep failing before their first step (stage 0
+  // unreachable, a member refusing its key) is tried again after a
+  // heartbeat, then twice as long after each further failure, up to this:
+  // registrations that point at nothing do not keep the connector busy.
+  std::chrono::milliseconds max_warm_up_backoff{30000};
 };
 
 class Fleet {
@@ -109,7 +114,8 @@ class Fleet {
   // (connects, keys) is installed only then, and dropped when the replica
   // went down or began another warm-up meanwhile.
   bool Warming(const std::string& pipeline, uint64_t warm_up) const;
-  // That warm-up failed: down, unless the replica moved on already.
+  // That warm-up failed: down, unless the replica moved on already; the
+  // next one waits longer (FleetOptions::max_warm_up_backoff).
   void WarmUpFailed(const std::string& pipeline, uint64_t warm_up, const std::string& reason);
   // A replica's driver finished warming up / must go down (reason given).
   void MarkUp(const std::string& pipeline);
@@ -138,6 +144,7 @@ class Fleet {
     std::string reason;
     Clock::time_point last_warm_up{};  // warm-ups are tried once per heartbeat at most
     uint64_t warm_ups = 0;             // the current warm-up's number
+    int failed_warm_ups = 0;           // in a row, since the replica was last up
     bool Complete() const { return static_cast<int32_t>(members.size()) == num_stages * tp_size; }
   };
 

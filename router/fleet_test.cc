@@ -276,5 +276,54 @@ TEST(FleetTest, AGoneMemberTakesItsReplicaDownAfterGoneAfterProbesBeats) {
   EXPECT_EQ(fleet.TakeReadyToWarm().size(), 1u);
 }
 
+// A replica whose warm-ups fail before their first step (stage 0 does not
+// answer) is tried again after one heartbeat, then two, four... up to
+// max_warm_up_backoff; once one succeeds, one heartbeat again. A failure
+// reported for a warm-up that is no longer current changes nothing.
+TEST(FleetTest, FailedWarmUpsBackOff) {
+  FleetOptions o;
+  o.heartbeat = milliseconds(20);
+  o.down_after = milliseconds(100000);
+  o.max_warm_up_backoff = milliseconds(80);
+  FakeControl control;
+  Fleet fleet(o, &control, nullptr);
+  RegisterPipeline(fleet, "p0");
+  // How long after a failure the next warm-up is handed out.
+  auto fail_and_time = [&](uint64_t warm_up) {
+    fleet.WarmUpFailed("p0", warm_up, "cannot reach stage 0 rank 0");
+    EXPECT_EQ(fleet.state("p0"), PipelineState::kDown);
+    const auto start = std::chrono::steady_clock::now();
+    while (true) {
+      auto ready = fleet.TakeReadyToWarm();
+      if (!ready.empty()) {
+        EXPECT_EQ(ready[0].warm_up, warm_up + 1);
+        return std::make_pair(std::chrono::steady_clock::now() - start, ready[0].warm_up);
+      }
+      std::this_thread::sleep_for(milliseconds(1));
+    }
+  };
+  auto ready = fleet.TakeReadyToWarm();
+  ASSERT_EQ(ready.size(), 1u);
+  uint64_t warm_up = ready[0].warm_up;
+  EXPECT_TRUE(fleet.Warming("p0", warm_up));
+  fleet.WarmUpFailed("p0", warm_up + 7, "a stale warm-up's failure");
+  EXPECT_EQ(fleet.state("p0"), PipelineState::kWarming);
+  std::vector<milliseconds> waits;
+  for (int i = 0; i < 4; ++i) {
+    auto [waited, next] = fail_and_time(warm_up);
+    waits.push_back(std::chrono::duration_cast<milliseconds>(waited));
+    warm_up = next;
+  }
+  // 40, 80, 80, 80 ms (the first failure doubles the heartbeat; the cap holds).
+  EXPECT_GE(waits[0], milliseconds(30));
+  EXPECT_GE(waits[1], milliseconds(70));
+  EXPECT_GE(waits[3], milliseconds(70));
+  EXPECT_LT(waits[3], milliseconds(160)) << "the cap";
+  fleet.MarkUp("p0");
+  fleet.MarkDown("p0", "step 3 got no result");
+  std::this_thread::sleep_for(milliseconds(25));
+  EXPECT_EQ(fleet.TakeReadyToWarm().size(), 1u) << "a replica that was up waits one heartbeat again";
+}
+
 }  // namespace
 }  // namespace strata::router
