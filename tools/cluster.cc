@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "base/flag_groups.h"
 #include "base/local_pki.h"
 #include "base/net.h"
@@ -112,6 +113,16 @@ struct Layout {
   std::string auth_tokens;  // the router's --auth-tokens (--auth-tokens, or the throwaway one)
   std::string token_file;   // the token strata up itself calls the router with
   std::vector<std::pair<std::string, std::string>> env;
+  // --router-host, --worker-hosts, --worker-netns: where each process
+  // serves; worker_hosts and worker_netns have one entry per (replica,
+  // stage), replica-major (empty: 127.0.0.1, this namespace).
+  std::string router_host = "127.0.0.1";
+  std::vector<std::string> worker_hosts, worker_netns;
+  std::string ip_bin;  // iproute2's ip, with worker_netns
+
+  std::string WorkerHost(int64_t replica, int64_t stage) const {
+    return worker_hosts.empty() ? "127.0.0.1" : worker_hosts[replica * stages + stage];
+  }
 };
 
 absl::StatusOr<std::string> ModelDir(const base::ParsedFlags& f) {
@@ -195,6 +206,34 @@ absl::StatusOr<Layout> Plan(const base::ParsedFlags& f) {
         "--auth-tokens needs --token-file: a token of that file, for strata up to see the cluster come up");
   }
   if (f.Bool("tls")) STRATA_RETURN_IF_ERROR(MakeThrowawaySecurity(&l));
+  l.router_host = f.String("router-host");
+  l.worker_hosts = absl::StrSplit(f.String("worker-hosts"), ',', absl::SkipEmpty());
+  l.worker_netns = absl::StrSplit(f.String("worker-netns"), ',', absl::SkipEmpty());
+  const size_t places = static_cast<size_t>(l.replicas * l.stages);
+  for (const auto& [flag, list] : {std::pair{"worker-hosts", &l.worker_hosts}, {"worker-netns", &l.worker_netns}}) {
+    if (!list->empty() && list->size() != places) {
+      return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", list->size(), " entries for ", l.replicas,
+                                                     " replica(s) x ", l.stages, " stage(s); one per (replica, stage)"));
+    }
+  }
+  if (!l.worker_netns.empty()) {
+    if (l.worker_hosts.empty()) {
+      return absl::InvalidArgumentError("--worker-netns needs --worker-hosts: each namespace's address");
+    }
+    if (l.shm) {
+      return absl::InvalidArgumentError(
+          "--worker-netns needs --transport tcp: shared memory would pass between the namespaces");
+    }
+    const char* path = std::getenv("PATH");
+    for (absl::string_view dir : absl::StrSplit(absl::StrCat(path ? path : "", ":/usr/sbin:/sbin:/usr/bin:/bin"), ':')) {
+      const std::string ip = absl::StrCat(dir, "/ip");
+      if (!dir.empty() && access(ip.c_str(), X_OK) == 0) {
+        l.ip_bin = ip;
+        break;
+      }
+    }
+    if (l.ip_bin.empty()) return absl::InvalidArgumentError("--worker-netns needs the ip command (iproute2)");
+  }
   return l;
 }
 
@@ -202,7 +241,8 @@ absl::StatusOr<Layout> Plan(const base::ParsedFlags& f) {
 std::vector<std::string> RouterArgs(const base::ParsedFlags& f, const Layout& l, int port) {
   std::vector<std::string> a = {l.router_bin, absl::StrCat("--port=", port), absl::StrCat("--fleet-port=", l.fleet_port),
                                 absl::StrCat("--model-name=", l.model.substr(l.model.rfind('/') + 1)),
-                                absl::StrCat("--ucx-peer-errors=", l.shm ? "false" : "true")};
+                                absl::StrCat("--ucx-peer-errors=", l.shm ? "false" : "true"),
+                                "--host=" + l.router_host};
   // The model folder's tokenizer, when it has one: text in and out.
   if (model::PosixFileSystem()->Exists(l.model + "/tokenizer.json") ||
       model::PosixFileSystem()->Exists(l.model + "/tokenizer.model")) {
@@ -291,19 +331,27 @@ std::vector<std::string> WorkerArgs(const base::ParsedFlags& f, const Layout& l,
                                 absl::StrCat("--num-stages=", l.stages),
                                 absl::StrCat("--tp-rank=", t),
                                 absl::StrCat("--tp-size=", l.tp),
-                                absl::StrCat("--tp-store=127.0.0.1:", p.store[s]),
+                                "--host=" + l.WorkerHost(replica, s),
+                                absl::StrCat("--tp-store=", l.WorkerHost(replica, s), ":", p.store[s]),
                                 absl::StrCat("--data-port=", p.data[s][t]),
                                 "--router=" + router,
                                 absl::StrCat("--ucx-peer-errors=", l.shm ? "false" : "true"),
                                 absl::StrCat("--metrics-port=", p.metrics[s][t])};
   for (std::string& x : f.ArgsFor(base::BackendFlags())) a.push_back(std::move(x));
   for (std::string& x : f.ArgsFor(base::KvFlags())) a.push_back(std::move(x));
-  if (s + 1 < l.stages) a.push_back(absl::StrCat("--next-stage=127.0.0.1:", p.data[s + 1][t]));
+  if (s + 1 < l.stages) {
+    a.push_back(absl::StrCat("--next-stage=", l.WorkerHost(replica, s + 1), ":", p.data[s + 1][t]));
+  }
   if (!l.tls.empty()) {
     for (const std::string& x : {"--mtls-ca=" + l.tls + "/ca.crt", "--mtls-cert=" + l.tls + "/worker.crt",
                                  "--mtls-key=" + l.tls + "/worker.key"}) {
       a.push_back(x);
     }
+  }
+  if (!l.worker_netns.empty()) {
+    // ip execs the worker inside the namespace: the pid, and so the
+    // supervision and the ready file's pid, stay the worker's.
+    a.insert(a.begin(), {l.ip_bin, "netns", "exec", l.worker_netns[replica * l.stages + s]});
   }
   return a;
 }
@@ -311,7 +359,7 @@ std::vector<std::string> WorkerArgs(const base::ParsedFlags& f, const Layout& l,
 absl::Status StartAll(const base::ParsedFlags& f, const Layout& l, const std::string& router, int router_port,
                       const std::vector<ReplicaPorts>& replica_ports, std::vector<Child>* children) {
   STRATA_ASSIGN_OR_RETURN(Child rc, Spawn("router", RouterArgs(f, l, router_port), l.logs + "/router.log", l.env));
-  if (l.metrics_port >= 0) rc.metrics_address = absl::StrCat("127.0.0.1:", l.metrics_port);
+  if (l.metrics_port >= 0) rc.metrics_address = absl::StrCat(l.router_host, ":", l.metrics_port);
   children->push_back(std::move(rc));
   for (int64_t r = 0; r < l.replicas; ++r) {
     const ReplicaPorts& ports = replica_ports[r];
@@ -320,7 +368,7 @@ absl::Status StartAll(const base::ParsedFlags& f, const Layout& l, const std::st
         STRATA_ASSIGN_OR_RETURN(Child c, Spawn(absl::StrCat("worker p", r, " stage ", s, " rank ", t),
                                                WorkerArgs(f, l, ports, r, s, t, router),
                                                absl::StrCat(l.logs, "/worker_p", r, "_s", s, "_r", t, ".log"), l.env));
-        c.metrics_address = absl::StrCat("127.0.0.1:", ports.metrics[s][t]);
+        c.metrics_address = absl::StrCat(l.WorkerHost(r, s), ":", ports.metrics[s][t]);
         c.place = {{"pipeline", absl::StrCat("p", r)}, {"stage", s}, {"tp_rank", t}};
         children->push_back(std::move(c));
       }
@@ -385,9 +433,9 @@ void WriteReadyFile(const std::string& path, const std::string& router, const La
                                         {"logs", l.logs},
                                         {"router_pid", children[0].process.pid()},
                                         {"router_argv", children[0].process.argv()},
-                                        {"fleet_address", absl::StrCat("127.0.0.1:", l.fleet_port)},
+                                        {"fleet_address", absl::StrCat(l.router_host, ":", l.fleet_port)},
                                         {"router_log", children[0].process.log()},
-                                        {"http_address", l.http_port > 0 ? absl::StrCat("127.0.0.1:", l.http_port) : ""},
+                                        {"http_address", l.http_port > 0 ? absl::StrCat(l.router_host, ":", l.http_port) : ""},
                                         {"metrics_address", children[0].metrics_address},
                                         {"ucx_tls", l.env[0].second},
                                         {"ca", l.tls.empty() ? "" : l.tls + "/ca.crt"},
@@ -483,7 +531,13 @@ const base::FlagTable& UpFlags() {
                         "the control plane, and a bearer token (LOG_DIR/tls/token) unless --auth-tokens is given"),
          StringFlag("auth-tokens", std::nullopt, "FILE", "the router's bearer tokens (see strata-router --help)"),
          StringFlag("token-file", std::nullopt, "FILE",
-                    "with --auth-tokens: a token of that file, which strata up calls the router with")}},
+                    "with --auth-tokens: a token of that file, which strata up calls the router with"),
+         StringFlag("router-host", "127.0.0.1", "ADDR", "the address the router serves on and the workers reach it at"),
+         StringFlag("worker-hosts", "", "ADDR,...",
+                    "the address each (replica, stage)'s workers serve on, replica-major (default: 127.0.0.1)"),
+         StringFlag("worker-netns", "", "NS,...",
+                    "run each (replica, stage)'s workers in this network namespace (ip netns exec), replica-major; "
+                    "needs --worker-hosts and --transport tcp (fault tests cut links between namespaces)")}},
        base::BackendFlags(), base::KvFlags(), base::RouterEngineFlags()});
   return *table;
 }
@@ -493,13 +547,13 @@ absl::Status Up(const base::ParsedFlags& f) {
   // Ctrl-C and SIGTERM are taken by this thread below, once everything is up.
   base::BlockStopSignals();
   const int router_port = f.Int("port") > 0 ? static_cast<int>(f.Int("port")) : base::PickFreePort();
-  const std::string router = absl::StrCat("127.0.0.1:", router_port);
+  const std::string router = absl::StrCat(l.router_host, ":", router_port);
   std::vector<ReplicaPorts> replica_ports;
   for (int64_t r = 0; r < l.replicas; ++r) replica_ports.push_back(PickPorts(l));
   std::vector<Child> children;
   absl::Status s = CheckPorts(f, l, router_port, replica_ports);
   // Workers register at the Fleet service's own port, not the public one.
-  if (s.ok()) s = StartAll(f, l, absl::StrCat("127.0.0.1:", l.fleet_port), router_port, replica_ports, &children);
+  if (s.ok()) s = StartAll(f, l, absl::StrCat(l.router_host, ":", l.fleet_port), router_port, replica_ports, &children);
   if (s.ok()) s = WaitHealthy(router, l, f.Int("timeout-s"), &children);
   if (!s.ok()) {
     StopAll(children.begin(), children.end(), milliseconds(5000));
@@ -507,14 +561,17 @@ absl::Status Up(const base::ParsedFlags& f) {
   }
   const char* scheme = l.tls.empty() ? "http" : "https";
   if (l.http_port > 0) {
-    std::cout << "strata up: OpenAI-compatible HTTP API on " << scheme << "://127.0.0.1:" << l.http_port << "/v1\n";
+    std::cout << "strata up: OpenAI-compatible HTTP API on " << scheme << "://" << l.router_host << ":" << l.http_port
+              << "/v1\n";
   }
   if (!l.tls.empty()) {
     std::cout << "strata up: TLS on; clients trust the CA at " << l.tls << "/ca.crt";
     if (l.auth_tokens == l.tls + "/tokens.json") std::cout << "; the bearer token is in " << l.tls << "/token";
     std::cout << "\n";
   }
-  if (l.metrics_port >= 0) std::cout << "strata up: the router's metrics on http://127.0.0.1:" << l.metrics_port << "/metrics\n";
+  if (l.metrics_port >= 0) {
+    std::cout << "strata up: the router's metrics on http://" << l.router_host << ":" << l.metrics_port << "/metrics\n";
+  }
   std::cout << "strata up: serving " << l.model << " on " << router << " (" << l.stages << " stage(s) x " << l.tp
             << " rank(s) x " << l.replicas << " replica(s), UCX " << (l.shm ? "shared memory" : "TCP")
             << "); logs in " << l.logs << "; Ctrl-C stops" << std::endl;

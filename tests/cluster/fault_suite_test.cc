@@ -23,6 +23,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "base/net.h"
 #include "base/process.h"
 #include "grpcpp/grpcpp.h"
@@ -60,7 +61,9 @@ std::vector<int32_t> Prompt(int i) {
 // `strata up` of two replicas of three stages, workers restarted by the test.
 class Cluster {
  public:
-  void Start(const std::string& model) {
+  void Start(const std::string& model, const std::vector<std::string>& flags = {},
+             const std::string& router_host = "127.0.0.1") {
+    router_host_ = router_host;
     dir_ = absl::StrCat(TempDir(), "/faults_", getpid());
     ready_ = dir_ + ".ready";
     metrics_port_ = base::PickFreePort();
@@ -69,6 +72,7 @@ class Cluster {
               "--ready-file", ready_, "--metrics-port", absl::StrCat(metrics_port_), "--backend", "cpu",
               "--kv-dtype", "f32", "--replicas", "2", "--stages", "3", "--tp", "1", "--transport", "tcp",
               "--heartbeat-ms", "500", "--restart-workers=false"};
+    o.argv.insert(o.argv.end(), flags.begin(), flags.end());
     o.log = dir_ + ".up.log";
     auto p = base::Process::Spawn(std::move(o));
     ASSERT_TRUE(p.ok()) << p.status();
@@ -94,7 +98,7 @@ class Cluster {
 
   std::string Metrics() const {
     for (int attempt = 0; attempt < 3; ++attempt) {
-      httplib::Client client("127.0.0.1", metrics_port_);
+      httplib::Client client(router_host_, metrics_port_);
       client.set_connection_timeout(2);
       client.set_read_timeout(5);
       auto res = client.Get("/metrics");
@@ -188,7 +192,7 @@ class Cluster {
   std::optional<base::Process> up_;
   std::map<std::string, base::Process> restarted_;
   int restarts_ = 0;
-  std::string dir_, ready_;
+  std::string dir_, ready_, router_host_;
   int metrics_port_ = 0;
   nlohmann::json info_;
   std::shared_ptr<grpc::Channel> channel_;
@@ -433,6 +437,93 @@ TEST_F(FaultSuiteTest, EveryRequestCompletesWithTheUndisturbedTokens) {
     EXPECT_EQ(r.different, 0);
     EXPECT_GT(r.identical, 0);
   }
+  Print(rows_);
+  c.Stop();
+}
+
+// Each (replica, stage) of the cluster in a network namespace of its own,
+// on a bridge with the router's address; removed when the test ends.
+class Namespaces {
+ public:
+  static constexpr int kPlaces = 6;  // 2 replicas x 3 stages
+  // False (and why) where namespaces cannot be made: not root, no ip.
+  bool Make(std::string* why) {
+    if (geteuid() != 0) return *why = "network namespaces need root", false;
+    if (std::system("command -v ip >/dev/null 2>&1") != 0) return *why = "the ip command (iproute2) is missing", false;
+    tag_ = absl::StrCat("fs", getpid() % 100000);
+    if (!Run(absl::StrCat("ip link add br", tag_, " type bridge")) ||
+        !Run(absl::StrCat("ip addr add ", RouterHost(), "/24 dev br", tag_)) ||
+        !Run(absl::StrCat("ip link set br", tag_, " up"))) {
+      return *why = "cannot make a bridge here", false;
+    }
+    for (int i = 0; i < kPlaces; ++i) {
+      const std::string ns = Name(i), v = absl::StrCat("v", tag_, i), e = absl::StrCat("e", tag_, i);
+      if (!Run("ip netns add " + ns) || !Run(absl::StrCat("ip link add ", v, " type veth peer name ", e)) ||
+          !Run(absl::StrCat("ip link set ", v, " master br", tag_)) || !Run("ip link set " + v + " up") ||
+          !Run(absl::StrCat("ip link set ", e, " netns ", ns)) ||
+          !Run(absl::StrCat("ip netns exec ", ns, " ip addr add ", Host(i), "/24 dev ", e)) ||
+          !Run(absl::StrCat("ip netns exec ", ns, " ip link set ", e, " up")) ||
+          !Run(absl::StrCat("ip netns exec ", ns, " ip link set lo up"))) {
+        return *why = "cannot make network namespaces and veth pairs here", false;
+      }
+    }
+    return true;
+  }
+  ~Namespaces() {
+    if (tag_.empty()) return;
+    for (int i = 0; i < kPlaces; ++i) {
+      (void)std::system(absl::StrCat("ip netns del ", Name(i), " 2>/dev/null").c_str());
+      (void)std::system(absl::StrCat("ip link del v", tag_, i, " 2>/dev/null").c_str());
+    }
+    (void)std::system(absl::StrCat("ip link del br", tag_, " 2>/dev/null").c_str());
+  }
+  static std::string RouterHost() { return "10.213.9.1"; }
+  static std::string Host(int i) { return absl::StrCat("10.213.9.", 10 + i); }
+  std::string Name(int i) const { return absl::StrCat(tag_, "p", i / 3, "s", i % 3); }
+  // Cuts (or restores) what (replica, from) sends to (replica, from + 1).
+  bool Cut(int replica, int from, bool cut) const {
+    return Run(absl::StrCat("ip netns exec ", Name(replica * 3 + from), " ip route ", cut ? "add" : "del",
+                            " blackhole ", Host(replica * 3 + from + 1), "/32"));
+  }
+  std::vector<std::string> Flags() const {
+    std::vector<std::string> hosts, names;
+    for (int i = 0; i < kPlaces; ++i) {
+      hosts.push_back(Host(i));
+      names.push_back(Name(i));
+    }
+    return {"--router-host", RouterHost(), "--worker-hosts", absl::StrJoin(hosts, ","), "--worker-netns",
+            absl::StrJoin(names, ",")};
+  }
+
+ private:
+  static bool Run(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()) == 0; }
+  std::string tag_;
+};
+
+// The link between two stages of one replica cut for 10 s (a blackhole
+// route in the sending stage's namespace: every process still answers its
+// heartbeats): the watchdog takes the replica down, its requests continue
+// on the other replica with the undisturbed tokens, and once the link is
+// back the replica serves again.
+TEST_F(FaultSuiteTest, ACutLinkBetweenStagesIsNoticedAndHeals) {
+  Namespaces ns;
+  std::string why;
+  if (!ns.Make(&why)) GTEST_SKIP() << why;
+  Cluster c;
+  ASSERT_NO_FATAL_FAILURE(c.Start(model_, ns.Flags(), Namespaces::RouterHost()));
+  Row r = Trial(
+      c, "link stage 1 -> 2 cut 10 s (p0)", "p0", [&] { ASSERT_TRUE(ns.Cut(0, 1, true)); },
+      [&] {
+        std::this_thread::sleep_for(std::chrono::seconds(10));
+        ASSERT_TRUE(ns.Cut(0, 1, false));
+      });
+  EXPECT_GE(r.detect_s, 0) << r.trial << ": never marked down";
+  EXPECT_LT(r.detect_s, 3.0) << r.trial;
+  EXPECT_EQ(r.hung, 0);
+  EXPECT_EQ(r.failed, 0);
+  EXPECT_EQ(r.different, 0);
+  EXPECT_EQ(r.identical, r.requests);
+  EXPECT_TRUE(c.WaitUp({"p0", "p1"}, std::chrono::seconds(60))) << "the replica did not come back with its link";
   Print(rows_);
   c.Stop();
 }
