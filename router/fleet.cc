@@ -84,6 +84,8 @@ const char* DownCauseLabel(DownCause cause) {
       return "step_timeout";
     case DownCause::kStepFailed:
       return "step_failed";
+    case DownCause::kDrainingStage:
+      return "draining_stage";
   }
   return "step_failed";
 }
@@ -253,6 +255,7 @@ void Fleet::Beat() {
     if (mit == pit->second.members.end() || mit->second.registration.epoch() != targets[i].epoch) continue;
     Member& m = mit->second;
     m.gone_probes = probed[i] == Probe::kGone ? m.gone_probes + 1 : 0;
+    m.draining = probed[i] == Probe::kDraining;
     if (probed[i] == Probe::kAlive) m.last_ok = now;
   }
   for (auto& [name, p] : replicas_) {
@@ -262,7 +265,12 @@ void Fleet::Beat() {
     for (const auto& [key, m] : p.members) {
       std::string why;
       DownCause cause = DownCause::kDeadStage;
-      if (m.gone_probes >= options_.gone_after_probes) {
+      if (m.draining) {
+        // Its requests move now rather than after down_after of silence
+        // (a draining worker takes no new steps).
+        cause = DownCause::kDrainingStage;
+        why = absl::StrCat("stage ", key.first, " rank ", key.second, " is draining");
+      } else if (m.gone_probes >= options_.gone_after_probes) {
         why = absl::StrCat("stage ", key.first, " rank ", key.second, " is gone (no process answers at ",
                            m.registration.control_address(), ")");
       } else if (now - m.last_ok > options_.down_after) {
@@ -291,7 +299,7 @@ std::vector<PipelinePlan> Fleet::TakeReadyToWarm() {
     if (now - p.last_warm_up < std::min(wait, std::max(options_.heartbeat, options_.max_warm_up_backoff))) continue;
     bool healthy = true;
     for (const auto& [key, m] : p.members) {
-      healthy = healthy && now - m.last_ok <= options_.down_after && m.gone_probes == 0;
+      healthy = healthy && now - m.last_ok <= options_.down_after && m.gone_probes == 0 && !m.draining;
     }
     if (!healthy) continue;
     PipelinePlan plan;

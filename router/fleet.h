@@ -41,6 +41,7 @@ enum class DownCause {
   kHungStage,       // a member has not answered heartbeats for down_after
   kStepTimeout,     // a step got no result in time (the driver's watchdog)
   kStepFailed,      // a step failed: a stage reported an error, a send failed
+  kDrainingStage,   // a member is draining (its SIGTERM): down at the next heartbeat
 };
 const char* DownCauseLabel(DownCause cause);
 
@@ -134,6 +135,7 @@ class Fleet {
     model::StagePlace place;
     Clock::time_point last_ok;
     int gone_probes = 0;  // consecutive heartbeats that found no process
+    bool draining = false;  // the last heartbeat found it draining
   };
   struct Replica {
     std::string name;

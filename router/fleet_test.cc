@@ -23,9 +23,10 @@ class FakeControl : public WorkerControl {
     probes += 1;
     std::vector<Probe> alive;
     for (const ProbeTarget& t : targets) {
-      alive.push_back(gone.count(t.control_address)     ? Probe::kGone
-                      : silent.count(t.control_address) ? Probe::kSilent
-                                                        : Probe::kAlive);
+      alive.push_back(gone.count(t.control_address)       ? Probe::kGone
+                      : silent.count(t.control_address)   ? Probe::kSilent
+                      : draining.count(t.control_address) ? Probe::kDraining
+                                                          : Probe::kAlive);
     }
     return alive;
   }
@@ -40,6 +41,7 @@ class FakeControl : public WorkerControl {
   std::mutex mu;
   std::set<std::string> silent;
   std::set<std::string> gone;
+  std::set<std::string> draining;
   int probes = 0;
   std::vector<std::pair<size_t, uint64_t>> aborts;
 };
@@ -323,6 +325,38 @@ TEST(FleetTest, FailedWarmUpsBackOff) {
   fleet.MarkDown("p0", "step 3 got no result");
   std::this_thread::sleep_for(milliseconds(25));
   EXPECT_EQ(fleet.TakeReadyToWarm().size(), 1u) << "a replica that was up waits one heartbeat again";
+}
+
+// A member that answers DRAINING (its worker got SIGTERM) takes its replica
+// down at the next heartbeat, with the cause its requests' moves are
+// counted under, and the replica is not warmed up again while it drains.
+TEST(FleetTest, ADrainingMemberTakesItsReplicaDownAtTheNextHeartbeat) {
+  FleetOptions o;
+  o.heartbeat = milliseconds(10);
+  o.down_after = milliseconds(100000);
+  FakeControl control;
+  Fleet fleet(o, &control, nullptr);
+  RegisterPipeline(fleet, "p0");
+  for (const auto& plan : fleet.TakeReadyToWarm()) fleet.MarkUp(plan.name);
+  {
+    std::lock_guard<std::mutex> lock(control.mu);
+    control.draining.insert("127.0.0.1:101");
+  }
+  fleet.Beat();
+  EXPECT_EQ(fleet.state("p0"), PipelineState::kDown);
+  auto events = fleet.TakeDownEvents();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].cause, DownCause::kDrainingStage);
+  EXPECT_STREQ(DownCauseLabel(events[0].cause), "draining_stage");
+  EXPECT_NE(events[0].why.find("stage 1 rank 0 is draining"), std::string::npos) << events[0].why;
+  std::this_thread::sleep_for(milliseconds(15));
+  EXPECT_TRUE(fleet.TakeReadyToWarm().empty()) << "warmed up while a member drains";
+  {
+    std::lock_guard<std::mutex> lock(control.mu);
+    control.draining.clear();  // it restarted and serves again
+  }
+  fleet.Beat();
+  EXPECT_EQ(fleet.TakeReadyToWarm().size(), 1u);
 }
 
 }  // namespace

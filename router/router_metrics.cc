@@ -123,7 +123,7 @@ const std::vector<std::string>& RouterMetrics::Outcomes() {
 // Why a replica went down (router/fleet.h DownCause, DownCauseLabel).
 const std::vector<std::string>& RouterMetrics::MigrationReasons() {
   static const std::vector<std::string>* reasons = new std::vector<std::string>{
-      "dead_stage", "restarted_stage", "hung_stage", "step_timeout", "step_failed"};
+      "dead_stage", "restarted_stage", "hung_stage", "draining_stage", "step_timeout", "step_failed"};
   return *reasons;
 }
 

@@ -51,6 +51,8 @@ class GrpcWorkerControl : public WorkerControl {
           alive[i] = Probe::kGone;  // a restarted worker answers at that address
         } else if (c.response.state() == v1::HealthResponse::SERVING) {
           alive[i] = Probe::kAlive;
+        } else if (c.response.state() == v1::HealthResponse::DRAINING) {
+          alive[i] = Probe::kDraining;
         }
       } else if (c.status.error_code() == grpc::StatusCode::UNAVAILABLE) {
         alive[i] = Probe::kGone;  // connection refused or reset: no process there

@@ -21,6 +21,7 @@ namespace strata::router {
 enum class Probe {
   kAlive,        // answered SERVING with its epoch
   kSilent,       // no answer within the deadline (hung, or busy), or not serving
+  kDraining,     // answered DRAINING with its epoch: it finishes what it has and takes no more
   kGone,         // its address refuses connections, or another process (epoch) answers there
 };
 
