@@ -243,7 +243,9 @@ PipelineDriver::ResultOutcome PipelineDriver::OnResult(const transport::StepResu
       *why = absl::StrCat("warm-up step failed: ", r.error);
       return ResultOutcome::kMustGoDown;
     }
-    scheduler_ = std::make_unique<Scheduler>(plan_.num_blocks, plan_.block_size, options_.scheduler);
+    SchedulerOptions so = options_.scheduler;
+    so.micro_batches = std::max<int32_t>(1, plan_.num_stages);  // a step per stage in flight
+    scheduler_ = std::make_unique<Scheduler>(plan_.num_blocks, plan_.block_size, so);
     recorded_queries_ = recorded_hits_ = recorded_evictions_ = 0;
     std::cerr << "strata-router: pipeline " << name_ << " is up (" << plan_.num_blocks << " KV blocks of "
               << plan_.block_size << " tokens)" << std::endl;

@@ -96,14 +96,15 @@ TEST_F(PipelineDriverTest, RunsSequencesWithUpToSStepsInFlight) {
   driver_->Add(Spec(3), &a);
   driver_->Add(Spec(2), &b);
   EXPECT_EQ(driver_->Tick(Clock::now()), std::nullopt);
-  // Both sequences go into the first step (one sequence is in one step at
-  // a time), so one step is in flight.
-  EXPECT_EQ(driver_->in_flight(), 1u);
+  // Two stages: two micro-batches in flight, each with its share.
+  EXPECT_EQ(driver_->in_flight(), 2u);
   std::string why;
-  for (int i = 0; i < 3; ++i) {
+  for (int i = 0; i < 20 && driver_->in_flight() > 0; ++i) {
     StepPlan p = NextPlan();
+    EXPECT_EQ(p.sequences.size(), 1u) << "step " << i;
     EXPECT_EQ(driver_->OnResult(Answer(p), Clock::now(), &why), PipelineDriver::ResultOutcome::kApplied);
     EXPECT_EQ(driver_->Tick(Clock::now()), std::nullopt);
+    EXPECT_LE(driver_->in_flight(), 2u);
   }
   RequestStream::Event ea = a.Next(milliseconds(10)), eb = b.Next(milliseconds(10));
   EXPECT_TRUE(ea.finished && eb.finished);

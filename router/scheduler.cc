@@ -135,6 +135,23 @@ std::optional<transport::StepPlan> Scheduler::NextStep(uint64_t step_id) {
   transport::StepPlan plan;
   plan.step_id = step_id;
   int64_t budget = options_.max_tokens_per_step;
+  int64_t max_decodes = options_.max_seqs_per_step, decodes = 0;
+  if (options_.micro_batches > 1) {
+    int64_t active = 0, pending = 0;
+    for (const auto& [id, q] : seqs_) {
+      if (q->cancelled) continue;
+      ++active;
+      pending += q->in_flight_step != 0 ? q->in_flight_tokens : static_cast<int64_t>(q->tokens.size()) - q->computed;
+    }
+    // Decoding sequences are shared by count; prompt chunks fill the rest
+    // of the step's token share, so steps balance in rows.
+    const int64_t share = (active + options_.micro_batches - 1) / options_.micro_batches;
+    max_decodes = std::max<int64_t>(share, 1);
+    // Prompt tokens are shared the same way, so a burst of prompts fills
+    // every stage too (never below one block's worth of chunk).
+    const int64_t token_share = (pending + options_.micro_batches - 1) / options_.micro_batches;
+    budget = std::min(budget, std::max(token_share, blocks_.block_size()));
+  }
   std::vector<uint64_t> members;
   // Once this step preempted, it admits nobody (as vLLM's scheduler): the
   // pool is overcommitted, and a sequence admitted now, or a victim taken
@@ -147,7 +164,12 @@ std::optional<transport::StepPlan> Scheduler::NextStep(uint64_t step_id) {
     if (admitting) TakeCachedPrefix(s);
     const int64_t remaining = static_cast<int64_t>(s->tokens.size()) - s->computed;
     if (remaining <= 0) continue;
+    const bool decode = !admitting && remaining == 1;
+    if (decode && decodes >= max_decodes) continue;
     const int64_t num = std::min(remaining, budget);
+    // With micro-batches, a prompt starts in a step with room for at least
+    // a block of it (else in the next step, which another stage runs).
+    if (admitting && options_.micro_batches > 1 && num < std::min(remaining, blocks_.block_size())) break;
     bool grown = blocks_.Grow(&s->table, s->computed + num);
     if (!grown && s->running) {
       // Out of blocks: preempt (by recompute) until this one fits or is
@@ -194,6 +216,7 @@ std::optional<transport::StepPlan> Scheduler::NextStep(uint64_t step_id) {
                           s->tokens.begin() + s->computed + num);
     s->in_flight_step = step_id;
     s->in_flight_tokens = static_cast<int32_t>(num);
+    decodes += decode ? 1 : 0;
     members.push_back(s->id);
     budget -= num;
   }

@@ -5,7 +5,9 @@
 // BlockManager, and when they run out the lowest-priority, latest sequence
 // is preempted by recompute (its blocks freed, its tokens kept, prefilled
 // again later: nothing is lost or repeated). A sequence is in at most one
-// step in flight, so up to S steps can be in flight for S stages.
+// step in flight, so up to S steps can be in flight for S stages; with
+// micro_batches = S each takes its share of the active sequences, so the S
+// steps are of balanced size (SchedulerOptions::micro_batches).
 //
 // Prefix caching: once a step's result says a full block's KV is computed,
 // the block is published under the hash of its tokens chained to the blocks
@@ -72,6 +74,12 @@ struct SequenceSpec {
 struct SchedulerOptions {
   int64_t max_tokens_per_step = 256;  // the chunked-prefill budget
   int64_t max_seqs_per_step = 64;
+  // Micro-batches: with S stages, each step takes at most ceil(active / S)
+  // sequences (active: every sequence running or waiting) and its share of
+  // the prompt tokens pending, so S steps of balanced size are in flight,
+  // one per stage, instead of one step with every sequence and S - 1
+  // stages idle. 1: a step takes all it can.
+  int64_t micro_batches = 1;
   int64_t context_length = 131072;
   bool prefix_caching = true;
   std::string model;  // where block hash chains start (RootHash)

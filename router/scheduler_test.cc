@@ -295,3 +295,102 @@ TEST(SchedulerTest, TakeAllHandsOverWhatEachSequenceHas) {
 }
 
 }  // namespace strata::router
+
+namespace strata::router {
+namespace {
+
+// Micro-batches (issue 21): with S stages each step takes its share of the
+// active sequences, so the S steps in flight balance; every sequence gets
+// the tokens it gets with one micro-batch, in order.
+TEST(SchedulerTest, MicroBatchesBalanceAndGiveTheTokensOfOne) {
+  struct Case {
+    const char* what;
+    int sequences;
+    int prompt;  // tokens
+    int stages;
+  };
+  const std::vector<Case> cases = {
+      {"16 decoding over 2 stages", 16, 4, 2},
+      {"17 over 2 (odd)", 17, 3, 2},
+      {"9 over 3", 9, 5, 3},
+      {"5 over 4", 5, 2, 4},
+      {"3 over 4 (fewer than stages)", 3, 2, 4},
+      {"64 long prompts over 2 (chunks shared too)", 64, 40, 2},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    std::map<int, std::vector<std::vector<int32_t>>> tokens;  // by micro-batch count
+    for (int mb : {1, c.stages}) {
+      SchedulerOptions o;
+      o.micro_batches = mb;
+      o.max_tokens_per_step = 256;
+      Scheduler sched(4096, 4, o);
+      std::vector<Collect> sinks(c.sequences);
+      for (int i = 0; i < c.sequences; ++i) {
+        SequenceSpec spec;
+        for (int t = 0; t < c.prompt; ++t) spec.prompt.push_back((i * 7 + t * 3) % kVocab);
+        spec.max_tokens = 6;
+        sched.Add(spec, &sinks[i]);
+      }
+      FakePipeline pipe;
+      std::vector<transport::StepPlan> in_flight;
+      std::vector<int> formed_with;  // active sequences when each step in flight was made
+      uint64_t step = 0;
+      for (int guard = 0; guard < 100000 && !sched.empty(); ++guard) {
+        while (static_cast<int>(in_flight.size()) < c.stages) {
+          int active = 0;
+          for (const Collect& k : sinks) active += k.done ? 0 : 1;
+          auto plan = sched.NextStep(++step);
+          if (!plan) break;
+          formed_with.push_back(active);
+          if (mb > 1) {
+            // Decode rows in a step: at most the share of the sequences active.
+            int decodes = 0;
+            for (const auto& s : plan->sequences) decodes += s.num_tokens == 1 && s.cached_tokens > 0 ? 1 : 0;
+            EXPECT_LE(decodes, (active + mb - 1) / mb) << "step " << plan->step_id;
+            // Sequences of a step in arrival order (running decodes first).
+            for (size_t k = 1; k < plan->sequences.size(); ++k) {
+              const auto& a = plan->sequences[k - 1];
+              const auto& b = plan->sequences[k];
+              const bool ad = a.num_tokens == 1 && a.cached_tokens > 0, bd = b.num_tokens == 1 && b.cached_tokens > 0;
+              if (ad == bd) EXPECT_LT(a.seq_id, b.seq_id);
+            }
+          }
+          in_flight.push_back(*plan);
+        }
+        ASSERT_FALSE(in_flight.empty());
+        if (mb > 1 && static_cast<int>(in_flight.size()) == c.stages &&
+            std::count(formed_with.begin(), formed_with.end(), formed_with[0]) == c.stages &&
+            formed_with[0] >= c.stages) {
+          // A full pipeline of steps made from the same active set: sizes
+          // differ by at most one sequence while everyone decodes.
+          bool all_decode = true;
+          size_t lo = SIZE_MAX, hi = 0;
+          for (const auto& p : in_flight) {
+            for (const auto& s : p.sequences) all_decode = all_decode && s.num_tokens == 1 && s.cached_tokens > 0;
+            lo = std::min(lo, p.sequences.size());
+            hi = std::max(hi, p.sequences.size());
+          }
+          if (all_decode) EXPECT_LE(hi - lo, 1u) << "steps of " << lo << " and " << hi << " sequences";
+        }
+        sched.OnResult(pipe.Run(in_flight.front()));
+        in_flight.erase(in_flight.begin());
+        formed_with.erase(formed_with.begin());
+      }
+      ASSERT_TRUE(sched.empty());
+      for (const Collect& k : sinks) {
+        EXPECT_EQ(k.reason, Finish::kLength);
+        tokens[mb].push_back(k.tokens);
+      }
+    }
+    EXPECT_EQ(tokens[1], tokens[c.stages]) << "micro-batches changed the tokens";
+    for (int i = 0; i < c.sequences; ++i) {
+      std::vector<int32_t> prompt;
+      for (int t = 0; t < c.prompt; ++t) prompt.push_back((i * 7 + t * 3) % kVocab);
+      EXPECT_EQ(tokens[c.stages][i], Expected(prompt, 6)) << "sequence " << i;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace strata::router
