@@ -18,13 +18,12 @@
 // Every call ends OK or RESOURCE_EXHAUSTED; the router's counts by outcome
 // equal the client's; nothing is held after; no process dies.
 // It prints one table row per phase; docs/reliability.md records them.
-#include <signal.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <mutex>
 #include <random>
 
+#include "model/config.h"
 #include "model/file_system.h"
 #include "model/make_model.h"
 #include "tests/cluster/suite_cluster.h"

@@ -25,14 +25,12 @@
 //  - no process died (strata up runs with --restart-workers=false, so a
 //    crash is not hidden by a restart).
 // It prints one table row for the run; docs/reliability.md records them.
-#include <signal.h>
-#include <unistd.h>
 
-#include <atomic>
 #include <cstdio>
 #include <mutex>
 #include <random>
 
+#include "model/config.h"
 #include "model/file_system.h"
 #include "model/make_model.h"
 #include "tests/cluster/suite_cluster.h"
