@@ -135,6 +135,11 @@ absl::StatusOr<std::unique_ptr<HttpGateway>> HttpGateway::Start(const HttpGatewa
   const int threads = o.threads;
   g->server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   g->server_->set_payload_max_length(o.max_body_bytes);
+  // SO_REUSEADDR without httplib's SO_REUSEPORT: a taken port fails to bind.
+  g->server_->set_socket_options([](int sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   g->Routes();
   g->port_ = o.port == 0 ? g->server_->bind_to_any_port(o.host) : (g->server_->bind_to_port(o.host, o.port) ? o.port : -1);
   if (g->port_ <= 0) return absl::UnavailableError(absl::StrCat("the HTTP API cannot listen on ", o.host, ":", o.port));

@@ -103,6 +103,9 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
       r->public_tls_.get(), r->public_tls_ && !r->public_tls_->ca_pem.empty() ? base::ClientCerts::kOptional
                                                                              : base::ClientCerts::kNone);
   if (options.auth_health) public_creds->SetAuthMetadataProcessor(std::make_shared<BearerCheck>(r->auth_.get()));
+  // No SO_REUSEPORT (gRPC's default): a second router on a taken port
+  // fails to listen instead of sharing the clients.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(absl::StrCat(options.host, ":", options.port), public_creds, &r->port_);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
@@ -112,6 +115,7 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOp
     return absl::UnavailableError(absl::StrCat("the router cannot listen on ", options.host, ":", options.port));
   }
   grpc::ServerBuilder fleet;
+  fleet.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   fleet.AddListeningPort(absl::StrCat(options.host, ":", options.fleet_port),
                          base::ServerCredentials(r->control_tls_.get(), base::ClientCerts::kRequired),
                          &r->fleet_port_);

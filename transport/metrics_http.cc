@@ -35,6 +35,11 @@ absl::Status MetricsHttpServer::Start(const std::string& host, int port) {
   server_->set_write_timeout(kWriteTimeout);
   server_->set_keep_alive_timeout(kKeepAlive.count());
   server_->set_keep_alive_max_count(kKeepAliveRequests);
+  // SO_REUSEADDR without httplib's SO_REUSEPORT: a taken port fails to bind.
+  server_->set_socket_options([](int sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   port_ = port == 0 ? server_->bind_to_any_port(host) : (server_->bind_to_port(host, port) ? port : -1);
   if (port_ <= 0) {
     port_ = -1;

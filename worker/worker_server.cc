@@ -80,6 +80,7 @@ absl::Status ServeHealth(WorkerServer::Parts& s) {
   if (o.health_port < 0) return absl::OkStatus();
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a taken port fails, never shared
   builder.AddListeningPort(absl::StrCat(o.host, ":", o.health_port), grpc::InsecureServerCredentials(),
                            &s.health_port);
   builder.SetMaxReceiveMessageSize(4 << 10);
@@ -182,6 +183,7 @@ absl::Status StartServing(WorkerServer::Parts& s) {
     });
   }
   grpc::ServerBuilder builder;
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a taken port fails, never shared
   auto creds = base::ServerCredentials(s.control_tls.get(), base::ClientCerts::kRequired);
   if (s.control_tls) creds->SetAuthMetadataProcessor(std::make_shared<base::PeerNameCheck>(o.router_name));
   builder.AddListeningPort(absl::StrCat(o.host, ":", o.control_port), creds, &s.control_port);

@@ -2,6 +2,7 @@
 # strata up's supervision (issue 14):
 # - a port it needs that another strata up holds (gRPC, HTTP, metrics) makes
 #   it fail at once, naming the port, instead of serving beside the other;
+#   a router started by hand on such a port cannot listen (no SO_REUSEPORT);
 # - a worker killed with SIGKILL is restarted and its pipeline serves again;
 #   --restart-workers=false leaves it down;
 # - SIGTERM while the cluster is still coming up stops it and its children;
@@ -65,6 +66,23 @@ for flag in "--port $(field "$ready" "j['address'].split(':')[1]")" \
   grep -q "port $port" "$work/second.log" || { cat "$work/second.log"; fail "the error does not name port $port"; }
   ! grep -q serving "$work/second.log" || { cat "$work/second.log"; fail "a second strata up with $flag serves"; }
   ok "a second strata up with $flag fails at once, naming the port: $(tail -1 "$work/second.log")"
+done
+# A router started by hand on a port the first cluster's router holds fails
+# to listen (no SO_REUSEPORT: before, gRPC and httplib both set it, so the
+# second router shared the port and took half the clients).
+for flag in "--port $(field "$ready" "j['address'].split(':')[1]")" \
+            "--http-port $(field "$ready" "j['http_address'].split(':')[1]")" \
+            "--metrics-port $(field "$ready" "j['metrics_address'].split(':')[1]")"; do
+  port=${flag#* }
+  set +e
+  # shellcheck disable=SC2086
+  timeout 30 "$bin/router/strata-router" --model-name model --fleet-port 0 $flag >"$work/router2.log" 2>&1
+  rc=$?
+  set -e
+  [[ $rc -ne 0 && $rc -ne 124 ]] || { cat "$work/router2.log"; fail "a second router with $flag: status $rc"; }
+  grep -q "listen on 127.0.0.1:$port" "$work/router2.log" ||
+    { cat "$work/router2.log"; fail "the second router's error does not name 127.0.0.1:$port"; }
+  ok "a second strata-router with $flag cannot listen: $(grep "listen on" "$work/router2.log" | tail -1)"
 done
 generate "$address" >/dev/null || fail "the first cluster stopped serving"
 
