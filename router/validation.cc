@@ -1,6 +1,7 @@
 #include "router/validation.h"
 
 #include <cmath>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "model/tokenizer.h"
@@ -117,7 +118,11 @@ absl::StatusOr<SequenceSpec> ValidateGenerate(const v1::GenerateRequest& r, cons
   spec.sampling.temperature = sp.greedy() ? 0.0f : sp.temperature();
   spec.sampling.top_k = sp.top_k();
   spec.sampling.top_p = sp.top_p() == 0.0f ? 1.0f : sp.top_p();  // unset
-  spec.sampling.seed = sp.seed();
+  // Without a seed, sampling is random (as OpenAI's is): a seed drawn here
+  // and kept with the request, so a migrated request still continues with
+  // the tokens it would have had.
+  spec.sampling.seed = sp.has_seed() ? sp.seed()
+                                     : (static_cast<uint64_t>(std::random_device()()) << 32) ^ std::random_device()();
   spec.stop_ids.assign(stop.stop_token_ids().begin(), stop.stop_token_ids().end());
   if (!stop.ignore_eos()) {
     for (int64_t e : l.eos_ids) spec.stop_ids.push_back(static_cast<int32_t>(e));

@@ -38,7 +38,7 @@ v1::GenerateRequest RequestFrom(const base::ParsedFlags& f) {
   req.mutable_sampling()->set_temperature(static_cast<float>(f.Double("temperature")));
   req.mutable_sampling()->set_top_k(static_cast<int32_t>(f.Int("top-k")));
   req.mutable_sampling()->set_top_p(static_cast<float>(f.Double("top-p")));
-  req.mutable_sampling()->set_seed(static_cast<uint64_t>(f.Int("seed")));
+  if (f.IsSet("seed")) req.mutable_sampling()->set_seed(static_cast<uint64_t>(f.Int("seed")));
   req.mutable_stop()->set_max_tokens(static_cast<int32_t>(f.Int("max-tokens")));
   req.mutable_stop()->set_ignore_eos(f.Bool("ignore-eos"));
   req.set_logprobs(static_cast<int32_t>(f.Int("logprobs")));
@@ -121,7 +121,7 @@ const base::FlagTable& GenerateFlags() {
          base::DoubleFlag("temperature", 0, "sampling temperature (0: greedy)"),
          IntFlag("top-k", 0, 0, 1 << 20, "sample among the k likeliest (0: all)"),
          base::DoubleFlag("top-p", 1, "sample within this probability mass"),
-         IntFlag("seed", 0, 0, INT64_MAX, "the sampler's seed"),
+         IntFlag("seed", 0, 0, INT64_MAX, "the sampler's seed (unset: the router draws one)"),
          BoolFlag("ignore-eos", false, "generate --max-tokens even past EOS"),
          IntFlag("logprobs", -1, -1, 20, "log-probabilities of this many alternatives (-1: none)"),
          IntFlag("priority", 0, INT32_MIN, INT32_MAX, "higher is scheduled first"),
