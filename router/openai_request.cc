@@ -1,5 +1,4 @@
 // Parsing half of router/openai_api.h: JSON bodies into GenerateRequests.
-#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "router/openai_api.h"
@@ -139,9 +138,9 @@ absl::Status ReadSampling(const json& body, v1::GenerateRequest* g) {
   sp->set_temperature(static_cast<float>(temperature));
   sp->set_top_p(static_cast<float>(top_p));
   sp->set_top_k(top_k < 0 ? 0 : static_cast<int32_t>(top_k));  // vLLM's -1: off
-  // Without a seed, sampling is random as OpenAI's is.
-  sp->set_seed(has_seed ? static_cast<uint64_t>(seed) : (static_cast<uint64_t>(std::random_device()()) << 32) ^
-                                                            std::random_device()());
+  // Without a seed, sampling is random as OpenAI's is: validation draws one
+  // for a request that has none (router/validation.cc).
+  if (has_seed) sp->set_seed(static_cast<uint64_t>(seed));
   return absl::OkStatus();
 }
 

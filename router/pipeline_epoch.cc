@@ -27,6 +27,12 @@ uint64_t NextPipelineEpoch() {
   return next;
 }
 
-uint64_t PipelineEpochFloor() { return std::max(last_epoch.load() + 1, NowMicros()); }
+// Reserved once: every epoch made after it is above it, whatever the clock
+// does later, and a worker that registers again with this router keeps
+// accepting the epoch in use.
+uint64_t PipelineEpochFloor() {
+  static const uint64_t floor = NextPipelineEpoch();
+  return floor;
+}
 
 }  // namespace strata::router

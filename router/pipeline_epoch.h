@@ -16,8 +16,9 @@ namespace strata::router {
 
 // A new epoch, above every one made before in this process. Thread-safe.
 uint64_t NextPipelineEpoch();
-// At most every epoch NextPipelineEpoch makes from now on (what a worker
-// registering now is told). Thread-safe.
+// Below every epoch this router process brings up (what registering
+// workers are told): reserved at the first call, so the same for the
+// process's life. Thread-safe.
 uint64_t PipelineEpochFloor();
 
 }  // namespace strata::router

@@ -137,20 +137,20 @@ std::optional<transport::StepPlan> Scheduler::NextStep(uint64_t step_id) {
   int64_t budget = options_.max_tokens_per_step;
   int64_t max_decodes = options_.max_seqs_per_step, decodes = 0;
   if (options_.micro_batches > 1) {
-    int64_t active = 0, pending = 0;
+    const int64_t mb = options_.micro_batches;
+    int64_t active = 0, prompt_pending = 0;
     for (const auto& [id, q] : seqs_) {
       if (q->cancelled) continue;
       ++active;
-      pending += q->in_flight_step != 0 ? q->in_flight_tokens : static_cast<int64_t>(q->tokens.size()) - q->computed;
+      const int64_t remaining = static_cast<int64_t>(q->tokens.size()) - q->computed;
+      if (q->in_flight_step == 0 && !(q->running && remaining == 1)) prompt_pending += remaining;
     }
-    // Decoding sequences are shared by count; prompt chunks fill the rest
-    // of the step's token share, so steps balance in rows.
-    const int64_t share = (active + options_.micro_batches - 1) / options_.micro_batches;
-    max_decodes = std::max<int64_t>(share, 1);
-    // Prompt tokens are shared the same way, so a burst of prompts fills
-    // every stage too (never below one block's worth of chunk).
-    const int64_t token_share = (pending + options_.micro_batches - 1) / options_.micro_batches;
-    budget = std::min(budget, std::max(token_share, blocks_.block_size()));
+    // Decoding sequences are shared by count, and the prompt tokens waiting
+    // by tokens (never less than a block's worth), so the steps balance in
+    // rows and a prompt always finds room beside the decodes.
+    max_decodes = std::max<int64_t>((active + mb - 1) / mb, 1);
+    const int64_t prompt_share = std::max((prompt_pending + mb - 1) / mb, blocks_.block_size());
+    budget = std::min(budget, max_decodes + prompt_share);
   }
   std::vector<uint64_t> members;
   // Once this step preempted, it admits nobody (as vLLM's scheduler): the

@@ -392,5 +392,52 @@ TEST(SchedulerTest, MicroBatchesBalanceAndGiveTheTokensOfOne) {
   }
 }
 
+// A prompt that arrives while many sequences decode starts within the next
+// S steps (its share of the step's tokens is never below a block).
+TEST(SchedulerTest, APromptArrivingAmongDecodesStartsAtOnceWithMicroBatches) {
+  SchedulerOptions o;
+  o.micro_batches = 2;
+  Scheduler sched(4096, 16, o);
+  std::vector<Collect> decoding(30);
+  for (int i = 0; i < 30; ++i) {
+    SequenceSpec spec;
+    spec.prompt = {static_cast<int32_t>(i + 1), 2, 3};
+    spec.max_tokens = 1000;
+    sched.Add(spec, &decoding[i]);
+  }
+  FakePipeline pipe;
+  uint64_t step = 0;
+  std::vector<transport::StepPlan> in_flight;
+  auto run_one = [&] {
+    sched.OnResult(pipe.Run(in_flight.front()));
+    in_flight.erase(in_flight.begin());
+  };
+  for (int i = 0; i < 20; ++i) {  // every sequence past its prompt, decoding
+    while (in_flight.size() < 2) {
+      auto p = sched.NextStep(++step);
+      if (!p) break;
+      in_flight.push_back(*p);
+    }
+    run_one();
+  }
+  Collect late;
+  SequenceSpec spec;
+  spec.prompt = {9, 8, 7, 6, 5, 4, 3, 2, 1, 9};  // 10 tokens, under a block
+  spec.max_tokens = 2;
+  const uint64_t id = sched.Add(spec, &late);
+  bool started = false;
+  for (int i = 0; i < 2 && !started; ++i) {
+    while (in_flight.size() < 2) {
+      auto p = sched.NextStep(++step);
+      if (!p) break;
+      for (const auto& s : p->sequences) started = started || s.seq_id == id;
+      in_flight.push_back(*p);
+    }
+    run_one();
+  }
+  EXPECT_TRUE(started) << "the prompt waited behind the decodes";
+  sched.FailAll(Finish::kCancelled, "test over");
+}
+
 }  // namespace
 }  // namespace strata::router

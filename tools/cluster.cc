@@ -285,10 +285,11 @@ ReplicaPorts PickPorts(const Layout& l) {
   return p;
 }
 
-// Every port a child will listen on, checked before any child starts: a
-// gRPC or HTTP server binds a port another one holds without an error
-// (SO_REUSEPORT), and the two would split the clients between them. A port
-// the user named is a flag error; one picked here and taken since is not.
+// Every port a child will listen on, checked before any child starts, so a
+// taken one fails at once with the flag that named it, before any child
+// runs (the children's own servers refuse a taken port too: none binds
+// with SO_REUSEPORT). A port the user named is a flag error; one picked
+// here and taken since is not.
 absl::Status CheckPorts(const base::ParsedFlags& f, const Layout& l, int router_port,
                         const std::vector<ReplicaPorts>& replicas) {
   struct Use {

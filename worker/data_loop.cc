@@ -103,7 +103,9 @@ bool DataLoop::InEpoch(const transport::Message& m) {
   // An epoch adopted since the latest registration orders the others; one
   // from before it (an earlier router's) orders nothing.
   const bool ordered = in_epoch_ && epoch_registration_ == registrations;
-  if (!stale && ordered && e == epoch_) return true;
+  // The epoch in force goes on across a registration (every rank of the
+  // stage must re-form at the same step, and only a new epoch says when).
+  if (!stale && in_epoch_ && e == epoch_) return true;
   stale = stale || (ordered && e < epoch_);
   if (stale) {
     metrics_->steps_aborted->Increment();

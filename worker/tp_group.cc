@@ -27,11 +27,13 @@ absl::Status TimedCommunicator::Call(F&& f) {
   const auto start = Clock::now();
   absl::Status s = f();
   seconds_ += std::chrono::duration<double>(Clock::now() - start).count();
-  if (!s.ok()) {
-    failure_ = absl::Status(s.code(), absl::StrCat("the tensor-parallel group failed earlier in this epoch: ",
-                                                   s.message()));
-  }
-  return s;
+  if (s.ok()) return s;
+  // UNAVAILABLE whatever the communicator said (NCCL says INTERNAL): the
+  // group is broken until the next epoch, so the router must take the
+  // pipeline down and bring it up again, not fail step after step.
+  failure_ = absl::UnavailableError(absl::StrCat("the tensor-parallel group failed earlier in this epoch: ",
+                                                 s.message()));
+  return absl::UnavailableError(s.message());
 }
 
 absl::Status TimedCommunicator::AllReduceSum(float* data, int64_t n) {
