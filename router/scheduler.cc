@@ -169,7 +169,13 @@ std::optional<transport::StepPlan> Scheduler::NextStep(uint64_t step_id) {
     const int64_t num = std::min(remaining, budget);
     // With micro-batches, a prompt starts in a step with room for at least
     // a block of it (else in the next step, which another stage runs).
-    if (admitting && options_.micro_batches > 1 && num < std::min(remaining, blocks_.block_size())) break;
+    if (admitting && options_.micro_batches > 1 && num < std::min(remaining, blocks_.block_size())) {
+      // Waits for the next step holding nothing, as an admission that does
+      // not fit the pool does (its cached prefix is taken again then).
+      ReleaseBlocks(s);
+      s->computed = 0;
+      break;
+    }
     bool grown = blocks_.Grow(&s->table, s->computed + num);
     if (!grown && s->running) {
       // Out of blocks: preempt (by recompute) until this one fits or is

@@ -439,5 +439,65 @@ TEST(SchedulerTest, APromptArrivingAmongDecodesStartsAtOnceWithMicroBatches) {
   sched.FailAll(Finish::kCancelled, "test over");
 }
 
+// A prompt whose cached prefix was taken but which did not fit this step's
+// tokens waits holding nothing, and takes the prefix again in a later step
+// (it kept the blocks before, and taking them again aborted the router).
+// Results here are token 7 for every sampling row: the test is about blocks.
+TEST(SchedulerTest, APromptDeferredAfterTakingItsCachedPrefixTakesItAgainLater) {
+  SchedulerOptions o;
+  o.micro_batches = 2;
+  Scheduler sched(4096, 4, o);
+  uint64_t step = 0;
+  std::vector<transport::StepPlan> in_flight;
+  int32_t y2_cached = -1;
+  uint64_t y2_id = 0;
+  auto run = [&] {
+    for (int guard = 0; guard < 1000 && !sched.empty(); ++guard) {
+      while (in_flight.size() < 2) {
+        auto p = sched.NextStep(++step);
+        if (!p) break;
+        for (const auto& q : p->sequences) {
+          if (q.seq_id == y2_id && y2_cached < 0) y2_cached = q.cached_tokens;
+        }
+        in_flight.push_back(*p);
+      }
+      ASSERT_FALSE(in_flight.empty());
+      transport::StepResult r;
+      r.step_id = in_flight.front().step_id;
+      for (const auto& q : in_flight.front().sequences) {
+        transport::SequenceResult sr;
+        sr.seq_id = q.seq_id;
+        sr.token = q.sample ? 7 : -1;
+        r.sequences.push_back(sr);
+      }
+      in_flight.erase(in_flight.begin());
+      sched.OnResult(r);
+    }
+  };
+  Collect first;
+  SequenceSpec x;
+  x.prompt = {1, 2, 3, 4, 5, 6, 7, 8};
+  x.max_tokens = 1;
+  sched.Add(x, &first);
+  run();  // publishes the two blocks of [1..8]
+  Collect a, b;
+  SequenceSpec y1;
+  for (int t = 0; t < 14; ++t) y1.prompt.push_back(100 + t);
+  y1.max_tokens = 3;
+  SequenceSpec y2;
+  y2.prompt = {1, 2, 3, 4, 5, 6, 7, 8, 20, 21, 22, 23, 24, 25};  // 8 cached, 6 to compute
+  y2.max_tokens = 3;
+  sched.Add(y1, &a);
+  y2_id = sched.Add(y2, &b);
+  // The first step's budget (1 decode + 14 prompt tokens) goes to y1's 14,
+  // leaving 1 token: y2 takes its cached prefix, does not fit, and waits.
+  run();
+  EXPECT_EQ(a.reason, Finish::kLength);
+  EXPECT_EQ(b.reason, Finish::kLength);
+  EXPECT_EQ(b.tokens.size(), 3u);
+  EXPECT_EQ(y2_cached, 8) << "y2 started after its cached prefix";
+  EXPECT_EQ(sched.blocks().free_blocks(), 4096) << "every block back in the pool";
+}
+
 }  // namespace
 }  // namespace strata::router

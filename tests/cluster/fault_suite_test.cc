@@ -64,8 +64,10 @@ class Cluster {
   void Start(const std::string& model, const std::vector<std::string>& flags = {},
              const std::string& router_host = "127.0.0.1") {
     router_host_ = router_host;
-    dir_ = absl::StrCat(TempDir(), "/faults_", getpid());
+    static int clusters = 0;  // a cluster of its own per test: no earlier ready file is read
+    dir_ = absl::StrCat(TempDir(), "/faults_", getpid(), "_", clusters++);
     ready_ = dir_ + ".ready";
+    std::remove(ready_.c_str());
     metrics_port_ = base::PickFreePort();
     base::ProcessOptions o;
     o.argv = {BinDir() + "/tools/strata", "up", "--model", model, "--bin-dir", BinDir(), "--log-dir", dir_,
