@@ -8,12 +8,9 @@
 // and a restarted rank (either one: rank 0 also serves the store) rejoins
 // at the next epoch; a step of an older epoch is stale; a worker that
 // registers takes no step before its answer nor one below its floor.
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <cstring>
 
+#include "base/net.h"
 #include "gtest/gtest.h"
 #include "kernels/reference/reference_backend.h"
 #include "model/checkpoint.h"
@@ -28,18 +25,6 @@ namespace {
 
 using std::chrono::milliseconds;
 using transport::LoopbackNetwork;
-
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 // One rank: backend, group, executor, KV pool, runner, loop and endpoint.
 struct Rank {
@@ -67,7 +52,7 @@ class TpDataLoopTest : public ::testing::Test {
     ASSERT_TRUE(model::WriteRandomModel(&fs_, "m", o).ok());
     ckpt_ = std::move(*model::Checkpoint::Open(&fs_, "m"));
     router_ = net_.Listen();
-    store_ = absl::StrCat("127.0.0.1:", FreePort());
+    store_ = absl::StrCat("127.0.0.1:", base::PickFreePort());
   }
 
   // Rank `rank` of a one-stage pipeline of `tp` ranks.

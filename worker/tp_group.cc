@@ -50,9 +50,9 @@ absl::Status TimedCommunicator::Synchronize() {
 
 absl::StatusOr<std::unique_ptr<TpGroup>> TpGroup::Create(const model::StagePlace& place, kernels::Backend* backend,
                                                          const TpGroupOptions& o) {
-  std::unique_ptr<TpGroup> g(new TpGroup(place, backend, o));
-  if (place.tp_size() == 1) return g;
+  if (place.tp_size() == 1) return std::unique_ptr<TpGroup>(new TpGroup(place, backend, o, {}));
   STRATA_ASSIGN_OR_RETURN(transport::HostPort store, transport::ParseHostPort(o.store, "--tp-store"));
+  std::unique_ptr<TpGroup> g(new TpGroup(place, backend, o, store));
   if (place.is_stage_leader()) {
     STRATA_ASSIGN_OR_RETURN(g->store_server_, TcpStoreServer::Start(store.host, store.port, o.tls));
   }
@@ -74,10 +74,10 @@ absl::Status TpGroup::Form(uint64_t epoch) {
 }
 
 absl::StatusOr<std::unique_ptr<Communicator>> TpGroup::Meet(uint64_t epoch) {
-  STRATA_ASSIGN_OR_RETURN(transport::HostPort store, transport::ParseHostPort(options_.store, "--tp-store"));
   // A fresh connection each epoch: rank 0 (and its store) may have restarted.
   store_.reset();
-  STRATA_ASSIGN_OR_RETURN(store_, TcpStoreClient::Connect(store.host, store.port, options_.timeout, options_.tls));
+  STRATA_ASSIGN_OR_RETURN(store_, TcpStoreClient::Connect(store_address_.host, store_address_.port, options_.timeout,
+                                                          options_.tls));
   const std::string group = absl::StrCat(options_.pipeline, "/stage", place_.stage(), "/epoch", epoch);
   if (void* stream = backend_->NativeStream()) {
     // A device backend: NCCL on its stream, the unique id through the store.

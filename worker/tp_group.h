@@ -27,6 +27,7 @@
 #include "kernels/backend.h"
 #include "model/stage_place.h"
 #include "worker/communicator.h"
+#include "transport/address.h"
 #include "worker/tcp_store.h"
 
 namespace strata::worker {
@@ -87,13 +88,15 @@ class TpGroup {
   int size() const { return place_.tp_size(); }
 
  private:
-  TpGroup(const model::StagePlace& place, kernels::Backend* backend, const TpGroupOptions& options)
-      : place_(place), backend_(backend), options_(options) {}
+  TpGroup(const model::StagePlace& place, kernels::Backend* backend, const TpGroupOptions& options,
+          transport::HostPort store)
+      : place_(place), backend_(backend), options_(options), store_address_(std::move(store)) {}
   absl::StatusOr<std::unique_ptr<Communicator>> Meet(uint64_t epoch);
 
   const model::StagePlace place_;
   kernels::Backend* backend_;
   const TpGroupOptions options_;
+  const transport::HostPort store_address_;  // options_.store, parsed once
   std::unique_ptr<TcpStoreServer> store_server_;
   std::unique_ptr<TcpStoreClient> store_;  // this epoch's connection to the store
   std::unique_ptr<TimedCommunicator> comm_;
