@@ -167,6 +167,14 @@ absl::Status Fleet::Register(const v1::RegisterRequest& r) {
     SetState(&p, PipelineState::kDown, why);
     down_events_.push_back({p.name, why, DownCause::kRestartedStage});
   }
+  if (existing == p.members.end() || existing->second.registration.epoch() != r.epoch()) {
+    // A new process at that address: probes must not wait out the reconnect
+    // backoff of the channel to the one before it.
+    if (existing != p.members.end() && existing->second.registration.control_address() != r.control_address()) {
+      control_->Forget(existing->second.registration.control_address());
+    }
+    control_->Forget(r.control_address());
+  }
   p.members.insert_or_assign(key, Member{r, *place, Clock::now()});
   std::cerr << "strata-router: registered " << p.name << " " << place->Describe() << ", " << r.kv_num_blocks()
             << " KV blocks, data " << r.data_address() << std::endl;

@@ -38,7 +38,12 @@ class FakeControl : public WorkerControl {
                              std::chrono::milliseconds) override {
     return absl::OkStatus();  // the fleet never keys; the dispatcher does
   }
+  void Forget(const std::string& address) override {
+    std::lock_guard<std::mutex> lock(mu);
+    forgotten.push_back(address);
+  }
   std::mutex mu;
+  std::vector<std::string> forgotten;
   std::set<std::string> silent;
   std::set<std::string> gone;
   std::set<std::string> draining;
@@ -223,14 +228,20 @@ TEST(FleetTest, ARestartedMemberTakesItsReplicaDown) {
   v1::RegisterRequest again = Worker(1, 2, 0, 1, 4, 8);
   again.set_control_address("127.0.0.1:101");
   again.set_epoch(8);
+  control.forgotten.clear();
   ASSERT_TRUE(fleet.Register(again).ok());
   EXPECT_EQ(fleet.state("p0"), PipelineState::kDown);
   auto events = fleet.TakeDownEvents();
   ASSERT_EQ(events.size(), 1u);
   EXPECT_NE(events[0].why.find("restarted (new epoch)"), std::string::npos);
+  // The channel to the old process at that address is dropped, so no
+  // heartbeat waits out a dead connection's reconnect backoff.
+  EXPECT_EQ(control.forgotten, std::vector<std::string>{"127.0.0.1:101"});
   // The same epoch again (a retried registration) changes nothing.
+  control.forgotten.clear();
   ASSERT_TRUE(fleet.Register(again).ok());
   EXPECT_TRUE(fleet.TakeDownEvents().empty());
+  EXPECT_TRUE(control.forgotten.empty());
 }
 
 TEST(FleetTest, HeartbeatThreadProbesWithoutAThreadPerWorker) {

@@ -130,16 +130,34 @@ class GrpcWorkerControl : public WorkerControl {
     return first;
   }
 
-  v1::Worker::Stub* Stub(const std::string& address) {
+  void Forget(const std::string& address) override {
+    std::shared_ptr<v1::Worker::Stub> old;  // released outside the lock; calls in flight keep their channel
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = stubs_.find(address);
+    if (it == stubs_.end()) return;
+    old = std::move(it->second);
+    stubs_.erase(it);
+  }
+
+  std::shared_ptr<v1::Worker::Stub> Stub(const std::string& address) {
     std::lock_guard<std::mutex> lock(mu_);
     auto& stub = stubs_[address];
-    if (!stub) stub = v1::Worker::NewStub(grpc::CreateChannel(address, credentials_));
-    return stub.get();
+    if (!stub) {
+      // Heartbeats must see a worker that came back at once: gRPC's default
+      // reconnect backoff (1 s, growing to 120 s) fails calls fast while it
+      // waits, which a probe would read as "no process there".
+      grpc::ChannelArguments args;
+      args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+      args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+      args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+      stub = v1::Worker::NewStub(grpc::CreateCustomChannel(address, credentials_, args));
+    }
+    return stub;
   }
 
   std::shared_ptr<grpc::ChannelCredentials> credentials_;
   std::mutex mu_;
-  std::map<std::string, std::unique_ptr<v1::Worker::Stub>> stubs_;
+  std::map<std::string, std::shared_ptr<v1::Worker::Stub>> stubs_;
   grpc::CompletionQueue abort_cq_;
   std::thread abort_thread_;
 };

@@ -45,6 +45,11 @@ class WorkerControl {
   // (Worker.SetDataKey, at once, within `timeout`); the first failure, or OK.
   virtual absl::Status SetDataKeyAll(const std::vector<std::string>& control_addresses, uint64_t key_id,
                                      const std::string& key, std::chrono::milliseconds timeout) = 0;
+  // The process at `control_address` changed (a worker registered there
+  // anew): drop what is kept for the old one (its channel, in reconnect
+  // backoff since the old process died), so the next call connects afresh.
+  // Thread-safe; no network I/O.
+  virtual void Forget(const std::string& control_address) { (void)control_address; }
 };
 
 // Over gRPC, one channel per address, kept; with `credentials` (the

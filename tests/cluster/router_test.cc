@@ -462,12 +462,17 @@ TEST_F(RouterTest, AKilledWorkerComesBackOverSharedMemory) {
   auto deadline = Clock::now() + std::chrono::seconds(5);
   while (c.Healthy() && Clock::now() < deadline) std::this_thread::sleep_for(milliseconds(20));
   EXPECT_FALSE(c.Healthy());
+  // Long enough dead that the router's channel to it is deep in gRPC's
+  // reconnect backoff (1 s growing to 120 s by default), where every call
+  // fails at once: the heartbeats must still see the restarted worker.
+  std::this_thread::sleep_for(std::chrono::seconds(6));
   base::Process restarted = SpawnLogged(victim["argv"].get<std::vector<std::string>>(),
                                         victim["log"].get<std::string>() + ".restart",
                                         {{"UCX_TLS", c.info()["ucx_tls"].get<std::string>()}});
   const auto until = Clock::now() + std::chrono::seconds(30);
   while (!c.Healthy() && Clock::now() < until) std::this_thread::sleep_for(milliseconds(100));
   ASSERT_TRUE(c.Healthy()) << "the pipeline did not come back over shared memory";
+  std::this_thread::sleep_for(milliseconds(600));  // three heartbeats: it stays up
   Outcome after = Call(c.stub(), Request(Prompt(5, 1), 6));
   EXPECT_TRUE(after.status.ok()) << after.status.error_message();
   EXPECT_EQ(after.tokens, Alone(Prompt(5, 1), 6));
