@@ -13,6 +13,21 @@ std::pair<int64_t, int64_t> StagePlace::EvenSplit(int64_t num_layers, int32_t st
   return {num_layers * stage / num_stages, num_layers * (stage + 1) / num_stages};
 }
 
+std::vector<int64_t> StagePlace::BalancedSplit(int64_t num_layers, int32_t num_stages, double layer_cost,
+                                               double last_extra) {
+  std::vector<int64_t> n(static_cast<size_t>(num_stages), 1);
+  auto cost = [&](int32_t s, int64_t layers) { return layers * layer_cost + (s + 1 == num_stages ? last_extra : 0); };
+  // Identical layers, each to the stage cheapest with it: the smallest maximum.
+  for (int64_t left = num_layers - num_stages; left > 0; --left) {
+    int32_t best = 0;
+    for (int32_t s = 1; s < num_stages; ++s) {
+      if (cost(s, n[s] + 1) < cost(best, n[best] + 1)) best = s;
+    }
+    ++n[best];
+  }
+  return n;
+}
+
 absl::StatusOr<StagePlace> StagePlace::Create(int32_t stage, int32_t num_stages, int32_t tp_rank, int32_t tp_size,
                                               int64_t num_layers, int64_t first_layer, int64_t last_layer) {
   if (num_stages < 1 || num_stages > kMaxStages) {

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -30,6 +31,13 @@ class StagePlace {
 
   // Layers [first, last) of stage `stage` when `num_layers` split evenly.
   static std::pair<int64_t, int64_t> EvenSplit(int64_t num_layers, int32_t stage, int32_t num_stages);
+  // Layer counts per stage (each at least one) that make the costliest
+  // stage as cheap as it can be when every layer costs `layer_cost` and the
+  // last stage also carries `last_extra` (the lm_head): a pipeline runs at
+  // its slowest stage's pace. Ties go to the earlier stage. Needs
+  // 1 <= num_stages <= num_layers.
+  static std::vector<int64_t> BalancedSplit(int64_t num_layers, int32_t num_stages, double layer_cost,
+                                            double last_extra);
 
   int32_t stage() const { return stage_; }
   int32_t num_stages() const { return num_stages_; }

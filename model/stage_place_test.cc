@@ -27,6 +27,31 @@ TEST(StagePlaceTest, EvenSplitCoversEveryLayerOnce) {
   }
 }
 
+TEST(StagePlaceTest, BalancedSplitEvensOutTheCostliestStage) {
+  // No extra cost: as even as the count allows, the earlier stages first.
+  EXPECT_EQ(StagePlace::BalancedSplit(16, 2, 1, 0), (std::vector<int64_t>{8, 8}));
+  EXPECT_EQ(StagePlace::BalancedSplit(7, 3, 1, 0), (std::vector<int64_t>{3, 2, 2}));
+  EXPECT_EQ(StagePlace::BalancedSplit(5, 1, 1, 100), (std::vector<int64_t>{5}));
+  EXPECT_EQ(StagePlace::BalancedSplit(4, 4, 1, 100), (std::vector<int64_t>{1, 1, 1, 1}));
+  // Llama 3.2 1B: 60.8M parameters a layer, a 262.7M lm_head on the last
+  // stage. 10 + 6 costs at most 627.5M against 748.1M for 8 + 8.
+  EXPECT_EQ(StagePlace::BalancedSplit(16, 2, 60.8e6, 262.7e6), (std::vector<int64_t>{10, 6}));
+  EXPECT_EQ(StagePlace::BalancedSplit(16, 4, 60.8e6, 262.7e6), (std::vector<int64_t>{5, 5, 5, 1}));
+  // Whatever the costs, every stage has a layer and the counts cover the model.
+  for (double extra : {0.0, 1.0, 3.5, 1e9}) {
+    for (int32_t stages = 1; stages <= 9; ++stages) {
+      const std::vector<int64_t> n = StagePlace::BalancedSplit(9, stages, 1, extra);
+      ASSERT_EQ(n.size(), static_cast<size_t>(stages));
+      int64_t total = 0;
+      for (int64_t k : n) {
+        EXPECT_GE(k, 1);
+        total += k;
+      }
+      EXPECT_EQ(total, 9);
+    }
+  }
+}
+
 TEST(StagePlaceTest, RanksAndLeaders) {
   auto p = StagePlace::Create(1, 2, 3, 4, 8);
   ASSERT_TRUE(p.ok());

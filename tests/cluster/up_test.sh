@@ -48,9 +48,22 @@ generate() { "$strata" generate --server "$1" --prompt-ids 1,2,3 --max-tokens 4 
 
 "$strata" make-model --out "$work/model" --preset tiny --dtype f32 --seed 1 >/dev/null
 
+# 0. --layers that do not cover the model are refused before anything starts.
+set +e
+"$strata" up --model "$work/model" --bin-dir "$bin" --stages 2 --layers 1,1 --log-dir "$work/layers.logs" \
+  >"$work/layers.log" 2>&1
+rc=$?
+set -e
+[[ $rc -ne 0 ]] && grep -q -- "--layers: 2 counts adding up to 2" "$work/layers.log" ||
+  fail "--layers 1,1 for 4 layers: rc $rc, $(cat "$work/layers.log")"
+ok "--layers 1,1 for a 4-layer model is refused: $(tail -1 "$work/layers.log")"
+
 # 1. Ports another strata up holds.
 start_up first --stages 2 --http-port 0 --metrics-port 0
 ready=$work/first.ready
+# The tiny model's lm_head is light: the balanced split is the even one.
+[[ "$(field "$ready" "' '.join(a for w in j['workers'] for a in w['argv'] if a.startswith('--layers='))")" == \
+   "--layers=0:2 --layers=2:4" ]] || fail "the workers' layers: $(cat "$ready")"
 address=$(field "$ready" "j['address']")
 for flag in "--port $(field "$ready" "j['address'].split(':')[1]")" \
             "--http-port $(field "$ready" "j['http_address'].split(':')[1]")" \
