@@ -8,8 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v ucx_perftest >/dev/null || { echo "ucx_perftest missing: run tools/setup.sh (package ucx-utils)" >&2; exit 1; }
 bazel build -c opt //transport:transport_bench 2>/dev/null
-bench=bazel-bin/transport/transport_bench
-sizes=(16384 65536 262144 1048576 4194304)
+bench=${BENCH:-bazel-bin/transport/transport_bench}  # BENCH=path: another build of it
+read -ra sizes <<<"${SIZES:-16384 65536 262144 1048576 4194304}"  # SIZES="8192 65536" to choose
 modes=("$@")
 [ ${#modes[@]} -gt 0 ] || modes=(shm tcp)
 

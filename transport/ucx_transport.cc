@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <ucp/api/ucp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -146,6 +148,19 @@ struct UcxTransport::Impl {
   std::mutex cmd_mu;
   std::deque<std::function<void()>> commands;
 
+  // Who drives the UCX worker (runs the commands, progresses it, sleeps on
+  // its event fd): the progress thread, or else a thread waiting in
+  // Receive or for a send, which then sleeps on the event fd itself, so
+  // what it waits for wakes the thread that waits (one wake-up, not two);
+  // the progress thread waits meanwhile. Sends start on the caller's thread.
+  // worker_mu serializes every call into UCX (UCS_THREAD_MODE_SERIALIZED)
+  // and is never held while sleeping.
+  std::mutex worker_mu;
+  std::mutex park_mu;
+  std::condition_variable park_cv;
+  bool caller_driving = false;               // under park_mu
+  std::atomic<bool> progress_sleeping{false};  // the progress thread is in poll
+
   std::mutex rx_mu;
   std::condition_variable rx_cv;
   std::deque<Message> rx;
@@ -166,7 +181,36 @@ struct UcxTransport::Impl {
       std::lock_guard<std::mutex> lock(cmd_mu);
       commands.push_back(std::move(fn));
     }
-    ucp_worker_signal(worker);
+    ucp_worker_signal(worker);  // wakes whichever thread sleeps on the event fd
+  }
+
+  // One turn of driving: the posted commands, then progress until UCX has
+  // nothing more to do. True when anything happened.
+  bool Turn() {
+    std::deque<std::function<void()>> todo;
+    {
+      std::lock_guard<std::mutex> lock(cmd_mu);
+      todo.swap(commands);
+    }
+    std::lock_guard<std::mutex> lock(worker_mu);
+    for (auto& fn : todo) fn();
+    bool worked = !todo.empty();
+    while (ucp_worker_progress(worker) != 0) worked = true;
+    return worked;
+  }
+
+  // Arms the event fd and sleeps on it for at most `timeout_ms`; returns at
+  // once when UCX has events pending (or a command was posted: Post
+  // signals the worker, and arming sees the signal).
+  void Sleep(int timeout_ms, std::atomic<bool>* sleeping) {
+    {
+      std::lock_guard<std::mutex> lock(worker_mu);
+      if (ucp_worker_arm(worker) == UCS_ERR_BUSY) return;
+    }
+    if (sleeping != nullptr) sleeping->store(true);
+    pollfd pfd{efd, POLLIN, 0};
+    ::poll(&pfd, 1, timeout_ms);
+    if (sleeping != nullptr) sleeping->store(false);
   }
 
   void Deliver(Message m) {
@@ -265,27 +309,61 @@ struct UcxTransport::Impl {
     }
   }
 
-  void Loop() {
+  // Drives the worker on the calling thread until `done()` or `deadline`,
+  // unless another caller drives already (then false, at once). The
+  // progress thread waits meanwhile, so what this caller waits for (a
+  // message, a send's completion) wakes this very thread.
+  bool DriveUntil(Clock::time_point deadline, const std::function<bool()>& done) {
+    {
+      std::lock_guard<std::mutex> lock(park_mu);
+      if (caller_driving) return false;
+      caller_driving = true;
+    }
+    if (progress_sleeping) ucp_worker_signal(worker);  // it leaves its sleep and waits
     auto last_active = Clock::now();
-    while (!stop) {
-      std::deque<std::function<void()>> todo;
-      {
-        std::lock_guard<std::mutex> lock(cmd_mu);
-        todo.swap(commands);
-      }
-      for (auto& fn : todo) fn();
-      bool worked = !todo.empty();
-      while (ucp_worker_progress(worker) != 0) worked = true;
+    while (!done()) {
       const auto now = Clock::now();
-      if (worked) {
+      if (now >= deadline) break;
+      if (Turn()) {
         last_active = now;
         continue;
       }
       if (now - last_active < options.spin) continue;
-      const ucs_status_t armed = ucp_worker_arm(worker);
-      if (armed == UCS_ERR_BUSY) continue;
-      pollfd pfd{efd, POLLIN, 0};
-      ::poll(&pfd, 1, 100);
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count();
+      Sleep(static_cast<int>(std::clamp<int64_t>(left + 1, 1, 100)), nullptr);
+    }
+    {
+      std::lock_guard<std::mutex> lock(park_mu);
+      caller_driving = false;
+    }
+    park_cv.notify_one();
+    return true;
+  }
+
+  // The progress thread: drives the worker while no caller does (so a
+  // rendezvous transfer goes on while this process computes).
+  void Loop() {
+    auto last_active = Clock::now();
+    while (!stop) {
+      {
+        std::unique_lock<std::mutex> lock(park_mu);
+        if (caller_driving) {
+          park_cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return !caller_driving || stop; });
+          last_active = Clock::now() - options.spin;  // the caller's activity, not ours: no spin
+          continue;
+        }
+      }
+      const auto now = Clock::now();
+      if (Turn()) {
+        last_active = now;
+        continue;
+      }
+      if (now - last_active < options.spin) continue;
+      {
+        std::lock_guard<std::mutex> lock(park_mu);
+        if (caller_driving) continue;  // it sleeps on the event fd instead of us
+      }
+      Sleep(100, &progress_sleeping);
     }
   }
 
@@ -317,6 +395,7 @@ struct UcxTransport::Impl {
     if (thread.joinable()) {
       stop = true;
       ucp_worker_signal(worker);
+      park_cv.notify_all();
       thread.join();
     }
     if (worker != nullptr) {
@@ -331,7 +410,7 @@ struct UcxTransport::Impl {
     context = nullptr;
   }
 
-  // Runs on the progress thread: starts the send and arranges completion.
+  // With worker_mu held: starts the send and arranges completion.
   void StartSend(ucp_ep_h ep, std::shared_ptr<Completion> c, const void* header, size_t header_len,
                  const void* buffer, size_t count, bool iov) {
     ucp_request_param_t p;
@@ -363,7 +442,13 @@ struct UcxTransport::Impl {
 
   absl::Status WaitSend(int peer_id, Peer* peer, const std::shared_ptr<Completion>& c,
                         std::chrono::milliseconds timeout) {
-    if (!c->Wait(Clock::now() + timeout)) {
+    const auto deadline = Clock::now() + timeout;
+    auto done = [&c] {
+      std::lock_guard<std::mutex> lock(c->mu);
+      return c->done;
+    };
+    if (!DriveUntil(deadline, done)) c->Wait(deadline);
+    if (!done()) {
       // A stuck peer: close the endpoint, which fails the request, so the
       // caller's buffers are released before we return.
       Post([this, peer] {
@@ -426,7 +511,7 @@ absl::StatusOr<std::unique_ptr<UcxTransport>> UcxTransport::Create(const UcxOpti
   ucp_worker_params_t wp;
   std::memset(&wp, 0, sizeof(wp));
   wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-  wp.thread_mode = UCS_THREAD_MODE_SINGLE;  // only the progress thread touches it (signal is thread-safe)
+  wp.thread_mode = UCS_THREAD_MODE_SERIALIZED;  // one thread at a time, under Impl::worker_mu (signal is thread-safe)
   st = ucp_worker_create(impl->context, &wp, &impl->worker);
   if (st != UCS_OK) return absl::InternalError(absl::StrCat("ucp_worker_create: ", ucs_status_string(st)));
   st = ucp_worker_get_efd(impl->worker, &impl->efd);
@@ -621,19 +706,21 @@ absl::StatusOr<std::unique_ptr<PendingSend>> UcxTransport::SendAsync(int peer_id
     // close the endpoint so UCX lets go of the caller's buffers.
     (void)impl->WaitSend(peer_id, peer, c, std::chrono::milliseconds(2000));
   };
-  impl_->Post([impl, peer, c] {
+  {
+    // On the caller's thread: an eager send completes here, with no
+    // hand-off to the progress thread.
+    std::lock_guard<std::mutex> lock(impl_->worker_mu);
     if (peer->ep == nullptr || peer->failed) {
       c->Finish(UCS_ERR_CONNECTION_RESET);
-      return;
-    }
-    if (c->iov.empty()) {  // UCX asserts on an empty IOV: send a contiguous empty buffer
+    } else if (c->iov.empty()) {  // UCX asserts on an empty IOV: send a contiguous empty buffer
       impl->StartSend(peer->ep, c, &c->header, sizeof(WireHeader), nullptr, 0, false);
     } else if (c->iov.size() == 1) {  // contiguous: UCX's fastest protocols
       impl->StartSend(peer->ep, c, &c->header, sizeof(WireHeader), c->iov[0].buffer, c->iov[0].length, false);
     } else {
       impl->StartSend(peer->ep, c, &c->header, sizeof(WireHeader), c->iov.data(), c->iov.size(), true);
     }
-  });
+  }
+  if (!pending->Done()) ucp_worker_signal(impl_->worker);  // the driver progresses it from here
   return std::unique_ptr<PendingSend>(std::move(pending));
 }
 
@@ -698,23 +785,42 @@ std::string UcxTransport::DescribePeer(int peer_id) {
 }
 
 void UcxTransport::Interrupt() {
-  std::lock_guard<std::mutex> lock(impl_->rx_mu);
-  impl_->interrupts += 1;
-  impl_->rx_cv.notify_all();
+  {
+    std::lock_guard<std::mutex> lock(impl_->rx_mu);
+    impl_->interrupts += 1;
+    impl_->rx_cv.notify_all();
+  }
+  ucp_worker_signal(impl_->worker);  // a receiver driving the worker may sleep on its event fd
 }
 
 absl::StatusOr<Message> UcxTransport::Receive(std::chrono::milliseconds timeout) {
-  std::unique_lock<std::mutex> lock(impl_->rx_mu);
-  if (!impl_->rx_cv.wait_for(lock, timeout, [&] { return !impl_->rx.empty() || impl_->interrupts > 0; })) {
-    return absl::DeadlineExceededError(absl::StrCat("no data-plane message within ", timeout.count(), " ms"));
+  Impl* impl = impl_.get();
+  const auto deadline = Clock::now() + timeout;
+  // What is queued already, or an interrupt; nullopt when there is neither.
+  auto take = [impl]() -> std::optional<absl::StatusOr<Message>> {
+    std::lock_guard<std::mutex> lock(impl->rx_mu);
+    if (!impl->rx.empty()) {
+      Message m = std::move(impl->rx.front());
+      impl->rx.pop_front();
+      return absl::StatusOr<Message>(std::move(m));
+    }
+    if (impl->interrupts > 0) {
+      impl->interrupts -= 1;
+      return absl::StatusOr<Message>(absl::CancelledError("interrupted"));
+    }
+    return std::nullopt;
+  };
+  if (auto got = take()) return std::move(*got);
+  std::optional<absl::StatusOr<Message>> got;
+  if (!impl->DriveUntil(deadline, [&] { return (got = take()).has_value(); })) {
+    // Another thread drives: wait for what it queues.
+    std::unique_lock<std::mutex> lock(impl->rx_mu);
+    impl->rx_cv.wait_until(lock, deadline, [&] { return !impl->rx.empty() || impl->interrupts > 0; });
+    lock.unlock();
+    got = take();
   }
-  if (impl_->rx.empty()) {
-    impl_->interrupts -= 1;
-    return absl::CancelledError("interrupted");
-  }
-  Message m = std::move(impl_->rx.front());
-  impl_->rx.pop_front();
-  return m;
+  if (got) return std::move(*got);
+  return absl::DeadlineExceededError(absl::StrCat("no data-plane message within ", timeout.count(), " ms"));
 }
 
 TransportStats UcxTransport::stats() const {

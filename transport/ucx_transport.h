@@ -1,9 +1,12 @@
-// The data plane over UCX active messages (ucp). One progress thread owns
-// the UCX worker: it accepts connections on the listener, receives messages
-// (eager ones copied once out of UCX's buffer, rendezvous ones received
-// straight into the message's own buffer), and runs the sends that other
-// threads post to it. Idle, it sleeps on the worker's event fd, so an idle
-// process uses no CPU. Transports are UCX's choice (UCX_TLS): shared memory
+// The data plane over UCX active messages (ucp). A progress thread drives
+// the UCX worker whenever no caller does: it accepts connections, receives
+// messages (eager ones copied once out of UCX's buffer, rendezvous ones
+// received straight into the message's own buffer) and moves rendezvous
+// transfers on while this process computes. A thread waiting in Receive,
+// or for a send, drives the worker itself meanwhile (the progress thread
+// waits), and sends start on the caller's thread, so a small message
+// crosses no thread hand-off on either side. Idle, whoever drives sleeps
+// on the worker's event fd, so an idle process uses no CPU. Transports are UCX's choice (UCX_TLS): shared memory
 // and TCP on one host, TCP or RDMA across hosts, with no code change.
 #ifndef STRATA_TRANSPORT_UCX_TRANSPORT_H_
 #define STRATA_TRANSPORT_UCX_TRANSPORT_H_
@@ -20,7 +23,7 @@ namespace strata::transport {
 struct UcxOptions {
   HostPort listen;  // port 0 picks a free port
   // Spin this long after activity before sleeping on the event fd (latency
-  // against CPU use).
+  // against CPU use); a driving caller spins as long after it begins to wait.
   std::chrono::microseconds spin{50};
   // UCX peer-failure handling (UCP_ERR_HANDLING_MODE_PEER): a dead peer
   // fails sends at once, with keepalive. UCX 1.13 cannot use its shared

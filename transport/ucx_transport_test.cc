@@ -14,9 +14,11 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <future>
 #include <numeric>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "base/local_pki.h"
 #include "gtest/gtest.h"
@@ -92,6 +94,70 @@ TEST_P(UcxTransportTest, MessagesArriveWholeAndInOrder) {
   bad.type = static_cast<uint16_t>(MessageType::kStepResult);
   bad.payload_bytes = 10;
   EXPECT_FALSE(a->Send(*peer, bad, {{plan_bytes.data(), 3}}, milliseconds(1000)).ok());
+}
+
+// A thread waiting in Receive drives the UCX worker itself (the progress
+// thread waits meanwhile): other threads' connects and rendezvous-sized
+// sends on that transport still complete, a second receiver gets what the
+// first does not take, and Interrupt wakes the driving receiver at once.
+TEST_P(UcxTransportTest, AReceiverDrivingTheWorkerStallsNoOtherThread) {
+  auto a = Make(), b = Make();
+  ASSERT_TRUE(a && b);
+  auto reply = std::async(std::launch::async, [&] { return a->Receive(milliseconds(20000)); });
+  std::this_thread::sleep_for(milliseconds(50));  // it is waiting (driving) now
+  auto to_b = a->Connect(*ParseHostPort(b->address(), "b"));
+  ASSERT_TRUE(to_b.ok()) << to_b.status();
+  StepPlan plan;
+  plan.sequences.resize(1);
+  plan.sequences[0].num_tokens = 1;
+  plan.token_ids = {5};
+  const std::string plan_bytes = EncodePlan(plan);
+  std::vector<uint8_t> big(8 << 20, 7);
+  WireHeader h;
+  h.type = static_cast<uint16_t>(MessageType::kActivations);
+  h.step_id = 1;
+  h.plan_bytes = static_cast<uint32_t>(plan_bytes.size());
+  h.payload_bytes = big.size();
+  ASSERT_TRUE(
+      a->Send(*to_b, h, {{plan_bytes.data(), plan_bytes.size()}, {big.data(), big.size()}}, milliseconds(10000))
+          .ok());
+  auto got = b->Receive(milliseconds(10000));
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->data.size(), plan_bytes.size() + big.size());
+  EXPECT_EQ(got->data.back(), 7);
+  auto to_a = b->Connect(*ParseHostPort(a->address(), "a"));
+  ASSERT_TRUE(to_a.ok()) << to_a.status();
+  WireHeader r;
+  r.type = static_cast<uint16_t>(MessageType::kStepResult);
+  r.step_id = 2;
+  ASSERT_TRUE(b->Send(*to_a, r, {}, milliseconds(5000)).ok());
+  auto m = reply.get();
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->header.step_id, 2u);
+
+  // Two receivers at once: one drives, the other waits for what it queues.
+  auto first = std::async(std::launch::async, [&] { return a->Receive(milliseconds(10000)); });
+  auto second = std::async(std::launch::async, [&] { return a->Receive(milliseconds(10000)); });
+  std::this_thread::sleep_for(milliseconds(50));
+  for (uint64_t id : {3u, 4u}) {
+    r.step_id = id;
+    ASSERT_TRUE(b->Send(*to_a, r, {}, milliseconds(5000)).ok());
+  }
+  auto m1 = first.get(), m2 = second.get();
+  ASSERT_TRUE(m1.ok() && m2.ok()) << m1.status() << " " << m2.status();
+  EXPECT_EQ(std::set<uint64_t>({m1->header.step_id, m2->header.step_id}), std::set<uint64_t>({3, 4}));
+
+  // Interrupt wakes a receiver asleep on the worker's event fd.
+  const auto start = std::chrono::steady_clock::now();
+  auto waiting = std::async(std::launch::async, [&] { return a->Receive(milliseconds(20000)); });
+  std::this_thread::sleep_for(milliseconds(100));
+  a->Interrupt();
+  auto interrupted = waiting.get();
+  EXPECT_EQ(interrupted.status().code(), absl::StatusCode::kCancelled) << interrupted.status();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  // And a quiet receiver times out on time.
+  auto quiet = a->Receive(milliseconds(150));
+  EXPECT_EQ(quiet.status().code(), absl::StatusCode::kDeadlineExceeded) << quiet.status();
 }
 
 TEST_P(UcxTransportTest, MalformedMessagesAreRejectedAndTheReceiverGoesOn) {
