@@ -150,6 +150,9 @@ class GrpcWorkerControl : public WorkerControl {
       args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
       args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
       args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+      // Its own subchannels: a channel made after Forget must not inherit
+      // the old one's connection (and backoff) from gRPC's shared pool.
+      args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
       stub = v1::Worker::NewStub(grpc::CreateCustomChannel(address, credentials_, args));
     }
     return stub;

@@ -159,6 +159,7 @@ struct UcxTransport::Impl {
   std::mutex park_mu;
   std::condition_variable park_cv;
   bool caller_driving = false;               // under park_mu
+  std::atomic<bool> driving{false};          // caller_driving, for Receive's waiters (set under park_mu)
   std::atomic<bool> progress_sleeping{false};  // the progress thread is in poll
 
   std::mutex rx_mu;
@@ -187,12 +188,12 @@ struct UcxTransport::Impl {
   // One turn of driving: the posted commands, then progress until UCX has
   // nothing more to do. True when anything happened.
   bool Turn() {
+    std::lock_guard<std::mutex> lock(worker_mu);  // first: commands run in the order they were posted
     std::deque<std::function<void()>> todo;
     {
-      std::lock_guard<std::mutex> lock(cmd_mu);
+      std::lock_guard<std::mutex> commands_lock(cmd_mu);
       todo.swap(commands);
     }
-    std::lock_guard<std::mutex> lock(worker_mu);
     for (auto& fn : todo) fn();
     bool worked = !todo.empty();
     while (ucp_worker_progress(worker) != 0) worked = true;
@@ -318,6 +319,7 @@ struct UcxTransport::Impl {
       std::lock_guard<std::mutex> lock(park_mu);
       if (caller_driving) return false;
       caller_driving = true;
+      driving = true;
     }
     if (progress_sleeping) ucp_worker_signal(worker);  // it leaves its sleep and waits
     auto last_active = Clock::now();
@@ -335,8 +337,13 @@ struct UcxTransport::Impl {
     {
       std::lock_guard<std::mutex> lock(park_mu);
       caller_driving = false;
+      driving = false;
     }
     park_cv.notify_one();
+    {
+      std::lock_guard<std::mutex> lock(rx_mu);  // a receiver waiting in Receive may drive now
+      rx_cv.notify_all();
+    }
     return true;
   }
 
@@ -797,8 +804,8 @@ absl::StatusOr<Message> UcxTransport::Receive(std::chrono::milliseconds timeout)
   Impl* impl = impl_.get();
   const auto deadline = Clock::now() + timeout;
   // What is queued already, or an interrupt; nullopt when there is neither.
-  auto take = [impl]() -> std::optional<absl::StatusOr<Message>> {
-    std::lock_guard<std::mutex> lock(impl->rx_mu);
+  // With rx_mu held.
+  auto take_locked = [impl]() -> std::optional<absl::StatusOr<Message>> {
     if (!impl->rx.empty()) {
       Message m = std::move(impl->rx.front());
       impl->rx.pop_front();
@@ -810,14 +817,19 @@ absl::StatusOr<Message> UcxTransport::Receive(std::chrono::milliseconds timeout)
     }
     return std::nullopt;
   };
-  if (auto got = take()) return std::move(*got);
-  std::optional<absl::StatusOr<Message>> got;
-  if (!impl->DriveUntil(deadline, [&] { return (got = take()).has_value(); })) {
-    // Another thread drives: wait for what it queues.
+  auto take = [&]() {
+    std::lock_guard<std::mutex> lock(impl->rx_mu);
+    return take_locked();
+  };
+  std::optional<absl::StatusOr<Message>> got = take();
+  while (!got && Clock::now() < deadline) {
+    if (impl->DriveUntil(deadline, [&] { return (got = take()).has_value(); })) break;
+    // Another thread drives: wait for what it queues, or for it to stop
+    // driving (then this thread may drive).
     std::unique_lock<std::mutex> lock(impl->rx_mu);
-    impl->rx_cv.wait_until(lock, deadline, [&] { return !impl->rx.empty() || impl->interrupts > 0; });
-    lock.unlock();
-    got = take();
+    impl->rx_cv.wait_until(lock, deadline,
+                           [&] { return !impl->rx.empty() || impl->interrupts > 0 || !impl->driving; });
+    got = take_locked();
   }
   if (got) return std::move(*got);
   return absl::DeadlineExceededError(absl::StrCat("no data-plane message within ", timeout.count(), " ms"));
