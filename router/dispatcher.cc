@@ -382,10 +382,10 @@ void Dispatcher::Turn(Clock::time_point now) {
   Route(std::move(inbox), std::move(cancels));
   for (auto& [name, d] : drivers_) {
     if (!d->up() && !d->warming()) continue;
-    // The driver says why in words: a step out too long, or a failed send.
+    // A step out too long (DEADLINE_EXCEEDED), or a failed send.
     if (auto why = d->Tick(now)) {
-      TakeDown(d.get(), *why,
-               why->find("got no result") != std::string::npos ? DownCause::kStepTimeout : DownCause::kStepFailed);
+      TakeDown(d.get(), std::string(why->message()),
+               why->code() == absl::StatusCode::kDeadlineExceeded ? DownCause::kStepTimeout : DownCause::kStepFailed);
     }
   }
   RecordResumes();

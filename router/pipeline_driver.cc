@@ -166,11 +166,12 @@ absl::Status PipelineDriver::ReapSends() {
   return failed;
 }
 
-std::optional<std::string> PipelineDriver::Tick(Clock::time_point now) {
+std::optional<absl::Status> PipelineDriver::Tick(Clock::time_point now) {
   AccountInFlight(now);
   for (const auto& [step, out] : in_flight_) {
     if (now - out.sent > options_.step_timeout) {
-      return absl::StrCat("step ", step, " got no result within ", options_.step_timeout.count(), " ms");
+      return absl::DeadlineExceededError(
+          absl::StrCat("step ", step, " got no result within ", options_.step_timeout.count(), " ms"));
     }
   }
   // The watchdog times the oldest step from when it went or the result
@@ -180,8 +181,9 @@ std::optional<std::string> PipelineDriver::Tick(Clock::time_point now) {
     const auto& [step, out] = *in_flight_.begin();
     const std::chrono::milliseconds deadline = watchdog_.Deadline(out.rows);
     if (now - std::max(out.sent, last_result_) > deadline) {
-      return absl::StrCat("step ", step, " (", out.rows, " rows) got no result within ", deadline.count(),
-                          " ms, the watchdog's deadline from the steps before it: the pipeline stopped moving");
+      return absl::DeadlineExceededError(
+          absl::StrCat("step ", step, " (", out.rows, " rows) got no result within ", deadline.count(),
+                       " ms, the watchdog's deadline from the steps before it: the pipeline stopped moving"));
     }
   }
   while (scheduler_ && static_cast<int32_t>(in_flight_.size()) < plan_.num_stages) {
@@ -199,11 +201,11 @@ std::optional<std::string> PipelineDriver::Tick(Clock::time_point now) {
     in_flight_[step] = {now, plan->NumRows()};
     if (metrics_) metrics_->PipelineSteps(name_).Increment();
     if (absl::Status st = SendPlan(*plan); !st.ok()) {
-      return absl::StrCat("sending a step to stage 0 failed: ", st.message());
+      return absl::UnavailableError(absl::StrCat("sending a step to stage 0 failed: ", st.message()));
     }
   }
   if (absl::Status st = ReapSends(); !st.ok()) {
-    return absl::StrCat("sending a step to stage 0 failed: ", st.message());
+    return absl::UnavailableError(absl::StrCat("sending a step to stage 0 failed: ", st.message()));
   }
   return std::nullopt;
 }

@@ -81,10 +81,11 @@ class PipelineDriver {
   // Forgets a finished sequence's stream.
   void Forget(uint64_t seq_id) { streams_.erase(seq_id); }
 
-  // One turn: a step in flight past the timeout, or a failed send, gives
-  // the reason the replica must go down; otherwise steps are scheduled
-  // while fewer than S are in flight.
-  std::optional<std::string> Tick(Clock::time_point now);
+  // One turn: a step in flight past the timeout or the watchdog's deadline
+  // (DEADLINE_EXCEEDED), or a failed send (UNAVAILABLE), is the reason the
+  // replica must go down; otherwise steps are scheduled while fewer than S
+  // are in flight, and the answer is nullopt.
+  std::optional<absl::Status> Tick(Clock::time_point now);
 
   enum class ResultOutcome {
     kNotMine,    // not a step of this replica (another's, or from before it went down)
