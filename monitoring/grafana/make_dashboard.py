@@ -48,6 +48,13 @@ ROWS = [
         ("Mean sequence length (tokens held)", "none", [
             ('pipeline:strata_pipeline_sequence_tokens:mean', "{{pipeline}}")]),
     ]),
+    ("Prefix cache", [
+        ("Prompt tokens found in the prefix cache", "percentunit", [
+            ('pipeline:strata_prefix_cache_hit:ratio_rate5m', "{{pipeline}}")]),
+        ("Prefix cache blocks", "none", [('strata_prefix_cache_blocks', "{{pipeline}}")]),
+        ("Prefix cache evictions per second", "none", [
+            ('sum by (pipeline) (rate(strata_prefix_cache_evictions_total[5m]))', "{{pipeline}}")]),
+    ]),
     ("Failover", [
         ("Requests moved to another replica, by why theirs went down", "reqps", [
             ('sum by (reason) (rate(strata_requests_migrated_total[5m]))', "{{reason}}")]),
