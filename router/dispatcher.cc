@@ -111,6 +111,11 @@ PipelineDriver* Dispatcher::Driver(const std::string& name) {
     o.scheduler = options_.scheduler;
     const v1::ModelShape* shape = fleet_->shape_or_null();
     o.vocab_size = shape ? static_cast<int32_t>(shape->vocab_size()) : 0;
+    if (shape) {
+      o.scheduler.attention_context =
+          ChunkingContext(shape->hidden_size(), shape->intermediate_size(), shape->num_attention_heads(),
+                          shape->num_key_value_heads(), shape->head_dim());
+    }
     v1::ModelInfo model;
     int32_t up = 0, total = 0;
     if (fleet_->Model(&model, &up, &total)) o.scheduler.model = model.name();

@@ -1,6 +1,7 @@
 #include "router/scheduler.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace strata::router {
 
@@ -117,6 +118,36 @@ bool Scheduler::PreemptOne(Seq* self, Seq** victim) {
   return true;
 }
 
+int64_t ChunkingContext(int64_t hidden, int64_t intermediate, int64_t heads, int64_t kv_heads, int64_t head_dim) {
+  const int64_t q = heads * head_dim;
+  if (q <= 0) return 0;
+  const int64_t projections = hidden * (2 * q + 2 * kv_heads * head_dim) + 3 * hidden * intermediate;
+  return std::max<int64_t>(projections / (2 * q), 1);
+}
+
+namespace {
+
+// A chunk's cost in budget tokens: c * (1 + (p + c / 2) / L), rounded.
+int64_t ChunkCost(int64_t c, int64_t p, int64_t l) {
+  if (l <= 0) return c;
+  return std::llround(static_cast<double>(c) * (1.0 + (static_cast<double>(p) + static_cast<double>(c) / 2) / l));
+}
+
+}  // namespace
+
+int64_t ChunkThatFits(int64_t remaining, int64_t prefix, int64_t budget, int64_t attention_context) {
+  if (remaining <= 0 || budget <= 0) return 0;
+  if (attention_context <= 0) return std::min(remaining, budget);
+  // The largest c with ChunkCost(c) <= budget (cost rises with c): the
+  // quadratic's root, then corrected by a step either way for rounding.
+  const double l = static_cast<double>(attention_context), a = 1.0 + static_cast<double>(prefix) / l;
+  int64_t c = static_cast<int64_t>(l * (std::sqrt(a * a + 2.0 * static_cast<double>(budget) / l) - a));
+  c = std::clamp<int64_t>(c, 1, remaining);
+  while (c < remaining && ChunkCost(c + 1, prefix, attention_context) <= budget) ++c;
+  while (c > 1 && ChunkCost(c, prefix, attention_context) > budget) --c;
+  return c;
+}
+
 std::optional<transport::StepPlan> Scheduler::NextStep(uint64_t step_id) {
   // Candidates: running first (decodes, then prompt chunks), then waiting;
   // each group by priority, then arrival.
@@ -152,6 +183,7 @@ std::optional<transport::StepPlan> Scheduler::NextStep(uint64_t step_id) {
     const int64_t prompt_share = std::max((prompt_pending + mb - 1) / mb, blocks_.block_size());
     budget = std::min(budget, max_decodes + prompt_share);
   }
+  const int64_t step_budget = budget;
   std::vector<uint64_t> members;
   // Once this step preempted, it admits nobody (as vLLM's scheduler): the
   // pool is overcommitted, and a sequence admitted now, or a victim taken
@@ -166,10 +198,13 @@ std::optional<transport::StepPlan> Scheduler::NextStep(uint64_t step_id) {
     if (remaining <= 0) continue;
     const bool decode = !admitting && remaining == 1;
     if (decode && decodes >= max_decodes) continue;
-    const int64_t num = std::min(remaining, budget);
+    const int64_t num = decode ? 1 : ChunkThatFits(remaining, s->computed, budget, options_.attention_context);
     // With micro-batches, a prompt starts in a step with room for at least
     // a block of it (else in the next step, which another stage runs).
-    if (admitting && options_.micro_batches > 1 && num < std::min(remaining, blocks_.block_size())) {
+    // (Or with all the room an empty step gives it, when that is less.)
+    if (admitting && options_.micro_batches > 1 &&
+        num < std::min({remaining, blocks_.block_size(),
+                        ChunkThatFits(remaining, s->computed, step_budget, options_.attention_context)})) {
       // Waits for the next step holding nothing, as an admission that does
       // not fit the pool does (its cached prefix is taken again then).
       ReleaseBlocks(s);
@@ -224,7 +259,7 @@ std::optional<transport::StepPlan> Scheduler::NextStep(uint64_t step_id) {
     s->in_flight_tokens = static_cast<int32_t>(num);
     decodes += decode ? 1 : 0;
     members.push_back(s->id);
-    budget -= num;
+    budget -= decode ? 1 : ChunkCost(num, s->computed, options_.attention_context);
   }
   if (plan.sequences.empty()) return std::nullopt;
   steps_[step_id] = std::move(members);

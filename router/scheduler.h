@@ -80,10 +80,30 @@ struct SchedulerOptions {
   // one per stage, instead of one step with every sequence and S - 1
   // stages idle. 1: a step takes all it can.
   int64_t micro_batches = 1;
+  // Dynamic chunking (SGLang's habit): a prompt chunk's cost grows with
+  // the prefix it attends to, so a chunk of c tokens after a prefix of p
+  // counts c * (1 + (p + c / 2) / attention_context) tokens of the step's
+  // budget, and long prompts' chunks shrink as they go, keeping steps (and
+  // with micro-batches, the stages) balanced. attention_context is the
+  // context length at which a token's attention costs as much as its
+  // projections (ChunkingContext); 0: every token counts one.
+  int64_t attention_context = 0;
   int64_t context_length = 131072;
   bool prefix_caching = true;
   std::string model;  // where block hash chains start (RootHash)
 };
+
+// The context length at which a token's attention (QK^T and PV over its
+// prefix, every layer) costs as many FLOPs as its projections (q, k, v, o
+// and the SwiGLU MLP): (projection parameters of a layer) / (2 x heads x
+// head_dim). Llama 3.2 1B: about 14,800 tokens; Llama 3.1 405B: about
+// 97,000. 0 for a shape without heads.
+int64_t ChunkingContext(int64_t hidden, int64_t intermediate, int64_t heads, int64_t kv_heads, int64_t head_dim);
+
+// The longest chunk of at most `remaining` tokens, after a prefix of
+// `prefix`, whose cost (SchedulerOptions::attention_context) fits `budget`;
+// at least 1 while budget > 0.
+int64_t ChunkThatFits(int64_t remaining, int64_t prefix, int64_t budget, int64_t attention_context);
 
 class Scheduler {
  public:

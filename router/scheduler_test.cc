@@ -5,6 +5,7 @@
 // priorities, cancellation, stop conditions and Score.
 #include "router/scheduler.h"
 
+#include <cmath>
 #include <map>
 #include <random>
 #include <set>
@@ -125,6 +126,92 @@ TEST(SchedulerTest, ChunkedPrefillThenDecode) {
   EXPECT_EQ(c.tokens, Expected(spec.prompt, 5));
   EXPECT_EQ(c.reason, Finish::kLength);
   EXPECT_EQ(sched.blocks().free_blocks(), 16);
+}
+
+TEST(SchedulerTest, ChunkingContextOfLlamaShapes) {
+  // Llama 3.2 1B and Llama 3.1 405B (hidden, FFN, heads, KV heads, head dim).
+  EXPECT_EQ(ChunkingContext(2048, 8192, 32, 8, 64), 14848);
+  EXPECT_EQ(ChunkingContext(16384, 53248, 128, 8, 128), 97280);
+  EXPECT_EQ(ChunkingContext(64, 128, 0, 0, 16), 0);
+}
+
+TEST(SchedulerTest, ChunkThatFitsIsTheLongestChunkWithinTheBudget) {
+  struct Case {
+    int64_t remaining, prefix, budget, context, want;
+  };
+  const std::vector<Case> cases = {
+      {1000, 0, 256, 0, 256},          // off: tokens count one
+      {100, 0, 256, 0, 100},           // the rest of the prompt
+      {1000, 0, 256, 1 << 30, 256},    // a context too long to matter
+      {100000, 0, 256, 1024, 230},     // 230 * (1 + 115 / 1024) = 255.8; 231 costs 257.1
+      {100000, 1024, 256, 1024, 124},  // twice the cost per token at the start: 255.5
+      {100000, 100000, 256, 1000, 2},  // a long prefix: a few tokens a step
+      {100000, 10000000, 256, 1, 1},   // never below one token
+      {5, 0, 0, 1024, 0},              // no budget, no chunk
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(testing::Message() << c.remaining << " " << c.prefix << " " << c.budget << " " << c.context);
+    const int64_t got = ChunkThatFits(c.remaining, c.prefix, c.budget, c.context);
+    // The definition, by brute force: the largest chunk whose cost fits.
+    int64_t best = c.budget > 0 ? 1 : 0;
+    for (int64_t k = 1; k <= std::min<int64_t>(c.remaining, c.budget); ++k) {
+      const double cost = c.context > 0 ? k * (1.0 + (c.prefix + k / 2.0) / c.context) : k;
+      if (std::llround(cost) <= c.budget) best = k;
+    }
+    EXPECT_EQ(got, best);
+    EXPECT_EQ(got, c.want);
+  }
+}
+
+// A long prompt's chunks shrink as its prefix grows (each within the
+// step's budget by cost), and the tokens are those of plain chunking.
+TEST(SchedulerTest, DynamicChunksShrinkAsThePrefixGrowsAndKeepTheTokens) {
+  std::map<int64_t, std::vector<int32_t>> tokens;
+  for (int64_t context : {int64_t{0}, int64_t{512}}) {
+    SchedulerOptions o;
+    o.max_tokens_per_step = 256;
+    o.attention_context = context;
+    for (int mb : {1, 2}) {
+      o.micro_batches = mb;
+      Scheduler sched(4096, 16, o);
+      Collect c;
+      SequenceSpec spec;
+      for (int t = 0; t < 3000; ++t) spec.prompt.push_back((t * 13 + 5) % kVocab);
+      spec.max_tokens = 4;
+      sched.Add(spec, &c);
+      FakePipeline pipe;
+      std::vector<int32_t> chunks;
+      int32_t prefix = 0;
+      for (uint64_t step = 1; !sched.empty() && step < 100000; ++step) {
+        auto plan = sched.NextStep(step);
+        ASSERT_TRUE(plan);
+        ASSERT_EQ(plan->sequences.size(), 1u);
+        const auto& ps = plan->sequences[0];
+        if (ps.cached_tokens < 3000) {
+          EXPECT_EQ(ps.cached_tokens, prefix);
+          chunks.push_back(ps.num_tokens);
+          const double cost =
+              context > 0 ? ps.num_tokens * (1.0 + (prefix + ps.num_tokens / 2.0) / context) : ps.num_tokens;
+          EXPECT_LE(std::llround(cost), 256) << "chunk at prefix " << prefix;
+          prefix += ps.num_tokens;
+        }
+        sched.OnResult(pipe.Run(*plan));
+      }
+      ASSERT_TRUE(sched.empty());
+      EXPECT_EQ(c.tokens, Expected(spec.prompt, 4));
+      if (context == 0) {
+        EXPECT_EQ(chunks.front(), 256);
+        if (mb == 1) EXPECT_EQ(chunks[chunks.size() - 2], 256);  // every full chunk the budget
+      } else {
+        EXPECT_LT(chunks.front(), 256);
+        for (size_t k = 1; k + 1 < chunks.size(); ++k) EXPECT_LE(chunks[k], chunks[k - 1]) << "chunk " << k;
+        EXPECT_LT(chunks[chunks.size() - 2], chunks.front() / 3) << "the chunks shrink with the prefix";
+      }
+      tokens[context * 10 + mb] = c.tokens;
+    }
+  }
+  EXPECT_EQ(tokens[1], tokens[5121]);
+  EXPECT_EQ(tokens[2], tokens[5122]);
 }
 
 // Many sequences of mixed lengths, a pool too small to hold them all, 1 to
