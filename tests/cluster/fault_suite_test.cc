@@ -34,6 +34,7 @@
 #include "model/make_model.h"
 #include "nlohmann/json.hpp"
 #include "strata/v1/inference.grpc.pb.h"
+#include "tests/cluster/suite_cluster.h"
 #include "tests/cluster/test_paths.h"
 #include "worker/local_engine.h"
 
@@ -58,71 +59,26 @@ std::vector<int32_t> Prompt(int i) {
   return p;
 }
 
-// `strata up` of two replicas of three stages, workers restarted by the test.
-class Cluster {
+// The suites' cluster (suite_cluster.h) of two replicas of three stages
+// over TCP, with workers the test kills and restarts itself.
+class Cluster : public cluster_test::UpCluster {
  public:
-  void Start(const std::string& model, const std::vector<std::string>& flags = {},
-             const std::string& router_host = "127.0.0.1") {
-    router_host_ = router_host;
-    static int clusters = 0;  // a cluster of its own per test: no earlier ready file is read
-    dir_ = absl::StrCat(TempDir(), "/faults_", getpid(), "_", clusters++);
-    ready_ = dir_ + ".ready";
-    std::remove(ready_.c_str());
-    metrics_port_ = base::PickFreePort();
-    base::ProcessOptions o;
-    o.argv = {BinDir() + "/tools/strata", "up", "--model", model, "--bin-dir", BinDir(), "--log-dir", dir_,
-              "--ready-file", ready_, "--metrics-port", absl::StrCat(metrics_port_), "--backend", "cpu",
-              "--kv-dtype", "f32", "--replicas", "2", "--stages", "3", "--tp", "1", "--transport", "tcp",
-              "--heartbeat-ms", "500", "--restart-workers=false"};
-    o.argv.insert(o.argv.end(), flags.begin(), flags.end());
-    o.log = dir_ + ".up.log";
-    auto p = base::Process::Spawn(std::move(o));
-    ASSERT_TRUE(p.ok()) << p.status();
-    up_.emplace(std::move(*p));
-    const auto deadline = Clock::now() + std::chrono::seconds(180);
-    while (access(ready_.c_str(), F_OK) != 0) {
-      ASSERT_TRUE(up_->Running()) << "strata up exited:\n" << Slurp(dir_ + ".up.log");
-      ASSERT_LT(Clock::now(), deadline) << "strata up not ready:\n" << Slurp(dir_ + ".up.log");
-      std::this_thread::sleep_for(milliseconds(50));
-    }
-    info_ = nlohmann::json::parse(Slurp(ready_));
-    channel_ = grpc::CreateChannel(info_["address"].get<std::string>(), grpc::InsecureChannelCredentials());
-    stub_ = v1::Inference::NewStub(channel_);
+  void Start(const std::string& model, const std::vector<std::string>& flags = {}) {
+    std::vector<std::string> all = {"--backend", "cpu",       "--kv-dtype",  "f32", "--replicas",
+                                    "2",         "--stages",  "3",           "--tp", "1",
+                                    "--transport", "tcp",     "--heartbeat-ms", "500", "--restart-workers=false"};
+    all.insert(all.end(), flags.begin(), flags.end());
+    UpCluster::Start(model, all);
   }
-  void Stop() {
+  void Stop() override {
     for (auto& [name, p] : restarted_) p.Stop(std::chrono::seconds(30));
     restarted_.clear();
-    if (!up_.has_value()) return;
-    up_->Signal(SIGINT);
-    EXPECT_TRUE(up_->Wait(std::chrono::seconds(60)).ok()) << "strata up did not stop";
+    UpCluster::Stop();
   }
-  ~Cluster() { Stop(); }
+  ~Cluster() override { Stop(); }
 
-  std::string Metrics() const {
-    for (int attempt = 0; attempt < 3; ++attempt) {
-      httplib::Client client(router_host_, metrics_port_);
-      client.set_connection_timeout(2);
-      client.set_read_timeout(5);
-      auto res = client.Get("/metrics");
-      if (res && res->status == 200) return "\n" + res->body;
-    }
-    return "";
-  }
-  // The sum of every series of `name` whose labels contain `label` (-1: none).
-  static double Sum(const std::string& metrics, const std::string& name, const std::string& label = "") {
-    double sum = -1;
-    size_t at = 0;
-    while ((at = metrics.find("\n" + name + "{", at)) != std::string::npos) {
-      const size_t end = metrics.find('\n', at + 1);
-      const std::string line = metrics.substr(at + 1, end - at - 1);
-      at = end;
-      if (!label.empty() && line.find(label) == std::string::npos) continue;
-      sum = std::max(sum, 0.0) + std::atof(line.c_str() + line.rfind(' ') + 1);
-    }
-    return sum;
-  }
   bool Up(const std::string& pipeline) const {
-    return Sum(Metrics(), "strata_pipeline_up", "pipeline=\"" + pipeline + "\"") == 1;
+    return cluster_test::MetricSum(RouterMetrics(), "strata_pipeline_up", {{"pipeline", pipeline}}) == 1;
   }
   bool WaitUp(const std::vector<std::string>& pipelines, std::chrono::seconds within) const {
     const auto until = Clock::now() + within;
@@ -135,7 +91,7 @@ class Cluster {
     }
   }
   nlohmann::json Worker(const std::string& pipeline, int stage) const {
-    for (const auto& w : info_["workers"]) {
+    for (const auto& w : info()["workers"]) {
       if (w["pipeline"] == pipeline && w["stage"].get<int>() == stage) return w;
     }
     ADD_FAILURE() << "no worker " << pipeline << " stage " << stage;
@@ -173,32 +129,23 @@ class Cluster {
     base::ProcessOptions o;
     o.argv = w["argv"].get<std::vector<std::string>>();
     o.log = absl::StrCat(w["log"].get<std::string>(), ".restart", restarts_++);
-    o.env = {{"UCX_TLS", info_["ucx_tls"].get<std::string>()}};
+    o.env = {{"UCX_TLS", info()["ucx_tls"].get<std::string>()}};
     auto p = base::Process::Spawn(std::move(o));
     ASSERT_TRUE(p.ok()) << p.status();
     restarted_.emplace(key, std::move(*p));
   }
-  int router_pid() const { return info_["router_pid"].get<int>(); }
   // How often the router logged that `pipeline` went down.
   int Downs(const std::string& pipeline) const {
-    const std::string log = Slurp(info_["router_log"].get<std::string>());
+    const std::string log = Slurp(info()["router_log"].get<std::string>());
     const std::string line = "strata-router: pipeline " + pipeline + " is down";
     int n = 0;
     for (size_t at = log.find(line); at != std::string::npos; at = log.find(line, at + 1)) ++n;
     return n;
   }
-  std::string up_log() const { return Slurp(dir_ + ".up.log"); }
-  v1::Inference::Stub* stub() { return stub_.get(); }
 
  private:
-  std::optional<base::Process> up_;
   std::map<std::string, base::Process> restarted_;
   int restarts_ = 0;
-  std::string dir_, ready_, router_host_;
-  int metrics_port_ = 0;
-  nlohmann::json info_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::Inference::Stub> stub_;
 };
 
 struct Outcome {
@@ -323,7 +270,8 @@ class FaultSuiteTest : public ::testing::Test {
     Row row;
     row.trial = name;
     EXPECT_TRUE(c.WaitUp({"p0", "p1"}, std::chrono::seconds(60))) << name << ": the replicas are not both up";
-    const double migrated_before = std::max(0.0, Cluster::Sum(c.Metrics(), "strata_requests_migrated_total"));
+    const double migrated_before =
+        std::max(0.0, cluster_test::MetricSum(c.RouterMetrics(), "strata_requests_migrated_total"));
     Load load(c.stub(), &want_);
     load.Start();
     std::this_thread::sleep_for(milliseconds(1000));
@@ -337,7 +285,7 @@ class FaultSuiteTest : public ::testing::Test {
     after_detect();
     std::this_thread::sleep_for(std::chrono::duration<double>(pause_s));
     std::vector<Outcome> outcomes = load.Finish(std::chrono::seconds(90));
-    const double migrated = Cluster::Sum(c.Metrics(), "strata_requests_migrated_total");
+    const double migrated = cluster_test::MetricSum(c.RouterMetrics(), "strata_requests_migrated_total");
     row.migrated = migrated < 0 ? -1 : static_cast<int>(migrated - migrated_before);  // -1: the router is gone
     for (const Outcome& o : outcomes) {
       row.requests++;
@@ -433,7 +381,8 @@ TEST_F(FaultSuiteTest, EveryRequestCompletesWithTheUndisturbedTokens) {
     const auto until = Clock::now() + std::chrono::seconds(30);
     while (kill(router, 0) == 0 && Clock::now() < until) std::this_thread::sleep_for(milliseconds(50));
     EXPECT_NE(kill(router, 0), 0) << "the router did not exit after draining";
-    EXPECT_NE(c.up_log().find("router exited with status 0"), std::string::npos) << c.up_log();
+    const std::string up_log = Slurp(c.up_log());
+    EXPECT_NE(up_log.find("router exited with status 0"), std::string::npos) << up_log;
     EXPECT_EQ(r.hung, 0);
     EXPECT_EQ(r.failed, 0);
     EXPECT_EQ(r.different, 0);
@@ -512,7 +461,7 @@ TEST_F(FaultSuiteTest, ACutLinkBetweenStagesIsNoticedAndHeals) {
   std::string why;
   if (!ns.Make(&why)) GTEST_SKIP() << why;
   Cluster c;
-  ASSERT_NO_FATAL_FAILURE(c.Start(model_, ns.Flags(), Namespaces::RouterHost()));
+  ASSERT_NO_FATAL_FAILURE(c.Start(model_, ns.Flags()));
   Row r = Trial(
       c, "link stage 1 -> 2 cut 10 s (p0)", "p0", [&] { ASSERT_TRUE(ns.Cut(0, 1, true)); },
       [&] {

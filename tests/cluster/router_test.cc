@@ -39,6 +39,7 @@
 #include "model/tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "strata/v1/inference.grpc.pb.h"
+#include "tests/cluster/suite_cluster.h"
 #include "tests/cluster/test_paths.h"
 #include "strata/v1/worker.grpc.pb.h"
 #include "testdata/grpc_health.grpc.pb.h"
@@ -67,96 +68,18 @@ base::Process SpawnLogged(std::vector<std::string> argv, const std::string& log,
   return std::move(*p);
 }
 
-class Cluster {
+// The suites' cluster (suite_cluster.h) with this suite's defaults: the
+// CPU backend with an f32 KV cache, and workers that strata up does not
+// restart (the fault tests kill workers and restart them by hand).
+class Cluster : public cluster_test::UpCluster {
  public:
-  // Starts `strata up` with `flags`; returns when it is healthy.
   void Start(const std::string& model, const std::vector<std::string>& flags) {
-    dir_ = absl::StrCat(TempDir(), "/cluster_", getpid(), "_", counter_++);
-    ready_ = dir_ + ".ready";
-    metrics_port_ = base::PickFreePort();
-    std::vector<std::string> argv = {BinDir() + "/tools/strata", "up", "--model", model, "--bin-dir", BinDir(),
-                                     "--log-dir", dir_, "--ready-file", ready_, "--metrics-port",
-                                     absl::StrCat(metrics_port_), "--backend", "cpu", "--kv-dtype", "f32",
-                                     // The fault tests kill workers and restart them by hand.
-                                     "--restart-workers=false"};
-    argv.insert(argv.end(), flags.begin(), flags.end());
-    // router_secure_test: the same suite with security on (TLS, mutual TLS, a token).
-    const bool secure = std::getenv("STRATA_SECURE_CLUSTER") != nullptr;
-    if (secure) argv.push_back("--tls");
-    up_.emplace(SpawnLogged(argv, dir_ + ".up.log"));
-    const auto deadline = Clock::now() + std::chrono::seconds(120);
-    while (access(ready_.c_str(), F_OK) != 0) {
-      ASSERT_TRUE(up_->Running()) << "strata up exited:\n" << Slurp(dir_ + ".up.log");
-      ASSERT_LT(Clock::now(), deadline) << "strata up not ready:\n" << Slurp(dir_ + ".up.log");
-      std::this_thread::sleep_for(milliseconds(50));
-    }
-    info_ = nlohmann::json::parse(Slurp(ready_));
-    address_ = info_["address"].get<std::string>();
-    if (secure) {
-      grpc::SslCredentialsOptions tls;
-      tls.pem_root_certs = Slurp(info_["ca"].get<std::string>());
-      std::string token = Slurp(info_["token_file"].get<std::string>());
-      while (!token.empty() && token.back() == '\n') token.pop_back();
-      channel_ = grpc::CreateChannel(
-          address_, grpc::CompositeChannelCredentials(grpc::SslCredentials(tls), grpc::AccessTokenCredentials(token)));
-    } else {
-      channel_ = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
-    }
-    stub_ = v1::Inference::NewStub(channel_);
-    health_ = grpc::health::v1::Health::NewStub(channel_);
+    std::vector<std::string> all = {"--backend", "cpu", "--kv-dtype", "f32", "--restart-workers=false"};
+    all.insert(all.end(), flags.begin(), flags.end());
+    UpCluster::Start(model, all, std::chrono::seconds(120));
   }
-
-  // Ctrl-C, as a user stops it: the router drains, then everything stops.
-  void Stop() {
-    if (!up_.has_value()) return;
-    up_->Signal(SIGINT);
-    EXPECT_TRUE(up_->Wait(std::chrono::seconds(60)).ok()) << "strata up did not stop";
-  }
-  // Without Stop (a failed assertion), up_'s destructor kills strata up,
-  // and its children die with it (base::ProcessOptions::parent_death_signal).
-
-  std::string Metrics() {
-    // A plain HTTP GET of the router's /metrics.
-    std::string cmd = absl::StrCat("exec 3<>/dev/tcp/127.0.0.1/", metrics_port_,
-                                   "; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3");
-    FILE* p = popen(absl::StrCat("bash -c \"", cmd, "\"").c_str(), "r");
-    std::string out;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-    pclose(p);
-    return out;
-  }
-
-  double MetricValue(const std::string& name) {
-    const std::string m = Metrics();
-    size_t at = m.find("\n" + name + "{");
-    if (at == std::string::npos) return -1;
-    at = m.find("} ", at);
-    return std::atof(m.c_str() + at + 2);
-  }
-
-  bool Healthy() {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-    grpc::health::v1::HealthCheckRequest req;
-    grpc::health::v1::HealthCheckResponse resp;
-    return health_->Check(&ctx, req, &resp).ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
-  }
-
-  v1::Inference::Stub* stub() { return stub_.get(); }
-  std::shared_ptr<grpc::Channel> channel() { return channel_; }
-  const nlohmann::json& info() const { return info_; }
-
- private:
-  static inline int counter_ = 0;
-  std::optional<base::Process> up_;
-  std::string dir_, ready_, address_;
-  int metrics_port_ = 0;
-  nlohmann::json info_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::Inference::Stub> stub_;
-  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
+  // The router's /metrics after a newline, so every line starts with one.
+  std::string Metrics() const { return "\n" + RouterMetrics(); }
 };
 
 struct Outcome {

@@ -1,6 +1,8 @@
-// What the soak and overload suites share: a `strata up` cluster started
-// with a ready file (the router's and every worker's pid and /metrics
-// address), a scrape of any process's /metrics summed by name and labels,
+// What the cluster suites share (router_test, fault_suite_test, soak,
+// overload): a `strata up` cluster started with a ready file (the router's
+// and every worker's pid and /metrics address), with security on under
+// STRATA_SECURE_CLUSTER, the router's health, a scrape of any process's
+// /metrics summed by name and labels,
 // a process's resident memory, open descriptors and threads from /proc,
 // and a streaming Generate call that may cancel itself after some tokens.
 //
@@ -34,6 +36,7 @@
 #include "nlohmann/json.hpp"
 #include "strata/v1/inference.grpc.pb.h"
 #include "tests/cluster/test_paths.h"
+#include "testdata/grpc_health.grpc.pb.h"
 
 namespace strata::cluster_test {
 
@@ -122,32 +125,50 @@ class UpCluster {
   UpCluster() = default;
   UpCluster(const UpCluster&) = delete;
   UpCluster& operator=(const UpCluster&) = delete;
-  ~UpCluster() { Stop(); }
+  virtual ~UpCluster() { Stop(); }
 
   // Starts `strata up --model MODEL FLAGS...` and returns once its ready
-  // file is written (every replica serving).
-  void Start(const std::string& model, const std::vector<std::string>& flags) {
-    static int counter = 0;
+  // file is written (every replica serving), within `timeout`. With
+  // STRATA_SECURE_CLUSTER set (router_secure_test), security is on: TLS,
+  // mutual TLS and a token, which the client channel uses.
+  void Start(const std::string& model, const std::vector<std::string>& flags,
+             std::chrono::seconds timeout = std::chrono::seconds(180)) {
+    static int counter = 0;  // a cluster of its own per start: no earlier ready file is read
     dir_ = absl::StrCat(TempDir(), "/suite_cluster_", getpid(), "_", counter++);
     ready_ = dir_ + ".ready";
+    std::remove(ready_.c_str());
     std::vector<std::string> argv = {BinDir() + "/tools/strata", "up", "--model", model, "--bin-dir", BinDir(),
                                      "--log-dir", dir_, "--ready-file", ready_, "--metrics-port", "0"};
     argv.insert(argv.end(), flags.begin(), flags.end());
+    const bool secure = std::getenv("STRATA_SECURE_CLUSTER") != nullptr;
+    if (secure) argv.push_back("--tls");
     base::ProcessOptions o;
     o.argv = argv;
-    o.log = dir_ + ".up.log";
+    o.log = up_log();
     auto p = base::Process::Spawn(std::move(o));
     ASSERT_TRUE(p.ok()) << p.status();
     up_.emplace(std::move(*p));
-    const auto deadline = SuiteClock::now() + std::chrono::seconds(120);
+    const auto deadline = SuiteClock::now() + timeout;
     while (access(ready_.c_str(), F_OK) != 0) {
-      ASSERT_TRUE(up_->Running()) << "strata up exited:\n" << Slurp(dir_ + ".up.log");
-      ASSERT_LT(SuiteClock::now(), deadline) << "strata up not ready:\n" << Slurp(dir_ + ".up.log");
+      ASSERT_TRUE(up_->Running()) << "strata up exited:\n" << Slurp(up_log());
+      ASSERT_LT(SuiteClock::now(), deadline) << "strata up not ready:\n" << Slurp(up_log());
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     info_ = nlohmann::json::parse(Slurp(ready_));
-    channel_ = grpc::CreateChannel(info_["address"].get<std::string>(), grpc::InsecureChannelCredentials());
+    const std::string address = info_["address"].get<std::string>();
+    if (secure) {
+      grpc::SslCredentialsOptions tls;
+      tls.pem_root_certs = Slurp(info_["ca"].get<std::string>());
+      std::string token = Slurp(info_["token_file"].get<std::string>());
+      while (!token.empty() && token.back() == '\n') token.pop_back();
+      channel_ = grpc::CreateChannel(
+          address, grpc::CompositeChannelCredentials(grpc::SslCredentials(tls), grpc::AccessTokenCredentials(token)));
+    } else {
+      channel_ = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+    }
     stub_ = v1::Inference::NewStub(channel_);
+    health_ = grpc::health::v1::Health::NewStub(channel_);
+    processes_.clear();
     processes_.push_back({"router", info_["router_pid"].get<int>(), info_["metrics_address"].get<std::string>()});
     for (const auto& w : info_["workers"]) {
       processes_.push_back({w["name"].get<std::string>(), w["pid"].get<int>(), w["metrics_address"].get<std::string>()});
@@ -155,8 +176,9 @@ class UpCluster {
   }
 
   // Ctrl-C, as a user stops it (the router drains first); SIGKILL by the
-  // destructor of base::Process if it does not stop within 60 s.
-  void Stop() {
+  // destructor of base::Process if it does not stop within 60 s (its
+  // children die with it: base::ProcessOptions::parent_death_signal).
+  virtual void Stop() {
     if (!up_.has_value()) return;
     up_->Signal(SIGINT);
     EXPECT_TRUE(up_->Wait(std::chrono::seconds(60)).ok()) << "strata up did not stop";
@@ -172,10 +194,39 @@ class UpCluster {
     return true;
   }
 
-  std::string RouterMetrics() const { return Scrape(processes_[0].metrics); }
+  // The router's grpc.health.v1 answer: SERVING (a replica is up).
+  bool Healthy() {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    grpc::health::v1::HealthCheckRequest req;
+    grpc::health::v1::HealthCheckResponse resp;
+    return health_->Check(&ctx, req, &resp).ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+  }
+
+  // The router's /metrics ("" when it does not answer, after 3 tries).
+  std::string RouterMetrics() const {
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      std::string m = Scrape(processes_[0].metrics);
+      if (!m.empty()) return m;
+    }
+    return "";
+  }
+  // The first series of `name` in the router's /metrics; -1 when absent.
+  double MetricValue(const std::string& name) const {
+    const std::string m = "\n" + RouterMetrics();
+    size_t at = m.find("\n" + name + "{");
+    if (at == std::string::npos) return -1;
+    at = m.find("} ", at);
+    return std::atof(m.c_str() + at + 2);
+  }
+
   const std::vector<ClusterProcess>& processes() const { return processes_; }
+  const nlohmann::json& info() const { return info_; }
   v1::Inference::Stub* stub() { return stub_.get(); }
+  std::shared_ptr<grpc::Channel> channel() { return channel_; }
   std::string log_dir() const { return dir_; }
+  std::string up_log() const { return dir_ + ".up.log"; }
+  int router_pid() const { return info_["router_pid"].get<int>(); }
 
  private:
   std::optional<base::Process> up_;
@@ -183,6 +234,7 @@ class UpCluster {
   nlohmann::json info_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Inference::Stub> stub_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
   std::vector<ClusterProcess> processes_;
 };
 
