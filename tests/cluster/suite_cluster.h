@@ -194,10 +194,13 @@ class UpCluster {
     return true;
   }
 
-  // The router's grpc.health.v1 answer: SERVING (a replica is up).
+  // The router's grpc.health.v1 answer: SERVING (a replica is up). A
+  // router that does not listen fails at once; 5 s lets a new channel's
+  // TLS handshake finish on a loaded machine (router_secure_test's first
+  // call once took longer than 2 s in CI).
   bool Healthy() {
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     grpc::health::v1::HealthCheckRequest req;
     grpc::health::v1::HealthCheckResponse resp;
     return health_->Check(&ctx, req, &resp).ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
