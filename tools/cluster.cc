@@ -29,6 +29,7 @@
 #include "nlohmann/json.hpp"
 #include "strata/v1/inference.grpc.pb.h"
 #include "tools/client_channel.h"
+#include "tools/plan.h"
 #include "worker/shard.h"
 
 namespace strata::tools {
@@ -171,8 +172,7 @@ absl::Status MakeThrowawaySecurity(Layout* l) {
 absl::StatusOr<std::vector<int64_t>> LayerCounts(const base::ParsedFlags& f, int64_t stages,
                                                  const model::LlamaConfig& c) {
   if (!f.IsSet("layers")) {
-    const double layer = static_cast<double>(c.hidden_size) * (2 * c.q_size() + 2 * c.kv_size()) +
-                         3.0 * static_cast<double>(c.hidden_size) * static_cast<double>(c.intermediate_size);
+    const double layer = static_cast<double>(LinearParamsPerLayer(c));
     const double head = static_cast<double>(c.vocab_size) * static_cast<double>(c.hidden_size);
     return model::StagePlace::BalancedSplit(c.num_layers, static_cast<int32_t>(stages), layer, head);
   }
@@ -195,7 +195,7 @@ absl::StatusOr<std::vector<int64_t>> LayerCounts(const base::ParsedFlags& f, int
   return counts;
 }
 
-absl::StatusOr<Layout> Plan(const base::ParsedFlags& f) {
+absl::StatusOr<Layout> PlanLayout(const base::ParsedFlags& f) {
   Layout l;
   l.stages = f.Int("stages");
   l.tp = f.Int("tp");
@@ -588,7 +588,7 @@ const base::FlagTable& UpFlags() {
 }
 
 absl::Status Up(const base::ParsedFlags& f) {
-  STRATA_ASSIGN_OR_RETURN(const Layout l, Plan(f));
+  STRATA_ASSIGN_OR_RETURN(const Layout l, PlanLayout(f));
   // Ctrl-C and SIGTERM are taken by this thread below, once everything is up.
   base::BlockStopSignals();
   const int router_port = f.Int("port") > 0 ? static_cast<int>(f.Int("port")) : base::PickFreePort();

@@ -22,11 +22,6 @@ constexpr int64_t kMaxNodes = 1024;  // how far "needs N devices" looks
 
 int64_t WeightBytes(WeightDtype d) { return d == WeightDtype::kFp8 ? 1 : 2; }
 
-// Parameters of one decoder layer's projections (q, k, v, o, gate, up, down).
-int64_t LinearParamsPerLayer(const model::LlamaConfig& c) {
-  return c.hidden_size * c.q_size() * 2 + c.hidden_size * c.kv_size() * 2 + 3 * c.hidden_size * c.intermediate_size;
-}
-
 // One device's bytes of one layer at TP `tp`: its slice of the projections
 // and the two norms whole.
 int64_t LayerBytes(const PlanRequest& r, int64_t tp) {
@@ -294,6 +289,10 @@ std::string FormatBytes(int64_t bytes) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.2f GB (%.2f GiB)", bytes / 1e9, bytes / 1073741824.0);
   return buf;
+}
+
+int64_t LinearParamsPerLayer(const model::LlamaConfig& c) {
+  return c.hidden_size * c.q_size() * 2 + c.hidden_size * c.kv_size() * 2 + 3 * c.hidden_size * c.intermediate_size;
 }
 
 }  // namespace strata::tools

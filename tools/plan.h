@@ -117,6 +117,10 @@ absl::StatusOr<double> ParseBandwidth(const std::string& flag, const std::string
 // "101.46 GB (94.49 GiB)".
 std::string FormatBytes(int64_t bytes);
 
+// Parameters of one decoder layer's projections (q, k, v, o, gate, up,
+// down): what a token reads of the layer, the norms aside.
+int64_t LinearParamsPerLayer(const model::LlamaConfig& c);
+
 }  // namespace strata::tools
 
 #endif  // STRATA_TOOLS_PLAN_H_
