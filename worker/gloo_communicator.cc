@@ -1,9 +1,9 @@
 #include "worker/gloo_communicator.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <exception>
 
-#include <gloo/allgather.h>
 #include <gloo/allreduce.h>
 #include <gloo/barrier.h>
 #include <gloo/math.h>
@@ -32,21 +32,33 @@ absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Create(
     context->setTimeout(timeout);
     gloo::rendezvous::PrefixStore prefixed(prefix, *store);
     context->connectFullMesh(prefixed, device);
+    // The direct exchange's own connections, in Gloo's synchronous mode:
+    // the calling thread writes and reads the sockets itself (blocking, with
+    // the group's timeout as the sockets' timeout), so a message costs one
+    // wake-up of the waiting thread and no work on Gloo's device thread.
+    auto direct = std::make_shared<gloo::rendezvous::Context>(rank, size);
+    direct->setTimeout(timeout);
+    gloo::rendezvous::PrefixStore direct_prefixed(prefix + "/direct", *store);
+    direct->connectFullMesh(direct_prefixed, device);
+    for (int q = 0; q < size; ++q) {
+      if (q != rank) direct->getPair(q)->setSync(/*sync=*/true, /*busyPoll=*/false);
+    }
     // Every pair is connected on both sides before anyone uses (or drops)
     // the group.
     gloo::BarrierOptions barrier(context);
     barrier.setTimeout(timeout);
     gloo::barrier(barrier);
-    return std::unique_ptr<GlooCommunicator>(new GlooCommunicator(context, rank, size, timeout));
+    return std::unique_ptr<GlooCommunicator>(
+        new GlooCommunicator(std::move(context), std::move(direct), rank, size, timeout));
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("Gloo rank ", rank, " of ", size, " could not join group \"",
                                                prefix, "\" on ", host, ": ", e.what()));
   }
 }
 
-GlooCommunicator::GlooCommunicator(std::shared_ptr<gloo::Context> context, int rank, int size,
-                                   std::chrono::milliseconds timeout)
-    : context_(std::move(context)), rank_(rank), size_(size), timeout_(timeout) {}
+GlooCommunicator::GlooCommunicator(std::shared_ptr<gloo::Context> context, std::shared_ptr<gloo::Context> direct,
+                                   int rank, int size, std::chrono::milliseconds timeout)
+    : context_(std::move(context)), direct_(std::move(direct)), rank_(rank), size_(size), timeout_(timeout) {}
 
 GlooCommunicator::~GlooCommunicator() = default;
 
@@ -83,13 +95,13 @@ void GlooCommunicator::GrowInboxes(int64_t n) {
   inbox_memory_.assign(static_cast<size_t>(2 * peers * capacity), 0.0f);
   // Slot of the message from rank s to rank d in parity k: one block per
   // generation, drawn in the same order on every rank.
-  inbox_slot_ = context_->nextSlot(2 * size_ * size_);
+  inbox_slot_ = direct_->nextSlot(2 * size_ * size_);
   for (int k = 0; k < 2; ++k) {
     for (int q = 0; q < size_; ++q) {
       if (q == rank_) continue;
       const int peer = q < rank_ ? q : q - 1;
       float* memory = inbox_memory_.data() + (k * peers + peer) * capacity;
-      inboxes_.push_back(context_->getPair(q)->createRecvBuffer(inbox_slot_ + (k * size_ + q) * size_ + rank_, memory,
+      inboxes_.push_back(direct_->getPair(q)->createRecvBuffer(inbox_slot_ + (k * size_ + q) * size_ + rank_, memory,
                                                                 capacity * sizeof(float)));
     }
   }
@@ -97,31 +109,45 @@ void GlooCommunicator::GrowInboxes(int64_t n) {
   direct_calls_ = 0;
 }
 
+size_t GlooCommunicator::SyncPieceBytes() {
+  static const size_t piece = [] {
+    size_t cap = 212992;  // Linux's default net.core.wmem_max
+    if (std::FILE* f = std::fopen("/proc/sys/net/core/wmem_max", "r")) {
+      unsigned long long v = 0;
+      if (std::fscanf(f, "%llu", &v) == 1 && v > 0) cap = static_cast<size_t>(v);
+      std::fclose(f);
+    }
+    return std::clamp<size_t>(cap / 2 / 4096 * 4096, size_t{64} << 10, size_t{1} << 20);
+  }();
+  return piece;
+}
+
+void GlooCommunicator::Exchange(const float* data, size_t bytes, int k) {
+  const int peers = size_ - 1;
+  // A send buffer is a plain object over `data` (only receive buffers are
+  // registered with a pair), so one per call costs an allocation.
+  std::vector<std::unique_ptr<gloo::transport::Buffer>> sends;
+  sends.reserve(peers);
+  for (int q = 0; q < size_; ++q) {
+    if (q == rank_) continue;
+    sends.push_back(direct_->getPair(q)->createSendBuffer(inbox_slot_ + (k * size_ + rank_) * size_ + q,
+                                                          const_cast<float*>(data), bytes));
+  }
+  for (size_t off = 0; off < bytes; off += piece_bytes_) {
+    const size_t len = std::min(piece_bytes_, bytes - off);
+    for (auto& s : sends) {
+      s->send(off, len, off);
+      s->waitSend();  // written already (synchronous mode): this counts it
+    }
+    for (int peer = 0; peer < peers; ++peer) inboxes_[k * peers + peer]->waitRecv();
+  }
+}
+
 void GlooCommunicator::DirectAllReduce(float* data, int64_t n) {
   if (n > inbox_capacity_) GrowInboxes(n);
   const int k = static_cast<int>(direct_calls_++ & 1);
   const int peers = size_ - 1;
-  const size_t bytes = static_cast<size_t>(n) * sizeof(float);
-  // A send buffer is a plain object over `data` (only receive buffers are
-  // registered with the pair), so one per call costs an allocation.
-  std::vector<std::unique_ptr<gloo::transport::Buffer>> sends;
-  sends.reserve(peers);
-  try {
-    for (int q = 0; q < size_; ++q) {
-      if (q == rank_) continue;
-      sends.push_back(context_->getPair(q)->createSendBuffer(inbox_slot_ + (k * size_ + rank_) * size_ + q, data,
-                                                              bytes));
-      sends.back()->send(0, bytes, 0);
-    }
-    for (int peer = 0; peer < peers; ++peer) inboxes_[k * peers + peer]->waitRecv();
-    // `data` is read by the sends until they complete.
-    for (auto& s : sends) s->waitSend();
-  } catch (...) {
-    // The device thread may still hold a send in flight; its buffer lives
-    // as long as the group.
-    for (auto& s : sends) abandoned_sends_.push_back(std::move(s));
-    throw;
-  }
+  Exchange(data, static_cast<size_t>(n) * sizeof(float), k);
   const float* inbox = inbox_memory_.data() + k * peers * inbox_capacity_;
   if (size_ == 2) {
     // a + b == b + a, so both ranks agree bitwise.
@@ -160,17 +186,29 @@ absl::Status GlooCommunicator::AllGather(const float* in, int64_t n, float* out)
   }
   if (!failure_.ok()) return failure_;
   try {
-    gloo::AllgatherOptions opts(context_);
-    opts.setInput(const_cast<float*>(in), static_cast<size_t>(n));
-    opts.setOutput(out, static_cast<size_t>(n * size_));
-    opts.setTag(tag_++);
-    opts.setTimeout(timeout_);
-    gloo::allgather(opts);
+    DirectAllGather(in, n, out);
   } catch (const std::exception& e) {
     return Failed(absl::UnavailableError(absl::StrCat("Gloo all-gather of ", n, " floats failed on rank ", rank_,
                                                       ": ", e.what())));
   }
   return absl::OkStatus();
+}
+
+void GlooCommunicator::DirectAllGather(const float* in, int64_t n, float* out) {
+  std::copy_n(in, n, out + rank_ * n);
+  if (inbox_capacity_ == 0) GrowInboxes(1);  // the default room
+  const int peers = size_ - 1;
+  // Windows of the inboxes' size, each an exchange of its own (and parity).
+  for (int64_t off = 0; off < n; off += inbox_capacity_) {
+    const int64_t len = std::min(inbox_capacity_, n - off);
+    const int k = static_cast<int>(direct_calls_++ & 1);
+    Exchange(in + off, static_cast<size_t>(len) * sizeof(float), k);
+    for (int q = 0; q < size_; ++q) {
+      if (q == rank_) continue;
+      const int peer = q < rank_ ? q : q - 1;
+      std::copy_n(inbox_memory_.data() + (k * peers + peer) * inbox_capacity_, len, out + q * n + off);
+    }
+  }
 }
 
 absl::Status SingleRankCommunicator::AllGather(const float* in, int64_t n, float* out) {

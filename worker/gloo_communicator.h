@@ -11,8 +11,14 @@
 // contributions in rank order, so all ranks end bitwise equal. Two inboxes
 // per peer alternate between calls: a rank can only be one call ahead of a
 // peer, so it never writes an inbox the peer is still reading, and no
-// "ready" message is needed. Larger buffers take Gloo's ring (reduce-scatter
-// then all-gather), which sends each byte once.
+// "ready" message is needed. The exchange has its own connections in Gloo's
+// synchronous mode: the caller writes and reads the sockets itself, so a
+// message wakes only the waiting thread (Gloo's device thread handed every
+// message on, a second wake-up, and took 12% of a core at decode on 2 TP
+// ranks: docs/benchmarks.md). Larger buffers take Gloo's ring (reduce-scatter
+// then all-gather), which sends each byte once, on the group's other,
+// asynchronous connections. All-gather goes through the same inboxes in
+// windows of their size (then copied out).
 #ifndef STRATA_WORKER_GLOO_COMMUNICATOR_H_
 #define STRATA_WORKER_GLOO_COMMUNICATOR_H_
 
@@ -41,6 +47,13 @@ class GlooCommunicator : public Communicator {
   // The largest all-reduce, in bytes each rank sends ((size - 1) * n * 4),
   // that takes the direct exchange; it bounds the inboxes to twice this.
   static constexpr int64_t kDirectMaxBytes = 4 << 20;
+  // The direct exchange's blocking writes go in pieces, one per connection
+  // in flight: a piece must fit the socket buffers while the peer writes
+  // too, or both would wait in write() for each other. Gloo asks for a send
+  // buffer of the message's size, which Linux caps at net.core.wmem_max and
+  // then doubles, so a piece of half that cap always fits (64 KiB to 1 MiB;
+  // the default cap of 208 KiB gives 104 KiB).
+  static size_t SyncPieceBytes();
 
   // Joins as `rank` of `size` through `store`, binding to `host` (this
   // rank's address, reachable by the other ranks). `prefix` names the group
@@ -59,8 +72,12 @@ class GlooCommunicator : public Communicator {
   absl::Status Synchronize() override { return absl::OkStatus(); }  // collectives are synchronous
 
  private:
-  GlooCommunicator(std::shared_ptr<gloo::Context> context, int rank, int size,
-                   std::chrono::milliseconds timeout);
+  // Sends `bytes` of `data` to every peer's inbox of parity k and waits for
+  // every peer's, in pieces; throws Gloo's exceptions.
+  void Exchange(const float* data, size_t bytes, int k);
+  void DirectAllGather(const float* in, int64_t n, float* out);
+  GlooCommunicator(std::shared_ptr<gloo::Context> context, std::shared_ptr<gloo::Context> direct, int rank,
+                   int size, std::chrono::milliseconds timeout);
   // Throws Gloo's exceptions; the callers catch them.
   void DirectAllReduce(float* data, int64_t n);
   void RingAllReduce(float* data, int64_t n);
@@ -68,19 +85,21 @@ class GlooCommunicator : public Communicator {
   void GrowInboxes(int64_t n);
   absl::Status Failed(absl::Status s);
 
-  std::shared_ptr<gloo::Context> context_;  // declared first: outlives the buffers on its pairs
+  // Declared first: they outlive the buffers on their pairs.
+  std::shared_ptr<gloo::Context> context_;  // asynchronous: the ring, the all-gather
+  std::shared_ptr<gloo::Context> direct_;   // synchronous: the direct exchange
   int rank_, size_;
   std::chrono::milliseconds timeout_;
   uint32_t tag_ = 0;
   absl::Status failure_;  // the first failed collective; OK while none
 
   // The direct exchange. inbox_memory_: [2 parities][size - 1 peers][capacity].
+  size_t piece_bytes_ = SyncPieceBytes();
   int64_t inbox_capacity_ = 0;  // floats per inbox; 0: none yet
   int inbox_slot_ = 0;          // the first of this generation's Gloo slots
   std::vector<float> inbox_memory_;
   std::vector<std::unique_ptr<gloo::transport::Buffer>> inboxes_;  // [parity][peer], registered
   uint64_t direct_calls_ = 0;   // the parity of the next call
-  std::vector<std::unique_ptr<gloo::transport::Buffer>> abandoned_sends_;  // of failed calls
 };
 
 // The communicator of a stage with one rank: all-reduce is the identity and
