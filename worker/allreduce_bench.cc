@@ -54,7 +54,7 @@ constexpr int kWorld = 2;
 struct Shape {
   int hidden, rows;
 };
-constexpr Shape kShapes[] = {{2048, 1}, {2048, 4}, {2048, 16}, {2048, 64}, {16384, 1}, {16384, 16}};
+constexpr Shape kShapes[] = {{2048, 1}, {2048, 4}, {2048, 16}, {2048, 64}, {2048, 256}, {16384, 1}, {16384, 16}};
 
 const base::FlagTable& Table() {
   static const base::FlagTable table(

@@ -86,11 +86,10 @@ absl::Status GlooCommunicator::AllReduceSum(float* data, int64_t n) {
 
 void GlooCommunicator::GrowInboxes(int64_t n) {
   inboxes_.clear();  // unregistered before the memory goes
-  // The largest direct exchange's room at once (8 MiB per peer at most), so
-  // the inboxes never grow again: after a growth a fast rank's message for
-  // the new slots could reach a peer that has not registered them yet, and
-  // Gloo's device thread would spin until it does.
-  const int64_t capacity = std::max<int64_t>(n, kDirectMaxBytes / static_cast<int64_t>(sizeof(float)) / (size_ - 1));
+  // The whole room at once (kInboxBytes per parity), so the inboxes never
+  // grow again: every direct all-reduce fits, and all-gathers go in windows
+  // of it.
+  const int64_t capacity = std::max<int64_t>(n, kInboxBytes / static_cast<int64_t>(sizeof(float)) / (size_ - 1));
   const int peers = size_ - 1;
   inbox_memory_.assign(static_cast<size_t>(2 * peers * capacity), 0.0f);
   // Slot of the message from rank s to rank d in parity k: one block per

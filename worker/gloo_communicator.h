@@ -45,8 +45,12 @@ namespace strata::worker {
 class GlooCommunicator : public Communicator {
  public:
   // The largest all-reduce, in bytes each rank sends ((size - 1) * n * 4),
-  // that takes the direct exchange; it bounds the inboxes to twice this.
+  // that takes the direct exchange (Gloo's ring, the only path above it,
+  // had 4 ms tails at 1-2 MiB where this had 2 ms or less: docs/benchmarks.md).
   static constexpr int64_t kDirectMaxBytes = 4 << 20;
+  // The inboxes' room: kInboxBytes / (size - 1) per peer and parity, also
+  // the all-gather's window.
+  static constexpr int64_t kInboxBytes = kDirectMaxBytes;
   // The direct exchange's blocking writes go in pieces, one per connection
   // in flight: a piece must fit the socket buffers while the peer writes
   // too, or both would wait in write() for each other. Gloo asks for a send

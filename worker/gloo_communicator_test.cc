@@ -69,16 +69,17 @@ TEST(GlooCommunicatorTest, AllReduceAndAllGather) {
 }
 
 // Real data over both all-reduce paths (the direct exchange at decode sizes,
-// in several pieces at its largest; Gloo's ring above
-// GlooCommunicator::kDirectMaxBytes), with all-gathers between (several
-// inbox windows at the largest sizes): every rank ends bitwise equal, and
-// two ranks' sums are the float sum of the two inputs.
+// Gloo's ring above GlooCommunicator::kDirectMaxBytes), with all-gathers
+// between (the largest in several inbox windows, each in several pieces):
+// every rank ends bitwise equal, and two ranks' sums are the float sum of
+// the two inputs.
 TEST(GlooCommunicatorTest, RealDataOnBothPathsIsBitwiseEqualOnEveryRank) {
   const int64_t ring_n = GlooCommunicator::kDirectMaxBytes / 4 + 3;
   for (int size : {2, 3}) {
     const int64_t direct_max = GlooCommunicator::kDirectMaxBytes / 4 / (size - 1);
-    ASSERT_GE(direct_max * 4, static_cast<int64_t>(2 * GlooCommunicator::SyncPieceBytes()));
-    const std::vector<int64_t> sizes = {5000, 1, 70001, 3, ring_n, 10, 2048 * 64, direct_max, direct_max - 1};
+    const int64_t windows = GlooCommunicator::kInboxBytes / 4 / (size - 1) * 2 + 5;
+    ASSERT_GE(GlooCommunicator::kInboxBytes / (size - 1), static_cast<int64_t>(2 * GlooCommunicator::SyncPieceBytes()));
+    const std::vector<int64_t> sizes = {5000, 1, 70001, 3, ring_n, 10, 2048 * 16, direct_max, direct_max - 1, windows};
     std::vector<std::vector<std::vector<float>>> out(size);
     auto input = [](int r, int64_t n, int64_t i) {
       uint32_t h = static_cast<uint32_t>(i * 2654435761u) ^ static_cast<uint32_t>(r * 40503 + n);
