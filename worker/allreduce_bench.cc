@@ -1,10 +1,11 @@
 // allreduce_bench: the latency of a tensor-parallel all-reduce at decode
-// sizes, strata's path (TimedCommunicator over GlooCommunicator, as the data
-// loop calls it) beside Gloo's own algorithms used the way Gloo's benchmark
-// uses them (gloo/benchmark/main.cc: each class algorithm constructed once
-// over fixed buffers and run repeatedly; the new-style gloo::allreduce with
-// its options set once, separate input and output). Every method runs over
-// its own TCP device on 127.0.0.1.
+// sizes, strata's paths (TimedCommunicator over GlooCommunicator, as the
+// data loop calls it: through shared memory, which it picks on one host, and
+// forced onto TCP) beside Gloo's own algorithms used the way Gloo's
+// benchmark uses them (gloo/benchmark/main.cc: each class algorithm
+// constructed once over fixed buffers and run repeatedly; the new-style
+// gloo::allreduce with its options set once, separate input and output).
+// Every TCP method runs over its own TCP device on 127.0.0.1.
 //
 // Two ranks, two processes: the launcher serves the rendezvous store
 // (TcpStoreServer), re-executes itself as rank 1 and runs rank 0. For each
@@ -86,13 +87,14 @@ class Method {
 
 class StrataMethod : public Method {
  public:
-  StrataMethod(Communicator* comm, int64_t n) : comm_(comm), buf_(n) {}
-  const char* name() const override { return "strata"; }
+  StrataMethod(const char* name, Communicator* comm, int64_t n) : name_(name), comm_(comm), buf_(n) {}
+  const char* name() const override { return name_; }
   float* input() override { return buf_.data(); }
   float* output() override { return buf_.data(); }
   absl::Status Run() override { return comm_->AllReduceSum(buf_.data(), static_cast<int64_t>(buf_.size())); }
 
  private:
+  const char* name_;
   Communicator* comm_;
   std::vector<float> buf_;
 };
@@ -216,10 +218,16 @@ absl::Status RunRank(const base::ParsedFlags& f, int rank, int port) {
   const std::chrono::milliseconds timeout(f.Int("timeout-ms"));
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<TcpStoreClient> store,
                           TcpStoreClient::Connect("127.0.0.1", port, timeout));
-  // strata's path, as TpGroup builds it (TpGroup itself needs a backend).
-  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<GlooCommunicator> gloo_comm,
+  // strata's paths, as TpGroup builds them (TpGroup itself needs a
+  // backend): shared memory (the ranks share this host) and TCP.
+  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<GlooCommunicator> shm_comm,
                           GlooCommunicator::Create(store.get(), "bench/strata", "127.0.0.1", rank, kWorld, timeout));
-  TimedCommunicator strata(std::move(gloo_comm));
+  if (!shm_comm->uses_shared_memory()) return absl::FailedPreconditionError("the ranks did not share memory");
+  TimedCommunicator strata_shm(std::move(shm_comm));
+  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<GlooCommunicator> tcp_comm,
+                          GlooCommunicator::Create(store.get(), "bench/strata_tcp", "127.0.0.1", rank, kWorld,
+                                                   timeout, /*shared_memory=*/false));
+  TimedCommunicator strata_tcp(std::move(tcp_comm));
   STRATA_ASSIGN_OR_RETURN(std::shared_ptr<gloo::Context> context, Connect(store.get(), rank, timeout));
 
   const int iters = static_cast<int>(f.Int("iters"));
@@ -230,7 +238,8 @@ absl::Status RunRank(const base::ParsedFlags& f, int rank, int port) {
   for (const Shape& shape : kShapes) {
     const int64_t n = static_cast<int64_t>(shape.hidden) * shape.rows;
     std::vector<std::unique_ptr<Method>> methods;
-    methods.push_back(std::make_unique<StrataMethod>(&strata, n));
+    methods.push_back(std::make_unique<StrataMethod>("strata_shm", &strata_shm, n));
+    methods.push_back(std::make_unique<StrataMethod>("strata_tcp", &strata_tcp, n));
     methods.push_back(std::make_unique<ClassMethod<gloo::AllreduceRing>>("ring", context, n));
     methods.push_back(std::make_unique<ClassMethod<gloo::AllreduceRingChunked>>("ring_chunked", context, n));
     methods.push_back(
@@ -273,22 +282,24 @@ absl::Status RunRank(const base::ParsedFlags& f, int rank, int port) {
                        r.min_us)
                 << std::endl;
     }
-    const Result* best = &results[1];
-    for (size_t k = 1; k < results.size(); ++k) {
+    const Result* best = &results[2];
+    for (size_t k = 2; k < results.size(); ++k) {
       if (results[k].median_us < best->median_us) best = &results[k];
     }
-    std::string row = absl::StrFormat("| %d x %d | %d KiB | %.1f (%.1f) |", shape.hidden, shape.rows, n * 4 / 1024,
-                                      results[0].median_us, results[0].p90_us);
-    for (size_t k = 1; k < results.size(); ++k) absl::StrAppendFormat(&row, " %.1f |", results[k].median_us);
-    absl::StrAppendFormat(&row, " %s | %.2f |", best->method, results[0].median_us / best->median_us);
+    std::string row =
+        absl::StrFormat("| %d x %d | %d KiB | %.1f (%.1f) | %.1f (%.1f) |", shape.hidden, shape.rows, n * 4 / 1024,
+                        results[0].median_us, results[0].p90_us, results[1].median_us, results[1].p90_us);
+    for (size_t k = 2; k < results.size(); ++k) absl::StrAppendFormat(&row, " %.1f |", results[k].median_us);
+    absl::StrAppendFormat(&row, " %s | %.2f | %.2f |", best->method, results[0].median_us / best->median_us,
+                          results[1].median_us / best->median_us);
     table.push_back(row);
   }
   if (rank == 0) {
     std::cout << "\nMedian latency in microseconds (strata also p90), " << kWorld
-              << " ranks, one process each, TCP on 127.0.0.1:\n\n"
-              << "| hidden x rows | bytes | strata | ring | ring_chunked | halving_doubling | bcube | new_ring | "
-                 "new_bcube | best Gloo | strata / best |\n"
-              << "|---|---|---|---|---|---|---|---|---|---|---|\n";
+              << " ranks, one process each; strata_shm through shared memory, the rest TCP on 127.0.0.1:\n\n"
+              << "| hidden x rows | bytes | strata_shm | strata_tcp | ring | ring_chunked | halving_doubling | bcube "
+                 "| new_ring | new_bcube | best Gloo | shm / best | tcp / best |\n"
+              << "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (const std::string& row : table) std::cout << row << "\n";
   }
   return Barrier(context, tag++);

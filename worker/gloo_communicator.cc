@@ -20,7 +20,7 @@ namespace strata::worker {
 
 absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Create(
     gloo::rendezvous::Store* store, const std::string& prefix, const std::string& host, int rank, int size,
-    std::chrono::milliseconds timeout) {
+    std::chrono::milliseconds timeout, bool shared_memory) {
   if (size < 1 || rank < 0 || rank >= size) {
     return absl::InvalidArgumentError(absl::StrCat("Gloo rank ", rank, " is outside [0, ", size, ")"));
   }
@@ -32,24 +32,44 @@ absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Create(
     context->setTimeout(timeout);
     gloo::rendezvous::PrefixStore prefixed(prefix, *store);
     context->connectFullMesh(prefixed, device);
-    // The direct exchange's own connections, in Gloo's synchronous mode:
-    // the calling thread writes and reads the sockets itself (blocking, with
-    // the group's timeout as the sockets' timeout), so a message costs one
-    // wake-up of the waiting thread and no work on Gloo's device thread.
-    auto direct = std::make_shared<gloo::rendezvous::Context>(rank, size);
-    direct->setTimeout(timeout);
-    gloo::rendezvous::PrefixStore direct_prefixed(prefix + "/direct", *store);
-    direct->connectFullMesh(direct_prefixed, device);
-    for (int q = 0; q < size; ++q) {
-      if (q != rank) direct->getPair(q)->setSync(/*sync=*/true, /*busyPoll=*/false);
-    }
     // Every pair is connected on both sides before anyone uses (or drops)
     // the group.
     gloo::BarrierOptions barrier(context);
     barrier.setTimeout(timeout);
     gloo::barrier(barrier);
+    std::unique_ptr<ShmExchange> shm;
+    if (shared_memory && size > 1) {
+      absl::StatusOr<std::unique_ptr<ShmExchange>> joined = ShmExchange::Join(prefixed, "shm", rank, size, timeout);
+      if (joined.ok()) {
+        shm = std::move(*joined);
+      } else if (joined.status().code() == absl::StatusCode::kNotFound) {
+        if (rank == 0) {
+          std::fprintf(stderr, "tensor-parallel group %s: over TCP, not shared memory: %s\n", prefix.c_str(),
+                       std::string(joined.status().message()).c_str());
+        }
+      } else {
+        return joined.status();
+      }
+    }
+    std::shared_ptr<gloo::rendezvous::Context> direct;
+    if (shm == nullptr) {
+      // The direct exchange's own connections, in Gloo's synchronous mode:
+      // the calling thread writes and reads the sockets itself (blocking,
+      // with the group's timeout as the sockets' timeout), so a message
+      // costs one wake-up of the waiting thread and no work on Gloo's
+      // device thread. Every rank takes this branch or none (the join
+      // above is agreed by all).
+      direct = std::make_shared<gloo::rendezvous::Context>(rank, size);
+      direct->setTimeout(timeout);
+      gloo::rendezvous::PrefixStore direct_prefixed(prefix + "/direct", *store);
+      direct->connectFullMesh(direct_prefixed, device);
+      for (int q = 0; q < size; ++q) {
+        if (q != rank) direct->getPair(q)->setSync(/*sync=*/true, /*busyPoll=*/false);
+      }
+      gloo::barrier(barrier);  // these pairs too, on both sides
+    }
     return std::unique_ptr<GlooCommunicator>(
-        new GlooCommunicator(std::move(context), std::move(direct), rank, size, timeout));
+        new GlooCommunicator(std::move(context), std::move(direct), std::move(shm), rank, size, timeout));
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("Gloo rank ", rank, " of ", size, " could not join group \"",
                                                prefix, "\" on ", host, ": ", e.what()));
@@ -57,8 +77,14 @@ absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Create(
 }
 
 GlooCommunicator::GlooCommunicator(std::shared_ptr<gloo::Context> context, std::shared_ptr<gloo::Context> direct,
-                                   int rank, int size, std::chrono::milliseconds timeout)
-    : context_(std::move(context)), direct_(std::move(direct)), rank_(rank), size_(size), timeout_(timeout) {}
+                                   std::unique_ptr<ShmExchange> shm, int rank, int size,
+                                   std::chrono::milliseconds timeout)
+    : context_(std::move(context)),
+      direct_(std::move(direct)),
+      shm_(std::move(shm)),
+      rank_(rank),
+      size_(size),
+      timeout_(timeout) {}
 
 GlooCommunicator::~GlooCommunicator() = default;
 
@@ -70,6 +96,10 @@ absl::Status GlooCommunicator::Failed(absl::Status s) {
 absl::Status GlooCommunicator::AllReduceSum(float* data, int64_t n) {
   if (n == 0 || size_ == 1) return absl::OkStatus();
   if (!failure_.ok()) return failure_;
+  if (shm_) {
+    absl::Status s = shm_->AllReduceSum(data, n);
+    return s.ok() ? s : Failed(s);
+  }
   try {
     // Every rank takes the same branch: n is the same on all of them.
     if ((size_ - 1) * n * static_cast<int64_t>(sizeof(float)) <= kDirectMaxBytes) {
@@ -184,6 +214,10 @@ absl::Status GlooCommunicator::AllGather(const float* in, int64_t n, float* out)
     return absl::OkStatus();
   }
   if (!failure_.ok()) return failure_;
+  if (shm_) {
+    absl::Status s = shm_->AllGather(in, n, out);
+    return s.ok() ? s : Failed(s);
+  }
   try {
     DirectAllGather(in, n, out);
   } catch (const std::exception& e) {

@@ -5,6 +5,11 @@
 // Gloo's exceptions never leave this module; once one fails, every later one
 // fails at once (the group is re-formed at the next epoch).
 //
+// On one host (the usual case for CPU tensor parallelism, one rank per
+// socket or per core group) every collective goes through shared memory
+// (worker/shm_exchange.h); the rest of this comment is the TCP path, for
+// ranks on different hosts.
+//
 // All-reduce: at decode sizes (up to kDirectMaxBytes sent per rank) each rank
 // writes its whole buffer straight into every peer's inbox, pre-registered
 // Gloo buffers kept for the life of the group, and every rank adds the
@@ -29,6 +34,7 @@
 
 #include "absl/status/statusor.h"
 #include "worker/communicator.h"
+#include "worker/shm_exchange.h"
 
 namespace gloo {
 class Context;
@@ -62,11 +68,14 @@ class GlooCommunicator : public Communicator {
   // Joins as `rank` of `size` through `store`, binding to `host` (this
   // rank's address, reachable by the other ranks). `prefix` names the group
   // (one stage of one pipeline) inside the store. Fails after `timeout` when
-  // a rank does not come.
+  // a rank does not come. With `shared_memory`, ranks that can all map one
+  // segment (one host) run every collective through it (ShmExchange);
+  // otherwise, or without it, over TCP as below.
   static absl::StatusOr<std::unique_ptr<GlooCommunicator>> Create(gloo::rendezvous::Store* store,
                                                                   const std::string& prefix,
                                                                   const std::string& host, int rank,
-                                                                  int size, std::chrono::milliseconds timeout);
+                                                                  int size, std::chrono::milliseconds timeout,
+                                                                  bool shared_memory = true);
   ~GlooCommunicator() override;
 
   int rank() const override { return rank_; }
@@ -74,14 +83,16 @@ class GlooCommunicator : public Communicator {
   absl::Status AllReduceSum(float* data, int64_t n) override;
   absl::Status AllGather(const float* in, int64_t n, float* out) override;
   absl::Status Synchronize() override { return absl::OkStatus(); }  // collectives are synchronous
+  // Whether the collectives go through shared memory.
+  bool uses_shared_memory() const { return shm_ != nullptr; }
 
  private:
   // Sends `bytes` of `data` to every peer's inbox of parity k and waits for
   // every peer's, in pieces; throws Gloo's exceptions.
   void Exchange(const float* data, size_t bytes, int k);
   void DirectAllGather(const float* in, int64_t n, float* out);
-  GlooCommunicator(std::shared_ptr<gloo::Context> context, std::shared_ptr<gloo::Context> direct, int rank,
-                   int size, std::chrono::milliseconds timeout);
+  GlooCommunicator(std::shared_ptr<gloo::Context> context, std::shared_ptr<gloo::Context> direct,
+                   std::unique_ptr<ShmExchange> shm, int rank, int size, std::chrono::milliseconds timeout);
   // Throws Gloo's exceptions; the callers catch them.
   void DirectAllReduce(float* data, int64_t n);
   void RingAllReduce(float* data, int64_t n);
@@ -91,7 +102,8 @@ class GlooCommunicator : public Communicator {
 
   // Declared first: they outlive the buffers on their pairs.
   std::shared_ptr<gloo::Context> context_;  // asynchronous: the ring, the all-gather
-  std::shared_ptr<gloo::Context> direct_;   // synchronous: the direct exchange
+  std::shared_ptr<gloo::Context> direct_;   // synchronous: the direct exchange (none with shm_)
+  std::unique_ptr<ShmExchange> shm_;         // every collective, when the ranks share a host
   int rank_, size_;
   std::chrono::milliseconds timeout_;
   uint32_t tag_ = 0;

@@ -19,9 +19,10 @@ namespace {
 
 using std::chrono::milliseconds;
 
-// Runs fn(rank, comm) on `size` threads joined through a fresh store.
+// Runs fn(rank, comm) on `size` threads joined through a fresh store, with
+// the collectives in shared memory or over TCP.
 template <typename Fn>
-void RunRanks(int size, Fn fn) {
+void RunRanks(int size, Fn fn, bool shared_memory) {
   auto server = TcpStoreServer::Start("127.0.0.1", 0);
   ASSERT_TRUE(server.ok()) << server.status();
   std::vector<std::thread> threads;
@@ -29,15 +30,19 @@ void RunRanks(int size, Fn fn) {
     threads.emplace_back([&, r] {
       auto store = TcpStoreClient::Connect("127.0.0.1", (*server)->port(), milliseconds(10000));
       ASSERT_TRUE(store.ok()) << store.status();
-      auto comm = GlooCommunicator::Create(store->get(), "test", "127.0.0.1", r, size, milliseconds(10000));
+      auto comm =
+          GlooCommunicator::Create(store->get(), "test", "127.0.0.1", r, size, milliseconds(10000), shared_memory);
       ASSERT_TRUE(comm.ok()) << comm.status();
+      EXPECT_EQ((*comm)->uses_shared_memory(), shared_memory && size > 1);
       fn(r, comm->get());
     });
   }
   for (auto& t : threads) t.join();
 }
 
-TEST(GlooCommunicatorTest, AllReduceAndAllGather) {
+class GlooPathTest : public ::testing::TestWithParam<bool> {};  // shared memory?
+
+TEST_P(GlooPathTest, AllReduceAndAllGather) {
   for (int size : {1, 2, 3}) {
     std::vector<std::vector<float>> reduced(size), gathered(size);
     RunRanks(size, [&](int r, Communicator* comm) {
@@ -60,7 +65,7 @@ TEST(GlooCommunicatorTest, AllReduceAndAllGather) {
           gathered[r] = out;
         }
       }
-    });
+    }, GetParam());
     for (int r = 1; r < size; ++r) {
       EXPECT_EQ(reduced[r], reduced[0]);  // bitwise the same on every rank
       EXPECT_EQ(gathered[r], gathered[0]);
@@ -73,7 +78,7 @@ TEST(GlooCommunicatorTest, AllReduceAndAllGather) {
 // between (the largest in several inbox windows, each in several pieces):
 // every rank ends bitwise equal, and two ranks' sums are the float sum of
 // the two inputs.
-TEST(GlooCommunicatorTest, RealDataOnBothPathsIsBitwiseEqualOnEveryRank) {
+TEST_P(GlooPathTest, RealDataOnBothPathsIsBitwiseEqualOnEveryRank) {
   const int64_t ring_n = GlooCommunicator::kDirectMaxBytes / 4 + 3;
   for (int size : {2, 3}) {
     const int64_t direct_max = GlooCommunicator::kDirectMaxBytes / 4 / (size - 1);
@@ -98,7 +103,7 @@ TEST(GlooCommunicatorTest, RealDataOnBothPathsIsBitwiseEqualOnEveryRank) {
         ASSERT_TRUE(comm->AllGather(x.data(), n, g.data()).ok());
         ASSERT_EQ(std::vector<float>(g.begin(), g.begin() + n), x);
       }
-    });
+    }, GetParam());
     for (size_t k = 0; k < sizes.size(); ++k) {
       for (int r = 1; r < size; ++r) ASSERT_EQ(out[r][k], out[0][k]) << "size " << size << " n " << sizes[k];
       for (int64_t i = 0; i < sizes[k]; ++i) {
@@ -116,7 +121,7 @@ TEST(GlooCommunicatorTest, RealDataOnBothPathsIsBitwiseEqualOnEveryRank) {
 
 // A peer that leaves mid-way fails the all-reduce with UNAVAILABLE (not a
 // hang), and every later collective fails at once.
-TEST(GlooCommunicatorTest, APeerThatLeavesFailsTheAllReduce) {
+TEST_P(GlooPathTest, APeerThatLeavesFailsTheAllReduce) {
   RunRanks(2, [&](int r, Communicator* comm) {
     std::vector<float> x(4096, 1.0f);
     ASSERT_TRUE(comm->AllReduceSum(x.data(), 4096).ok());
@@ -128,8 +133,11 @@ TEST(GlooCommunicatorTest, APeerThatLeavesFailsTheAllReduce) {
     EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(9));
     EXPECT_EQ(comm->AllReduceSum(x.data(), 4096).code(), absl::StatusCode::kUnavailable);
     EXPECT_EQ(comm->AllGather(x.data(), 1, x.data() + 1).code(), absl::StatusCode::kUnavailable);
-  });
+  }, GetParam());
 }
+
+INSTANTIATE_TEST_SUITE_P(SharedMemoryAndTcp, GlooPathTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& i) { return i.param ? "Shm" : "Tcp"; });
 
 TEST(GlooCommunicatorTest, SyncPiecesFitHalfTheSendBufferCap) {
   const size_t piece = GlooCommunicator::SyncPieceBytes();
