@@ -164,6 +164,17 @@ absl::StatusOr<std::unique_ptr<ShmExchange>> ShmExchange::Join(gloo::rendezvous:
   }
   // Every rank has mapped it or given up: the name is not needed any more.
   if (rank == 0 && !name.empty()) ::shm_unlink(name.c_str());
+  if (all) {
+    // A peer's death is noticed by its pid, so the ranks must see each
+    // other's pids; every rank reads the same cells, so all agree.
+    const Header* h = static_cast<const Header*>(base);
+    for (int q = 0; q < size && all; ++q) {
+      if (h->ranks[q].pid_ns == 0 || h->ranks[q].pid_ns != h->ranks[0].pid_ns) {
+        all = false;
+        refusal = absl::StrCat("rank ", q, " is in another pid namespace, where its exit could not be seen");
+      }
+    }
+  }
   if (!all) {
     unmap();
     return absl::NotFoundError(absl::StrCat("the ranks do not share memory (", refusal, ")"));
@@ -172,10 +183,7 @@ absl::StatusOr<std::unique_ptr<ShmExchange>> ShmExchange::Join(gloo::rendezvous:
 }
 
 ShmExchange::ShmExchange(void* base, size_t bytes, int rank, int size, std::chrono::milliseconds timeout)
-    : base_(base), bytes_(bytes), header_(static_cast<Header*>(base)), rank_(rank), size_(size), timeout_(timeout) {
-  const uint64_t ns = PidNamespace();
-  for (int q = 0; q < size_; ++q) same_pid_namespace_[q] = ns != 0 && header_->ranks[q].pid_ns == ns;
-}
+    : base_(base), bytes_(bytes), header_(static_cast<Header*>(base)), rank_(rank), size_(size), timeout_(timeout) {}
 
 ShmExchange::~ShmExchange() {
   // A peer waiting for this rank fails at once instead of at its timeout.
@@ -238,7 +246,7 @@ absl::Status ShmExchange::WaitForPeers(uint64_t call) {
       next_check = now + kLivenessEvery;
       for (int p = 0; p < size_; ++p) {
         const int32_t pid = header_->ranks[p].pid;
-        if (p == rank_ || !same_pid_namespace_[p] || pid <= 0) continue;
+        if (p == rank_ || pid <= 0) continue;
         if (header_->ranks[p].seq.load(std::memory_order_seq_cst) >= call) continue;
         if (::kill(pid, 0) != 0 && errno == ESRCH) {
           return absl::UnavailableError(

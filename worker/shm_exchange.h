@@ -13,13 +13,14 @@
 // Joining goes through the group's rendezvous store: rank 0 creates the
 // segment under a random name and posts the name and a random token; the
 // others map it and check the token; every rank posts whether it could,
-// and the segment is used only if all could (ranks on different hosts, or
-// in containers without a common /dev/shm, cannot open the name, and the
-// group stays on Gloo). Rank 0 unlinks the name once all have mapped it, so
-// nothing is left behind when a process dies. A peer that does not arrive
-// within the timeout, that left the group (destroyed its exchange), or
-// whose process is gone (checked by pid when the ranks share a pid
-// namespace) fails the call with UNAVAILABLE.
+// and the segment is used only if all could and all share one pid namespace
+// (ranks on different hosts, or in containers without a common /dev/shm,
+// cannot open the name; ranks in different pid namespaces could not see a
+// peer's exit: the group stays on Gloo's TCP). Rank 0 unlinks the name once
+// all have mapped it, so nothing is left behind when a process dies. A peer
+// that does not arrive within the timeout, that left the group (destroyed
+// its exchange), or whose process is gone (checked by pid every 100 ms of
+// waiting) fails the call with UNAVAILABLE.
 #ifndef STRATA_WORKER_SHM_EXCHANGE_H_
 #define STRATA_WORKER_SHM_EXCHANGE_H_
 
@@ -76,7 +77,6 @@ class ShmExchange {
   int rank_, size_;
   std::chrono::milliseconds timeout_;
   uint64_t calls_ = 0;
-  bool same_pid_namespace_[kMaxRanks] = {};
 };
 
 }  // namespace strata::worker
