@@ -147,6 +147,7 @@ struct UcxTransport::Impl {
 
   std::mutex cmd_mu;
   std::deque<std::function<void()>> commands;
+  std::atomic<bool> has_commands{false};  // commands is not empty (set under cmd_mu)
 
   // Who drives the UCX worker (runs the commands, progresses it, sleeps on
   // its event fd): the progress thread, or else a thread waiting in
@@ -161,6 +162,11 @@ struct UcxTransport::Impl {
   bool caller_driving = false;               // under park_mu
   std::atomic<bool> driving{false};          // caller_driving, for Receive's waiters (set under park_mu)
   std::atomic<bool> progress_sleeping{false};  // the progress thread is in poll
+  // How often the parked progress thread looks whether callers still drive.
+  static constexpr auto kParkCheckMin = std::chrono::milliseconds(1);
+  static constexpr auto kParkCheckMax = std::chrono::milliseconds(64);
+  std::chrono::milliseconds park_check = kParkCheckMin;  // under park_mu
+  bool wanted = false;  // work for the progress thread, even while callers drive (under park_mu)
 
   std::mutex rx_mu;
   std::condition_variable rx_cv;
@@ -181,21 +187,36 @@ struct UcxTransport::Impl {
     {
       std::lock_guard<std::mutex> lock(cmd_mu);
       commands.push_back(std::move(fn));
+      has_commands = true;
     }
+    WakeProgress();
     ucp_worker_signal(worker);  // wakes whichever thread sleeps on the event fd
+  }
+
+  // Wakes the progress thread if it is parked.
+  void WakeProgress() {
+    {
+      std::lock_guard<std::mutex> lock(park_mu);
+      wanted = true;
+    }
+    park_cv.notify_one();
   }
 
   // One turn of driving: the posted commands, then progress until UCX has
   // nothing more to do. True when anything happened.
   bool Turn() {
     std::lock_guard<std::mutex> lock(worker_mu);  // first: commands run in the order they were posted
-    std::deque<std::function<void()>> todo;
-    {
-      std::lock_guard<std::mutex> commands_lock(cmd_mu);
-      todo.swap(commands);
+    bool worked = false;
+    if (has_commands) {  // a spinning driver makes no deque (two allocations) per turn
+      std::deque<std::function<void()>> todo;
+      {
+        std::lock_guard<std::mutex> commands_lock(cmd_mu);
+        todo.swap(commands);
+        has_commands = false;
+      }
+      for (auto& fn : todo) fn();
+      worked = !todo.empty();
     }
-    for (auto& fn : todo) fn();
-    bool worked = !todo.empty();
     while (ucp_worker_progress(worker) != 0) worked = true;
     return worked;
   }
@@ -253,8 +274,8 @@ struct UcxTransport::Impl {
     }
     Message m;
     std::memcpy(&m.header, header, sizeof(WireHeader));
-    m.data.resize(length);
     if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
+      m.data.resize(length);  // UCX writes it
       auto* pending = new PendingRecv{self, std::move(m)};
       ucp_request_param_t p;
       std::memset(&p, 0, sizeof(p));
@@ -270,7 +291,8 @@ struct UcxTransport::Impl {
       }
       return UCS_OK;
     }
-    if (length > 0) std::memcpy(m.data.data(), data, length);
+    m.data.reserve(length);  // one pass: a copy, with no zeroing first
+    m.data.insert(m.data.end(), static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + length);
     self->Deliver(std::move(m));
     return UCS_OK;
   }
@@ -339,7 +361,10 @@ struct UcxTransport::Impl {
       caller_driving = false;
       driving = false;
     }
-    park_cv.notify_one();
+    // The progress thread is not woken: it looks again within park_check.
+    // A wake-up per message made it runnable after every hop, and on a
+    // machine with as many cores as spinning callers it took the core of
+    // one (docs/benchmarks.md).
     {
       std::lock_guard<std::mutex> lock(rx_mu);  // a receiver waiting in Receive may drive now
       rx_cv.notify_all();
@@ -355,7 +380,13 @@ struct UcxTransport::Impl {
       {
         std::unique_lock<std::mutex> lock(park_mu);
         if (caller_driving) {
-          park_cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return !caller_driving || stop; });
+          // Unwoken (see DriveUntil), it looks again after a while that
+          // grows while callers keep driving; work that needs it at once
+          // (an asynchronous send, a posted command) wakes it.
+          park_cv.wait_for(lock, park_check, [&] { return !caller_driving || stop || wanted; });
+          park_check = std::min(park_check * 2, kParkCheckMax);
+          if (wanted || !caller_driving) park_check = kParkCheckMin;
+          wanted = false;
           last_active = Clock::now() - options.spin;  // the caller's activity, not ours: no spin
           continue;
         }
@@ -682,6 +713,11 @@ struct UcxPendingSend : public PendingSend {
 
 absl::StatusOr<std::unique_ptr<PendingSend>> UcxTransport::SendAsync(int peer_id, const WireHeader& header,
                                                                      const std::vector<Bytes>& parts) {
+  return Start(peer_id, header, parts, /*caller_waits=*/false);
+}
+
+absl::StatusOr<std::unique_ptr<PendingSend>> UcxTransport::Start(int peer_id, const WireHeader& header,
+                                                                 const std::vector<Bytes>& parts, bool caller_waits) {
   Impl::Peer* peer = impl_->GetPeer(peer_id);
   if (peer == nullptr) return absl::InvalidArgumentError(absl::StrCat("no peer ", peer_id));
   if (peer->failed) {
@@ -727,7 +763,12 @@ absl::StatusOr<std::unique_ptr<PendingSend>> UcxTransport::SendAsync(int peer_id
       impl->StartSend(peer->ep, c, &c->header, sizeof(WireHeader), c->iov.data(), c->iov.size(), true);
     }
   }
-  if (!pending->Done()) ucp_worker_signal(impl_->worker);  // the driver progresses it from here
+  // The driver progresses it from here (an eventfd write and a wake-up,
+  // which a caller that drives it itself next does without).
+  if (!caller_waits && !pending->Done()) {
+    impl_->WakeProgress();
+    ucp_worker_signal(impl_->worker);
+  }
   return std::unique_ptr<PendingSend>(std::move(pending));
 }
 
@@ -749,7 +790,7 @@ absl::Status UcxTransport::Wait(PendingSend* send, std::chrono::milliseconds tim
 
 absl::Status UcxTransport::Send(int peer_id, const WireHeader& header, const std::vector<Bytes>& parts,
                                 std::chrono::milliseconds timeout) {
-  auto pending = SendAsync(peer_id, header, parts);
+  auto pending = Start(peer_id, header, parts, /*caller_waits=*/true);
   if (!pending.ok()) return pending.status();
   return Wait(pending->get(), timeout);
 }

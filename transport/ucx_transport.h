@@ -71,6 +71,10 @@ class UcxTransport : public Transport {
   struct Impl;
 
  private:
+  // SendAsync's work; `caller_waits`: the caller drives the send to its end
+  // at once (Send), so the progress thread need not be woken for it.
+  absl::StatusOr<std::unique_ptr<PendingSend>> Start(int peer, const WireHeader& header,
+                                                     const std::vector<Bytes>& parts, bool caller_waits);
   explicit UcxTransport(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
