@@ -189,17 +189,18 @@ struct UcxTransport::Impl {
       commands.push_back(std::move(fn));
       has_commands = true;
     }
-    WakeProgress();
-    ucp_worker_signal(worker);  // wakes whichever thread sleeps on the event fd
+    WakeDriver();
   }
 
-  // Wakes the progress thread if it is parked.
-  void WakeProgress() {
+  // Work is waiting for whoever drives: wakes the progress thread if it is
+  // parked, and whichever thread sleeps on the event fd.
+  void WakeDriver() {
     {
       std::lock_guard<std::mutex> lock(park_mu);
       wanted = true;
     }
     park_cv.notify_one();
+    ucp_worker_signal(worker);
   }
 
   // One turn of driving: the posted commands, then progress until UCX has
@@ -291,8 +292,8 @@ struct UcxTransport::Impl {
       }
       return UCS_OK;
     }
-    m.data.reserve(length);  // one pass: a copy, with no zeroing first
-    m.data.insert(m.data.end(), static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + length);
+    // One pass, a copy with no zeroing first.
+    m.data.assign(static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + length);
     self->Deliver(std::move(m));
     return UCS_OK;
   }
@@ -765,10 +766,7 @@ absl::StatusOr<std::unique_ptr<PendingSend>> UcxTransport::Start(int peer_id, co
   }
   // The driver progresses it from here (an eventfd write and a wake-up,
   // which a caller that drives it itself next does without).
-  if (!caller_waits && !pending->Done()) {
-    impl_->WakeProgress();
-    ucp_worker_signal(impl_->worker);
-  }
+  if (!caller_waits && !pending->Done()) impl_->WakeDriver();
   return std::unique_ptr<PendingSend>(std::move(pending));
 }
 

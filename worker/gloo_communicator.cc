@@ -15,6 +15,7 @@
 #include <gloo/transport/tcp/device.h>
 
 #include "absl/strings/str_cat.h"
+#include "worker/rank_order_sum.h"
 
 namespace strata::worker {
 
@@ -114,16 +115,17 @@ absl::Status GlooCommunicator::AllReduceSum(float* data, int64_t n) {
   return absl::OkStatus();
 }
 
-void GlooCommunicator::GrowInboxes(int64_t n) {
-  inboxes_.clear();  // unregistered before the memory goes
-  // The whole room at once (kInboxBytes per parity), so the inboxes never
-  // grow again: every direct all-reduce fits, and all-gathers go in windows
-  // of it.
-  const int64_t capacity = std::max<int64_t>(n, kInboxBytes / static_cast<int64_t>(sizeof(float)) / (size_ - 1));
+static_assert(GlooCommunicator::kInboxBytes >= GlooCommunicator::kDirectMaxBytes,
+              "a direct all-reduce fits the inboxes whole");
+
+void GlooCommunicator::RegisterInboxes() {
+  // The whole room at once (kInboxBytes per parity), for the life of the
+  // group: every direct all-reduce fits, and all-gathers go in windows of it.
+  const int64_t capacity = kInboxBytes / static_cast<int64_t>(sizeof(float)) / (size_ - 1);
   const int peers = size_ - 1;
   inbox_memory_.assign(static_cast<size_t>(2 * peers * capacity), 0.0f);
-  // Slot of the message from rank s to rank d in parity k: one block per
-  // generation, drawn in the same order on every rank.
+  // Slot of the message from rank s to rank d in parity k: one block,
+  // drawn in the same order on every rank.
   inbox_slot_ = direct_->nextSlot(2 * size_ * size_);
   for (int k = 0; k < 2; ++k) {
     for (int q = 0; q < size_; ++q) {
@@ -135,7 +137,6 @@ void GlooCommunicator::GrowInboxes(int64_t n) {
     }
   }
   inbox_capacity_ = capacity;
-  direct_calls_ = 0;
 }
 
 size_t GlooCommunicator::SyncPieceBytes() {
@@ -162,8 +163,9 @@ void GlooCommunicator::Exchange(const float* data, size_t bytes, int k) {
     sends.push_back(direct_->getPair(q)->createSendBuffer(inbox_slot_ + (k * size_ + rank_) * size_ + q,
                                                           const_cast<float*>(data), bytes));
   }
-  for (size_t off = 0; off < bytes; off += piece_bytes_) {
-    const size_t len = std::min(piece_bytes_, bytes - off);
+  const size_t piece = SyncPieceBytes();
+  for (size_t off = 0; off < bytes; off += piece) {
+    const size_t len = std::min(piece, bytes - off);
     for (auto& s : sends) {
       s->send(off, len, off);
       s->waitSend();  // written already (synchronous mode): this counts it
@@ -173,26 +175,14 @@ void GlooCommunicator::Exchange(const float* data, size_t bytes, int k) {
 }
 
 void GlooCommunicator::DirectAllReduce(float* data, int64_t n) {
-  if (n > inbox_capacity_) GrowInboxes(n);
+  if (inbox_capacity_ == 0) RegisterInboxes();  // n fits: n * 4 <= kDirectMaxBytes / (size - 1)
   const int k = static_cast<int>(direct_calls_++ & 1);
   const int peers = size_ - 1;
   Exchange(data, static_cast<size_t>(n) * sizeof(float), k);
   const float* inbox = inbox_memory_.data() + k * peers * inbox_capacity_;
-  if (size_ == 2) {
-    // a + b == b + a, so both ranks agree bitwise.
-    for (int64_t i = 0; i < n; ++i) data[i] += inbox[i];
-    return;
-  }
-  // Rank order on every rank: ((x0 + x1) + x2) + ...
-  std::vector<const float*> from(size_);
-  for (int q = 0; q < size_; ++q) {
-    from[q] = q == rank_ ? data : inbox + (q < rank_ ? q : q - 1) * inbox_capacity_;
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    float sum = from[0][i];
-    for (int q = 1; q < size_; ++q) sum += from[q][i];
-    data[i] = sum;
-  }
+  std::vector<const float*> parts(size_);
+  for (int q = 0; q < size_; ++q) parts[q] = q == rank_ ? data : inbox + (q < rank_ ? q : q - 1) * inbox_capacity_;
+  SumInRankOrder(parts.data(), size_, n, data);
 }
 
 void GlooCommunicator::RingAllReduce(float* data, int64_t n) {
@@ -229,7 +219,7 @@ absl::Status GlooCommunicator::AllGather(const float* in, int64_t n, float* out)
 
 void GlooCommunicator::DirectAllGather(const float* in, int64_t n, float* out) {
   std::copy_n(in, n, out + rank_ * n);
-  if (inbox_capacity_ == 0) GrowInboxes(1);  // the default room
+  if (inbox_capacity_ == 0) RegisterInboxes();
   const int peers = size_ - 1;
   // Windows of the inboxes' size, each an exchange of its own (and parity).
   for (int64_t off = 0; off < n; off += inbox_capacity_) {

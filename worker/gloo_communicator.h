@@ -96,8 +96,8 @@ class GlooCommunicator : public Communicator {
   // Throws Gloo's exceptions; the callers catch them.
   void DirectAllReduce(float* data, int64_t n);
   void RingAllReduce(float* data, int64_t n);
-  // Registers inboxes of at least n floats (all ranks grow at the same call).
-  void GrowInboxes(int64_t n);
+  // Registers the inboxes, at the first direct collective (every rank's).
+  void RegisterInboxes();
   absl::Status Failed(absl::Status s);
 
   // Declared first: they outlive the buffers on their pairs.
@@ -110,9 +110,8 @@ class GlooCommunicator : public Communicator {
   absl::Status failure_;  // the first failed collective; OK while none
 
   // The direct exchange. inbox_memory_: [2 parities][size - 1 peers][capacity].
-  size_t piece_bytes_ = SyncPieceBytes();
   int64_t inbox_capacity_ = 0;  // floats per inbox; 0: none yet
-  int inbox_slot_ = 0;          // the first of this generation's Gloo slots
+  int inbox_slot_ = 0;          // the first of the inboxes' Gloo slots
   std::vector<float> inbox_memory_;
   std::vector<std::unique_ptr<gloo::transport::Buffer>> inboxes_;  // [parity][peer], registered
   uint64_t direct_calls_ = 0;   // the parity of the next call

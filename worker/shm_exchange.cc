@@ -24,6 +24,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "worker/rank_order_sum.h"
 
 namespace strata::worker {
 namespace {
@@ -233,9 +234,12 @@ absl::Status ShmExchange::WaitForPeers(uint64_t call) {
     header_->sleepers.fetch_sub(1, std::memory_order_seq_cst);
     q = late();
     if (q < 0) return absl::OkStatus();
-    if (header_->ranks[q].left.load(std::memory_order_seq_cst) != 0) {
-      return absl::UnavailableError(
-          absl::StrCat("tensor-parallel rank ", q, " left the group before shared-memory call ", call));
+    for (int p = 0; p < size_; ++p) {
+      if (p != rank_ && header_->ranks[p].seq.load(std::memory_order_seq_cst) < call &&
+          header_->ranks[p].left.load(std::memory_order_seq_cst) != 0) {
+        return absl::UnavailableError(
+            absl::StrCat("tensor-parallel rank ", p, " left the group before shared-memory call ", call));
+      }
     }
     const auto now = Clock::now();
     if (now - start >= timeout_) {
@@ -257,28 +261,23 @@ absl::Status ShmExchange::WaitForPeers(uint64_t call) {
   }
 }
 
+absl::Status ShmExchange::ExchangeWindow(const float* src, int64_t len, int* parity) {
+  const uint64_t call = ++calls_;
+  *parity = static_cast<int>(call & 1);
+  std::memcpy(Slot(*parity, rank_), src, static_cast<size_t>(len) * sizeof(float));
+  Publish(call);
+  return WaitForPeers(call);
+}
+
 absl::Status ShmExchange::AllReduceSum(float* data, int64_t n) {
   const int64_t window = kSlotBytes / static_cast<int64_t>(sizeof(float));
+  std::vector<const float*> parts(size_);
   for (int64_t off = 0; off < n; off += window) {
     const int64_t len = std::min(window, n - off);
-    const uint64_t call = ++calls_;
-    const int k = static_cast<int>(call & 1);
-    std::memcpy(Slot(k, rank_), data + off, static_cast<size_t>(len) * sizeof(float));
-    Publish(call);
-    if (absl::Status s = WaitForPeers(call); !s.ok()) return s;
-    float* out = data + off;
-    if (size_ == 2) {
-      const float* a = Slot(k, 0);
-      const float* b = Slot(k, 1);
-      for (int64_t i = 0; i < len; ++i) out[i] = a[i] + b[i];
-      continue;
-    }
-    const float* first = Slot(k, 0);
-    for (int64_t i = 0; i < len; ++i) out[i] = first[i];
-    for (int q = 1; q < size_; ++q) {  // rank order: ((x0 + x1) + x2) + ...
-      const float* x = Slot(k, q);
-      for (int64_t i = 0; i < len; ++i) out[i] += x[i];
-    }
+    int k = 0;
+    if (absl::Status s = ExchangeWindow(data + off, len, &k); !s.ok()) return s;
+    for (int q = 0; q < size_; ++q) parts[q] = Slot(k, q);
+    SumInRankOrder(parts.data(), size_, len, data + off);
   }
   return absl::OkStatus();
 }
@@ -288,11 +287,8 @@ absl::Status ShmExchange::AllGather(const float* in, int64_t n, float* out) {
   std::memcpy(out + rank_ * n, in, static_cast<size_t>(n) * sizeof(float));
   for (int64_t off = 0; off < n; off += window) {
     const int64_t len = std::min(window, n - off);
-    const uint64_t call = ++calls_;
-    const int k = static_cast<int>(call & 1);
-    std::memcpy(Slot(k, rank_), in + off, static_cast<size_t>(len) * sizeof(float));
-    Publish(call);
-    if (absl::Status s = WaitForPeers(call); !s.ok()) return s;
+    int k = 0;
+    if (absl::Status s = ExchangeWindow(in + off, len, &k); !s.ok()) return s;
     for (int q = 0; q < size_; ++q) {
       if (q != rank_) std::memcpy(out + q * n + off, Slot(k, q), static_cast<size_t>(len) * sizeof(float));
     }

@@ -65,6 +65,9 @@ class ShmExchange {
  private:
   ShmExchange(void* base, size_t bytes, int rank, int size, std::chrono::milliseconds timeout);
   float* Slot(int parity, int rank) const;
+  // Copies `len` floats of `src` into this rank's slot of the next call,
+  // publishes it and waits for every peer's; *parity: the call's slots.
+  absl::Status ExchangeWindow(const float* src, int64_t len, int* parity);
   // Says this rank's slot of `call` is written, and wakes sleeping peers.
   void Publish(uint64_t call);
   // Returns once every peer published `call`; UNAVAILABLE after the timeout
