@@ -45,6 +45,7 @@ class ConnectedPeers : public transport::Transport {
   }
   absl::Status Wait(transport::PendingSend* send, milliseconds timeout) override { return real_->Wait(send, timeout); }
   absl::StatusOr<transport::Message> Receive(milliseconds timeout) override { return real_->Receive(timeout); }
+  void Recycle(transport::Message&& m) override { real_->Recycle(std::move(m)); }
   void Interrupt() override { real_->Interrupt(); }
   transport::TransportStats stats() const override { return real_->stats(); }
   void SetDataKey(const transport::DataKey& key) override { real_->SetDataKey(key); }
@@ -402,7 +403,10 @@ void Dispatcher::Loop() {
   while (!stop_) {
     Turn(Clock::now());
     auto m = transport_->Receive(milliseconds(20));
-    if (m.ok()) HandleMessage(*m);
+    if (m.ok()) {
+      HandleMessage(*m);
+      transport_->Recycle(std::move(*m));
+    }
   }
 }
 

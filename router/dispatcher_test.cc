@@ -93,6 +93,7 @@ class BlackHoleTransport : public transport::Transport {
   }
   absl::Status Wait(transport::PendingSend* send, milliseconds timeout) override { return real_->Wait(send, timeout); }
   absl::StatusOr<transport::Message> Receive(milliseconds timeout) override { return real_->Receive(timeout); }
+  void Recycle(transport::Message&& m) override { real_->Recycle(std::move(m)); }
   void Interrupt() override { real_->Interrupt(); }
   transport::TransportStats stats() const override { return real_->stats(); }
   void SetDataKey(const transport::DataKey& key) override { real_->SetDataKey(key); }

@@ -25,7 +25,7 @@ struct LoopbackNetwork::Endpoint {
   MessageGuard guard;  // this endpoint's data key
 
   // Validates and queues one message; false when it was malformed.
-  bool Deliver(const void* header, size_t header_length, std::vector<uint8_t> data) {
+  bool Deliver(const void* header, size_t header_length, MessageBytes data) {
     std::lock_guard<std::mutex> lock(mu);
     if (!ValidateHeader(header, header_length, data.size()).ok()) {
       stats.messages_rejected += 1;
@@ -53,10 +53,10 @@ struct LoopbackNetwork::Endpoint {
 
 namespace {
 
-std::vector<uint8_t> Gather(const std::vector<Bytes>& parts) {
+MessageBytes Gather(const std::vector<Bytes>& parts) {
   size_t total = 0;
   for (const Bytes& b : parts) total += b.size;
-  std::vector<uint8_t> out(total);
+  MessageBytes out(total);
   size_t at = 0;
   for (const Bytes& b : parts) {
     if (b.size > 0) std::memcpy(out.data() + at, b.data, b.size);
@@ -69,7 +69,7 @@ std::vector<uint8_t> Gather(const std::vector<Bytes>& parts) {
 // copied when it was posted, as UCX's eager protocol does.
 class LoopbackSend : public PendingSend {
  public:
-  LoopbackSend(std::shared_ptr<LoopbackNetwork::Endpoint> dest, WireHeader header, std::vector<uint8_t> data)
+  LoopbackSend(std::shared_ptr<LoopbackNetwork::Endpoint> dest, WireHeader header, MessageBytes data)
       : dest_(std::move(dest)), header_(header), data_(std::move(data)), start_(Clock::now()) {}
 
   bool Done() const override {
@@ -88,7 +88,7 @@ class LoopbackSend : public PendingSend {
  private:
   std::shared_ptr<LoopbackNetwork::Endpoint> dest_;
   WireHeader header_;
-  mutable std::vector<uint8_t> data_;
+  mutable MessageBytes data_;
   Clock::time_point start_;
   mutable std::mutex mu_;
   mutable bool delivered_ = false;
@@ -135,7 +135,7 @@ absl::Status LoopbackNetwork::DeliverRaw(const std::string& address, const std::
                                          const std::string& data) {
   auto e = Find(address);
   if (!e) return absl::UnavailableError(absl::StrCat("no loopback endpoint at ", address));
-  e->Deliver(header.data(), header.size(), std::vector<uint8_t>(data.begin(), data.end()));
+  e->Deliver(header.data(), header.size(), MessageBytes(data.begin(), data.end()));
   return absl::OkStatus();
 }
 
@@ -177,7 +177,7 @@ absl::StatusOr<std::unique_ptr<PendingSend>> LoopbackTransport::SendAsync(int pe
     address = peers_[peer];
     if (address.empty()) return absl::UnavailableError(absl::StrCat("peer ", peer, " was disconnected"));
   }
-  std::vector<uint8_t> data = Gather(parts);
+  MessageBytes data = Gather(parts);
   if (static_cast<uint64_t>(header.plan_bytes) + header.payload_bytes != data.size()) {
     return absl::InvalidArgumentError(absl::StrCat("header announces ", header.plan_bytes, " + ",
                                                    header.payload_bytes, " bytes but the parts hold ", data.size()));

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -25,9 +26,32 @@ struct Bytes {
   size_t size = 0;
 };
 
+// An allocator whose resize leaves new bytes uninitialized: a transport
+// writes every byte of a message it receives, and zeroing a 64 KiB buffer
+// first cost more than UCX's copy into it (docs/benchmarks.md).
+template <class T>
+struct UninitializedAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = UninitializedAllocator<U>;
+  };
+  UninitializedAllocator() = default;
+  template <class U>
+  UninitializedAllocator(const UninitializedAllocator<U>&) noexcept {}
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;  // default-initialized: no zeroing for bytes
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+using MessageBytes = std::vector<uint8_t, UninitializedAllocator<uint8_t>>;
+
 struct Message {
   WireHeader header;
-  std::vector<uint8_t> data;  // plan bytes then payload bytes
+  MessageBytes data;  // plan bytes then payload bytes
   // When the transport queued it for Receive (the start of the receiver's
   // queue wait).
   std::chrono::steady_clock::time_point received = std::chrono::steady_clock::now();
@@ -83,6 +107,10 @@ class Transport {
   // The next valid message, DEADLINE_EXCEEDED after `timeout`, or
   // CANCELLED when Interrupt was called (once per call of Interrupt).
   virtual absl::StatusOr<Message> Receive(std::chrono::milliseconds timeout) = 0;
+  // Hands back a message this transport delivered, once its bytes are no
+  // longer needed, so that a later receive reuses its buffer (optional: a
+  // message simply destroyed is freed).
+  virtual void Recycle(Message&& m) { (void)m; }
   // Wakes a Receive (from any thread): an event loop that also has other
   // work (new requests) sleeps in Receive and is woken for it.
   virtual void Interrupt() = 0;

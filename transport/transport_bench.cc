@@ -6,7 +6,7 @@
 // SendAsync). tools/transport_bench.sh runs it beside
 // Debian's ucx_perftest (ucp_am_lat / ucp_am_bw) on the same UCX_TLS.
 //
-// usage: transport_bench [--sizes 16384,65536,...] [--peer-errors true|false]
+// usage: transport_bench [--sizes 16384,65536,...] [--peer-errors true|false] [--bandwidth false]
 // Prints one JSON object per size: {"size", "lat_us", "bw_mbps"}.
 #include <sys/wait.h>
 #include <unistd.h>
@@ -33,7 +33,7 @@ using strata::transport::WireHeader;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-constexpr uint64_t kEcho = 1, kAck = 2;
+constexpr uint64_t kEcho = 1, kAck = 2, kQuit = 3;
 // Sends in flight while streaming (a stage overlapping its sends with
 // compute has one or two; ucx_perftest keeps a window too).
 constexpr int kWindow = 4;
@@ -76,7 +76,7 @@ int Fail(const std::string& what) {
   return 1;
 }
 
-// The peer: echoes pings, acknowledges the end of a stream.
+// The peer: echoes pings, acknowledges the end of a stream, leaves when told.
 int Echo(int to_parent, int from_parent, const UcxOptions& options, const strata::transport::DataKey* key) {
   auto t = UcxTransport::Create(options);
   if (!t.ok()) return Fail(std::string(t.status().message()));
@@ -86,11 +86,18 @@ int Echo(int to_parent, int from_parent, const UcxOptions& options, const strata
   if (!parent.ok()) return Fail("no parent address");
   auto peer = (*t)->Connect(*parent);
   if (!peer.ok()) return Fail(std::string(peer.status().message()));
+  std::vector<uint8_t> reply;
   while (true) {
     auto m = (*t)->Receive(milliseconds(20000));
-    if (!m.ok()) return 0;  // the parent is done
+    if (!m.ok() || m->header.src_rank == kQuit) return 0;  // the parent is done
     if (m->header.src_rank == kEcho) {
-      if (!(*t)->Send(*peer, Header(m->header.payload_bytes, 0), {{m->data.data(), m->data.size()}},
+      // The reply goes from a buffer of its own, as ucx_perftest's does:
+      // not from the bytes just received, whose cache lines this core has
+      // just written (reading those from the other core cost 4-5 us more
+      // per 64 KiB on the Xeon VM, a cost of where the data was produced,
+      // not of the transport).
+      if (reply.size() != m->data.size()) reply.assign(m->data.begin(), m->data.end());
+      if (!(*t)->Send(*peer, Header(m->header.payload_bytes, 0), {{reply.data(), reply.size()}},
                       milliseconds(10000))
                .ok()) {
         return Fail("echo failed");
@@ -100,6 +107,7 @@ int Echo(int to_parent, int from_parent, const UcxOptions& options, const strata
         return Fail("ack failed");
       }
     }
+    (*t)->Recycle(std::move(*m));
   }
 }
 
@@ -109,6 +117,7 @@ int main(int argc, char** argv) {
   std::vector<int64_t> sizes = {8 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20};
   UcxOptions options;
   options.listen = {"127.0.0.1", 0};
+  bool bandwidth = true;  // --bandwidth false: latency only (for profiling one phase)
   bool mac = false;  // --mac true: both ends sign and verify every message (HMAC-SHA256)
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
@@ -119,6 +128,8 @@ int main(int argc, char** argv) {
         if (!absl::SimpleAtoi(s, &v) || v < 0 || v > (int64_t{1} << 30)) return Fail("bad --sizes");
         sizes.push_back(v);
       }
+    } else if (flag == "--bandwidth") {
+      bandwidth = value != "false";
     } else if (flag == "--mac") {
       mac = value == "true";
     } else if (flag == "--peer-errors") {
@@ -154,7 +165,10 @@ int main(int argc, char** argv) {
                .ok()) {
         return false;
       }
-      return (*t)->Receive(milliseconds(10000)).ok();
+      auto m = (*t)->Receive(milliseconds(10000));
+      if (!m.ok()) return false;
+      (*t)->Recycle(std::move(*m));  // as the workers do: the buffer serves the next receive
+      return true;
     };
     for (int i = 0; i < 20; ++i) {
       if (!ping()) return Fail("warm-up failed");
@@ -164,6 +178,11 @@ int main(int argc, char** argv) {
       if (!ping()) return Fail("ping failed");
     }
     const double lat_us = std::chrono::duration<double, std::micro>(Clock::now() - start).count() / lat_iters / 2;
+    if (!bandwidth) {
+      std::cout << "{\"size\": " << size << ", \"mac\": " << (mac ? "true" : "false") << ", \"lat_us\": " << lat_us
+                << "}" << std::endl;
+      continue;
+    }
     start = Clock::now();
     std::deque<std::unique_ptr<strata::transport::PendingSend>> window;
     for (int i = 0; i < bw_iters; ++i) {
@@ -185,6 +204,7 @@ int main(int argc, char** argv) {
     const double mbps = static_cast<double>(size) * bw_iters / secs / 1e6;
     std::cout << "{\"size\": " << size << ", \"mac\": " << (mac ? "true" : "false") << ", \"lat_us\": " << lat_us << ", \"bw_mbps\": " << mbps << "}" << std::endl;
   }
+  (void)(*t)->Send(*peer, Header(0, kQuit), {{kPlan.data(), kPlan.size()}}, milliseconds(1000));
   t->reset();
   int status = 0;
   waitpid(child, &status, 0);

@@ -25,6 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "openssl/err.h"
 #include "openssl/ssl.h"
+#include "transport/buffer_pool.h"
 
 namespace strata::transport {
 namespace {
@@ -180,6 +181,8 @@ struct UcxTransport::Impl {
   std::atomic<uint64_t> sent{0}, sent_bytes{0}, received{0}, received_bytes{0}, rejected{0}, unauthenticated{0};
   MessageGuard guard;
   std::atomic<uint64_t> send_nanos{0};
+  // Buffers of delivered messages handed back (Recycle) for later receives.
+  BufferPool buffers{16, size_t{256} << 20};
 
   ~Impl() { Shutdown(); }
 
@@ -276,7 +279,7 @@ struct UcxTransport::Impl {
     Message m;
     std::memcpy(&m.header, header, sizeof(WireHeader));
     if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
-      m.data.resize(length);  // UCX writes it
+      m.data = self->buffers.Take(length);  // UCX writes it
       auto* pending = new PendingRecv{self, std::move(m)};
       ucp_request_param_t p;
       std::memset(&p, 0, sizeof(p));
@@ -293,7 +296,8 @@ struct UcxTransport::Impl {
       return UCS_OK;
     }
     // One pass, a copy with no zeroing first.
-    m.data.assign(static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + length);
+    m.data = self->buffers.Take(length);
+    if (length > 0) std::memcpy(m.data.data(), data, length);
     self->Deliver(std::move(m));
     return UCS_OK;
   }
@@ -873,6 +877,8 @@ absl::StatusOr<Message> UcxTransport::Receive(std::chrono::milliseconds timeout)
   if (got) return std::move(*got);
   return absl::DeadlineExceededError(absl::StrCat("no data-plane message within ", timeout.count(), " ms"));
 }
+
+void UcxTransport::Recycle(Message&& m) { impl_->buffers.Give(std::move(m.data)); }
 
 TransportStats UcxTransport::stats() const {
   TransportStats s;

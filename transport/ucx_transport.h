@@ -53,6 +53,7 @@ class UcxTransport : public Transport {
                                                          const std::vector<Bytes>& parts) override;
   absl::Status Wait(PendingSend* send, std::chrono::milliseconds timeout) override;
   absl::StatusOr<Message> Receive(std::chrono::milliseconds timeout) override;
+  void Recycle(Message&& m) override;
   void Interrupt() override;
   TransportStats stats() const override;
   void SetDataKey(const DataKey& key) override;

@@ -96,6 +96,47 @@ TEST_P(UcxTransportTest, MessagesArriveWholeAndInOrder) {
   EXPECT_FALSE(a->Send(*peer, bad, {{plan_bytes.data(), 3}}, milliseconds(1000)).ok());
 }
 
+// A message handed back with Recycle lends its buffer to the next receive
+// of a size it holds, by rendezvous (64 KiB and 1 MiB) and eagerly (2 KiB):
+// the bytes are the new message's, never the old one's.
+TEST_P(UcxTransportTest, RecycledBuffersServeLaterReceivesWithTheNewBytes) {
+  auto a = Make(), b = Make();
+  ASSERT_TRUE(a && b);
+  auto peer = a->Connect(*ParseHostPort(b->address(), "b"));
+  ASSERT_TRUE(peer.ok()) << peer.status();
+  StepPlan plan;
+  plan.sequences.resize(1);
+  plan.sequences[0].num_tokens = 1;
+  plan.token_ids = {5};
+  const std::string plan_bytes = EncodePlan(plan);
+  // Returns the message's bytes: the plan, then `size` payload bytes.
+  auto send = [&](size_t size, uint8_t seed) {
+    std::vector<uint8_t> bytes(plan_bytes.begin(), plan_bytes.end());
+    bytes.resize(plan_bytes.size() + size);
+    std::iota(bytes.begin() + plan_bytes.size(), bytes.end(), seed);
+    WireHeader h;
+    h.type = static_cast<uint16_t>(MessageType::kActivations);
+    h.plan_bytes = static_cast<uint32_t>(plan_bytes.size());
+    h.payload_bytes = size;
+    EXPECT_TRUE(a->Send(*peer, h, {{bytes.data(), bytes.size()}}, milliseconds(10000)).ok());
+    return bytes;
+  };
+  for (size_t size : {size_t{2048}, size_t{64} << 10, size_t{1} << 20}) {
+    send(size, 1);
+    auto first = b->Receive(milliseconds(10000));
+    ASSERT_TRUE(first.ok()) << first.status();
+    const uint8_t* where = first->data.data();
+    b->Recycle(std::move(*first));
+    const std::vector<uint8_t> want = send(size - 100, 9);  // a little smaller: the same buffer holds it
+    auto second = b->Receive(milliseconds(10000));
+    ASSERT_TRUE(second.ok()) << second.status();
+    EXPECT_EQ(second->data.data(), where) << size;
+    ASSERT_EQ(second->data.size(), want.size());
+    EXPECT_EQ(std::memcmp(second->data.data(), want.data(), want.size()), 0) << size;
+    b->Recycle(std::move(*second));
+  }
+}
+
 // A thread waiting in Receive drives the UCX worker itself (the progress
 // thread waits meanwhile): other threads' connects and rendezvous-sized
 // sends on that transport still complete, a second receiver gets what the

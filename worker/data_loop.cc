@@ -66,6 +66,7 @@ void DataLoop::Run() {
     }
     if (reconnect_.exchange(false)) DropConnections();
     Handle(*m);
+    transport_->Recycle(std::move(*m));  // its buffer serves a later receive
   }
   FinishInFlight();
 }
@@ -199,6 +200,7 @@ void DataLoop::FinishInFlight() {
   if (s.ok()) {
     metrics_->activation_bytes_sent->Increment(static_cast<double>(f->buffer.size()));
     metrics_->activation_transfer_seconds->Observe(f->send->transfer_seconds);
+    runner_->Reuse(std::move(f->buffer));  // sent: the next step writes into it
     return;
   }
   next_peer_ = -1;

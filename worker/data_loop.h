@@ -79,7 +79,7 @@ class DataLoop {
   // while this worker computes the next step.
   struct InFlight {
     std::unique_ptr<transport::PendingSend> send;
-    std::vector<uint8_t> buffer;
+    transport::MessageBytes buffer;
     uint64_t step_id = 0;
   };
 

@@ -28,8 +28,8 @@ struct StepOutput {
   // Not the last stage: the Activations message body, the plan as it
   // arrived with room for this stage's timing, then the hidden states
   // [rows, hidden] f32, written there by the executor (one contiguous
-  // buffer, no copy).
-  std::vector<uint8_t> activations;
+  // buffer, no copy; a buffer handed back with Reuse, not zeroed first).
+  transport::MessageBytes activations;
   uint32_t plan_bytes = 0;
   transport::StepResult result;  // the last stage
   int64_t kv_blocks_used = 0;  // distinct blocks the step referenced
@@ -48,6 +48,12 @@ class StepRunner {
   // INVALID_ARGUMENT for a message that does not fit this stage (wrong
   // type, payload size, ids, block tables); nothing runs then.
   absl::StatusOr<StepOutput> Run(const transport::Message& message);
+  // Hands back the activations of an earlier step once they are sent: the
+  // next step writes into it (its pages mapped already) rather than into a
+  // new buffer.
+  void Reuse(transport::MessageBytes buffer) {
+    if (buffer.capacity() > spare_.capacity()) spare_ = std::move(buffer);
+  }
 
  private:
   // The last stage, rank 0: samples and scores the n logits rows (backend
@@ -64,6 +70,8 @@ class StepRunner {
   kernels::KvCache* cache_;
   std::vector<float> logits_;  // host copy, only when the plan asks for logits
   std::vector<float> aligned_;
+  // The largest activations buffer handed back (Reuse), for the next step.
+  transport::MessageBytes spare_;
   std::vector<kernels::SampleRequest> requests_;
   std::vector<kernels::SampleResult> results_;
 };
