@@ -5,7 +5,7 @@
 #
 #   tools/pipeline_scaling.sh --model DIR [--cores 2] [--concurrency 1,4,16,64]
 #       [--prompt 64] [--output 32] [--layouts "1x1x2 2x1x1 1x2x1 2x1x1:8,8"]
-#       [--max-seqs 64]
+#       [--max-seqs 64] [--max-tokens 256]
 #
 # A layout is STAGESxTPxTHREADS (threads per worker), optionally with
 # :N,N,... layers per stage (default: strata up's balanced split). Each
@@ -21,7 +21,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=$root/bazel-bin
 strata=$bin/tools/strata
-model="" concurrency="1,4,16,64" prompt=64 output=32 max_seqs=64
+model="" concurrency="1,4,16,64" prompt=64 output=32 max_seqs=64 max_tokens=256
 layouts="1x1x2 2x1x1 1x2x1"
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -31,6 +31,7 @@ while [[ $# -gt 0 ]]; do
     --output) output=$2; shift 2 ;;
     --layouts) layouts=$2; shift 2 ;;
     --max-seqs) max_seqs=$2; shift 2 ;;
+    --max-tokens) max_tokens=$2; shift 2 ;;
     *) echo "unknown flag $1" >&2; exit 2 ;;
   esac
 done
@@ -63,7 +64,7 @@ for layout in $layouts; do
   layers=""
   [[ $layout == *:* ]] && layers=${layout#*:}
   IFS=x read -r stages tp threads <<<"$shape"
-  flags=(--stages "$stages" --tp "$tp" --threads "$threads" --metrics-port 0 --max-seqs-per-step "$max_seqs")
+  flags=(--stages "$stages" --tp "$tp" --threads "$threads" --metrics-port 0 --max-seqs-per-step "$max_seqs" --max-tokens-per-step "$max_tokens")
   [[ -n $layers ]] && flags+=(--layers "$layers")
   "$strata" up --model "$model" --bin-dir "$bin" --log-dir "$work/$layout.logs" --ready-file "$work/ready" \
     "${flags[@]}" >"$work/up.log" 2>&1 &
