@@ -268,8 +268,15 @@ TEST(SoakTest, TwoHundredStreamsLeakNothingAndLoseNoRequest) {
   const int64_t never_arrived = soak.calls - router_total;
   EXPECT_GE(never_arrived, 0) << "the router counted more requests than the client sent";
   EXPECT_LE(never_arrived, soak.cancelled_without_token) << "requests the router did not count";
-  EXPECT_EQ(router["stop"] + router["length"], code("OK"));
-  EXPECT_EQ(router["cancelled"] + never_arrived, code("CANCELLED"));
+  // A call the client cancels while the rest of its stream and the OK
+  // status are already on their way (a client behind in reading) ends
+  // CANCELLED for the client and finished for the router: gRPC lets the
+  // cancel win on the client's side. Only calls that had tokens can be
+  // such; every other call is counted under the client's own outcome.
+  const int64_t finished_then_cancelled = router["stop"] + router["length"] - code("OK");
+  EXPECT_GE(finished_then_cancelled, 0) << "the router cancelled calls the client saw finish";
+  EXPECT_LE(finished_then_cancelled, soak.cancelled_by_us - soak.cancelled_without_token);
+  EXPECT_EQ(router["cancelled"] + never_arrived + finished_then_cancelled, code("CANCELLED"));
   EXPECT_EQ(code("CANCELLED"), soak.cancelled_by_us);
   EXPECT_EQ(router["deadline"], code("DEADLINE_EXCEEDED"));
   EXPECT_EQ(router["rejected"], code("RESOURCE_EXHAUSTED"));
