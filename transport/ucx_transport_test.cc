@@ -28,6 +28,15 @@ namespace {
 
 using std::chrono::milliseconds;
 
+// The encoded plan of a one-token step, the plan part of the test messages.
+std::string OneTokenPlan() {
+  StepPlan plan;
+  plan.sequences.resize(1);
+  plan.sequences[0].num_tokens = 1;
+  plan.token_ids = {5};
+  return EncodePlan(plan);
+}
+
 class UcxTransportTest : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override { setenv("UCX_TLS", GetParam(), 1); }
@@ -55,11 +64,7 @@ TEST_P(UcxTransportTest, MessagesArriveWholeAndInOrder) {
   } else {
     EXPECT_EQ(lanes.find("posix"), std::string::npos) << lanes;
   }
-  StepPlan plan;
-  plan.sequences.resize(1);
-  plan.sequences[0].num_tokens = 1;
-  plan.token_ids = {5};
-  const std::string plan_bytes = EncodePlan(plan);
+  const std::string plan_bytes = OneTokenPlan();
   const std::vector<size_t> sizes = {0, 1, 4096, 16 << 10, 1 << 20, 8 << 20};
   for (size_t i = 0; i < sizes.size(); ++i) {
     std::vector<uint8_t> payload(sizes[i]);
@@ -104,11 +109,7 @@ TEST_P(UcxTransportTest, RecycledBuffersServeLaterReceivesWithTheNewBytes) {
   ASSERT_TRUE(a && b);
   auto peer = a->Connect(*ParseHostPort(b->address(), "b"));
   ASSERT_TRUE(peer.ok()) << peer.status();
-  StepPlan plan;
-  plan.sequences.resize(1);
-  plan.sequences[0].num_tokens = 1;
-  plan.token_ids = {5};
-  const std::string plan_bytes = EncodePlan(plan);
+  const std::string plan_bytes = OneTokenPlan();
   // Returns the message's bytes: the plan, then `size` payload bytes.
   auto send = [&](size_t size, uint8_t seed) {
     std::vector<uint8_t> bytes(plan_bytes.begin(), plan_bytes.end());
@@ -148,11 +149,7 @@ TEST_P(UcxTransportTest, AReceiverDrivingTheWorkerStallsNoOtherThread) {
   std::this_thread::sleep_for(milliseconds(50));  // it is waiting (driving) now
   auto to_b = a->Connect(*ParseHostPort(b->address(), "b"));
   ASSERT_TRUE(to_b.ok()) << to_b.status();
-  StepPlan plan;
-  plan.sequences.resize(1);
-  plan.sequences[0].num_tokens = 1;
-  plan.token_ids = {5};
-  const std::string plan_bytes = EncodePlan(plan);
+  const std::string plan_bytes = OneTokenPlan();
   std::vector<uint8_t> big(8 << 20, 7);
   WireHeader h;
   h.type = static_cast<uint16_t>(MessageType::kActivations);
