@@ -5,7 +5,8 @@
 // into a buffer used before, docs/benchmarks.md). The transport takes a
 // buffer here for each receive and its user hands the message back
 // (Transport::Recycle) once done with it; a message never handed back is
-// simply freed.
+// simply freed. A pipeline stage keeps its sent activations in one too
+// (worker::StepRunner::Reuse), so each step writes into mapped pages.
 #ifndef STRATA_TRANSPORT_BUFFER_POOL_H_
 #define STRATA_TRANSPORT_BUFFER_POOL_H_
 

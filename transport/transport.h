@@ -10,7 +10,6 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -38,13 +37,11 @@ struct UninitializedAllocator : std::allocator<T> {
   UninitializedAllocator() = default;
   template <class U>
   UninitializedAllocator(const UninitializedAllocator<U>&) noexcept {}
+  // Only value-initialization changes (to default-initialization: no
+  // zeroing for bytes); with arguments, allocator_traits constructs as usual.
   template <class U>
   void construct(U* p) noexcept {
-    ::new (static_cast<void*>(p)) U;  // default-initialized: no zeroing for bytes
-  }
-  template <class U, class... Args>
-  void construct(U* p, Args&&... args) {
-    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+    ::new (static_cast<void*>(p)) U;
   }
 };
 using MessageBytes = std::vector<uint8_t, UninitializedAllocator<uint8_t>>;

@@ -278,8 +278,8 @@ struct UcxTransport::Impl {
     }
     Message m;
     std::memcpy(&m.header, header, sizeof(WireHeader));
+    m.data = self->buffers.Take(length);  // uninitialized: UCX or the copy below writes every byte
     if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
-      m.data = self->buffers.Take(length);  // UCX writes it
       auto* pending = new PendingRecv{self, std::move(m)};
       ucp_request_param_t p;
       std::memset(&p, 0, sizeof(p));
@@ -295,8 +295,6 @@ struct UcxTransport::Impl {
       }
       return UCS_OK;
     }
-    // One pass, a copy with no zeroing first.
-    m.data = self->buffers.Take(length);
     if (length > 0) std::memcpy(m.data.data(), data, length);
     self->Deliver(std::move(m));
     return UCS_OK;

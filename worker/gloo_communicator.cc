@@ -85,7 +85,8 @@ GlooCommunicator::GlooCommunicator(std::shared_ptr<gloo::Context> context, std::
       shm_(std::move(shm)),
       rank_(rank),
       size_(size),
-      timeout_(timeout) {}
+      timeout_(timeout),
+      parts_(static_cast<size_t>(size)) {}
 
 GlooCommunicator::~GlooCommunicator() = default;
 
@@ -180,9 +181,8 @@ void GlooCommunicator::DirectAllReduce(float* data, int64_t n) {
   const int peers = size_ - 1;
   Exchange(data, static_cast<size_t>(n) * sizeof(float), k);
   const float* inbox = inbox_memory_.data() + k * peers * inbox_capacity_;
-  std::vector<const float*> parts(size_);
-  for (int q = 0; q < size_; ++q) parts[q] = q == rank_ ? data : inbox + (q < rank_ ? q : q - 1) * inbox_capacity_;
-  SumInRankOrder(parts.data(), size_, n, data);
+  for (int q = 0; q < size_; ++q) parts_[q] = q == rank_ ? data : inbox + (q < rank_ ? q : q - 1) * inbox_capacity_;
+  SumInRankOrder(parts_.data(), size_, n, data);
 }
 
 void GlooCommunicator::RingAllReduce(float* data, int64_t n) {

@@ -106,6 +106,7 @@ class GlooCommunicator : public Communicator {
   std::unique_ptr<ShmExchange> shm_;         // every collective, when the ranks share a host
   int rank_, size_;
   std::chrono::milliseconds timeout_;
+  std::vector<const float*> parts_;  // every rank's part of a direct all-reduce (no allocation per call)
   uint32_t tag_ = 0;
   absl::Status failure_;  // the first failed collective; OK while none
 

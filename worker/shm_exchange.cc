@@ -184,7 +184,13 @@ absl::StatusOr<std::unique_ptr<ShmExchange>> ShmExchange::Join(gloo::rendezvous:
 }
 
 ShmExchange::ShmExchange(void* base, size_t bytes, int rank, int size, std::chrono::milliseconds timeout)
-    : base_(base), bytes_(bytes), header_(static_cast<Header*>(base)), rank_(rank), size_(size), timeout_(timeout) {}
+    : base_(base),
+      bytes_(bytes),
+      header_(static_cast<Header*>(base)),
+      rank_(rank),
+      size_(size),
+      timeout_(timeout),
+      parts_(static_cast<size_t>(size)) {}
 
 ShmExchange::~ShmExchange() {
   // A peer waiting for this rank fails at once instead of at its timeout.
@@ -271,13 +277,12 @@ absl::Status ShmExchange::ExchangeWindow(const float* src, int64_t len, int* par
 
 absl::Status ShmExchange::AllReduceSum(float* data, int64_t n) {
   const int64_t window = kSlotBytes / static_cast<int64_t>(sizeof(float));
-  std::vector<const float*> parts(size_);
   for (int64_t off = 0; off < n; off += window) {
     const int64_t len = std::min(window, n - off);
     int k = 0;
     if (absl::Status s = ExchangeWindow(data + off, len, &k); !s.ok()) return s;
-    for (int q = 0; q < size_; ++q) parts[q] = Slot(k, q);
-    SumInRankOrder(parts.data(), size_, len, data + off);
+    for (int q = 0; q < size_; ++q) parts_[q] = Slot(k, q);
+    SumInRankOrder(parts_.data(), size_, len, data + off);
   }
   return absl::OkStatus();
 }

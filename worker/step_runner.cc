@@ -41,9 +41,7 @@ absl::Status StepRunner::ForwardHidden(const kernels::StepLayout& layout, absl::
   outgoing.timings.push_back({});
   const std::string encoded = transport::EncodePlan(outgoing);
   out->plan_bytes = static_cast<uint32_t>(encoded.size());
-  out->activations = std::move(spare_);
-  out->activations.clear();  // a larger size than its capacity copies nothing old
-  out->activations.resize(encoded.size() + static_cast<size_t>(out->rows * h) * sizeof(float));
+  out->activations = activation_buffers_.Take(encoded.size() + static_cast<size_t>(out->rows * h) * sizeof(float));
   std::memcpy(out->activations.data(), encoded.data(), encoded.size());
   float* hidden_out = reinterpret_cast<float*>(out->activations.data() + encoded.size());
   return executor_->Forward(layout, out->plan.token_ids, hidden, logit_rows, cache_, nullptr, hidden_out);

@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
+#include "transport/buffer_pool.h"
 #include "transport/transport.h"
 #include "transport/wire.h"
 #include "worker/stage_executor.h"
@@ -51,9 +52,7 @@ class StepRunner {
   // Hands back the activations of an earlier step once they are sent: the
   // next step writes into it (its pages mapped already) rather than into a
   // new buffer.
-  void Reuse(transport::MessageBytes buffer) {
-    if (buffer.capacity() > spare_.capacity()) spare_ = std::move(buffer);
-  }
+  void Reuse(transport::MessageBytes buffer) { activation_buffers_.Give(std::move(buffer)); }
 
  private:
   // The last stage, rank 0: samples and scores the n logits rows (backend
@@ -70,8 +69,9 @@ class StepRunner {
   kernels::KvCache* cache_;
   std::vector<float> logits_;  // host copy, only when the plan asks for logits
   std::vector<float> aligned_;
-  // The largest activations buffer handed back (Reuse), for the next step.
-  transport::MessageBytes spare_;
+  // Activations buffers handed back (Reuse), for the next steps: one is in
+  // flight while the next step computes, so two are all that is kept.
+  transport::BufferPool activation_buffers_{2, size_t{4} << 30};
   std::vector<kernels::SampleRequest> requests_;
   std::vector<kernels::SampleResult> results_;
 };
