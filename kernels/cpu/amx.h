@@ -42,6 +42,13 @@ void ReleaseTiles();
   asm volatile("tileloadd (%0,%1,1), %%tmm" #t ::"r"(static_cast<const void*>(base)),  \
                "r"(static_cast<long>(stride))                                            \
                : "memory")
+// The same load with the T1 hint (the data need not stay in L1): measured,
+// a stream of one operand loaded so no longer evicts the other operand
+// kept in L1 (amx_matmul.cc's k spans).
+#define STRATA_TILE_LOAD_T1(t, base, stride)                                               \
+  asm volatile("tileloaddt1 (%0,%1,1), %%tmm" #t ::"r"(static_cast<const void*>(base)), \
+               "r"(static_cast<long>(stride))                                            \
+               : "memory")
 #define STRATA_TILE_STORE(t, base, stride)                                                 \
   asm volatile("tilestored %%tmm" #t ", (%0,%1,1)" ::"r"(static_cast<void*>(base)),      \
                "r"(static_cast<long>(stride))                                            \

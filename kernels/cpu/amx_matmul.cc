@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <cstdlib>
 
@@ -58,8 +59,15 @@ struct Prefetch {
   const char* next = nullptr;
   const char* end = nullptr;
   int64_t per_chunk = 0;
+  bool l1 = false;
 };
 inline void PrefetchLines(Prefetch& p) {
+  if (p.l1) {
+    for (int64_t i = 0; i < p.per_chunk && p.next < p.end; ++i, p.next += 64) {
+      asm volatile("prefetcht0 %0" : : "m"(*p.next));
+    }
+    return;
+  }
   for (int64_t i = 0; i < p.per_chunk && p.next < p.end; ++i, p.next += 64) {
     asm volatile("prefetcht1 %0" : : "m"(*p.next));
   }
@@ -134,6 +142,92 @@ STRATA_AMX void TileBlock(const uint16_t* a, int64_t a_next, const uint16_t* w, 
   STRATA_C_TILES(STRATA_TILE_STORE, cb, MT, NT);
 }
 
+// k spans (prompt-sized products): `np` pairs of row tiles by one pair of
+// output tiles over the same `n` chunks, so the span's 2 x n weight tiles
+// stay in L1 for every pair while the activations stream from L2 (loaded
+// with the T1 hint, so they do not evict them). Pair p's first row tile is
+// at a + p * a_pair, its sums at c + p * c_pair (row stride ldc floats),
+// loaded first when `load`, else zero. The switch from one pair to the
+// next overlaps the last chunk's products: the next pair's operands load
+// as this pair's last products free their tiles, and each sum tile is
+// stored and the next pair's loaded right behind its last product.
+STRATA_AMX void SpanPairs(const uint16_t* a, int64_t a_next, int64_t a_pair, int64_t np, const uint16_t* w,
+                          int64_t n, float* c, int64_t ldc, int64_t c_pair, bool load) {
+  constexpr int64_t kChunkW = kAmxGroupTiles * kTileElems;
+  const int64_t ld = ldc * 4, r = 16 * ldc;
+  if (load) {
+    STRATA_TILE_LOAD(0, c, ld);
+    STRATA_TILE_LOAD(1, c + 16, ld);
+    STRATA_TILE_LOAD(2, c + r, ld);
+    STRATA_TILE_LOAD(3, c + r + 16, ld);
+  } else {
+    STRATA_TILE_ZERO(0);
+    STRATA_TILE_ZERO(1);
+    STRATA_TILE_ZERO(2);
+    STRATA_TILE_ZERO(3);
+  }
+  STRATA_TILE_LOAD_T1(4, a, 64);
+  STRATA_TILE_LOAD(6, w, 64);
+  STRATA_TILE_LOAD_T1(5, a + a_next, 64);
+  STRATA_TILE_LOAD(7, w + kTileElems, 64);
+  for (int64_t p = 0; p < np; ++p) {
+    const uint16_t* ap = a + p * a_pair;
+    const uint16_t* ap1 = ap + a_next;
+    float* cp = c + p * c_pair;
+    for (int64_t ch = 1; ch < n; ++ch) {
+      const uint16_t* wt = w + ch * kChunkW;
+      STRATA_TILE_DPBF16(0, 4, 6);
+      STRATA_TILE_DPBF16(1, 4, 7);
+      STRATA_TILE_LOAD_T1(4, ap + ch * kTileElems, 64);
+      STRATA_TILE_DPBF16(2, 5, 6);
+      STRATA_TILE_LOAD(6, wt, 64);
+      STRATA_TILE_DPBF16(3, 5, 7);
+      STRATA_TILE_LOAD_T1(5, ap1 + ch * kTileElems, 64);
+      STRATA_TILE_LOAD(7, wt + kTileElems, 64);
+    }
+    if (p + 1 == np) {
+      STRATA_TILE_DPBF16(0, 4, 6);
+      STRATA_TILE_DPBF16(1, 4, 7);
+      STRATA_TILE_DPBF16(2, 5, 6);
+      STRATA_TILE_DPBF16(3, 5, 7);
+      STRATA_TILE_STORE(0, cp, ld);
+      STRATA_TILE_STORE(1, cp + 16, ld);
+      STRATA_TILE_STORE(2, cp + r, ld);
+      STRATA_TILE_STORE(3, cp + r + 16, ld);
+      break;
+    }
+    const uint16_t* an = ap + a_pair;
+    float* cn = cp + c_pair;
+    STRATA_TILE_DPBF16(0, 4, 6);
+    STRATA_TILE_DPBF16(1, 4, 7);
+    STRATA_TILE_LOAD_T1(4, an, 64);
+    STRATA_TILE_DPBF16(2, 5, 6);
+    STRATA_TILE_LOAD(6, w, 64);
+    STRATA_TILE_DPBF16(3, 5, 7);
+    STRATA_TILE_LOAD_T1(5, an + a_next, 64);
+    STRATA_TILE_LOAD(7, w + kTileElems, 64);
+    if (load) {
+      STRATA_TILE_STORE(0, cp, ld);
+      STRATA_TILE_LOAD(0, cn, ld);
+      STRATA_TILE_STORE(1, cp + 16, ld);
+      STRATA_TILE_LOAD(1, cn + 16, ld);
+      STRATA_TILE_STORE(2, cp + r, ld);
+      STRATA_TILE_LOAD(2, cn + r, ld);
+      STRATA_TILE_STORE(3, cp + r + 16, ld);
+      STRATA_TILE_LOAD(3, cn + r + 16, ld);
+    } else {
+      STRATA_TILE_STORE(0, cp, ld);
+      STRATA_TILE_ZERO(0);
+      STRATA_TILE_STORE(1, cp + 16, ld);
+      STRATA_TILE_ZERO(1);
+      STRATA_TILE_STORE(2, cp + r, ld);
+      STRATA_TILE_ZERO(2);
+      STRATA_TILE_STORE(3, cp + r + 16, ld);
+      STRATA_TILE_ZERO(3);
+    }
+  }
+}
+
 void RunBlock(int mt, int nt, const uint16_t* a, int64_t a_next, const uint16_t* w, int64_t n, const CBlock& cb,
               Prefetch& pf) {
   if (mt == 2) {
@@ -161,6 +255,8 @@ constexpr int64_t kSlabBytes = 1 << 20;     // activations of a super block, one
 constexpr int64_t kScratchBytes = 1 << 19;  // partial sums of a super block
 constexpr int64_t kKBlock = 64;             // chunks: 2048 of k
 constexpr int64_t kStreamAhead = 32 << 10;  // decode prefetch distance, bytes
+constexpr int64_t kSpan = 16;               // chunks of a k span: 2 x 16 weight tiles, 32 KiB, in L1
+constexpr int64_t kSpanMinPairs = 8;        // row-tile pairs of a super block that make spans pay
 int64_t KBlockChunks(int64_t chunks) {
   const int64_t blocks = (chunks + kKBlock - 1) / kKBlock;
   return (chunks + blocks - 1) / blocks;  // even k blocks
@@ -168,6 +264,7 @@ int64_t KBlockChunks(int64_t chunks) {
 
 struct Plan {
   int64_t chunks, kb, row_tiles, super, groups;
+  bool stream;  // y by streaming stores
 };
 Plan MakePlan(const MatMulArgs& a) {
   Plan p;
@@ -179,14 +276,30 @@ Plan MakePlan(const MatMulArgs& a) {
   p.super = std::max<int64_t>(2, kSlabBytes / (p.kb * 2 * kTileElems) / 2 * 2);
   p.super = std::min(p.super, p.row_tiles);
   p.groups = std::max<int64_t>(1, kScratchBytes / (p.super * kAmxTileRows * kAmxGroup * 4));
+  // Decode steps of up to one row tile write y with plain stores: it is
+  // small and read again at once (streaming cost batch 1 2-3%); above
+  // that, streaming stores spare the read for ownership of every line
+  // (prompts of 128 and 1024 tokens 12-17% faster, batch 64 12%).
+  p.stream = p.row_tiles > 1;
   return p;
 }
 
 // Copies rows [row0, row0 + mrows) below `rows` and columns [lo, hi) of y
-// out of c, whose column 0 is output col0 and row stride ldc.
-void StoreBlock(const float* c, int64_t ldc, int64_t row0, int64_t mrows, int64_t rows, int64_t col0, int64_t lo,
-                int64_t hi, float* y, int64_t ldy) {
+// out of c, whose column 0 is output col0 and row stride ldc. `stream`:
+// with streaming (non-temporal) stores where the rows are whole aligned
+// cache lines, so writing y costs no read for ownership (prompt-sized
+// products: docs/benchmarks.md).
+STRATA_AMX void StoreBlock(const float* c, int64_t ldc, int64_t row0, int64_t mrows, int64_t rows, int64_t col0,
+                           int64_t lo, int64_t hi, float* y, int64_t ldy, bool stream) {
   const int64_t valid = std::min(mrows, rows - row0);
+  if (stream && (hi - lo) % 16 == 0 && ldy % 16 == 0 && reinterpret_cast<uintptr_t>(y + lo) % 64 == 0) {
+    for (int64_t i = 0; i < valid; ++i) {
+      float* dst = y + (row0 + i) * ldy + lo;
+      const float* src = c + i * ldc + (lo - col0);
+      for (int64_t j = 0; j < hi - lo; j += 16) _mm512_stream_ps(dst + j, _mm512_loadu_ps(src + j));
+    }
+    return;
+  }
   for (int64_t i = 0; i < valid; ++i) {
     std::memcpy(y + (row0 + i) * ldy + lo, c + i * ldc + (lo - col0), (hi - lo) * sizeof(float));
   }
@@ -205,6 +318,45 @@ GroupSpan SpanOf(int64_t g, int64_t n_begin, int64_t n_end) {
   s.t0 = static_cast<int>((s.lo - base) / kAmxTileRows);
   s.t1 = static_cast<int>((s.hi - base + kAmxTileRows - 1) / kAmxTileRows);
   return s;
+}
+
+// One pair of output tiles (columns col0.., the range [lo, hi) of them
+// wanted) for row tiles [rs, re) over k block [k0, k0 + kn), in k spans of
+// kSpan chunks (SpanPairs; an odd last row tile by RunBlock). The sums
+// live between spans in a per-thread buffer when the k block is the whole
+// of k, else in the super block's scratch at `sc` (row stride ld).
+void SpannedTilePair(const MatMulArgs& a, const Plan& p, int64_t rs, int64_t re, int64_t k0, int64_t kn,
+                     const uint16_t* w, int64_t col0, int64_t lo, int64_t hi, float* sc, int64_t ld) {
+  constexpr int64_t kChunkW = kAmxGroupTiles * kTileElems;
+  const int64_t pairs = (re - rs) / 2;
+  const bool odd = (re - rs) % 2 != 0;
+  const bool whole = k0 == 0 && k0 + kn == p.chunks;
+  const bool last = k0 + kn == p.chunks;
+  float* c = sc;
+  int64_t ldc = ld;
+  if (whole) {
+    c = ThreadScratchOf<float>(kScratchMatMulSpans, (pairs + 1) * 4 * kAmxTileRows * kAmxTileRows);
+    ldc = 2 * kAmxTileRows;
+  }
+  const int64_t c_pair = 2 * kAmxTileRows * ldc;
+  const int64_t a_next = p.chunks * kTileElems;
+  Prefetch none;  // software prefetch slowed spans (docs/benchmarks.md): the L2 streamer follows the weights
+  for (int64_t sp = 0; sp < kn; sp += kSpan) {
+    const int64_t sn = std::min(kSpan, kn - sp);
+    const bool load = k0 + sp > 0;
+    const uint16_t* ws = w + sp * kChunkW;
+    SpanPairs(a.xb + (rs * p.chunks + k0 + sp) * kTileElems, a_next, 2 * a_next, pairs, ws, sn, c, ldc, c_pair, load);
+    if (odd) {
+      RunBlock(1, 2, a.xb + ((re - 1) * p.chunks + k0 + sp) * kTileElems, a_next, ws, sn,
+               CBlock{c + pairs * c_pair, ldc, load}, none);
+    }
+  }
+  if (!last) return;
+  for (int64_t q = 0; q < pairs + (odd ? 1 : 0); ++q) {
+    const int64_t rt = rs + 2 * q;
+    StoreBlock(c + q * c_pair, ldc, rt * kAmxTileRows, std::min<int64_t>(2, re - rt) * kAmxTileRows, a.rows, col0, lo,
+               hi, a.y, a.n, p.stream);
+  }
 }
 
 // Row tiles [rs, re) by groups [g0, g1) over k block [k0, k0 + kn): each
@@ -240,6 +392,12 @@ void SuperBlock(const MatMulArgs& a, const Plan& p, int64_t rs, int64_t re, int6
     for (int t = s.t0; t < s.t1; t += step) {
       const int nt = std::min(step, s.t1 - t);
       const int64_t col0 = g * kAmxGroup + t * kAmxTileRows;
+      if (nt == 2 && (re - rs) / 2 >= kSpanMinPairs) {
+        SpannedTilePair(a, p, rs, re, k0, kn, wg + t * kTileElems, col0, std::max(s.lo, col0),
+                        std::min(s.hi, col0 + 2 * kAmxTileRows),
+                        scratch != nullptr ? scratch + (col0 - g0 * kAmxGroup) : nullptr, ld);
+        continue;
+      }
       for (int64_t rt = rs; rt < re; rt += 2) {
         const int mt = static_cast<int>(std::min<int64_t>(2, re - rt));
         float* sc = scratch + (rt - rs) * kAmxTileRows * ld + (col0 - g0 * kAmxGroup);
@@ -249,7 +407,7 @@ void SuperBlock(const MatMulArgs& a, const Plan& p, int64_t rs, int64_t re, int6
                  cb, pf);
         if (last) {
           StoreBlock(cb.c, cb.ldc, rt * kAmxTileRows, mt * kAmxTileRows, a.rows, col0, std::max(s.lo, col0),
-                     std::min(s.hi, col0 + nt * kAmxTileRows), a.y, a.n);
+                     std::min(s.hi, col0 + nt * kAmxTileRows), a.y, a.n, p.stream);
         }
       }
     }
@@ -308,6 +466,7 @@ void AmxMatMulRange(const MatMulArgs& a, int64_t n_begin, int64_t n_end) {
       }
     }
   }
+  if (p.stream) _mm_sfence();  // the streaming stores are seen before the caller's next step
   ReleaseTiles();
 }
 

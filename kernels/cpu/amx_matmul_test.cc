@@ -9,6 +9,7 @@
 #include "kernels/cpu/amx_matmul.h"
 
 #include <cmath>
+#include <cstdint>
 #include <random>
 #include <string>
 #include <tuple>
@@ -131,11 +132,16 @@ TEST(AmxMatMulTest, KernelEqualsTwinAndReference) {
 
 // Prompt-sized products: several super blocks (each panel's weights once
 // for all of them), k blocks with the sums in the scratch between them, k
-// spans within a super block, an odd last row tile and a ragged last group;
-// also converted by row-tile ranges as threads do.
+// spans within a super block (the weights of a span in L1 for every row
+// pair), an odd last row tile and a ragged last group; also converted by
+// row-tile ranges as threads do. y is written by streaming stores here.
 TEST(AmxMatMulTest, LargeRowCountsEqualTwin) {
   SKIP_WITHOUT_AMX();
-  for (auto [rows, n, k] : {std::tuple<int64_t, int64_t, int64_t>{529, 100, 4100}, {300, 70, 2048}}) {
+  // 529 x 4100: k blocks of 43 chunks, spans of 16, 16, 11 with the sums in
+  // the scratch; 300 x 2048: spans over the whole of k, a ragged group;
+  // 272 x 512: spans with an odd last row tile in the same super block.
+  for (auto [rows, n, k] :
+       {std::tuple<int64_t, int64_t, int64_t>{529, 100, 4100}, {300, 70, 2048}, {272, 96, 512}}) {
     const std::string what = "rows " + std::to_string(rows) + " n " + std::to_string(n) + " k " + std::to_string(k);
     Problem p = Make(rows, n, k, static_cast<uint32_t>(rows + n + k));
     std::vector<uint16_t> xb(p.xb.size(), 0xffff);
@@ -150,6 +156,19 @@ TEST(AmxMatMulTest, LargeRowCountsEqualTwin) {
     p.Poison();
     AmxMatMulRangeTwin(p.Args(), 0, p.n);
     for (int64_t i = 0; i < rows * p.n; ++i) ASSERT_EQ(got[i], p.y[i]) << what << " at " << i;
+    // Streaming stores take whole aligned cache lines only: the same product
+    // into a 64-byte aligned y (n a multiple of 16, ranges of whole lines)
+    // must equal the twin as well, the guard after it untouched.
+    if (n % 16 != 0) continue;
+    std::vector<float> store(rows * n + kGuard + 16, kPoison);
+    float* y = store.data();
+    while (reinterpret_cast<uintptr_t>(y) % 64 != 0) ++y;
+    MatMulArgs args = p.Args();
+    args.y = y;
+    AmxMatMulRange(args, 0, 32);
+    AmxMatMulRange(args, 32, n);
+    for (int64_t i = 0; i < rows * n; ++i) ASSERT_EQ(y[i], p.y[i]) << what << " aligned, at " << i;
+    for (int64_t i = rows * n; i < rows * n + kGuard; ++i) ASSERT_EQ(y[i], kPoison) << what << " aligned guard " << i;
   }
 }
 

@@ -13,6 +13,7 @@ namespace strata::kernels::cpu {
 
 enum ScratchSlot : int {
   kScratchMatMulSums = 0,  // amx_matmul: a super block's partial sums between k blocks
+  kScratchMatMulSpans,     // amx_matmul: one tile pair's sums between k spans
   kScratchAttnKeys,        // amx_attention: gathered K rows
   kScratchAttnValues,      // V as key pairs
   kScratchAttnQuery,       // Q as k pairs
