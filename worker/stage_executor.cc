@@ -241,7 +241,7 @@ absl::Status StageExecutor::RunLayer(size_t index, int64_t rows, kernels::KvCach
   return absl::OkStatus();
 }
 
-absl::StatusOr<const float*> StageExecutor::Logits(const std::vector<int64_t>& logit_rows) {
+absl::StatusOr<const float*> StageExecutor::Logits(const std::vector<int64_t>& logit_rows, bool want) {
   const int64_t n = static_cast<int64_t>(logit_rows.size());
   if (n == 0) return nullptr;
   const model::LlamaConfig& c = config_;
@@ -256,6 +256,7 @@ absl::StatusOr<const float*> StageExecutor::Logits(const std::vector<int64_t>& l
   // row r * n + i of the gathered block.
   const int64_t part = dims_.vocab, t = spec_.tp_size;
   STRATA_RETURN_IF_ERROR(comm_->AllGather(scratch_.logits->data(), n * part, scratch_.all_logits->data()));
+  if (!want) return nullptr;
   interleave_rows_.resize(n * t);
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t r = 0; r < t; ++r) interleave_rows_[i * t + r] = r * n + i;
@@ -268,10 +269,10 @@ absl::StatusOr<const float*> StageExecutor::ForwardLogits(const kernels::StepLay
                                                           const std::vector<int32_t>& token_ids,
                                                           absl::Span<const float> hidden_in,
                                                           const std::vector<int64_t>& logit_rows,
-                                                          kernels::KvCache* cache) {
+                                                          kernels::KvCache* cache, bool want) {
   if (!spec_.has_lm_head) return absl::FailedPreconditionError("ForwardLogits on a stage without the lm_head");
   STRATA_RETURN_IF_ERROR(RunLayers(layout, token_ids, hidden_in, logit_rows, cache));
-  STRATA_ASSIGN_OR_RETURN(const float* logits, Logits(logit_rows));
+  STRATA_ASSIGN_OR_RETURN(const float* logits, Logits(logit_rows, want));
   STRATA_RETURN_IF_ERROR(backend_->Synchronize());
   return logits;
 }

@@ -78,10 +78,14 @@ class StageExecutor {
   // Backend::Sample: the returned pointer is valid until the next call on
   // this executor; nullptr when logit_rows is empty. The same arguments and
   // errors as Forward; FAILED_PRECONDITION on a stage without the lm_head.
+  // `want` false (a tensor-parallel rank that does not sample): the rank
+  // still takes its part in the gather, but the whole rows are not laid out
+  // for it (a copy of rows x vocab floats saved) and nullptr is returned.
   absl::StatusOr<const float*> ForwardLogits(const kernels::StepLayout& layout,
                                              const std::vector<int32_t>& token_ids,
                                              absl::Span<const float> hidden_in,
-                                             const std::vector<int64_t>& logit_rows, kernels::KvCache* cache);
+                                             const std::vector<int64_t>& logit_rows, kernels::KvCache* cache,
+                                             bool want = true);
 
  private:
   struct Layer {
@@ -111,8 +115,9 @@ class StageExecutor {
                          absl::Span<const float> hidden_in, const std::vector<int64_t>& logit_rows,
                          kernels::KvCache* cache);
   absl::Status RunLayer(size_t index, int64_t rows, kernels::KvCache* cache);
-  // The final norm and lm_head of `logit_rows`, gathered over the vocabulary.
-  absl::StatusOr<const float*> Logits(const std::vector<int64_t>& logit_rows);
+  // The final norm and lm_head of `logit_rows`, gathered over the vocabulary
+  // (laid out as whole rows only when `want`).
+  absl::StatusOr<const float*> Logits(const std::vector<int64_t>& logit_rows, bool want);
 
   kernels::Backend* backend_;
   model::LlamaConfig config_;

@@ -101,9 +101,12 @@ absl::StatusOr<StepOutput> StepRunner::Run(const transport::Message& m) {
     STRATA_RETURN_IF_ERROR(ForwardHidden(layout, hidden, logit_rows, &out));
     return out;
   }
+  // Rank 0 of the last stage answers; the other ranks only take part in
+  // the logits' gather.
+  const bool answers = spec.tp_rank == 0;
   STRATA_ASSIGN_OR_RETURN(const float* logits,
-                          executor_->ForwardLogits(layout, plan.token_ids, hidden, logit_rows, cache_));
-  if (spec.tp_rank != 0) return out;  // rank 0 of the last stage answers
+                          executor_->ForwardLogits(layout, plan.token_ids, hidden, logit_rows, cache_, answers));
+  if (!answers) return out;
   STRATA_RETURN_IF_ERROR(SampleAndScore(logits, static_cast<int64_t>(logit_rows.size()), first_logit, &out));
   return out;
 }
