@@ -78,9 +78,10 @@ class StageExecutor {
   // Backend::Sample: the returned pointer is valid until the next call on
   // this executor; nullptr when logit_rows is empty. The same arguments and
   // errors as Forward; FAILED_PRECONDITION on a stage without the lm_head.
-  // `want` false (a tensor-parallel rank that does not sample): the rank
-  // still takes its part in the gather, but the whole rows are not laid out
-  // for it (a copy of rows x vocab floats saved) and nullptr is returned.
+  // `want` false (a tensor-parallel rank that does not sample): with
+  // tp_size > 1 the rank still takes its part in the gather, but the whole
+  // rows are not laid out for it (a copy of rows x vocab floats saved) and
+  // nullptr is returned; with tp_size 1 the logits are returned anyway.
   absl::StatusOr<const float*> ForwardLogits(const kernels::StepLayout& layout,
                                              const std::vector<int32_t>& token_ids,
                                              absl::Span<const float> hidden_in,

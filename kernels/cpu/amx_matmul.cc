@@ -59,18 +59,24 @@ struct Prefetch {
   const char* next = nullptr;
   const char* end = nullptr;
   int64_t per_chunk = 0;
-  bool l1 = false;
 };
 inline void PrefetchLines(Prefetch& p) {
-  if (p.l1) {
-    for (int64_t i = 0; i < p.per_chunk && p.next < p.end; ++i, p.next += 64) {
-      asm volatile("prefetcht0 %0" : : "m"(*p.next));
-    }
-    return;
-  }
   for (int64_t i = 0; i < p.per_chunk && p.next < p.end; ++i, p.next += 64) {
     asm volatile("prefetcht1 %0" : : "m"(*p.next));
   }
+}
+// `bytes` of a's packed weights from byte offset `from` (clamped to the
+// matrix, so no pointer is formed past its end), spread over `calls` calls
+// of PrefetchLines.
+Prefetch PrefetchOf(const MatMulArgs& a, int64_t from, int64_t bytes, int64_t calls) {
+  const int64_t size = AmxPackedSize(a.n, a.k) * 2;
+  from = std::min(from, size);
+  const char* base = reinterpret_cast<const char*>(a.w_bf16);
+  Prefetch p;
+  p.next = base + from;
+  p.end = base + std::min(size, from + bytes);
+  p.per_chunk = (bytes / 64 + calls - 1) / calls;
+  return p;
 }
 
 template <int MT, int NT>
@@ -357,7 +363,7 @@ void SpannedTilePair(const MatMulArgs& a, const Plan& p, int64_t rs, int64_t re,
   }
   const int64_t c_pair = 2 * kAmxTileRows * ldc;
   const int64_t a_next = p.chunks * kTileElems;
-  const char* w_end = reinterpret_cast<const char*>(a.w_bf16 + AmxPackedSize(a.n, a.k));
+  const int64_t w_at = (w - a.w_bf16) * 2;  // bytes into the packed weights
   for (int64_t sp = 0; sp < kn; sp += kSpan) {
     const int64_t sn = std::min(kSpan, kn - sp);
     const bool load = k0 + sp > 0;
@@ -366,10 +372,8 @@ void SpannedTilePair(const MatMulArgs& a, const Plan& p, int64_t rs, int64_t re,
     // next group's first) come into L2 while this span computes, spread
     // over its chunks: 1.34 against 1.16 TFLOP/s for 1024 x 8192 x 2048
     // from DRAM; the next group instead, as the 2 x 2 path does, was slower.
-    Prefetch pf;
-    pf.next = reinterpret_cast<const char*>(sp + sn < kn ? ws + sn * kChunkW : w + p.chunks * kChunkW);
-    pf.end = std::min(pf.next + kSpan * kChunkW * 2, w_end);
-    pf.per_chunk = (kSpan * kChunkW * 2 / 64 + (pairs + odd) * sn - 1) / ((pairs + odd) * sn);
+    Prefetch pf = PrefetchOf(a, w_at + (sp + sn < kn ? sp + sn : p.chunks) * kChunkW * 2, kSpan * kChunkW * 2,
+                             (pairs + odd) * sn);
     SpanPairs(a.xb + (rs * p.chunks + k0 + sp) * kTileElems, a_next, 2 * a_next, pairs, ws, sn, c, ldc, c_pair, load,
               pf);
     if (odd) {
@@ -406,11 +410,11 @@ void SuperBlock(const MatMulArgs& a, const Plan& p, int64_t rs, int64_t re, int6
       // One row tile (decode): the matrix is one sequential stream, read
       // at memory speed; prefetching a fixed 32 KiB ahead of it beat the
       // next group (128-512 KiB ahead) and 16-256 KiB (docs/benchmarks.md).
-      pf.next = p.row_tiles == 1 && p.kb == p.chunks
-                    ? reinterpret_cast<const char*>(wg) + kStreamAhead
-                    : reinterpret_cast<const char*>(wg + p.chunks * kAmxGroupTiles * kTileElems);
-      pf.end = std::min(pf.next + bytes, reinterpret_cast<const char*>(a.w_bf16 + AmxPackedSize(a.n, a.k)));
-      pf.per_chunk = (bytes / 64 + blocks * kn - 1) / (blocks * kn);
+      const int64_t at = (wg - a.w_bf16) * 2;
+      pf = PrefetchOf(a,
+                      p.row_tiles == 1 && p.kb == p.chunks ? at + kStreamAhead
+                                                          : at + p.chunks * kAmxGroupTiles * kTileElems * 2,
+                      bytes, blocks * kn);
     }
     // One row tile: the group's tiles in one pass. More: pairs of row
     // tiles by pairs of output tiles (2 x 2, each operand used twice).
@@ -426,9 +430,10 @@ void SuperBlock(const MatMulArgs& a, const Plan& p, int64_t rs, int64_t re, int6
       }
       for (int64_t rt = rs; rt < re; rt += 2) {
         const int mt = static_cast<int>(std::min<int64_t>(2, re - rt));
-        float* sc = scratch + (rt - rs) * kAmxTileRows * ld + (col0 - g0 * kAmxGroup);
         // A single k block needs no scratch: the small buffer c will do.
-        const CBlock cb = k0 == 0 && last ? CBlock{c, 64, false} : CBlock{sc, ld, k0 > 0};
+        const CBlock cb = k0 == 0 && last
+                              ? CBlock{c, 64, false}
+                              : CBlock{scratch + (rt - rs) * kAmxTileRows * ld + (col0 - g0 * kAmxGroup), ld, k0 > 0};
         RunBlock(mt, nt, a.xb + (rt * p.chunks + k0) * kTileElems, p.chunks * kTileElems, wg + t * kTileElems, kn,
                  cb, pf);
         if (last) {

@@ -130,18 +130,30 @@ TEST(AmxMatMulTest, KernelEqualsTwinAndReference) {
   }
 }
 
-// Prompt-sized products: several super blocks (each panel's weights once
-// for all of them), k blocks with the sums in the scratch between them, k
-// spans within a super block (the weights of a span in L1 for every row
-// pair), an odd last row tile and a ragged last group; also converted by
-// row-tile ranges as threads do. y is written by streaming stores here.
+// Prompt-sized products, each plan of MakePlan (amx_matmul.cc) reached:
+//  - 529 x 100 x 4100: deep k (34 row tiles): k blocks of one span (15
+//    chunks, the last 9) with the sums in the scratch, a ragged group;
+//  - 300 x 70 x 2048: deep k with an odd row tile beside the pairs;
+//  - 272 x 96 x 512: k whole, one span, an odd row tile;
+//  - 272 x 96 x 1056 and 256 x 64 x 2048: k whole in several spans (16,
+//    16, 1 and four of 16), the sums in the per-thread span buffer;
+//  - 1040 x 64 x 512: three super blocks (32, 32 and 1 row tiles);
+//  - 240 x 70 x 2208: k blocks of 35 chunks below the span threshold (the
+//    2 x 2 path with the sums in the scratch);
+//  - 530 x 112 x 512: a partial last row tile in a spanned super block.
+// Converted by row-tile ranges as threads do; outputs in two ranges, one
+// not on a group boundary. Where n is a multiple of 16 the product runs
+// again into a 64-byte aligned y, which takes the streaming stores.
 TEST(AmxMatMulTest, LargeRowCountsEqualTwin) {
   SKIP_WITHOUT_AMX();
-  // 529 x 4100: k blocks of 43 chunks, spans of 16, 16, 11 with the sums in
-  // the scratch; 300 x 2048: spans over the whole of k, a ragged group;
-  // 272 x 512: spans with an odd last row tile in the same super block.
-  for (auto [rows, n, k] :
-       {std::tuple<int64_t, int64_t, int64_t>{529, 100, 4100}, {300, 70, 2048}, {272, 96, 512}}) {
+  for (auto [rows, n, k] : {std::tuple<int64_t, int64_t, int64_t>{529, 100, 4100},
+                            {300, 70, 2048},
+                            {272, 96, 512},
+                            {272, 96, 1056},
+                            {256, 64, 2048},
+                            {1040, 64, 512},
+                            {240, 70, 2208},
+                            {530, 112, 512}}) {
     const std::string what = "rows " + std::to_string(rows) + " n " + std::to_string(n) + " k " + std::to_string(k);
     Problem p = Make(rows, n, k, static_cast<uint32_t>(rows + n + k));
     std::vector<uint16_t> xb(p.xb.size(), 0xffff);
@@ -149,8 +161,8 @@ TEST(AmxMatMulTest, LargeRowCountsEqualTwin) {
     ToBf16TileRows(p.x.data(), rows, k, 0, tiles / 3, xb.data());
     ToBf16TileRows(p.x.data(), rows, k, tiles / 3, tiles, xb.data());
     ASSERT_EQ(xb, p.xb) << what;
-    AmxMatMulRange(p.Args(), 0, 64);
-    AmxMatMulRange(p.Args(), 64, p.n);
+    AmxMatMulRange(p.Args(), 0, 48);
+    AmxMatMulRange(p.Args(), 48, p.n);
     ExpectGuard(p, what);
     const std::vector<float> got = p.y;
     p.Poison();
@@ -165,8 +177,8 @@ TEST(AmxMatMulTest, LargeRowCountsEqualTwin) {
     while (reinterpret_cast<uintptr_t>(y) % 64 != 0) ++y;
     MatMulArgs args = p.Args();
     args.y = y;
-    AmxMatMulRange(args, 0, 32);
-    AmxMatMulRange(args, 32, n);
+    AmxMatMulRange(args, 0, 48);
+    AmxMatMulRange(args, 48, n);
     for (int64_t i = 0; i < rows * n; ++i) ASSERT_EQ(y[i], p.y[i]) << what << " aligned, at " << i;
     for (int64_t i = rows * n; i < rows * n + kGuard; ++i) ASSERT_EQ(y[i], kPoison) << what << " aligned guard " << i;
   }
