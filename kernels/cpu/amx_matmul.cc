@@ -79,6 +79,31 @@ Prefetch PrefetchOf(const MatMulArgs& a, int64_t from, int64_t bytes, int64_t ca
   return p;
 }
 
+// The four products of a 2 x 2 block at one chunk, each operand of the
+// next chunk loaded right after its last use (a0, a1: the activation
+// tiles, w: the first of the two weight tiles), so the loads overlap the
+// products; kT1: the activations with the T1 hint (k spans).
+template <bool kT1>
+STRATA_AMX __attribute__((always_inline)) inline void ProductsThenLoad(const uint16_t* a0, const uint16_t* a1,
+                                                                       const uint16_t* w) {
+  STRATA_TILE_DPBF16(0, 4, 6);
+  STRATA_TILE_DPBF16(1, 4, 7);
+  if constexpr (kT1) {
+    STRATA_TILE_LOAD_T1(4, a0, 64);
+  } else {
+    STRATA_TILE_LOAD(4, a0, 64);
+  }
+  STRATA_TILE_DPBF16(2, 5, 6);
+  STRATA_TILE_LOAD(6, w, 64);
+  STRATA_TILE_DPBF16(3, 5, 7);
+  if constexpr (kT1) {
+    STRATA_TILE_LOAD_T1(5, a1, 64);
+  } else {
+    STRATA_TILE_LOAD(5, a1, 64);
+  }
+  STRATA_TILE_LOAD(7, w + kTileElems, 64);
+}
+
 template <int MT, int NT>
 STRATA_AMX void TileBlock(const uint16_t* a, int64_t a_next, const uint16_t* w, int64_t n, const CBlock& cb,
                           Prefetch& pf) {
@@ -102,15 +127,7 @@ STRATA_AMX void TileBlock(const uint16_t* a, int64_t a_next, const uint16_t* w, 
     STRATA_TILE_LOAD(7, w + kTileElems, 64);
     for (int64_t ch = 1; ch < n; ++ch) {
       PrefetchLines(pf);
-      const uint16_t* wt = w + ch * kChunkW;
-      STRATA_TILE_DPBF16(0, 4, 6);
-      STRATA_TILE_DPBF16(1, 4, 7);
-      STRATA_TILE_LOAD(4, a + ch * kTileElems, 64);
-      STRATA_TILE_DPBF16(2, 5, 6);
-      STRATA_TILE_LOAD(6, wt, 64);
-      STRATA_TILE_DPBF16(3, 5, 7);
-      STRATA_TILE_LOAD(5, a1 + ch * kTileElems, 64);
-      STRATA_TILE_LOAD(7, wt + kTileElems, 64);
+      ProductsThenLoad<false>(a + ch * kTileElems, a1 + ch * kTileElems, w + ch * kChunkW);
     }
     STRATA_TILE_DPBF16(0, 4, 6);
     STRATA_TILE_DPBF16(1, 4, 7);
@@ -183,15 +200,7 @@ STRATA_AMX void SpanPairs(const uint16_t* a, int64_t a_next, int64_t a_pair, int
     float* cp = c + p * c_pair;
     for (int64_t ch = 1; ch < n; ++ch) {
       PrefetchLines(pf);
-      const uint16_t* wt = w + ch * kChunkW;
-      STRATA_TILE_DPBF16(0, 4, 6);
-      STRATA_TILE_DPBF16(1, 4, 7);
-      STRATA_TILE_LOAD_T1(4, ap + ch * kTileElems, 64);
-      STRATA_TILE_DPBF16(2, 5, 6);
-      STRATA_TILE_LOAD(6, wt, 64);
-      STRATA_TILE_DPBF16(3, 5, 7);
-      STRATA_TILE_LOAD_T1(5, ap1 + ch * kTileElems, 64);
-      STRATA_TILE_LOAD(7, wt + kTileElems, 64);
+      ProductsThenLoad<true>(ap + ch * kTileElems, ap1 + ch * kTileElems, w + ch * kChunkW);
     }
     PrefetchLines(pf);
     if (p + 1 == np) {
@@ -207,14 +216,7 @@ STRATA_AMX void SpanPairs(const uint16_t* a, int64_t a_next, int64_t a_pair, int
     }
     const uint16_t* an = ap + a_pair;
     float* cn = cp + c_pair;
-    STRATA_TILE_DPBF16(0, 4, 6);
-    STRATA_TILE_DPBF16(1, 4, 7);
-    STRATA_TILE_LOAD_T1(4, an, 64);
-    STRATA_TILE_DPBF16(2, 5, 6);
-    STRATA_TILE_LOAD(6, w, 64);
-    STRATA_TILE_DPBF16(3, 5, 7);
-    STRATA_TILE_LOAD_T1(5, an + a_next, 64);
-    STRATA_TILE_LOAD(7, w + kTileElems, 64);
+    ProductsThenLoad<true>(an, an + a_next, w);  // the next pair's first chunk
     if (load) {
       STRATA_TILE_STORE(0, cp, ld);
       STRATA_TILE_LOAD(0, cn, ld);
