@@ -180,10 +180,7 @@ STRATA_AMX void SpanPairs(const uint16_t* a, int64_t a_next, int64_t a_pair, int
   constexpr int64_t kChunkW = kAmxGroupTiles * kTileElems;
   const int64_t ld = ldc * 4, r = 16 * ldc;
   if (load) {
-    STRATA_TILE_LOAD(0, c, ld);
-    STRATA_TILE_LOAD(1, c + 16, ld);
-    STRATA_TILE_LOAD(2, c + r, ld);
-    STRATA_TILE_LOAD(3, c + r + 16, ld);
+    STRATA_C_TILES(STRATA_TILE_LOAD, (CBlock{c, ldc, load}), 2, 2);
   } else {
     STRATA_TILE_ZERO(0);
     STRATA_TILE_ZERO(1);
@@ -208,10 +205,7 @@ STRATA_AMX void SpanPairs(const uint16_t* a, int64_t a_next, int64_t a_pair, int
       STRATA_TILE_DPBF16(1, 4, 7);
       STRATA_TILE_DPBF16(2, 5, 6);
       STRATA_TILE_DPBF16(3, 5, 7);
-      STRATA_TILE_STORE(0, cp, ld);
-      STRATA_TILE_STORE(1, cp + 16, ld);
-      STRATA_TILE_STORE(2, cp + r, ld);
-      STRATA_TILE_STORE(3, cp + r + 16, ld);
+      STRATA_C_TILES(STRATA_TILE_STORE, (CBlock{cp, ldc, load}), 2, 2);
       break;
     }
     const uint16_t* an = ap + a_pair;
@@ -355,8 +349,8 @@ void SpannedTilePair(const MatMulArgs& a, const Plan& p, int64_t rs, int64_t re,
   constexpr int64_t kChunkW = kAmxGroupTiles * kTileElems;
   const int64_t pairs = (re - rs) / 2;
   const bool odd = (re - rs) % 2 != 0;
-  const bool whole = k0 == 0 && k0 + kn == p.chunks;
   const bool last = k0 + kn == p.chunks;
+  const bool whole = k0 == 0 && last;
   float* c = sc;
   int64_t ldc = ld;
   if (whole) {
