@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <future>
+#include <memory>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -324,18 +325,31 @@ TEST_F(RouterTest, SmallKvPoolPreemptsAndFullQueueRejects) {
   // A request that could never fit the pool is refused up front.
   Outcome huge = Call(c.stub(), Request(Prompt(30, 1), 10));
   EXPECT_EQ(huge.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  // Flood: more requests than the queue holds get RESOURCE_EXHAUSTED.
-  std::vector<std::future<Outcome>> flood;
-  for (int i = 0; i < 60; ++i) flood.push_back(std::async(std::launch::async, [&, i] { return Call(c.stub(), Request(Prompt(6, i), 8)); }));
+  // Flood: more requests than the queue holds get RESOURCE_EXHAUSTED. All 60
+  // are sent before any is read, so they reach the router within
+  // milliseconds, far faster than two sequences at a time can drain a queue
+  // of 12 (a thread a call let the router keep up when TLS slowed the
+  // callers, and nothing was refused).
+  constexpr int kFlood = 60;
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>>> readers;
+  for (int i = 0; i < kFlood; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    contexts.back()->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    readers.push_back(c.stub()->Generate(contexts.back().get(), Request(Prompt(6, i), 8)));
+  }
   int exhausted = 0, ok = 0;
-  for (auto& f : flood) {
-    Outcome o = f.get();
-    if (o.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) ++exhausted;
-    if (o.status.ok()) ++ok;
+  for (auto& reader : readers) {
+    v1::GenerateResponse m;
+    while (reader->Read(&m)) {
+    }
+    const grpc::Status status = reader->Finish();
+    if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) ++exhausted;
+    if (status.ok()) ++ok;
   }
   EXPECT_GT(exhausted, 0);
   EXPECT_GT(ok, 0);
-  EXPECT_EQ(exhausted + ok, 60);
+  EXPECT_EQ(exhausted + ok, kFlood);
   EXPECT_TRUE(c.Healthy());
   c.Stop();
 }
