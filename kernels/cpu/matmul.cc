@@ -21,6 +21,23 @@ constexpr int kNr = 4;  // weight rows per block (8 for 2-4 activation rows)
 // the per-stream prefetch once credited for batch-1 decode never ran).
 inline void PrefetchL2(const char* p) { asm volatile("prefetcht1 %0" : : "m"(*p)); }
 
+// How far ahead of its loads a one-row product prefetches its own weight
+// stream (see BlockedBf16).
+constexpr int64_t kStreamPrefetchBytes = 32 << 10;
+
+// Whether products of 1-4 activation rows (decode) prefetch in software.
+// On Intel Xeons the hardware prefetcher alone left batch-1 decode at
+// 72-79% of the read bandwidth; on AMD EPYC it reaches 90% and more
+// without help (docs/benchmarks.md), so there the choice is measured, not
+// assumed. Prefetches never change a result.
+bool PrefetchSmallProducts() {
+  static const bool on = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_is("intel") != 0;
+  }();
+  return on;
+}
+
 // Row j (0 <= j < 8, spanning two packed blocks), column kk, of the
 // packed rows starting at w (a block start); k is the row length.
 template <typename W>
@@ -295,9 +312,9 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void KernelBf16(
 // Block shapes (activation rows x weight rows), chosen on the 1b preset
 // (docs/benchmarks.md): one activation row takes one packed block of 4
 // weight rows, which is one sequential stream that the hardware prefetcher
-// follows (batch-1 decode at 90-96% of the read bandwidth on one thread,
-// against 73-75% for 8 rows, i.e. two streams, with or without software
-// prefetch); 2-4 rows stream 8 weight rows in blocks of 2; more rows use
+// follows on AMD (batch-1 decode at 90-96% of the read bandwidth on one
+// thread, against 73-75% for 8 rows, i.e. two streams); on Intel it needs
+// the software prefetch of BlockedBf16 to get there; 2-4 rows stream 8 weight rows in blocks of 2; more rows use
 // 4 x 6 (24 accumulators, the most AVX-512's 32 registers hold with their
 // operands); AVX2's 16 registers take 2 x 4. 8 x 2 and 4 x 4 were slower.
 // The blocking never changes a result.
@@ -430,26 +447,45 @@ void RangeSimd(Isa isa, const MatMulArgs& a, const W* w, int64_t n_begin, int64_
 // the next tile's packed weights, so the stream from memory overlaps all
 // the arithmetic on the current tile instead of stalling the first block
 // (batch 16 on the 1b preset: about 20% faster, docs/benchmarks.md).
-// Splitting k into L1-sized spans (partial sums stored between spans, so
-// the same bits) was measured too and was 5-25% slower.
+// Where PrefetchSmallProducts() says so, decode-sized products prefetch
+// too: one row prefetches its own stream kStreamPrefetchBytes ahead of its
+// loads (the hardware prefetcher alone does not run far enough ahead of a
+// single stream on Intel), and 2-4 rows prefetch the next tile as larger
+// batches do. Splitting k into L1-sized spans (partial sums stored between
+// spans, so the same bits) was measured too and was 5-25% slower.
 void BlockedBf16(const MatMulArgs& a, int64_t n_begin, int64_t n_end) {
   const int64_t k = a.k;
   const Shape s = BlockShape(a.rows, true);
   const int64_t groups = (a.rows + s.mr - 1) / s.mr;
-  const bool prefetch_next = groups > 1 && s.mr > 2;
+  const bool small = PrefetchSmallProducts();
+  const bool prefetch_next = (groups > 1 && s.mr > 2) || (small && s.mr == 2);
+  const bool prefetch_ahead = small && s.mr == 1;
   const char* const packed_end = reinterpret_cast<const char*>(a.w_bf16 + PackedSize(a.n, k));
+  // Bytes of one packed block (4 weight rows over all of k).
+  const int64_t block_bytes = (k + kPackCols - 1) / kPackCols * kPackCols * kPackRows * 2;
   ForBlocks(a.rows, n_begin, n_end, true, [&](int64_t i, int64_t j, int mr, int nr) {
     TilePrefetch tp;
     if (prefetch_next) {
       // The packed blocks of the next tile's rows [j + nr, j + 2 nr), shared
       // out over this tile's row blocks.
-      const char* begin = reinterpret_cast<const char*>(Block(a.w_bf16, j + s.nr, k));
+      const char* begin = std::min(packed_end, reinterpret_cast<const char*>(Block(a.w_bf16, j + s.nr, k)));
       const char* end =
           std::min(packed_end, reinterpret_cast<const char*>(Block(a.w_bf16, j + 2 * s.nr - 1 + kPackRows, k)));
       const int64_t lines = begin < end ? (end - begin + 63) / 64 : 0;
       const int64_t g = i / s.mr, share = (lines + groups - 1) / groups;
       tp.begin = begin + 64 * std::min(lines, g * share);
       tp.lines = std::min(lines, (g + 1) * share) - std::min(lines, g * share);
+    } else if (prefetch_ahead) {
+      // This block's own bytes, kStreamPrefetchBytes further on, spread
+      // over its k loop: each step prefetches what a step that far ahead
+      // will load. Offsets are clamped before any pointer is formed.
+      const int64_t off = reinterpret_cast<const char*>(Block(a.w_bf16, j, k)) -
+                          reinterpret_cast<const char*>(a.w_bf16);
+      const int64_t total = packed_end - reinterpret_cast<const char*>(a.w_bf16);
+      const int64_t from = std::min(total, off + kStreamPrefetchBytes);
+      const int64_t to = std::min(total, off + block_bytes + kStreamPrefetchBytes);
+      tp.begin = reinterpret_cast<const char*>(a.w_bf16) + from;
+      tp.lines = (to - from + 63) / 64;
     }
     Dispatch<true, Bf16K>(mr, nr, a.xb + i * k, k, Block(a.w_bf16, j, k), static_cast<int>(j % kPackRows),
                           a.y + i * a.n + j, a.n, tp);
