@@ -40,9 +40,12 @@ bool PrefetchSmallProducts() {
 
 // Row j (0 <= j < 8, spanning two packed blocks), column kk, of the
 // packed rows starting at w (a block start); k is the row length.
+// Values in one packed block (4 weight rows over all of k, k rounded up).
+inline int64_t BlockElems(int64_t k) { return (k + kPackCols - 1) / kPackCols * kPackRows * kPackCols; }
+
 template <typename W>
 inline const W* At(const W* w, int j, int64_t kk, int64_t k) {
-  const int64_t block = (k + kPackCols - 1) / kPackCols * kPackRows * kPackCols;
+  const int64_t block = BlockElems(k);
   return w + (j / kPackRows) * block + ((kk / kPackCols) * kPackRows + j % kPackRows) * kPackCols + kk % kPackCols;
 }
 
@@ -314,8 +317,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void KernelBf16(
 // weight rows, which is one sequential stream that the hardware prefetcher
 // follows on AMD (batch-1 decode at 90-96% of the read bandwidth on one
 // thread, against 73-75% for 8 rows, i.e. two streams); on Intel it needs
-// the software prefetch of BlockedBf16 to get there; 2-4 rows stream 8 weight rows in blocks of 2; more rows use
-// 4 x 6 (24 accumulators, the most AVX-512's 32 registers hold with their
+// the software prefetch of BlockedBf16 to get there; 2-4 rows stream 8
+// weight rows in blocks of 2; more rows use 4 x 6 (24 accumulators, the most AVX-512's 32 registers hold with their
 // operands); AVX2's 16 registers take 2 x 4. 8 x 2 and 4 x 4 were slower.
 // The blocking never changes a result.
 struct Shape {
@@ -425,7 +428,7 @@ struct Bf16K {
 // Start of the packed block holding weight row j (a multiple of 4).
 template <typename W>
 const W* Block(const W* w, int64_t j, int64_t k) {
-  return w + (j / kPackRows) * ((k + kPackCols - 1) / kPackCols) * kPackRows * kPackCols;
+  return w + (j / kPackRows) * BlockElems(k);
 }
 
 template <typename W>
@@ -460,32 +463,31 @@ void BlockedBf16(const MatMulArgs& a, int64_t n_begin, int64_t n_end) {
   const bool small = PrefetchSmallProducts();
   const bool prefetch_next = (groups > 1 && s.mr > 2) || (small && s.mr == 2);
   const bool prefetch_ahead = small && s.mr == 1;
-  const char* const packed_end = reinterpret_cast<const char*>(a.w_bf16 + PackedSize(a.n, k));
-  // Bytes of one packed block (4 weight rows over all of k).
-  const int64_t block_bytes = (k + kPackCols - 1) / kPackCols * kPackCols * kPackRows * 2;
+  const char* const base = reinterpret_cast<const char*>(a.w_bf16);
+  const int64_t total = PackedSize(a.n, k) * 2, block_bytes = BlockElems(k) * 2;
+  // Byte offset of the packed block holding weight row r (a multiple of 4).
+  const auto at = [&](int64_t r) { return r / kPackRows * block_bytes; };
+  // The lines of bytes [from, to) of the packed weights, both clamped to
+  // their end before any pointer is formed.
+  const auto lines_of = [&](int64_t from, int64_t to) {
+    from = std::min(from, total);
+    to = std::min(to, total);
+    return TilePrefetch{base + from, from < to ? (to - from + 63) / 64 : 0};
+  };
   ForBlocks(a.rows, n_begin, n_end, true, [&](int64_t i, int64_t j, int mr, int nr) {
     TilePrefetch tp;
     if (prefetch_next) {
       // The packed blocks of the next tile's rows [j + nr, j + 2 nr), shared
       // out over this tile's row blocks.
-      const char* begin = std::min(packed_end, reinterpret_cast<const char*>(Block(a.w_bf16, j + s.nr, k)));
-      const char* end =
-          std::min(packed_end, reinterpret_cast<const char*>(Block(a.w_bf16, j + 2 * s.nr - 1 + kPackRows, k)));
-      const int64_t lines = begin < end ? (end - begin + 63) / 64 : 0;
-      const int64_t g = i / s.mr, share = (lines + groups - 1) / groups;
-      tp.begin = begin + 64 * std::min(lines, g * share);
-      tp.lines = std::min(lines, (g + 1) * share) - std::min(lines, g * share);
+      const TilePrefetch next = lines_of(at(j + s.nr), at(j + 2 * s.nr - 1 + kPackRows));
+      const int64_t g = i / s.mr, share = (next.lines + groups - 1) / groups;
+      const int64_t first = std::min(next.lines, g * share);
+      tp = {next.begin + 64 * first, std::min(next.lines, (g + 1) * share) - first};
     } else if (prefetch_ahead) {
       // This block's own bytes, kStreamPrefetchBytes further on, spread
       // over its k loop: each step prefetches what a step that far ahead
-      // will load. Offsets are clamped before any pointer is formed.
-      const int64_t off = reinterpret_cast<const char*>(Block(a.w_bf16, j, k)) -
-                          reinterpret_cast<const char*>(a.w_bf16);
-      const int64_t total = packed_end - reinterpret_cast<const char*>(a.w_bf16);
-      const int64_t from = std::min(total, off + kStreamPrefetchBytes);
-      const int64_t to = std::min(total, off + block_bytes + kStreamPrefetchBytes);
-      tp.begin = reinterpret_cast<const char*>(a.w_bf16) + from;
-      tp.lines = (to - from + 63) / 64;
+      // will load.
+      tp = lines_of(at(j) + kStreamPrefetchBytes, at(j) + block_bytes + kStreamPrefetchBytes);
     }
     Dispatch<true, Bf16K>(mr, nr, a.xb + i * k, k, Block(a.w_bf16, j, k), static_cast<int>(j % kPackRows),
                           a.y + i * a.n + j, a.n, tp);
