@@ -1,9 +1,11 @@
 // The shared-memory exchange among threads (and, for a peer that exits, a
 // forked process) of this host: sums in rank order, bitwise equal on every
 // rank, over several windows; gathers; a late rank times out, a dead one is
-// noticed by pid; ranks that cannot map the segment get NOT_FOUND.
+// noticed by pid; ranks that cannot map the segment, or that live in
+// another pid namespace, get NOT_FOUND.
 #include "worker/shm_exchange.h"
 
+#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -144,6 +146,58 @@ TEST(ShmExchangeTest, RanksThatCannotShareTheSegmentGetNotFound) {
   ASSERT_FALSE(zero.ok());
   EXPECT_EQ(zero.status().code(), absl::StatusCode::kNotFound) << zero.status();
   EXPECT_NE(zero.status().message().find("no segment here"), std::string::npos) << zero.status();
+}
+
+// A peer in another pid namespace (another container sharing /dev/shm) maps
+// the segment, but its exit could not be seen by pid: both ranks get
+// NOT_FOUND, so the group stays on TCP. Needs CAP_SYS_ADMIN (CI runs as
+// root); skipped without it.
+TEST(ShmExchangeTest, APeerInAnotherPidNamespaceIsRefused) {
+  auto server = TcpStoreServer::Start("127.0.0.1", 0);
+  ASSERT_TRUE(server.ok());
+  const int port = (*server)->port();
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // unshare(CLONE_NEWPID) puts this process's children, not itself, in
+    // the new namespace: rank 1 is the grandchild.
+    ::close(ready[0]);
+    const char said = ::unshare(CLONE_NEWPID) == 0 ? 'y' : 'n';
+    if (::write(ready[1], &said, 1) != 1 || said != 'y') ::_exit(2);
+    const pid_t rank1 = ::fork();
+    if (rank1 < 0) ::_exit(2);
+    if (rank1 == 0) {
+      auto store = TcpStoreClient::Connect("127.0.0.1", port, milliseconds(10000));
+      if (!store.ok()) ::_exit(2);
+      auto shm = ShmExchange::Join(**store, "g", 1, 2, milliseconds(10000));
+      const bool refused = !shm.ok() && shm.status().code() == absl::StatusCode::kNotFound &&
+                           shm.status().message().find("pid namespace") != std::string::npos;
+      ::_exit(refused ? 0 : 3);
+    }
+    int status = 0;
+    if (::waitpid(rank1, &status, 0) != rank1 || !WIFEXITED(status)) ::_exit(4);
+    ::_exit(WEXITSTATUS(status));
+  }
+  ::close(ready[1]);
+  char said = 0;
+  const bool read_one = ::read(ready[0], &said, 1) == 1;
+  ::close(ready[0]);
+  if (!read_one || said != 'y') {
+    ::waitpid(child, nullptr, 0);
+    GTEST_SKIP() << "unshare(CLONE_NEWPID) is not permitted here (needs CAP_SYS_ADMIN)";
+  }
+  auto store = TcpStoreClient::Connect("127.0.0.1", port, milliseconds(10000));
+  ASSERT_TRUE(store.ok());
+  auto shm = ShmExchange::Join(**store, "g", 0, 2, milliseconds(10000));
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_FALSE(shm.ok()) << "a peer in another pid namespace was accepted";
+  EXPECT_EQ(shm.status().code(), absl::StatusCode::kNotFound) << shm.status();
+  EXPECT_NE(shm.status().message().find("rank 1 is in another pid namespace"), std::string::npos) << shm.status();
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "rank 1 was not refused with NOT_FOUND naming the pid namespace";
 }
 
 TEST(ShmExchangeTest, OneRankOrTooManyIsRefused) {
