@@ -169,18 +169,26 @@ std::optional<transport::StepPlan> Scheduler::NextStep(uint64_t step_id) {
   int64_t max_decodes = options_.max_seqs_per_step, decodes = 0;
   if (options_.micro_batches > 1) {
     const int64_t mb = options_.micro_batches;
-    int64_t active = 0, prompt_pending = 0;
+    int64_t active = 0, prompt_pending = 0, prompting = 0;
     for (const auto& [id, q] : seqs_) {
       if (q->cancelled) continue;
       ++active;
       const int64_t remaining = static_cast<int64_t>(q->tokens.size()) - q->computed;
-      if (q->in_flight_step == 0 && !(q->running && remaining == 1)) prompt_pending += remaining;
+      if (q->in_flight_step == 0 && !(q->running && remaining == 1)) {
+        prompt_pending += remaining;
+        ++prompting;
+      }
     }
     // Decoding sequences are shared by count, and the prompt tokens waiting
     // by tokens (never less than a block's worth), so the steps balance in
-    // rows and a prompt always finds room beside the decodes.
+    // rows and a prompt always finds room beside the decodes. The prompt
+    // tokens are shared over no more steps than there are sequences with
+    // prompt tokens waiting: a sequence is in one step at a time, so what
+    // this step leaves of a lone prompt waits until this step is back,
+    // and a prompt cut in S chunks would pass the stages S times in a row.
     max_decodes = std::max<int64_t>((active + mb - 1) / mb, 1);
-    const int64_t prompt_share = std::max((prompt_pending + mb - 1) / mb, blocks_.block_size());
+    const int64_t spread = std::clamp<int64_t>(prompting, 1, mb);
+    const int64_t prompt_share = std::max((prompt_pending + spread - 1) / spread, blocks_.block_size());
     budget = std::min(budget, max_decodes + prompt_share);
   }
   const int64_t step_budget = budget;

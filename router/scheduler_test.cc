@@ -481,6 +481,52 @@ TEST(SchedulerTest, MicroBatchesBalanceAndGiveTheTokensOfOne) {
 
 // A prompt that arrives while many sequences decode starts within the next
 // S steps (its share of the step's tokens is never below a block).
+// With micro-batches, the prompt tokens waiting are shared over no more
+// steps than there are sequences: a lone prompt goes whole into one step
+// (cut in S chunks it would pass the stages S times, one after another,
+// while the other steps stayed empty), while many prompts still share the
+// steps in flight.
+TEST(SchedulerTest, PromptsAreCutOnlyWhenOtherSequencesFillTheOtherSteps) {
+  struct Case {
+    const char* what;
+    int sequences;
+    int prompt;
+    int stages;
+    std::vector<int> first_steps_rows;  // rows of the steps made while the pipeline fills
+  };
+  const std::vector<Case> cases = {
+      {"a lone 64-token prompt, 2 stages", 1, 64, 2, {64}},
+      {"a lone 200-token prompt, 4 stages", 1, 200, 4, {200}},
+      {"two prompts, 2 stages: one each", 2, 64, 2, {64, 64}},
+      {"two prompts, 4 stages: one each", 2, 64, 4, {64, 64}},
+      // Many prompts share the steps as before: each step takes its share
+      // of the prompt tokens still waiting.
+      {"eight prompts, 2 stages: half of the 256 tokens, then half of the rest", 8, 32, 2, {128, 64}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    SchedulerOptions o;
+    o.micro_batches = c.stages;
+    o.max_tokens_per_step = 256;
+    Scheduler sched(4096, 16, o);
+    std::vector<Collect> sinks(c.sequences);
+    for (int i = 0; i < c.sequences; ++i) {
+      SequenceSpec spec;
+      for (int t = 0; t < c.prompt; ++t) spec.prompt.push_back((i * 5 + t) % kVocab);
+      spec.max_tokens = 2;
+      sched.Add(spec, &sinks[i]);
+    }
+    std::vector<int> rows;
+    for (int k = 0; k < c.stages; ++k) {
+      auto p = sched.NextStep(static_cast<uint64_t>(k + 1));
+      if (!p) break;
+      rows.push_back(static_cast<int>(p->NumRows()));
+    }
+    EXPECT_EQ(rows, c.first_steps_rows);
+    sched.FailAll(Finish::kCancelled, "test over");
+  }
+}
+
 TEST(SchedulerTest, APromptArrivingAmongDecodesStartsAtOnceWithMicroBatches) {
   SchedulerOptions o;
   o.micro_batches = 2;
