@@ -479,8 +479,6 @@ TEST(SchedulerTest, MicroBatchesBalanceAndGiveTheTokensOfOne) {
   }
 }
 
-// A prompt that arrives while many sequences decode starts within the next
-// S steps (its share of the step's tokens is never below a block).
 // With micro-batches, the prompt tokens waiting are shared over no more
 // steps than there are sequences: a lone prompt goes whole into one step
 // (cut in S chunks it would pass the stages S times, one after another,
@@ -527,6 +525,8 @@ TEST(SchedulerTest, PromptsAreCutOnlyWhenOtherSequencesFillTheOtherSteps) {
   }
 }
 
+// A prompt that arrives while many sequences decode starts within the next
+// S steps (its share of the step's tokens is never below a block).
 TEST(SchedulerTest, APromptArrivingAmongDecodesStartsAtOnceWithMicroBatches) {
   SchedulerOptions o;
   o.micro_batches = 2;

@@ -153,7 +153,10 @@ int main(int argc, char** argv) {
   auto peer = (*t)->Connect(*child_address);
   if (!peer.ok()) return Fail(std::string(peer.status().message()));
 
-  bool first_size = true;
+  // The first size warms up by time as well as by count: a new
+  // connection's first tens of milliseconds run slower (UCX is still wiring
+  // up its lanes), and that must not land in its figure.
+  const auto warm_until = Clock::now() + milliseconds(300);
   for (int64_t size : sizes) {
     // One contiguous buffer, plan then payload, as a worker forwards its
     // activations (two parts make UCX pick slower protocols).
@@ -171,11 +174,6 @@ int main(int argc, char** argv) {
       (*t)->Recycle(std::move(*m));  // as the workers do: the buffer serves the next receive
       return true;
     };
-    // Warm-up by count and by time: a new connection's first tens of
-    // milliseconds run slower (UCX is still wiring up its lanes), and that
-    // must not land in the first size's figure.
-    const auto warm_until = Clock::now() + milliseconds(first_size ? 300 : 0);
-    first_size = false;
     for (int i = 0; i < 20 || Clock::now() < warm_until; ++i) {
       if (!ping()) return Fail("warm-up failed");
     }
