@@ -188,11 +188,13 @@ TEST(ShmExchangeTest, APeerInAnotherPidNamespaceIsRefused) {
     ::waitpid(child, nullptr, 0);
     GTEST_SKIP() << "unshare(CLONE_NEWPID) is not permitted here (needs CAP_SYS_ADMIN)";
   }
+  // The child is reaped before anything is asserted, whatever fails.
   auto store = TcpStoreClient::Connect("127.0.0.1", port, milliseconds(10000));
-  ASSERT_TRUE(store.ok());
-  auto shm = ShmExchange::Join(**store, "g", 0, 2, milliseconds(10000));
+  absl::StatusOr<std::unique_ptr<ShmExchange>> shm =
+      store.ok() ? ShmExchange::Join(**store, "g", 0, 2, milliseconds(10000)) : store.status();
   int status = 0;
   ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(store.ok()) << store.status();
   ASSERT_FALSE(shm.ok()) << "a peer in another pid namespace was accepted";
   EXPECT_EQ(shm.status().code(), absl::StatusCode::kNotFound) << shm.status();
   EXPECT_NE(shm.status().message().find("rank 1 is in another pid namespace"), std::string::npos) << shm.status();
