@@ -28,6 +28,7 @@
 #include "model/stage_place.h"
 #include "nlohmann/json.hpp"
 #include "strata/v1/inference.grpc.pb.h"
+#include "testdata/grpc_health.grpc.pb.h"
 #include "tools/client_channel.h"
 #include "tools/plan.h"
 #include "worker/shard.h"
@@ -419,13 +420,26 @@ absl::Status StartAll(const base::ParsedFlags& f, const Layout& l, const std::st
   return absl::OkStatus();
 }
 
-// Healthy: every replica up, as ListModels reports.
+// Whether the router's grpc.health.v1 service says SERVING (it follows the
+// dispatcher on a thread of its own, so it can trail ListModels a moment).
+bool HealthServing(grpc::health::v1::Health::Stub* health, const ClientChannel& client) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  client.Authorize(&ctx);
+  grpc::health::v1::HealthCheckRequest req;
+  grpc::health::v1::HealthCheckResponse resp;
+  return health->Check(&ctx, req, &resp).ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+}
+
+// Healthy: every replica up, as ListModels reports, and the health service
+// serving, so that a caller who reads the ready file finds both.
 absl::Status WaitHealthy(const std::string& router, const Layout& l, int64_t timeout_s, std::vector<Child>* children) {
   std::string token;
   if (!l.token_file.empty()) std::ifstream(l.token_file) >> token;
   STRATA_ASSIGN_OR_RETURN(ClientChannel client,
                           ClientChannel::Open(router, l.tls.empty() ? "" : l.tls + "/ca.crt", token));
   auto stub = v1::Inference::NewStub(client.channel());
+  auto health = grpc::health::v1::Health::NewStub(client.channel());
   const auto deadline = Clock::now() + std::chrono::seconds(timeout_s);
   while (true) {
     for (Child& c : *children) {
@@ -440,7 +454,7 @@ absl::Status WaitHealthy(const std::string& router, const Layout& l, int64_t tim
     client.Authorize(&ctx);
     v1::ListModelsResponse lm;
     if (stub->ListModels(&ctx, v1::ListModelsRequest(), &lm).ok() && lm.models_size() == 1 &&
-        lm.models(0).pipelines_up() == l.replicas) {
+        lm.models(0).pipelines_up() == l.replicas && HealthServing(health.get(), client)) {
       return absl::OkStatus();
     }
     if (Clock::now() > deadline) {
