@@ -217,6 +217,17 @@ absl::Status GlooCommunicator::AllGather(const float* in, int64_t n, float* out)
   return absl::OkStatus();
 }
 
+absl::Status GlooCommunicator::GatherColumnsToRoot(const float* in, int64_t rows, int64_t cols, float* out) {
+  if (size_ == 1) {
+    std::copy_n(in, rows * cols, out);
+    return absl::OkStatus();
+  }
+  if (!failure_.ok()) return failure_;
+  if (!shm_) return absl::UnimplementedError("the gather to rank 0 runs through shared memory only; use AllGather");
+  absl::Status s = shm_->GatherColumnsToRoot(in, rows, cols, out);
+  return s.ok() ? s : Failed(s);
+}
+
 void GlooCommunicator::DirectAllGather(const float* in, int64_t n, float* out) {
   std::copy_n(in, n, out + rank_ * n);
   if (inbox_capacity_ == 0) RegisterInboxes();
@@ -236,6 +247,11 @@ void GlooCommunicator::DirectAllGather(const float* in, int64_t n, float* out) {
 
 absl::Status SingleRankCommunicator::AllGather(const float* in, int64_t n, float* out) {
   std::copy_n(in, n, out);
+  return absl::OkStatus();
+}
+
+absl::Status SingleRankCommunicator::GatherColumnsToRoot(const float* in, int64_t rows, int64_t cols, float* out) {
+  std::copy_n(in, rows * cols, out);
   return absl::OkStatus();
 }
 

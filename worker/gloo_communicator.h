@@ -82,6 +82,9 @@ class GlooCommunicator : public Communicator {
   int size() const override { return size_; }
   absl::Status AllReduceSum(float* data, int64_t n) override;
   absl::Status AllGather(const float* in, int64_t n, float* out) override;
+  // Through shared memory only (or with one rank); TCP groups use AllGather.
+  bool gathers_columns_to_root() const override { return size_ == 1 || shm_ != nullptr; }
+  absl::Status GatherColumnsToRoot(const float* in, int64_t rows, int64_t cols, float* out) override;
   absl::Status Synchronize() override { return absl::OkStatus(); }  // collectives are synchronous
   // Whether the collectives go through shared memory.
   bool uses_shared_memory() const { return shm_ != nullptr; }
@@ -126,6 +129,8 @@ class SingleRankCommunicator : public Communicator {
   int size() const override { return 1; }
   absl::Status AllReduceSum(float*, int64_t) override { return absl::OkStatus(); }
   absl::Status AllGather(const float* in, int64_t n, float* out) override;
+  bool gathers_columns_to_root() const override { return true; }
+  absl::Status GatherColumnsToRoot(const float* in, int64_t rows, int64_t cols, float* out) override;
   absl::Status Synchronize() override { return absl::OkStatus(); }
 };
 

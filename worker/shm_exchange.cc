@@ -270,7 +270,7 @@ absl::Status ShmExchange::WaitForPeers(uint64_t call) {
 absl::Status ShmExchange::ExchangeWindow(const float* src, int64_t len, int* parity) {
   const uint64_t call = ++calls_;
   *parity = static_cast<int>(call & 1);
-  std::memcpy(Slot(*parity, rank_), src, static_cast<size_t>(len) * sizeof(float));
+  if (src != nullptr) std::memcpy(Slot(*parity, rank_), src, static_cast<size_t>(len) * sizeof(float));
   Publish(call);
   return WaitForPeers(call);
 }
@@ -296,6 +296,36 @@ absl::Status ShmExchange::AllGather(const float* in, int64_t n, float* out) {
     if (absl::Status s = ExchangeWindow(in + off, len, &k); !s.ok()) return s;
     for (int q = 0; q < size_; ++q) {
       if (q != rank_) std::memcpy(out + q * n + off, Slot(k, q), static_cast<size_t>(len) * sizeof(float));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ShmExchange::GatherColumnsToRoot(const float* in, int64_t rows, int64_t cols, float* out) {
+  const int64_t window = kSlotBytes / static_cast<int64_t>(sizeof(float));
+  const int64_t n = rows * cols, width = size_ * cols;
+  const bool root = rank_ == 0;
+  if (root) {
+    for (int64_t i = 0; i < rows; ++i) {
+      std::memcpy(out + i * width, in + i * cols, static_cast<size_t>(cols) * sizeof(float));
+    }
+  }
+  for (int64_t off = 0; off < n; off += window) {
+    const int64_t len = std::min(window, n - off);
+    int k = 0;
+    // Every rank publishes each window (the parities stay in step), but
+    // only rank 0 reads, so only the others copy into their slots.
+    if (absl::Status s = ExchangeWindow(root ? nullptr : in + off, len, &k); !s.ok()) return s;
+    if (!root) continue;
+    for (int q = 1; q < size_; ++q) {
+      const float* slot = Slot(k, q);
+      // The window [off, off + len) of rank q's rows, a piece of a row at a time.
+      for (int64_t e = off; e < off + len;) {
+        const int64_t row = e / cols, col = e % cols;
+        const int64_t piece = std::min(cols - col, off + len - e);
+        std::memcpy(out + row * width + q * cols + col, slot + (e - off), static_cast<size_t>(piece) * sizeof(float));
+        e += piece;
+      }
     }
   }
   return absl::OkStatus();

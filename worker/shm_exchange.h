@@ -59,6 +59,10 @@ class ShmExchange {
   absl::Status AllReduceSum(float* data, int64_t n);
   // out[r * n, (r + 1) * n) = rank r's in[0, n).
   absl::Status AllGather(const float* in, int64_t n, float* out);
+  // Communicator::GatherColumnsToRoot: rank 0's out[i * size * cols + r *
+  // cols + j] = rank r's in[i * cols + j]; rank 0 writes no slot and the
+  // others read none (their out is not touched and may be null).
+  absl::Status GatherColumnsToRoot(const float* in, int64_t rows, int64_t cols, float* out);
 
  public:
   struct Header;  // the segment's first page(s), defined in the .cc
@@ -66,8 +70,9 @@ class ShmExchange {
  private:
   ShmExchange(void* base, size_t bytes, int rank, int size, std::chrono::milliseconds timeout);
   float* Slot(int parity, int rank) const;
-  // Copies `len` floats of `src` into this rank's slot of the next call,
-  // publishes it and waits for every peer's; *parity: the call's slots.
+  // Copies `len` floats of `src` (none when null: a slot nobody reads) into
+  // this rank's slot of the next call, publishes it and waits for every
+  // peer's; *parity: the call's slots.
   absl::Status ExchangeWindow(const float* src, int64_t len, int* parity);
   // Says this rank's slot of `call` is written, and wakes sleeping peers.
   void Publish(uint64_t call);

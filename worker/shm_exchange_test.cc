@@ -80,6 +80,42 @@ TEST(ShmExchangeTest, SumsInRankOrderAndGathersOverSeveralWindows) {
   }
 }
 
+// Rank 0 gets every rank's rows side by side, over windows that end inside
+// a row and rows that span windows; the others' out is never written.
+TEST(ShmExchangeTest, GathersColumnsToRankZeroOnly) {
+  const int64_t window = ShmExchange::kSlotBytes / 4;
+  struct Shape {
+    int64_t rows, cols;
+  };
+  const std::vector<Shape> shapes = {{1, 1}, {3, 5}, {7, 64128}, {2, window + 3}, {5, window / 3 + 1}, {1, 7}};
+  for (int size : {2, 3}) {
+    std::vector<std::vector<std::vector<float>>> got(size);
+    RunRanks(size, milliseconds(10000), [&](int r, ShmExchange* shm) {
+      for (const Shape& s : shapes) {
+        std::vector<float> in(s.rows * s.cols);
+        for (int64_t i = 0; i < s.rows * s.cols; ++i) in[i] = Input(r, s.cols, i);
+        std::vector<float> out(s.rows * s.cols * size, -1.0f);
+        ASSERT_TRUE(shm->GatherColumnsToRoot(in.data(), s.rows, s.cols, out.data()).ok()) << s.rows << "x" << s.cols;
+        got[r].push_back(out);
+      }
+    });
+    for (size_t k = 0; k < shapes.size(); ++k) {
+      const Shape& s = shapes[k];
+      for (int64_t i = 0; i < s.rows; ++i) {
+        for (int q = 0; q < size; ++q) {
+          for (int64_t j = 0; j < s.cols; ++j) {
+            ASSERT_EQ(got[0][k][(i * size + q) * s.cols + j], Input(q, s.cols, i * s.cols + j))
+                << "size " << size << " shape " << s.rows << "x" << s.cols << " row " << i << " rank " << q;
+          }
+        }
+      }
+      for (int r = 1; r < size; ++r) {
+        for (float v : got[r][k]) ASSERT_EQ(v, -1.0f) << "rank " << r << " received something";
+      }
+    }
+  }
+}
+
 TEST(ShmExchangeTest, ALateRankTimesOut) {
   RunRanks(2, milliseconds(300), [&](int r, ShmExchange* shm) {
     if (r == 1) {

@@ -78,15 +78,19 @@ class StageExecutor {
   // Backend::Sample: the returned pointer is valid until the next call on
   // this executor; nullptr when logit_rows is empty. The same arguments and
   // errors as Forward; FAILED_PRECONDITION on a stage without the lm_head.
-  // `want` false (a tensor-parallel rank that does not sample): with
-  // tp_size > 1 the rank still takes its part in the gather, but the whole
-  // rows are not laid out for it (a copy of rows x vocab floats saved) and
-  // nullptr is returned; with tp_size 1 the logits are returned anyway.
+  // `to` says which ranks get them, and every rank of the stage must pass
+  // the same: kRankZero (the worker, whose rank 0 samples): ranks other
+  // than 0 only take their part in the gather and get nullptr, and where
+  // the communicator gathers to rank 0 (Communicator::
+  // gathers_columns_to_root: shared memory) rank 0 receives whole rows in
+  // one copy, with no all-gather and no relayout; kEveryRank: every rank
+  // gets them. With tp_size 1 the logits are returned either way.
+  enum class LogitsTo { kEveryRank, kRankZero };
   absl::StatusOr<const float*> ForwardLogits(const kernels::StepLayout& layout,
                                              const std::vector<int32_t>& token_ids,
                                              absl::Span<const float> hidden_in,
                                              const std::vector<int64_t>& logit_rows, kernels::KvCache* cache,
-                                             bool want = true);
+                                             LogitsTo to = LogitsTo::kEveryRank);
 
  private:
   struct Layer {
@@ -117,8 +121,8 @@ class StageExecutor {
                          kernels::KvCache* cache);
   absl::Status RunLayer(size_t index, int64_t rows, kernels::KvCache* cache);
   // The final norm and lm_head of `logit_rows`, gathered over the vocabulary
-  // (laid out as whole rows only when `want`).
-  absl::StatusOr<const float*> Logits(const std::vector<int64_t>& logit_rows, bool want);
+  // (to the ranks `to` names; ForwardLogits).
+  absl::StatusOr<const float*> Logits(const std::vector<int64_t>& logit_rows, LogitsTo to);
 
   kernels::Backend* backend_;
   model::LlamaConfig config_;

@@ -105,7 +105,8 @@ absl::StatusOr<StepOutput> StepRunner::Run(const transport::Message& m) {
   // the logits' gather.
   const bool answers = spec.tp_rank == 0;
   STRATA_ASSIGN_OR_RETURN(const float* logits,
-                          executor_->ForwardLogits(layout, plan.token_ids, hidden, logit_rows, cache_, answers));
+                          executor_->ForwardLogits(layout, plan.token_ids, hidden, logit_rows, cache_,
+                                                   StageExecutor::LogitsTo::kRankZero));
   if (!answers) return out;
   STRATA_RETURN_IF_ERROR(SampleAndScore(logits, static_cast<int64_t>(logit_rows.size()), first_logit, &out));
   return out;

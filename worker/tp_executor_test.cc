@@ -176,6 +176,61 @@ TEST_F(TpExecutorTest, FourRanksWithOneKvHeadEach) {
   ExpectClose(Split(1, 4, prompt, 3), Whole(prompt, 3), "1 stage x 4 ranks");
 }
 
+// The worker's form (LogitsTo::kRankZero): rank 0 gets bitwise the logits
+// every rank gets from the all-gather, for every row of a step, whether the
+// group gathers to rank 0 through shared memory or all-gathers over TCP;
+// the other ranks get none.
+TEST_F(TpExecutorTest, LogitsToRankZeroEqualTheAllGathered) {
+  Make(*model::LlamaPreset("tiny"));
+  const model::LlamaConfig& c = ckpt_->config();
+  const std::vector<int32_t> prompt = {1, 17, 300, 42, 9, 511, 77, 5, 123};
+  const int64_t n = static_cast<int64_t>(prompt.size());
+  std::vector<int64_t> rows;
+  for (int64_t i = 0; i < n; ++i) rows.push_back(i);
+  std::vector<int32_t> blocks;
+  for (int i = 0; i < 8; ++i) blocks.push_back(i);
+  StepLayout layout;
+  layout.sequences = {SequenceChunk{static_cast<int32_t>(n), 0, 0, blocks}};
+  for (bool shm : {true, false}) {
+    constexpr int kTp = 2;
+    auto server = TcpStoreServer::Start("127.0.0.1", 0);
+    ASSERT_TRUE(server.ok()) << server.status();
+    std::vector<std::thread> threads;
+    for (int r = 0; r < kTp; ++r) {
+      threads.emplace_back([&, r] {
+        kernels::cpu::CpuBackend backend({1, kernels::cpu::BestIsa(), model::DType::kF32});
+        auto store = TcpStoreClient::Connect("127.0.0.1", (*server)->port(), milliseconds(10000));
+        ASSERT_TRUE(store.ok()) << store.status();
+        auto comm = GlooCommunicator::Create(store->get(), "s", "127.0.0.1", r, kTp, milliseconds(20000), shm);
+        ASSERT_TRUE(comm.ok()) << comm.status();
+        EXPECT_EQ((*comm)->uses_shared_memory(), shm);
+        EXPECT_EQ((*comm)->gathers_columns_to_root(), shm);
+        StageSpec spec = StageSpec::Whole(c);
+        spec.tp_rank = r;
+        spec.tp_size = kTp;
+        auto ex = StageExecutor::Load(&backend, *ckpt_, spec, comm->get());
+        ASSERT_TRUE(ex.ok()) << ex.status();
+        auto cache = backend.AllocateKvCache((*ex)->KvShape(8, kBlock));
+        ASSERT_TRUE(cache.ok());
+        auto every = (*ex)->ForwardLogits(layout, prompt, {}, rows, cache->get());
+        ASSERT_TRUE(every.ok()) << every.status();
+        ASSERT_NE(*every, nullptr);
+        const std::vector<float> all(*every, *every + n * c.vocab_size);
+        // The same step again (it writes the same keys and values).
+        auto zero = (*ex)->ForwardLogits(layout, prompt, {}, rows, cache->get(), StageExecutor::LogitsTo::kRankZero);
+        ASSERT_TRUE(zero.ok()) << zero.status();
+        if (r != 0) {
+          EXPECT_EQ(*zero, nullptr) << "rank " << r << " got logits";
+          return;
+        }
+        ASSERT_NE(*zero, nullptr);
+        EXPECT_EQ(std::vector<float>(*zero, *zero + n * c.vocab_size), all) << (shm ? "shared memory" : "TCP");
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+}
+
 TEST_F(TpExecutorTest, RefusesATpSizeThatDoesNotDivideTheKvHeads) {
   Make(*model::LlamaPreset("tiny"));  // 2 KV heads
   kernels::ReferenceBackend backend(1);

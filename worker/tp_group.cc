@@ -44,6 +44,10 @@ absl::Status TimedCommunicator::AllGather(const float* in, int64_t n, float* out
   return Call([&] { return inner_->AllGather(in, n, out); });
 }
 
+absl::Status TimedCommunicator::GatherColumnsToRoot(const float* in, int64_t rows, int64_t cols, float* out) {
+  return Call([&] { return inner_->GatherColumnsToRoot(in, rows, cols, out); });
+}
+
 absl::Status TimedCommunicator::Synchronize() {
   return Call([&] { return inner_->Synchronize(); });
 }

@@ -44,6 +44,9 @@ class TimedCommunicator : public Communicator {
   // UNAVAILABLE without a group, or after a failure in this one (naming it).
   absl::Status AllReduceSum(float* data, int64_t n) override;
   absl::Status AllGather(const float* in, int64_t n, float* out) override;
+  // The current communicator's answer (false without one).
+  bool gathers_columns_to_root() const override { return inner_ && inner_->gathers_columns_to_root(); }
+  absl::Status GatherColumnsToRoot(const float* in, int64_t rows, int64_t cols, float* out) override;
   absl::Status Synchronize() override;
   // Seconds spent in collectives since the last call.
   double TakeSeconds() { return std::exchange(seconds_, 0.0); }
