@@ -103,8 +103,8 @@ int Main(int argc, char** argv) {
               static_cast<long long>(copies), copies * AmxPackedSize(n, k) * 2.0 / (1 << 20), flop / seconds[0] / 1e9,
               flop / seconds[seconds.size() / 2] / 1e9);
   // Weights from DRAM only when the copies are well past the last-level
-  // cache: one Xeon VM reported a 480 MiB L3, which held 8 copies of an
-  // 8192 x 2048 matrix (1.4-1.5 TFLOP/s there against 0.9-1.2 with 40).
+  // cache: one Xeon VM reported a 480 MiB L3, which can hold 8 copies of
+  // an 8192 x 2048 matrix.
   const double copy_bytes = AmxPackedSize(n, k) * 2.0;
   const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
   if (copies > 1 && l3 > 0 && copies * copy_bytes < 2.0 * l3) {

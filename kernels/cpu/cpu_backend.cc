@@ -79,7 +79,14 @@ absl::StatusOr<std::unique_ptr<Weight>> CpuBackend::LoadWeight(const model::Tens
 
 absl::StatusOr<std::unique_ptr<Buffer>> CpuBackend::AllocateBuffer(int64_t floats) {
   if (floats < 0) return absl::InvalidArgumentError("negative buffer size");
-  return std::unique_ptr<Buffer>(new CpuBuffer(floats));
+  if (floats > (int64_t{1} << 56)) {
+    return absl::ResourceExhaustedError(absl::StrCat("a buffer of ", floats, " floats is past any memory"));
+  }
+  auto buffer = std::make_unique<CpuBuffer>(floats);
+  if (buffer->data() == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrCat("out of memory for a buffer of ", floats, " floats"));
+  }
+  return std::unique_ptr<Buffer>(std::move(buffer));
 }
 
 absl::StatusOr<std::unique_ptr<KvCache>> CpuBackend::AllocateKvCache(const KvCacheShape& shape) {

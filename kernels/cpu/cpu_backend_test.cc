@@ -6,6 +6,7 @@
 #include "kernels/cpu/cpu_backend.h"
 
 #include <cmath>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <random>
@@ -202,6 +203,20 @@ TEST(CpuBackendTest, AttentionAndRopeMatchReference) {
       }
     }
   }
+}
+
+// A buffer the machine cannot hold is refused with RESOURCE_EXHAUSTED, not
+// handed out as a null pointer.
+TEST(CpuBackendTest, ABufferPastMemoryIsRefused) {
+  CpuBackend backend({1, Isa::kPortable, model::DType::kF32});
+  for (int64_t floats : {int64_t{1} << 48, int64_t{1} << 60, std::numeric_limits<int64_t>::max()}) {
+    auto b = backend.AllocateBuffer(floats);
+    ASSERT_FALSE(b.ok()) << floats;
+    EXPECT_EQ(b.status().code(), absl::StatusCode::kResourceExhausted) << b.status();
+  }
+  auto small = backend.AllocateBuffer(1000);
+  ASSERT_TRUE(small.ok());
+  EXPECT_NE((*small)->data(), nullptr);
 }
 
 TEST(CpuBackendTest, NamesItsIsa) {
