@@ -133,10 +133,8 @@ absl::Status StageExecutor::EnsureScratch(int64_t rows, int64_t logit_rows) {
     STRATA_ASSIGN_OR_RETURN(scratch_.gathered, backend_->AllocateBuffer(logit_rows * c.hidden_size));
     STRATA_ASSIGN_OR_RETURN(scratch_.gathered_norm, backend_->AllocateBuffer(logit_rows * c.hidden_size));
     STRATA_ASSIGN_OR_RETURN(scratch_.logits, backend_->AllocateBuffer(logit_rows * dims_.vocab));
-    if (spec_.tp_size > 1) {
-      STRATA_ASSIGN_OR_RETURN(scratch_.all_logits, backend_->AllocateBuffer(logit_rows * c.vocab_size));
-      STRATA_ASSIGN_OR_RETURN(scratch_.vocab_logits, backend_->AllocateBuffer(logit_rows * c.vocab_size));
-    }
+    scratch_.all_logits.reset();  // at the new size when next used (WholeLogits)
+    scratch_.vocab_logits.reset();
     scratch_.logit_rows = logit_rows;
   }
   return absl::OkStatus();
@@ -241,6 +239,13 @@ absl::Status StageExecutor::RunLayer(size_t index, int64_t rows, kernels::KvCach
   return absl::OkStatus();
 }
 
+absl::StatusOr<float*> StageExecutor::WholeLogits(std::unique_ptr<kernels::Buffer>* b) {
+  if (*b == nullptr) {
+    STRATA_ASSIGN_OR_RETURN(*b, backend_->AllocateBuffer(scratch_.logit_rows * config_.vocab_size));
+  }
+  return (*b)->data();
+}
+
 absl::StatusOr<const float*> StageExecutor::Logits(const std::vector<int64_t>& logit_rows, LogitsTo to) {
   const int64_t n = static_cast<int64_t>(logit_rows.size());
   if (n == 0) return nullptr;
@@ -257,21 +262,26 @@ absl::StatusOr<const float*> StageExecutor::Logits(const std::vector<int64_t>& l
     // Rank 0 receives every rank's [n][V/T] as columns of [n][V]: at 64
     // decode rows of a 128,256 vocabulary, 33 MB per rank copied once
     // instead of the all-gather's three copies and rank 0's relayout.
-    STRATA_RETURN_IF_ERROR(
-        comm_->GatherColumnsToRoot(scratch_.logits->data(), n, part, root ? scratch_.vocab_logits->data() : nullptr));
-    return root ? scratch_.vocab_logits->data() : nullptr;
+    float* out = nullptr;
+    if (root) {
+      STRATA_ASSIGN_OR_RETURN(out, WholeLogits(&scratch_.vocab_logits));
+    }
+    STRATA_RETURN_IF_ERROR(comm_->GatherColumnsToRoot(scratch_.logits->data(), n, part, out));
+    return out;
   }
   // Vocab-parallel lm_head: gather [T][n][V/T], then interleave into [n][V]
   // on the backend: as rows of V/T floats, row i * T + r of the result is
   // row r * n + i of the gathered block.
-  STRATA_RETURN_IF_ERROR(comm_->AllGather(scratch_.logits->data(), n * part, scratch_.all_logits->data()));
+  STRATA_ASSIGN_OR_RETURN(float* all, WholeLogits(&scratch_.all_logits));
+  STRATA_RETURN_IF_ERROR(comm_->AllGather(scratch_.logits->data(), n * part, all));
   if (to == LogitsTo::kRankZero && !root) return nullptr;
   interleave_rows_.resize(n * t);
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t r = 0; r < t; ++r) interleave_rows_[i * t + r] = r * n + i;
   }
-  b.GatherRows(scratch_.all_logits->data(), part, interleave_rows_.data(), n * t, scratch_.vocab_logits->data());
-  return scratch_.vocab_logits->data();
+  STRATA_ASSIGN_OR_RETURN(float* rows, WholeLogits(&scratch_.vocab_logits));
+  b.GatherRows(all, part, interleave_rows_.data(), n * t, rows);
+  return rows;
 }
 
 absl::StatusOr<const float*> StageExecutor::ForwardLogits(const kernels::StepLayout& layout,

@@ -99,7 +99,10 @@ class StageExecutor {
   struct Scratch {
     // logits: this rank's [logit rows, vocab / tp]; with tp > 1, all_logits
     // [tp][logit rows][vocab / tp] gathered from every rank and vocab_logits
-    // their interleaving into [logit rows, vocab].
+    // their interleaving into [logit rows, vocab] (or rank 0's gather
+    // straight into it). Those two are allocated at first use (WholeLogits):
+    // a rank that only sends its part needs neither, and a gather to rank 0
+    // no all_logits (each is logit rows x vocab floats: 131 MB at 256 rows).
     std::unique_ptr<kernels::Buffer> x, norm, q, k, v, attn, proj, gate, up, act, gathered,
         gathered_norm, logits, all_logits, vocab_logits;
     int64_t rows = 0;
@@ -123,6 +126,9 @@ class StageExecutor {
   // The final norm and lm_head of `logit_rows`, gathered over the vocabulary
   // (to the ranks `to` names; ForwardLogits).
   absl::StatusOr<const float*> Logits(const std::vector<int64_t>& logit_rows, LogitsTo to);
+  // *b, allocated now for the scratch's logit rows x the whole vocabulary
+  // if it is not yet.
+  absl::StatusOr<float*> WholeLogits(std::unique_ptr<kernels::Buffer>* b);
 
   kernels::Backend* backend_;
   model::LlamaConfig config_;
