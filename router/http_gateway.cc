@@ -12,7 +12,6 @@ namespace strata::router {
 namespace {
 
 using json = nlohmann::json;
-using std::chrono::milliseconds;
 
 // JSON out, with invalid UTF-8 (a token's partial bytes) replaced rather
 // than thrown on.
@@ -77,7 +76,7 @@ bool PumpStream(Stream& s, httplib::DataSink& sink) {
       sink.done();
       return true;
     }
-    OutputChunk chunk = s.running->Next(milliseconds(50));
+    OutputChunk chunk = s.running->Next(RunningRequest::kIdleWait);
     if (chunk.finished && (chunk.reason == Finish::kError || chunk.reason == Finish::kUnavailable)) {
       OutputChunk partial;  // the tokens that came before the failure, then the error
       partial.tokens = chunk.tokens;
@@ -205,8 +204,10 @@ void HttpGateway::Completion(const httplib::Request& req, httplib::Response& res
   if (!parsed.ok()) return SendError(res, parsed.status());
   const auto deadline = DeadlineOf(req);
   PeerWatch client = PeerWatch::Find(req.local_port, req.remote_addr, req.remote_port);
-  // A long prompt stops being tokenized once the deadline passes or the client hangs up.
-  auto running = intake_->StartGenerate(parsed->generate, authorization, [&] {
+  // A long prompt stops being tokenized once the deadline passes or the
+  // client hangs up; after that the intake's watch asks the same (by value:
+  // a streamed reply outlives this function).
+  auto running = intake_->StartGenerate(parsed->generate, authorization, [deadline, client] {
     return std::chrono::steady_clock::now() >= deadline || client.Gone();
   });
   if (!running.ok() && running.status().code() == absl::StatusCode::kCancelled) {
@@ -235,7 +236,7 @@ void HttpGateway::Completion(const httplib::Request& req, httplib::Response& res
       stream->running->Abandon("cancelled");
       return;
     }
-    OutputChunk chunk = stream->running->Next(milliseconds(50));
+    OutputChunk chunk = stream->running->Next(RunningRequest::kIdleWait);
     stream->writer->Add(chunk);
     if (!chunk.finished) continue;
     absl::Status status = OutputProcessor::FinishStatus(chunk.reason, chunk.error);

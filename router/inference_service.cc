@@ -7,7 +7,6 @@
 
 namespace strata::router {
 
-using std::chrono::milliseconds;
 using base::ToGrpc;
 
 namespace {
@@ -83,9 +82,11 @@ bool InferenceService::ClientEnded(grpc::ServerContext* ctx, RunningRequest* run
   const bool cancelled = ctx->IsCancelled();
   const bool expired = ctx->deadline() < std::chrono::system_clock::now();
   if (!cancelled && !expired) return false;
-  running->Abandon(expired && !cancelled ? "deadline" : "cancelled");
-  *status = expired && !cancelled ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the request's deadline passed")
-                                  : grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
+  // gRPC marks a call whose deadline passed cancelled too: the deadline
+  // decides.
+  running->Abandon(expired ? "deadline" : "cancelled");
+  *status = expired ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the request's deadline passed")
+                    : grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
   return true;
 }
 
@@ -96,7 +97,7 @@ grpc::Status InferenceService::Generate(grpc::ServerContext* ctx, const v1::Gene
   if (!running.ok()) return ToGrpc(running.status());
   const std::string request_id = req->request_id().empty() ? NewRequestId() : req->request_id();
   while (true) {
-    OutputChunk chunk = (*running)->Next(milliseconds(50));
+    OutputChunk chunk = (*running)->Next(RunningRequest::kIdleWait);
     grpc::Status status;
     if (!chunk.finished && ClientEnded(ctx, running->get(), &status)) return status;
     v1::GenerateResponse resp;
@@ -113,10 +114,10 @@ grpc::Status InferenceService::Generate(grpc::ServerContext* ctx, const v1::Gene
 }
 
 grpc::Status InferenceService::Score(grpc::ServerContext* ctx, const v1::ScoreRequest* req, v1::ScoreResponse* resp) {
-  auto running = intake_->StartScore(*req, AuthorizationOf(ctx));
+  auto running = intake_->StartScore(*req, AuthorizationOf(ctx), CallerGone(ctx));
   if (!running.ok()) return ToGrpc(running.status());
   while (true) {
-    OutputChunk chunk = (*running)->Next(milliseconds(50));
+    OutputChunk chunk = (*running)->Next(RunningRequest::kIdleWait);
     grpc::Status status;
     if (!chunk.finished && ClientEnded(ctx, running->get(), &status)) return status;
     if (!chunk.finished) continue;

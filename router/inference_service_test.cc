@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <functional>
+#include <future>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -193,6 +194,48 @@ TEST_F(InferenceServiceTest, ADeadlineEndsTheRequest) {
   req.mutable_stop()->set_max_tokens(4);
   Reply r = Generate(req, milliseconds(300));
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+}
+
+// The handler too ends with DEADLINE_EXCEEDED, counted as a deadline (it
+// waits for the step in flight to give the sequence's blocks back first).
+TEST_F(InferenceServiceTest, ADeadlineEndsTheHandlerAsADeadline) {
+  ASSERT_NO_FATAL_FAILURE(AddReplica());
+  stage_->answer = false;
+  v1::GenerateRequest req;
+  req.add_prompt_ids(1);
+  req.mutable_stop()->set_max_tokens(4);
+  EXPECT_EQ(Generate(req, milliseconds(200)).status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (service_->handled.load() == 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  ASSERT_EQ(service_->handled.load(), 1);
+  EXPECT_EQ(service_->last_code.load(), static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED));
+  // ...and counted under "deadline" (gRPC marks the call cancelled as well).
+  EXPECT_EQ(SeriesValue(metrics_->Render(), "strata_requests_total{model=\"m\",outcome=\"deadline\"}"), 1);
+}
+
+// A front end may wait on its request as long as it likes: once the
+// caller's predicate says gone, the intake's watch ends the wait (empty,
+// not finished), and the front end abandons the request.
+TEST_F(InferenceServiceTest, TheWatchEndsALongWaitWhenTheCallerGoes) {
+  ASSERT_NO_FATAL_FAILURE(AddReplica());
+  stage_->answer = false;
+  v1::GenerateRequest req;
+  req.add_prompt_ids(1);
+  req.mutable_stop()->set_max_tokens(4);
+  std::atomic<bool> gone{false};
+  auto running = intake_->StartGenerate(req, "", [&] { return gone.load(); });
+  ASSERT_TRUE(running.ok()) << running.status();
+  auto waiting = std::async(std::launch::async, [&] { return (*running)->Next(std::chrono::hours(1)); });
+  EXPECT_EQ(waiting.wait_for(milliseconds(100)), std::future_status::timeout);  // nothing came, nobody left
+  gone = true;
+  ASSERT_EQ(waiting.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  OutputChunk chunk = waiting.get();
+  EXPECT_FALSE(chunk.finished);
+  EXPECT_TRUE(chunk.tokens.empty());
+  (*running)->Abandon("cancelled");
+  EXPECT_TRUE((*running)->finished());
 }
 
 TEST_F(InferenceServiceTest, ScoreListModelsTokenizeDetokenize) {

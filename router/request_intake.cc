@@ -6,10 +6,14 @@ namespace strata::router {
 
 using std::chrono::milliseconds;
 
-RunningRequest::RunningRequest(Dispatcher* dispatcher, OutputProcessor output, SequenceSpec spec, CallerPass pass)
+RunningRequest::RunningRequest(Dispatcher* dispatcher, OutputProcessor output, SequenceSpec spec, CallerPass pass,
+                               GoneWatch* watch, std::function<bool()> gone)
     : dispatcher_(dispatcher), output_(std::move(output)), stream_(std::make_shared<RequestStream>()),
       pass_(std::move(pass)) {
   handle_ = dispatcher_->Submit(std::move(spec), stream_);
+  if (watch != nullptr && gone) {
+    watched_ = watch->Watch(std::move(gone), [stream = stream_] { stream->Interrupt(); });
+  }
 }
 
 RunningRequest::~RunningRequest() {
@@ -130,11 +134,13 @@ absl::StatusOr<std::unique_ptr<RunningRequest>> RequestIntake::StartGenerate(con
   OutputProcessor output(tokenizer_,
                          std::vector<std::string>(req.stop().stop_strings().begin(), req.stop().stop_strings().end()),
                          static_cast<int32_t>(spec->prompt.size()), metrics_);
-  return std::make_unique<RunningRequest>(dispatcher_, std::move(output), std::move(*spec), std::move(*pass));
+  return std::make_unique<RunningRequest>(dispatcher_, std::move(output), std::move(*spec), std::move(*pass), &watch_,
+                                          cancelled);
 }
 
 absl::StatusOr<std::unique_ptr<RunningRequest>> RequestIntake::StartScore(const v1::ScoreRequest& req,
-                                                                          std::string_view authorization) {
+                                                                          std::string_view authorization,
+                                                                          const model::Tokenizer::Cancelled& gone) {
   auto pass = Authorize(authorization, req.model(), 0);
   if (!pass.ok()) return pass.status();
   auto limits = CurrentLimits(req.model());
@@ -143,7 +149,8 @@ absl::StatusOr<std::unique_ptr<RunningRequest>> RequestIntake::StartScore(const 
   if (!spec.ok()) return Invalid(spec.status());
   if (absl::Status s = Admit(); !s.ok()) return s;
   OutputProcessor output(nullptr, {}, static_cast<int32_t>(spec->prompt.size()), metrics_);
-  return std::make_unique<RunningRequest>(dispatcher_, std::move(output), std::move(*spec), std::move(*pass));
+  return std::make_unique<RunningRequest>(dispatcher_, std::move(output), std::move(*spec), std::move(*pass), &watch_,
+                                          gone);
 }
 
 }  // namespace strata::router

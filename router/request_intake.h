@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -22,6 +23,7 @@
 #include "model/tokenizer.h"
 #include "router/caller_auth.h"
 #include "router/dispatcher.h"
+#include "router/gone_watch.h"
 #include "router/output_processor.h"
 #include "router/router_metrics.h"
 #include "router/validation.h"
@@ -33,14 +35,23 @@ namespace strata::router {
 class RunningRequest {
  public:
   using Clock = std::chrono::steady_clock;
-  // `pass` holds the caller's token's concurrency for as long as the request runs.
-  RunningRequest(Dispatcher* dispatcher, OutputProcessor output, SequenceSpec spec, CallerPass pass = {});
+  // `pass` holds the caller's token's concurrency for as long as the request
+  // runs. With `watch` and `gone` (the caller went away or its deadline
+  // passed; asked on the watch's thread), a Next that waits returns as soon
+  // as the watch sees `gone`, so the front end can wait long and still end
+  // the request within the watch's period.
+  RunningRequest(Dispatcher* dispatcher, OutputProcessor output, SequenceSpec spec, CallerPass pass = {},
+                 GoneWatch* watch = nullptr, std::function<bool()> gone = {});
   ~RunningRequest();  // ends the sequence if it still runs
   RunningRequest(const RunningRequest&) = delete;
   RunningRequest& operator=(const RunningRequest&) = delete;
 
-  // The next output, waiting up to `wait`. A stop string ends the sequence
-  // here. `chunk.finished` marks the last one.
+  // How long a front end waits in Next before it looks at its caller
+  // anyway: a backstop, since the watch wakes it within its period.
+  static constexpr std::chrono::milliseconds kIdleWait{1000};
+  // The next output, waiting up to `wait` (or until the watch sees the
+  // caller gone: then empty). A stop string ends the sequence here.
+  // `chunk.finished` marks the last one.
   OutputChunk Next(std::chrono::milliseconds wait);
   // Ends the request from the front end's side (client gone, deadline):
   // the sequence is cancelled and its blocks freed before this returns
@@ -57,6 +68,7 @@ class RunningRequest {
   uint64_t handle_ = 0;
   bool done_ = false;
   CallerPass pass_;
+  GoneWatch::Handle watched_;  // last: unregistered before the stream goes
 };
 
 class RequestIntake {
@@ -76,12 +88,16 @@ class RequestIntake {
   // from the token's rules (router/caller_auth.h) before anything else.
   // `cancelled` (may be empty) is asked while the prompt is tokenized: a
   // caller gone or past its deadline ends it with CANCELLED (counted under
-  // "cancelled").
+  // "cancelled"); then, while the request runs, by the intake's GoneWatch,
+  // which wakes the front end's RunningRequest::Next (so it must stay valid
+  // as long as the RunningRequest, and be thread-safe).
   absl::StatusOr<std::unique_ptr<RunningRequest>> StartGenerate(const v1::GenerateRequest& request,
                                                                std::string_view authorization = {},
                                                                const model::Tokenizer::Cancelled& cancelled = {});
+  // `gone` (may be empty) is the same question for a Score request.
   absl::StatusOr<std::unique_ptr<RunningRequest>> StartScore(const v1::ScoreRequest& request,
-                                                            std::string_view authorization = {});
+                                                            std::string_view authorization = {},
+                                                            const model::Tokenizer::Cancelled& gone = {});
   // The token alone, for calls that run no model (models, tokenize, health).
   absl::Status Authenticate(std::string_view authorization);
 
@@ -102,6 +118,7 @@ class RequestIntake {
   RouterMetrics* metrics_;
   const model::Tokenizer* tokenizer_;
   CallerAuth* auth_;
+  GoneWatch watch_;  // for every request this intake started
 };
 
 }  // namespace strata::router

@@ -30,11 +30,18 @@ void RequestStream::Finished(Finish reason, int32_t prompt_tokens, int32_t compl
 
 RequestStream::Event RequestStream::Next(std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait_for(lock, timeout, [&] { return has_pending_; });
+  cv_.wait_for(lock, timeout, [&] { return has_pending_ || interrupted_; });
+  interrupted_ = false;
   Event e = std::move(pending_);
   pending_ = Event();
   has_pending_ = false;
   return e;
+}
+
+void RequestStream::Interrupt() {
+  std::lock_guard<std::mutex> lock(mu_);
+  interrupted_ = true;
+  cv_.notify_all();
 }
 
 bool RequestStream::finished() const {

@@ -32,8 +32,12 @@ class RequestStream : public SequenceSink {
   void Token(const TokenOut& token) override;
   void Finished(Finish reason, int32_t prompt_tokens, int32_t completion_tokens, const std::string& error,
                 const std::vector<float>& score) override;
-  // Waits up to `timeout` for events; returns what arrived (tokens merged).
+  // Waits up to `timeout` for events, or until Interrupt; returns what
+  // arrived (tokens merged), nothing when interrupted or timed out.
   Event Next(std::chrono::milliseconds timeout);
+  // Makes the Next that waits now, or else the next one, return at once
+  // (the caller went away: its front end should look). From any thread.
+  void Interrupt();
   bool finished() const;
 
   // Phase times, each taken where its event happens (vLLM's metrics design).
@@ -53,6 +57,7 @@ class RequestStream : public SequenceSink {
   std::condition_variable cv_;
   Event pending_;
   bool has_pending_ = false;
+  bool interrupted_ = false;
   bool finished_ = false;
 };
 

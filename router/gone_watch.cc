@@ -1,0 +1,74 @@
+#include "router/gone_watch.h"
+
+#include <utility>
+
+namespace strata::router {
+
+GoneWatch::GoneWatch(std::chrono::milliseconds period) : period_(period), thread_([this] { Loop(); }) {}
+
+GoneWatch::~GoneWatch() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+GoneWatch::Handle::Handle(Handle&& other) noexcept : watch_(other.watch_), id_(other.id_) {
+  other.watch_ = nullptr;
+}
+
+GoneWatch::Handle& GoneWatch::Handle::operator=(Handle&& other) noexcept {
+  if (this != &other) {
+    Reset();
+    watch_ = std::exchange(other.watch_, nullptr);
+    id_ = other.id_;
+  }
+  return *this;
+}
+
+void GoneWatch::Handle::Reset() {
+  if (watch_ == nullptr) return;
+  watch_->Remove(id_);
+  watch_ = nullptr;
+}
+
+GoneWatch::Handle GoneWatch::Watch(std::function<bool()> gone, std::function<void()> wake) {
+  uint64_t id = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    id = next_id_++;
+    entries_.emplace(id, Entry{std::move(gone), std::move(wake)});
+  }
+  cv_.notify_all();  // the thread sleeps without a deadline while nothing is watched
+  return Handle(this, id);
+}
+
+void GoneWatch::Remove(uint64_t id) {
+  // The functions run under mu_, so once this holds it none is running.
+  std::lock_guard<std::mutex> lock(mu_);
+  entries_.erase(id);
+}
+
+int GoneWatch::watched() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(entries_.size());
+}
+
+void GoneWatch::Loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    cv_.wait(lock, [&] { return stop_ || !entries_.empty(); });
+    if (stop_) return;
+    cv_.wait_for(lock, period_, [&] { return stop_; });
+    if (stop_) return;
+    for (auto& [id, e] : entries_) {
+      if (e.woken || !e.gone()) continue;
+      e.woken = true;
+      e.wake();
+    }
+  }
+}
+
+}  // namespace strata::router
