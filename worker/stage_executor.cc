@@ -1,6 +1,7 @@
 #include "worker/stage_executor.h"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -135,6 +136,8 @@ absl::Status StageExecutor::EnsureScratch(int64_t rows, int64_t logit_rows) {
     STRATA_ASSIGN_OR_RETURN(scratch_.logits, backend_->AllocateBuffer(logit_rows * dims_.vocab));
     scratch_.all_logits.reset();  // at the new size when next used (WholeLogits)
     scratch_.vocab_logits.reset();
+    scratch_.greedy_pairs.reset();  // ForwardGreedy's, likewise
+    scratch_.all_greedy_pairs.reset();
     scratch_.logit_rows = logit_rows;
   }
   return absl::OkStatus();
@@ -246,15 +249,25 @@ absl::StatusOr<float*> StageExecutor::WholeLogits(std::unique_ptr<kernels::Buffe
   return (*b)->data();
 }
 
-absl::StatusOr<const float*> StageExecutor::Logits(const std::vector<int64_t>& logit_rows, LogitsTo to) {
+void StageExecutor::LocalLogits(const std::vector<int64_t>& logit_rows) {
   const int64_t n = static_cast<int64_t>(logit_rows.size());
-  if (n == 0) return nullptr;
   const model::LlamaConfig& c = config_;
   kernels::Backend& b = *backend_;
   b.GatherRows(scratch_.x->data(), c.hidden_size, logit_rows.data(), n, scratch_.gathered->data());
   b.RmsNorm(scratch_.gathered->data(), *final_norm_, static_cast<float>(c.rms_norm_eps), n,
             scratch_.gathered_norm->data());
   b.MatMul(scratch_.gathered_norm->data(), n, *lm_head_, scratch_.logits->data());
+}
+
+absl::StatusOr<const float*> StageExecutor::Logits(const std::vector<int64_t>& logit_rows, LogitsTo to) {
+  const int64_t n = static_cast<int64_t>(logit_rows.size());
+  if (n == 0) return nullptr;
+  LocalLogits(logit_rows);
+  return GatherLogits(n, to);
+}
+
+absl::StatusOr<const float*> StageExecutor::GatherLogits(int64_t n, LogitsTo to) {
+  kernels::Backend& b = *backend_;
   if (spec_.tp_size == 1) return scratch_.logits->data();
   const int64_t part = dims_.vocab, t = spec_.tp_size;
   const bool root = spec_.tp_rank == 0;
@@ -294,6 +307,91 @@ absl::StatusOr<const float*> StageExecutor::ForwardLogits(const kernels::StepLay
   STRATA_ASSIGN_OR_RETURN(const float* logits, Logits(logit_rows, to));
   STRATA_RETURN_IF_ERROR(backend_->Synchronize());
   return logits;
+}
+
+bool StageExecutor::IsPlainGreedy(const kernels::SampleRequest& q) {
+  const kernels::SamplingParams& p = q.params;
+  // The values ValidateSampleRequests accepts, drawn without randomness.
+  const bool valid = std::isfinite(p.temperature) && p.temperature >= 0.0f && p.top_k >= 0 && p.top_p > 0.0f &&
+                     p.top_p <= 1.0f;
+  return q.sample && q.logprobs == -1 && q.target == -1 && valid && (p.temperature == 0.0f || p.top_k == 1);
+}
+
+absl::Status StageExecutor::ForwardGreedy(const kernels::StepLayout& layout, const std::vector<int32_t>& token_ids,
+                                          absl::Span<const float> hidden_in, const std::vector<int64_t>& logit_rows,
+                                          kernels::KvCache* cache, absl::Span<const kernels::SampleRequest> requests,
+                                          absl::Span<kernels::SampleResult> results) {
+  if (!spec_.has_lm_head) return absl::FailedPreconditionError("ForwardGreedy on a stage without the lm_head");
+  const int64_t n = static_cast<int64_t>(logit_rows.size());
+  if (static_cast<int64_t>(requests.size()) != n || static_cast<int64_t>(results.size()) != n) {
+    return absl::InvalidArgumentError(absl::StrCat("ForwardGreedy: ", n, " logit rows, ", requests.size(),
+                                                   " requests, ", results.size(), " results"));
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    if (!IsPlainGreedy(requests[i])) {
+      return absl::InvalidArgumentError(absl::StrCat("ForwardGreedy: row ", i, " is not a plain greedy draw"));
+    }
+  }
+  kernels::Backend& b = *backend_;
+  STRATA_RETURN_IF_ERROR(RunLayers(layout, token_ids, hidden_in, logit_rows, cache));
+  if (n == 0) return b.Synchronize();
+  LocalLogits(logit_rows);
+  if (spec_.tp_size == 1) {
+    STRATA_RETURN_IF_ERROR(b.Sample(scratch_.logits->data(), config_.vocab_size, requests, results));
+    return b.Synchronize();
+  }
+  // Each rank draws from its own slice: the first maximum of a row is the
+  // first maximum of the slice that holds the row's largest value, the
+  // lowest rank among equals.
+  const int64_t part = dims_.vocab, t = spec_.tp_size;
+  STRATA_RETURN_IF_ERROR(b.Sample(scratch_.logits->data(), part, requests, results));
+  if (scratch_.greedy_pairs == nullptr) {
+    STRATA_ASSIGN_OR_RETURN(scratch_.greedy_pairs, b.AllocateBuffer(2 * scratch_.logit_rows));
+    STRATA_ASSIGN_OR_RETURN(scratch_.all_greedy_pairs, b.AllocateBuffer(2 * scratch_.logit_rows * t));
+  }
+  // [values of the slice winners][their vocabulary ids as floats, exact
+  // below 2^24 (LlamaConfig's limit on the vocabulary); -1 where the slice gave none].
+  winner_rows_.resize(n);
+  winner_ids_.resize(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t local = results[i].token;
+    const bool ok = local >= 0 && local < part;
+    winner_rows_[i] = i * part + (ok ? local : 0);
+    winner_ids_[i] = ok ? static_cast<float>(dims_.vocab_begin + local) : -1.0f;
+  }
+  float* pairs = scratch_.greedy_pairs->data();
+  b.GatherRows(scratch_.logits->data(), 1, winner_rows_.data(), n, pairs);
+  STRATA_RETURN_IF_ERROR(b.CopyFromHost(winner_ids_.data(), n, pairs + n));
+  STRATA_RETURN_IF_ERROR(comm_->AllGather(pairs, 2 * n, scratch_.all_greedy_pairs->data()));
+  all_pairs_.resize(2 * n * t);
+  STRATA_RETURN_IF_ERROR(b.CopyToHost(scratch_.all_greedy_pairs->data(), 2 * n * t, all_pairs_.data()));
+  STRATA_RETURN_IF_ERROR(b.Synchronize());
+  // Every rank holds the same pairs, so every rank takes the same branch.
+  bool whole_rows = false;
+  for (int64_t r = 0; r < t && !whole_rows; ++r) {
+    for (int64_t i = 0; i < n; ++i) {
+      const float value = all_pairs_[r * 2 * n + i], id = all_pairs_[r * 2 * n + n + i];
+      if (std::isnan(value) || id < 0.0f) {
+        whole_rows = true;
+        break;
+      }
+    }
+  }
+  if (!whole_rows) {
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t best = 0;
+      for (int64_t r = 1; r < t; ++r) {
+        if (all_pairs_[r * 2 * n + i] > all_pairs_[best * 2 * n + i]) best = r;
+      }
+      results[i].token = static_cast<int32_t>(all_pairs_[best * 2 * n + n + i]);
+    }
+    return absl::OkStatus();
+  }
+  // A NaN (or a slice without a winner): the whole rows decide, on rank 0,
+  // as Backend::Sample draws them.
+  STRATA_ASSIGN_OR_RETURN(const float* logits, GatherLogits(n, LogitsTo::kRankZero));
+  if (spec_.tp_rank == 0) STRATA_RETURN_IF_ERROR(b.Sample(logits, config_.vocab_size, requests, results));
+  return b.Synchronize();
 }
 
 absl::Status StageExecutor::Forward(const kernels::StepLayout& layout, const std::vector<int32_t>& token_ids,

@@ -92,6 +92,26 @@ class StageExecutor {
                                              const std::vector<int64_t>& logit_rows, kernels::KvCache* cache,
                                              LogitsTo to = LogitsTo::kEveryRank);
 
+  // Whether a row asks only for its greedy token: it samples, at
+  // temperature 0 or with top_k 1 (otherwise valid parameters), with no
+  // log-probabilities and no target to score.
+  static bool IsPlainGreedy(const kernels::SampleRequest& q);
+  // Forward on the last stage for a step whose every logits row is a plain
+  // greedy draw: results[i].token is row i's first maximum, the token
+  // Backend::Sample draws for requests[i] from the whole row. With
+  // tp_size > 1 the vocabulary stays split: each rank draws from its own
+  // slice and the ranks all-gather one (value, id) pair per row, so no
+  // logits are gathered and no rank scans whole rows; where a slice's
+  // winner is NaN (or the backend gave none), rank 0 gathers the rows and
+  // draws from them instead. Rank 0's results are the answer (the other
+  // ranks' too on the split path). The same arguments and errors as
+  // ForwardLogits; INVALID_ARGUMENT when requests or results do not match
+  // logit_rows or a request is not IsPlainGreedy.
+  absl::Status ForwardGreedy(const kernels::StepLayout& layout, const std::vector<int32_t>& token_ids,
+                             absl::Span<const float> hidden_in, const std::vector<int64_t>& logit_rows,
+                             kernels::KvCache* cache, absl::Span<const kernels::SampleRequest> requests,
+                             absl::Span<kernels::SampleResult> results);
+
  private:
   struct Layer {
     std::unique_ptr<kernels::Weight> input_norm, q, k, v, o, post_norm, gate, up, down;
@@ -105,6 +125,9 @@ class StageExecutor {
     // no all_logits (each is logit rows x vocab floats: 131 MB at 256 rows).
     std::unique_ptr<kernels::Buffer> x, norm, q, k, v, attn, proj, gate, up, act, gathered,
         gathered_norm, logits, all_logits, vocab_logits;
+    // ForwardGreedy's [values][ids] of this rank's slice winners (2 x logit
+    // rows) and every rank's (tp x that); allocated at first use.
+    std::unique_ptr<kernels::Buffer> greedy_pairs, all_greedy_pairs;
     int64_t rows = 0;
     int64_t logit_rows = 0;
   };
@@ -126,6 +149,11 @@ class StageExecutor {
   // The final norm and lm_head of `logit_rows`, gathered over the vocabulary
   // (to the ranks `to` names; ForwardLogits).
   absl::StatusOr<const float*> Logits(const std::vector<int64_t>& logit_rows, LogitsTo to);
+  // This rank's part: the final norm and lm_head of `logit_rows` into
+  // scratch_.logits [rows, vocab / tp].
+  void LocalLogits(const std::vector<int64_t>& logit_rows);
+  // scratch_.logits' n rows gathered over the vocabulary (Logits).
+  absl::StatusOr<const float*> GatherLogits(int64_t n, LogitsTo to);
   // *b, allocated now for the scratch's logit rows x the whole vocabulary
   // if it is not yet.
   absl::StatusOr<float*> WholeLogits(std::unique_ptr<kernels::Buffer>* b);
@@ -138,6 +166,8 @@ class StageExecutor {
   std::vector<float> inv_freq_;
   std::vector<int32_t> local_ids_;
   std::vector<int64_t> interleave_rows_;
+  std::vector<int64_t> winner_rows_;  // ForwardGreedy's host scratch
+  std::vector<float> winner_ids_, all_pairs_;
   std::unique_ptr<kernels::Weight> embedding_, final_norm_, lm_head_;
   std::vector<Layer> layers_;
   Scratch scratch_;

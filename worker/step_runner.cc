@@ -102,13 +102,29 @@ absl::StatusOr<StepOutput> StepRunner::Run(const transport::Message& m) {
     return out;
   }
   // Rank 0 of the last stage answers; the other ranks only take part in
-  // the logits' gather.
+  // the logits' gather (or the greedy draw's).
   const bool answers = spec.tp_rank == 0;
+  const int64_t n = static_cast<int64_t>(logit_rows.size());
+  // Every rank builds the same requests from the same plan, so every rank
+  // takes the same path below.
+  STRATA_RETURN_IF_ERROR(BuildRequests(plan, n, first_logit));
+  results_.assign(n, kernels::SampleResult());
+  bool greedy = n > 0 && !plan.return_logits;
+  for (const kernels::SampleRequest& q : requests_) greedy = greedy && StageExecutor::IsPlainGreedy(q);
+  if (greedy) {
+    // Only tokens are asked for: with tensor parallelism the vocabulary
+    // stays split (no logits gathered to rank 0).
+    STRATA_RETURN_IF_ERROR(executor_->ForwardGreedy(layout, plan.token_ids, hidden, logit_rows, cache_, requests_,
+                                                    absl::MakeSpan(results_)));
+    if (answers) Assemble(first_logit, &out);
+    return out;
+  }
   STRATA_ASSIGN_OR_RETURN(const float* logits,
                           executor_->ForwardLogits(layout, plan.token_ids, hidden, logit_rows, cache_,
                                                    StageExecutor::LogitsTo::kRankZero));
   if (!answers) return out;
-  STRATA_RETURN_IF_ERROR(SampleAndScore(logits, static_cast<int64_t>(logit_rows.size()), first_logit, &out));
+  STRATA_RETURN_IF_ERROR(SampleAndScore(logits, n, &out));
+  Assemble(first_logit, &out);
   return out;
 }
 
@@ -129,16 +145,14 @@ void StepOutput::StampTiming(const transport::StageTiming& timing) {
   std::memcpy(activations.data(), encoded.data(), encoded.size());
 }
 
-absl::Status StepRunner::SampleAndScore(const float* logits, int64_t n, const std::vector<int64_t>& first_logit,
-                                        StepOutput* out) {
-  const transport::StepPlan& plan = out->plan;
+absl::Status StepRunner::BuildRequests(const transport::StepPlan& plan, int64_t n,
+                                       const std::vector<int64_t>& first_logit) {
   const int64_t vocab = executor_->config().vocab_size;
   // One request per logits row: sampling rows draw (and report logprobs),
   // prompt rows score the token that follows them, up to the first row
   // without one.
   requests_.assign(n, kernels::SampleRequest());
   int64_t row = 0;
-  bool any_sample = false;
   for (size_t i = 0; i < plan.sequences.size(); ++i) {
     const transport::PlanSequence& s = plan.sequences[i];
     if (s.prompt_logprobs) {
@@ -156,18 +170,29 @@ absl::Status StepRunner::SampleAndScore(const float* logits, int64_t n, const st
       q.sample = true;
       q.params = {s.sampling.temperature, s.sampling.top_k, s.sampling.top_p, s.sampling.seed, s.sampling.step};
       q.logprobs = s.logprobs;
-      any_sample = true;
     }
     row += s.num_tokens;
   }
+  return absl::OkStatus();
+}
+
+absl::Status StepRunner::SampleAndScore(const float* logits, int64_t n, StepOutput* out) {
+  const transport::StepPlan& plan = out->plan;
+  const int64_t vocab = executor_->config().vocab_size;
   kernels::Backend* backend = executor_->backend();
-  results_.resize(n);
   STRATA_RETURN_IF_ERROR(backend->Sample(logits, vocab, requests_, absl::MakeSpan(results_)));
+  bool any_sample = false;
+  for (const kernels::SampleRequest& q : requests_) any_sample = any_sample || q.sample;
   if (plan.return_logits && any_sample) {
     logits_.resize(n * vocab);
     STRATA_RETURN_IF_ERROR(backend->CopyToHost(logits, n * vocab, logits_.data()));
   }
+  return absl::OkStatus();
+}
 
+void StepRunner::Assemble(const std::vector<int64_t>& first_logit, StepOutput* out) {
+  const transport::StepPlan& plan = out->plan;
+  const int64_t vocab = executor_->config().vocab_size;
   out->result.step_id = plan.step_id;
   for (size_t i = 0; i < plan.sequences.size(); ++i) {
     const transport::PlanSequence& s = plan.sequences[i];
@@ -188,7 +213,6 @@ absl::Status StepRunner::SampleAndScore(const float* logits, int64_t n, const st
     }
     out->result.sequences.push_back(std::move(r));
   }
-  return absl::OkStatus();
 }
 
 }  // namespace strata::worker

@@ -55,11 +55,16 @@ class StepRunner {
   void Reuse(transport::MessageBytes buffer) { activation_buffers_.Give(std::move(buffer)); }
 
  private:
+  // The last stage, every rank: requests_, one per logits row (the row of
+  // sequence i's new token t is first_logit[i] + t). INVALID_ARGUMENT for a
+  // next_token_id outside the vocabulary.
+  absl::Status BuildRequests(const transport::StepPlan& plan, int64_t n, const std::vector<int64_t>& first_logit);
   // The last stage, rank 0: samples and scores the n logits rows (backend
-  // memory, [n, vocab]; the row of sequence i's new token t is
-  // first_logit[i] + t) with Backend::Sample, into out->result.
-  absl::Status SampleAndScore(const float* logits, int64_t n, const std::vector<int64_t>& first_logit,
-                              StepOutput* out);
+  // memory, [n, vocab]) with Backend::Sample into results_, and brings the
+  // logits to the host when the plan asks for them.
+  absl::Status SampleAndScore(const float* logits, int64_t n, StepOutput* out);
+  // out->result from results_ (and logits_).
+  void Assemble(const std::vector<int64_t>& first_logit, StepOutput* out);
 
   absl::StatusOr<absl::Span<const float>> IncomingHidden(const transport::Message& m, int64_t rows);
   absl::Status ForwardHidden(const kernels::StepLayout& layout, absl::Span<const float> hidden,

@@ -3,10 +3,15 @@
 // unsplit stage within 1e-4 relative and the same greedy tokens, through a
 // chunked prefill and decode steps; layer ranges split into stages compose.
 #include <cmath>
+#include <cstring>
+#include <functional>
+#include <string>
 #include <memory>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/reference/reference_backend.h"
@@ -152,9 +157,191 @@ class TpExecutorTest : public ::testing::Test {
     return results[0];
   }
 
+  // Rewrites the lm_head (the tensor the last stage loads: lm_head.weight,
+  // or the tied embedding) in the checkpoint's files, found there by its
+  // bytes, with edit(rows [vocab][hidden] f32), and opens it again.
+  void EditLmHead(const std::function<void(float* w, int64_t vocab, int64_t hidden)>& edit) {
+    const model::LlamaConfig c = ckpt_->config();
+    const std::string name = ckpt_->Has("lm_head.weight") ? "lm_head.weight" : "model.embed_tokens.weight";
+    auto t = ckpt_->Find(name);
+    ASSERT_TRUE(t.ok()) << t.status();
+    ASSERT_EQ(t->dtype, model::DType::kF32);
+    const std::string old(reinterpret_cast<const char*>(t->data), t->num_bytes);
+    std::vector<float> w(c.vocab_size * c.hidden_size);
+    ASSERT_EQ(w.size() * sizeof(float), old.size());
+    std::memcpy(w.data(), old.data(), old.size());
+    edit(w.data(), c.vocab_size, c.hidden_size);
+    ckpt_.reset();
+    int found = 0;
+    for (int s = 1; s <= 3; ++s) {
+      const std::string path = absl::StrFormat("m/model-%05d-of-%05d.safetensors", s, 3);
+      if (!fs_.Exists(path)) continue;
+      std::string file = fs_.Contents(path);
+      const size_t at = file.find(old);
+      if (at == std::string::npos) continue;
+      file.replace(at, old.size(), reinterpret_cast<const char*>(w.data()), old.size());
+      fs_.SetFile(path, std::move(file));
+      ++found;
+    }
+    ASSERT_EQ(found, 1);
+    auto ckpt = model::Checkpoint::Open(&fs_, "m");
+    ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+    ckpt_ = std::move(*ckpt);
+  }
+
+  // A prefill of every row of `prompt` through `tp` ranks (shared memory or
+  // TCP between them) as StepRunner's greedy path runs it: ForwardGreedy's
+  // tokens on rank 0 (and on every rank when `every_rank`) must equal what
+  // Backend::Sample draws from the whole rows (ForwardLogits, all-gathered).
+  void ExpectGreedyEqualsWholeRows(int tp, bool shm, const std::vector<int32_t>& prompt, bool every_rank,
+                                   const std::string& what) {
+    const model::LlamaConfig& c = ckpt_->config();
+    const int64_t n = static_cast<int64_t>(prompt.size());
+    std::vector<int64_t> rows;
+    for (int64_t i = 0; i < n; ++i) rows.push_back(i);
+    std::vector<int32_t> blocks;
+    for (int i = 0; i < 8; ++i) blocks.push_back(i);
+    StepLayout layout;
+    layout.sequences = {SequenceChunk{static_cast<int32_t>(n), 0, 0, blocks}};
+    // Both spellings of greedy: temperature 0, and top_k 1 at a temperature.
+    std::vector<kernels::SampleRequest> requests(n);
+    for (int64_t i = 0; i < n; ++i) {
+      requests[i].sample = true;
+      if (i % 2 == 1) {
+        requests[i].params.temperature = 0.7f;
+        requests[i].params.top_k = 1;
+        requests[i].params.seed = 99;
+      }
+      ASSERT_TRUE(StageExecutor::IsPlainGreedy(requests[i]));
+    }
+    auto server = TcpStoreServer::Start("127.0.0.1", 0);
+    ASSERT_TRUE(server.ok()) << server.status();
+    std::vector<std::thread> threads;
+    for (int r = 0; r < tp; ++r) {
+      threads.emplace_back([&, r] {
+        kernels::cpu::CpuBackend backend({1, kernels::cpu::BestIsa(), model::DType::kF32});
+        auto store = TcpStoreClient::Connect("127.0.0.1", (*server)->port(), milliseconds(10000));
+        ASSERT_TRUE(store.ok()) << store.status();
+        auto comm = GlooCommunicator::Create(store->get(), "s", "127.0.0.1", r, tp, milliseconds(20000), shm);
+        ASSERT_TRUE(comm.ok()) << comm.status();
+        StageSpec spec = StageSpec::Whole(c);
+        spec.tp_rank = r;
+        spec.tp_size = tp;
+        auto ex = StageExecutor::Load(&backend, *ckpt_, spec, comm->get());
+        ASSERT_TRUE(ex.ok()) << ex.status();
+        auto cache = backend.AllocateKvCache((*ex)->KvShape(8, kBlock));
+        ASSERT_TRUE(cache.ok());
+        auto logits = (*ex)->ForwardLogits(layout, prompt, {}, rows, cache->get());
+        ASSERT_TRUE(logits.ok()) << logits.status();
+        std::vector<kernels::SampleResult> want(n), got(n);
+        ASSERT_TRUE(backend.Sample(*logits, c.vocab_size, requests, absl::MakeSpan(want)).ok());
+        // The same step again (it writes the same keys and values).
+        auto status = (*ex)->ForwardGreedy(layout, prompt, {}, rows, cache->get(), requests, absl::MakeSpan(got));
+        ASSERT_TRUE(status.ok()) << status;
+        if (r != 0 && !every_rank) return;
+        for (int64_t i = 0; i < n; ++i) {
+          EXPECT_EQ(got[i].token, want[i].token) << what << ", rank " << r << ", row " << i;
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+
   model::InMemoryFileSystem fs_;
   std::unique_ptr<model::Checkpoint> ckpt_;
 };
+
+// The greedy draw with the vocabulary split (StepRunner's path when a step
+// asks only for tokens) gives every row the token of the whole row, over
+// shared memory and TCP, at 2 and 4 ranks.
+TEST_F(TpExecutorTest, GreedyOnTheSplitVocabularyDrawsTheWholeRowsTokens) {
+  Make(*model::LlamaPreset("tiny"));
+  const std::vector<int32_t> prompt = {1, 17, 300, 42, 9, 511, 77, 5, 123};
+  for (bool shm : {true, false}) {
+    ExpectGreedyEqualsWholeRows(2, shm, prompt, true, shm ? "2 ranks, shared memory" : "2 ranks, TCP");
+  }
+  model::LlamaConfig four = *model::LlamaPreset("tiny");
+  four.num_kv_heads = 4;
+  four.num_heads = 8;
+  four.num_layers = 2;
+  Make(four);
+  ExpectGreedyEqualsWholeRows(4, true, prompt, true, "4 ranks, shared memory");
+}
+
+// Every logit of rank 1's half equals rank 0's at the same place: the
+// whole row's first maximum is in rank 0's half, so equal winners go to
+// the lower rank.
+TEST_F(TpExecutorTest, GreedyOnTheSplitVocabularyGivesEqualWinnersToTheLowerRank) {
+  Make(*model::LlamaPreset("tiny"));
+  EditLmHead([](float* w, int64_t vocab, int64_t hidden) {
+    std::memcpy(w + vocab / 2 * hidden, w, vocab / 2 * hidden * sizeof(float));
+  });
+  const std::vector<int32_t> prompt = {1, 17, 300, 42, 9, 511, 77, 5, 123};
+  for (bool shm : {true, false}) ExpectGreedyEqualsWholeRows(2, shm, prompt, true, "halves equal");
+}
+
+// A NaN logit where a slice's scan starts (rank 1's first id, then the
+// row's first id) makes that slice's winner NaN: the ranks agree to draw
+// from the whole rows on rank 0, which gives what the whole row gives.
+TEST_F(TpExecutorTest, GreedyOnTheSplitVocabularyFallsBackToWholeRowsOnNaN) {
+  Make(*model::LlamaPreset("tiny"));
+  for (int64_t first : {1, 0}) {  // 1: rank 1's first row; 0: the whole vocabulary's first
+    EditLmHead([first](float* w, int64_t vocab, int64_t hidden) {
+      const int64_t id = first * vocab / 2;
+      for (int64_t j = 0; j < hidden; ++j) w[id * hidden + j] = std::nanf("");
+    });
+    const std::vector<int32_t> prompt = {1, 17, 300, 42, 9};
+    for (bool shm : {true, false}) {
+      ExpectGreedyEqualsWholeRows(2, shm, prompt, false, absl::StrCat("NaN at id ", first, " x vocab / 2"));
+    }
+  }
+}
+
+TEST_F(TpExecutorTest, GreedyRefusesRowsThatAskForMoreThanTheToken) {
+  Make(*model::LlamaPreset("tiny"));
+  const model::LlamaConfig& c = ckpt_->config();
+  kernels::ReferenceBackend backend(1);
+  auto ex = StageExecutor::Load(&backend, *ckpt_, StageSpec::Whole(c));
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  auto cache = backend.AllocateKvCache((*ex)->KvShape(8, kBlock));
+  ASSERT_TRUE(cache.ok());
+  StepLayout layout;
+  layout.sequences = {SequenceChunk{2, 0, 0, {0}}};
+  struct Case {
+    const char* what;
+    std::function<void(kernels::SampleRequest*)> edit;
+    bool greedy;
+  };
+  const std::vector<Case> cases = {
+      {"temperature 0", [](kernels::SampleRequest*) {}, true},
+      {"top_k 1", [](kernels::SampleRequest* q) { q->params.temperature = 2; q->params.top_k = 1; }, true},
+      {"no draw", [](kernels::SampleRequest* q) { q->sample = false; }, false},
+      {"sampled", [](kernels::SampleRequest* q) { q->params.temperature = 0.5f; }, false},
+      {"logprobs", [](kernels::SampleRequest* q) { q->logprobs = 0; }, false},
+      {"target", [](kernels::SampleRequest* q) { q->target = 3; }, false},
+      {"negative temperature", [](kernels::SampleRequest* q) { q->params.temperature = -1; }, false},
+      {"NaN temperature", [](kernels::SampleRequest* q) { q->params.temperature = std::nanf(""); q->params.top_k = 1; }, false},
+      {"top_p 0", [](kernels::SampleRequest* q) { q->params.top_p = 0; }, false},
+  };
+  for (const Case& k : cases) {
+    kernels::SampleRequest q;
+    q.sample = true;
+    k.edit(&q);
+    EXPECT_EQ(StageExecutor::IsPlainGreedy(q), k.greedy) << k.what;
+    std::vector<kernels::SampleRequest> requests = {q};
+    std::vector<kernels::SampleResult> results(1);
+    auto status = (*ex)->ForwardGreedy(layout, {1, 2}, {}, {1}, cache->get(), requests, absl::MakeSpan(results));
+    EXPECT_EQ(status.ok(), k.greedy) << k.what << ": " << status;
+    if (!k.greedy) {
+      EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << k.what;
+    }
+  }
+  std::vector<kernels::SampleResult> results(2);
+  std::vector<kernels::SampleRequest> one(1);
+  one[0].sample = true;
+  EXPECT_EQ((*ex)->ForwardGreedy(layout, {1, 2}, {}, {1}, cache->get(), one, absl::MakeSpan(results)).code(),
+            absl::StatusCode::kInvalidArgument);
+}
 
 TEST_F(TpExecutorTest, TinyTwoRanksAndTwoStagesMatchTheWholeModel) {
   Make(*model::LlamaPreset("tiny"));
