@@ -1,10 +1,12 @@
 #include "router/gone_watch.h"
 
+#include <algorithm>
 #include <utility>
 
 namespace strata::router {
 
-GoneWatch::GoneWatch(std::chrono::milliseconds period) : period_(period), thread_([this] { Loop(); }) {}
+GoneWatch::GoneWatch(std::chrono::milliseconds period, int asks_per_period)
+    : period_(period), asks_per_period_(std::max(1, asks_per_period)), thread_([this] { Loop(); }) {}
 
 GoneWatch::~GoneWatch() {
   {
@@ -63,8 +65,17 @@ void GoneWatch::Loop() {
     if (stop_) return;
     cv_.wait_for(lock, period_, [&] { return stop_; });
     if (stop_) return;
-    for (auto& [id, e] : entries_) {
-      if (e.woken || !e.gone()) continue;
+    // Up to asks_per_period_ calls not yet woken, from where the last
+    // period stopped, wrapping around once.
+    int asked = 0;
+    auto it = entries_.lower_bound(next_ask_);
+    for (size_t seen = 0; seen < entries_.size() && asked < asks_per_period_; ++seen, ++it) {
+      if (it == entries_.end()) it = entries_.begin();
+      Entry& e = it->second;
+      next_ask_ = it->first + 1;
+      if (e.woken) continue;
+      ++asked;
+      if (!e.gone()) continue;
       e.woken = true;
       e.wake();
     }

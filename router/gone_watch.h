@@ -6,11 +6,19 @@
 // per period: at 128 streams and 50 ms, 2,560 wake-ups a second, 5% of a
 // 2-core machine that the workers needed (docs/benchmarks.md, 2026-12-03).
 //
-// Each watched call has a predicate (`gone`), asked every period on the
-// watch's thread while it is registered, and a `wake` called once, the
-// first time `gone` says true. Both run on the watch's thread with its lock
-// held: they must be quick, thread-safe against the front end, and must not
-// call back into the watch. Thread-safe.
+// Each watched call has a predicate (`gone`), asked on the watch's thread
+// while it is registered, and a `wake` called once, the first time `gone`
+// says true. Both run on the watch's thread with its lock held: they must
+// be quick, thread-safe against the front end, and must not call back into
+// the watch. Thread-safe.
+//
+// The watch asks at most `asks_per_period` predicates a period, taking the
+// calls in turn: with N calls watched, each is asked every period x
+// ceil(N / asks_per_period) (50 ms up to 32 calls, 200 ms at 128). A gRPC
+// IsCancelled costs a completion-queue pluck on the call's queue (futex
+// wake-ups): asked for 128 streams every 50 ms, the watch's thread took
+// 2.7% of a 2-core machine's samples under load (docs/benchmarks.md,
+// 2026-12-03, continued).
 #ifndef STRATA_ROUTER_GONE_WATCH_H_
 #define STRATA_ROUTER_GONE_WATCH_H_
 
@@ -31,8 +39,11 @@ class GoneWatch {
   // How often each predicate is asked: the most a caller's going away
   // waits to be noticed.
   static constexpr std::chrono::milliseconds kDefaultPeriod{50};
+  static constexpr int kDefaultAsksPerPeriod = 32;
 
-  explicit GoneWatch(std::chrono::milliseconds period = kDefaultPeriod);
+  // asks_per_period below 1 counts as 1.
+  explicit GoneWatch(std::chrono::milliseconds period = kDefaultPeriod,
+                     int asks_per_period = kDefaultAsksPerPeriod);
   ~GoneWatch();  // joins the thread; every Handle must be gone before
   GoneWatch(const GoneWatch&) = delete;
   GoneWatch& operator=(const GoneWatch&) = delete;
@@ -59,6 +70,7 @@ class GoneWatch {
   // Calls watched now (tests).
   int watched() const;
   std::chrono::milliseconds period() const { return period_; }
+  int asks_per_period() const { return asks_per_period_; }
 
  private:
   struct Entry {
@@ -70,10 +82,12 @@ class GoneWatch {
   void Loop();
 
   const std::chrono::milliseconds period_;
+  const int asks_per_period_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::map<uint64_t, Entry> entries_ ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_ask_ ABSL_GUARDED_BY(mu_) = 0;  // the id the next period starts at (or the next above)
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };

@@ -6,7 +6,9 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <mutex>
 #include <thread>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "router/request_stream.h"
@@ -85,6 +87,62 @@ TEST(GoneWatchTest, HandlesMoveAndEndWithTheirOwner) {
     EXPECT_EQ(watch.watched(), 1);
   }
   EXPECT_EQ(watch.watched(), 0);
+}
+
+// With more calls than a period's asks, the calls take turns: each is asked
+// every ceil(calls / asks) periods, none is left out, and a woken call
+// takes no turn; a call that goes is still woken.
+TEST(GoneWatchTest, AsksAtMostItsBudgetAPeriodInTurn) {
+  constexpr milliseconds kPeriod(20);
+  GoneWatch watch(kPeriod, 2);
+  EXPECT_EQ(watch.asks_per_period(), 2);
+  constexpr int kCalls = 6;
+  std::mutex mu;
+  std::vector<std::vector<Clock::time_point>> asked(kCalls + 1);
+  std::atomic<bool> gone{false};
+  std::atomic<int> wakes{0};
+  std::vector<GoneWatch::Handle> handles;
+  // Call 0 goes at once: woken in the first period, then it takes no turn.
+  handles.push_back(watch.Watch(
+      [&] {
+        std::lock_guard<std::mutex> lock(mu);
+        asked[0].push_back(Clock::now());
+        return true;
+      },
+      [&] { wakes++; }));
+  for (int i = 1; i <= kCalls; ++i) {
+    handles.push_back(watch.Watch(
+        [&, i] {
+          std::lock_guard<std::mutex> lock(mu);
+          asked[i].push_back(Clock::now());
+          return i == kCalls && gone.load();
+        },
+        [&] { wakes++; }));
+  }
+  const Clock::time_point all_watched = Clock::now();
+  auto times = [&](int i) {
+    std::lock_guard<std::mutex> lock(mu);
+    return asked[i];
+  };
+  ASSERT_TRUE(Eventually([&] {
+    for (int i = 1; i <= kCalls; ++i) {
+      if (times(i).size() < 3) return false;
+    }
+    return true;
+  }));
+  EXPECT_EQ(times(0).size(), 1u);
+  EXPECT_EQ(wakes.load(), 1);
+  // 6 calls at 2 a period: once all are watched, each waits 3 periods
+  // (each at least kPeriod) between asks.
+  for (int i = 1; i <= kCalls; ++i) {
+    const std::vector<Clock::time_point> t = times(i);
+    for (size_t k = 1; k < t.size(); ++k) {
+      if (t[k - 1] < all_watched) continue;
+      EXPECT_GE(t[k] - t[k - 1], 3 * kPeriod - milliseconds(1)) << "call " << i << ", ask " << k;
+    }
+  }
+  gone = true;
+  ASSERT_TRUE(Eventually([&] { return wakes.load() == 2; }));
 }
 
 TEST(GoneWatchTest, AWatchWithNothingToWatchStopsAtOnce) {
