@@ -189,6 +189,42 @@ class TpExecutorTest : public ::testing::Test {
     ckpt_ = std::move(*ckpt);
   }
 
+  // What one rank's thread gets from RunRanks.
+  struct Rank {
+    int r = 0;
+    kernels::Backend* backend = nullptr;
+    GlooCommunicator* comm = nullptr;
+    StageExecutor* ex = nullptr;
+    kernels::KvCache* cache = nullptr;  // 8 blocks
+  };
+  // `tp` threads, each one rank of a whole-model stage on its own CPU
+  // backend (f32), joined by Gloo (over shared memory when `shm`), each
+  // running body(rank); returns once all have.
+  void RunRanks(int tp, bool shm, const std::function<void(const Rank&)>& body) {
+    const model::LlamaConfig& c = ckpt_->config();
+    auto server = TcpStoreServer::Start("127.0.0.1", 0);
+    ASSERT_TRUE(server.ok()) << server.status();
+    std::vector<std::thread> threads;
+    for (int r = 0; r < tp; ++r) {
+      threads.emplace_back([&, r] {
+        kernels::cpu::CpuBackend backend({1, kernels::cpu::BestIsa(), model::DType::kF32});
+        auto store = TcpStoreClient::Connect("127.0.0.1", (*server)->port(), milliseconds(10000));
+        ASSERT_TRUE(store.ok()) << store.status();
+        auto comm = GlooCommunicator::Create(store->get(), "s", "127.0.0.1", r, tp, milliseconds(20000), shm);
+        ASSERT_TRUE(comm.ok()) << comm.status();
+        StageSpec spec = StageSpec::Whole(c);
+        spec.tp_rank = r;
+        spec.tp_size = tp;
+        auto ex = StageExecutor::Load(&backend, *ckpt_, spec, comm->get());
+        ASSERT_TRUE(ex.ok()) << ex.status();
+        auto cache = backend.AllocateKvCache((*ex)->KvShape(8, kBlock));
+        ASSERT_TRUE(cache.ok());
+        body(Rank{r, &backend, comm->get(), ex->get(), cache->get()});
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+
   // A prefill of every row of `prompt` through `tp` ranks (shared memory or
   // TCP between them) as StepRunner's greedy path runs it: ForwardGreedy's
   // tokens on rank 0 (and on every rank when `every_rank`) must equal what
@@ -214,37 +250,19 @@ class TpExecutorTest : public ::testing::Test {
       }
       ASSERT_TRUE(StageExecutor::IsPlainGreedy(requests[i]));
     }
-    auto server = TcpStoreServer::Start("127.0.0.1", 0);
-    ASSERT_TRUE(server.ok()) << server.status();
-    std::vector<std::thread> threads;
-    for (int r = 0; r < tp; ++r) {
-      threads.emplace_back([&, r] {
-        kernels::cpu::CpuBackend backend({1, kernels::cpu::BestIsa(), model::DType::kF32});
-        auto store = TcpStoreClient::Connect("127.0.0.1", (*server)->port(), milliseconds(10000));
-        ASSERT_TRUE(store.ok()) << store.status();
-        auto comm = GlooCommunicator::Create(store->get(), "s", "127.0.0.1", r, tp, milliseconds(20000), shm);
-        ASSERT_TRUE(comm.ok()) << comm.status();
-        StageSpec spec = StageSpec::Whole(c);
-        spec.tp_rank = r;
-        spec.tp_size = tp;
-        auto ex = StageExecutor::Load(&backend, *ckpt_, spec, comm->get());
-        ASSERT_TRUE(ex.ok()) << ex.status();
-        auto cache = backend.AllocateKvCache((*ex)->KvShape(8, kBlock));
-        ASSERT_TRUE(cache.ok());
-        auto logits = (*ex)->ForwardLogits(layout, prompt, {}, rows, cache->get());
-        ASSERT_TRUE(logits.ok()) << logits.status();
-        std::vector<kernels::SampleResult> want(n), got(n);
-        ASSERT_TRUE(backend.Sample(*logits, c.vocab_size, requests, absl::MakeSpan(want)).ok());
-        // The same step again (it writes the same keys and values).
-        auto status = (*ex)->ForwardGreedy(layout, prompt, {}, rows, cache->get(), requests, absl::MakeSpan(got));
-        ASSERT_TRUE(status.ok()) << status;
-        if (r != 0 && !every_rank) return;
-        for (int64_t i = 0; i < n; ++i) {
-          EXPECT_EQ(got[i].token, want[i].token) << what << ", rank " << r << ", row " << i;
-        }
-      });
-    }
-    for (auto& t : threads) t.join();
+    RunRanks(tp, shm, [&](const Rank& k) {
+      auto logits = k.ex->ForwardLogits(layout, prompt, {}, rows, k.cache);
+      ASSERT_TRUE(logits.ok()) << logits.status();
+      std::vector<kernels::SampleResult> want(n), got(n);
+      ASSERT_TRUE(k.backend->Sample(*logits, c.vocab_size, requests, absl::MakeSpan(want)).ok());
+      // The same step again (it writes the same keys and values).
+      auto status = k.ex->ForwardGreedy(layout, prompt, {}, rows, k.cache, requests, absl::MakeSpan(got));
+      ASSERT_TRUE(status.ok()) << status;
+      if (k.r != 0 && !every_rank) return;
+      for (int64_t i = 0; i < n; ++i) {
+        EXPECT_EQ(got[i].token, want[i].token) << what << ", rank " << k.r << ", row " << i;
+      }
+    });
   }
 
   model::InMemoryFileSystem fs_;
@@ -379,42 +397,23 @@ TEST_F(TpExecutorTest, LogitsToRankZeroEqualTheAllGathered) {
   StepLayout layout;
   layout.sequences = {SequenceChunk{static_cast<int32_t>(n), 0, 0, blocks}};
   for (bool shm : {true, false}) {
-    constexpr int kTp = 2;
-    auto server = TcpStoreServer::Start("127.0.0.1", 0);
-    ASSERT_TRUE(server.ok()) << server.status();
-    std::vector<std::thread> threads;
-    for (int r = 0; r < kTp; ++r) {
-      threads.emplace_back([&, r] {
-        kernels::cpu::CpuBackend backend({1, kernels::cpu::BestIsa(), model::DType::kF32});
-        auto store = TcpStoreClient::Connect("127.0.0.1", (*server)->port(), milliseconds(10000));
-        ASSERT_TRUE(store.ok()) << store.status();
-        auto comm = GlooCommunicator::Create(store->get(), "s", "127.0.0.1", r, kTp, milliseconds(20000), shm);
-        ASSERT_TRUE(comm.ok()) << comm.status();
-        EXPECT_EQ((*comm)->uses_shared_memory(), shm);
-        EXPECT_EQ((*comm)->gathers_columns_to_root(), shm);
-        StageSpec spec = StageSpec::Whole(c);
-        spec.tp_rank = r;
-        spec.tp_size = kTp;
-        auto ex = StageExecutor::Load(&backend, *ckpt_, spec, comm->get());
-        ASSERT_TRUE(ex.ok()) << ex.status();
-        auto cache = backend.AllocateKvCache((*ex)->KvShape(8, kBlock));
-        ASSERT_TRUE(cache.ok());
-        auto every = (*ex)->ForwardLogits(layout, prompt, {}, rows, cache->get());
-        ASSERT_TRUE(every.ok()) << every.status();
-        ASSERT_NE(*every, nullptr);
-        const std::vector<float> all(*every, *every + n * c.vocab_size);
-        // The same step again (it writes the same keys and values).
-        auto zero = (*ex)->ForwardLogits(layout, prompt, {}, rows, cache->get(), StageExecutor::LogitsTo::kRankZero);
-        ASSERT_TRUE(zero.ok()) << zero.status();
-        if (r != 0) {
-          EXPECT_EQ(*zero, nullptr) << "rank " << r << " got logits";
-          return;
-        }
-        ASSERT_NE(*zero, nullptr);
-        EXPECT_EQ(std::vector<float>(*zero, *zero + n * c.vocab_size), all) << (shm ? "shared memory" : "TCP");
-      });
-    }
-    for (auto& t : threads) t.join();
+    RunRanks(2, shm, [&](const Rank& k) {
+      EXPECT_EQ(k.comm->uses_shared_memory(), shm);
+      EXPECT_EQ(k.comm->gathers_columns_to_root(), shm);
+      auto every = k.ex->ForwardLogits(layout, prompt, {}, rows, k.cache);
+      ASSERT_TRUE(every.ok()) << every.status();
+      ASSERT_NE(*every, nullptr);
+      const std::vector<float> all(*every, *every + n * c.vocab_size);
+      // The same step again (it writes the same keys and values).
+      auto zero = k.ex->ForwardLogits(layout, prompt, {}, rows, k.cache, StageExecutor::LogitsTo::kRankZero);
+      ASSERT_TRUE(zero.ok()) << zero.status();
+      if (k.r != 0) {
+        EXPECT_EQ(*zero, nullptr) << "rank " << k.r << " got logits";
+        return;
+      }
+      ASSERT_NE(*zero, nullptr);
+      EXPECT_EQ(std::vector<float>(*zero, *zero + n * c.vocab_size), all) << (shm ? "shared memory" : "TCP");
+    });
   }
 }
 
