@@ -108,7 +108,7 @@ absl::StatusOr<StepOutput> StepRunner::Run(const transport::Message& m) {
   // Every rank builds the same requests from the same plan, so every rank
   // takes the same path below.
   STRATA_RETURN_IF_ERROR(BuildRequests(plan, n, first_logit));
-  results_.assign(n, kernels::SampleResult());
+  results_.resize(n);  // every row is written by Backend::Sample on either path
   bool greedy = n > 0 && !plan.return_logits;
   for (const kernels::SampleRequest& q : requests_) greedy = greedy && StageExecutor::IsPlainGreedy(q);
   if (greedy) {

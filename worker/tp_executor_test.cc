@@ -8,6 +8,7 @@
 #include <string>
 #include <memory>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -83,6 +84,18 @@ void ExpectClose(const std::vector<std::vector<float>>& got, const std::vector<s
               Argmax(want[s].data(), static_cast<int64_t>(want[s].size())))
         << what << " step " << s;
   }
+}
+
+// A first step of one sequence: n prompt rows in blocks 0-7 of an 8-block
+// cache, the logits of every row asked for.
+std::pair<std::vector<int64_t>, StepLayout> WholePrefill(int64_t n) {
+  std::vector<int64_t> rows;
+  for (int64_t i = 0; i < n; ++i) rows.push_back(i);
+  std::vector<int32_t> blocks;
+  for (int i = 0; i < 8; ++i) blocks.push_back(i);
+  StepLayout layout;
+  layout.sequences = {SequenceChunk{static_cast<int32_t>(n), 0, 0, blocks}};
+  return {rows, layout};
 }
 
 class TpExecutorTest : public ::testing::Test {
@@ -233,12 +246,7 @@ class TpExecutorTest : public ::testing::Test {
                                    const std::string& what) {
     const model::LlamaConfig& c = ckpt_->config();
     const int64_t n = static_cast<int64_t>(prompt.size());
-    std::vector<int64_t> rows;
-    for (int64_t i = 0; i < n; ++i) rows.push_back(i);
-    std::vector<int32_t> blocks;
-    for (int i = 0; i < 8; ++i) blocks.push_back(i);
-    StepLayout layout;
-    layout.sequences = {SequenceChunk{static_cast<int32_t>(n), 0, 0, blocks}};
+    const auto [rows, layout] = WholePrefill(n);
     // Both spellings of greedy: temperature 0, and top_k 1 at a temperature.
     std::vector<kernels::SampleRequest> requests(n);
     for (int64_t i = 0; i < n; ++i) {
@@ -390,12 +398,7 @@ TEST_F(TpExecutorTest, LogitsToRankZeroEqualTheAllGathered) {
   const model::LlamaConfig& c = ckpt_->config();
   const std::vector<int32_t> prompt = {1, 17, 300, 42, 9, 511, 77, 5, 123};
   const int64_t n = static_cast<int64_t>(prompt.size());
-  std::vector<int64_t> rows;
-  for (int64_t i = 0; i < n; ++i) rows.push_back(i);
-  std::vector<int32_t> blocks;
-  for (int i = 0; i < 8; ++i) blocks.push_back(i);
-  StepLayout layout;
-  layout.sequences = {SequenceChunk{static_cast<int32_t>(n), 0, 0, blocks}};
+  const auto [rows, layout] = WholePrefill(n);
   for (bool shm : {true, false}) {
     RunRanks(2, shm, [&](const Rank& k) {
       EXPECT_EQ(k.comm->uses_shared_memory(), shm);
