@@ -19,6 +19,17 @@ namespace strata::model {
 inline constexpr int32_t kMaxStages = 1024;
 inline constexpr int32_t kMaxTpSize = 64;
 
+// Stage boundaries are counted in half layers: half 2l is layer l's
+// attention block (input norm, q/k/v, RoPE, attention, o and its residual
+// add) and half 2l + 1 its MLP block (post norm, SwiGLU MLP and its
+// residual add). A boundary at an odd half falls inside layer l, after its
+// attention: the stage before holds the layer's attention and its KV
+// cache, the stage after its MLP, and what passes between them is the
+// residual stream, as at a layer's end. Written "9.5" (layer 9's middle).
+std::string HalfLayerString(int64_t half);
+// "N" or "N.5" with N >= 0 -> 2N or 2N + 1; INVALID_ARGUMENT otherwise.
+absl::StatusOr<int64_t> ParseHalfLayer(const std::string& text);
+
 class StagePlace {
  public:
   // `first_layer`/`last_layer` < 0: the even split of `num_layers` over
@@ -28,6 +39,10 @@ class StagePlace {
   // starting at layer 0 or the last stage not ending at num_layers.
   static absl::StatusOr<StagePlace> Create(int32_t stage, int32_t num_stages, int32_t tp_rank, int32_t tp_size,
                                            int64_t num_layers, int64_t first_layer = -1, int64_t last_layer = -1);
+  // The same with the range in half layers, [begin_half, end_half) of
+  // [0, 2 * num_layers) (< 0: the even split of whole layers).
+  static absl::StatusOr<StagePlace> CreateHalves(int32_t stage, int32_t num_stages, int32_t tp_rank, int32_t tp_size,
+                                                 int64_t num_layers, int64_t begin_half, int64_t end_half);
 
   // Layers [first, last) of stage `stage` when `num_layers` split evenly.
   static std::pair<int64_t, int64_t> EvenSplit(int64_t num_layers, int32_t stage, int32_t num_stages);
@@ -43,8 +58,15 @@ class StagePlace {
   int32_t num_stages() const { return num_stages_; }
   int32_t tp_rank() const { return tp_rank_; }
   int32_t tp_size() const { return tp_size_; }
-  int64_t first_layer() const { return first_layer_; }
-  int64_t last_layer() const { return last_layer_; }
+  // The layers the stage touches, [first, last), whole or in part.
+  int64_t first_layer() const { return begin_half_ / 2; }
+  int64_t last_layer() const { return (end_half_ + 1) / 2; }
+  int64_t begin_half() const { return begin_half_; }
+  int64_t end_half() const { return end_half_; }
+  // first_layer()'s attention belongs to the stage before.
+  bool starts_at_mlp() const { return begin_half_ % 2 == 1; }
+  // last_layer() - 1's MLP belongs to the stage after.
+  bool ends_after_attention() const { return end_half_ % 2 == 1; }
   int64_t num_layers() const { return num_layers_; }  // of the whole model
   bool has_embedding() const { return stage_ == 0; }
   bool has_lm_head() const { return stage_ + 1 == num_stages_; }
@@ -53,7 +75,8 @@ class StagePlace {
   // Global rank in a pipeline of num_stages x tp_size workers.
   int32_t rank() const { return stage_ * tp_size_ + tp_rank_; }
 
-  // "stage 1 rank 0 (layers [4, 8))", for logs and errors.
+  // "stage 1 rank 0 (layers [4, 8))" ("[9.5, 16)" from a layer's middle),
+  // for logs and errors.
   std::string Describe() const;
 
   // Whether `next` can follow this place in the same pipeline: the same
@@ -66,7 +89,7 @@ class StagePlace {
  private:
   StagePlace() = default;
   int32_t stage_ = 0, num_stages_ = 1, tp_rank_ = 0, tp_size_ = 1;
-  int64_t first_layer_ = 0, last_layer_ = 0, num_layers_ = 0;
+  int64_t begin_half_ = 0, end_half_ = 0, num_layers_ = 0;
 };
 
 }  // namespace strata::model

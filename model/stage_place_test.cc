@@ -101,5 +101,47 @@ TEST(StagePlaceTest, RefusesBadPlacesNamingTheField) {
   }
 }
 
+TEST(StagePlaceTest, HalfLayerBoundaries) {
+  EXPECT_EQ(HalfLayerString(19), "9.5");
+  EXPECT_EQ(HalfLayerString(16), "8");
+  EXPECT_EQ(*ParseHalfLayer("9.5"), 19);
+  EXPECT_EQ(*ParseHalfLayer("0"), 0);
+  EXPECT_EQ(*ParseHalfLayer("0.5"), 1);
+  for (const char* bad : {"", ".5", "9.25", "-1", "9.", "x", "1e3", "9.50", " 9"}) {
+    EXPECT_EQ(ParseHalfLayer(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  // 16 layers cut inside layer 9, after its attention.
+  auto first = StagePlace::CreateHalves(0, 2, 0, 1, 16, 0, 19);
+  auto second = StagePlace::CreateHalves(1, 2, 0, 1, 16, 19, 32);
+  ASSERT_TRUE(first.ok() && second.ok());
+  EXPECT_EQ(first->first_layer(), 0);
+  EXPECT_EQ(first->last_layer(), 10);
+  EXPECT_FALSE(first->starts_at_mlp());
+  EXPECT_TRUE(first->ends_after_attention());
+  EXPECT_EQ(second->first_layer(), 9);
+  EXPECT_EQ(second->last_layer(), 16);
+  EXPECT_TRUE(second->starts_at_mlp());
+  EXPECT_FALSE(second->ends_after_attention());
+  EXPECT_EQ(second->Describe(), "stage 1 rank 0 (layers [9.5, 16))");
+  EXPECT_TRUE(first->CheckFollowedBy(*second).ok());
+  // Layer 9 whole on the second stage overlaps the first's attention of it.
+  auto overlap = StagePlace::CreateHalves(1, 2, 0, 1, 16, 18, 32);
+  absl::Status s = first->CheckFollowedBy(*overlap);
+  EXPECT_NE(s.message().find("ends at layer 9.5 but stage 1 starts at 9"), std::string::npos) << s;
+  // A rank that says the same layers in halves is the same stage.
+  auto peer = StagePlace::CreateHalves(1, 2, 1, 2, 16, 19, 32);
+  auto other = StagePlace::CreateHalves(1, 2, 0, 2, 16, 18, 32);
+  EXPECT_FALSE(other->CheckSameStage(*peer).ok());
+  // The ends still bind: stage 0 from layer 0, the last stage to the end.
+  EXPECT_FALSE(StagePlace::CreateHalves(0, 2, 0, 1, 16, 1, 19).ok());
+  EXPECT_FALSE(StagePlace::CreateHalves(1, 2, 0, 1, 16, 19, 31).ok());
+  EXPECT_FALSE(StagePlace::CreateHalves(1, 2, 0, 1, 16, 19, 19).ok());
+  EXPECT_FALSE(StagePlace::CreateHalves(1, 2, 0, 1, 16, 19, 33).ok());
+  // Whole layers through Create are even halves.
+  auto whole = StagePlace::Create(1, 2, 0, 1, 16, 10, 16);
+  EXPECT_EQ(whole->begin_half(), 20);
+  EXPECT_EQ(whole->end_half(), 32);
+}
+
 }  // namespace
 }  // namespace strata::model

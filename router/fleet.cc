@@ -143,8 +143,9 @@ absl::Status Fleet::CheckPlan(const Replica& p, const v1::RegisterRequest& r, co
 absl::Status Fleet::Register(const v1::RegisterRequest& r) {
   if (absl::Status s = CheckIdentity(r); !s.ok()) return s;
   const v1::WorkerIdentity& id = r.identity();
-  auto place = model::StagePlace::Create(id.stage(), id.num_stages(), id.tp_rank(), id.tp_size(),
-                                         r.shape().num_layers(), id.first_layer(), id.last_layer());
+  auto place = model::StagePlace::CreateHalves(id.stage(), id.num_stages(), id.tp_rank(), id.tp_size(),
+                                               r.shape().num_layers(), 2 * id.first_layer() + id.starts_at_mlp(),
+                                               2 * id.last_layer() - id.ends_after_attention());
   if (!place.ok()) return place.status();
 
   std::lock_guard<std::mutex> lock(mu_);
@@ -214,6 +215,8 @@ bool Fleet::Model(v1::ModelInfo* info, int32_t* up, int32_t* total) const {
       sp->set_tp_size(p.tp_size);
       sp->set_has_embedding(place.has_embedding());
       sp->set_has_lm_head(place.has_lm_head());
+      sp->set_starts_at_mlp(place.starts_at_mlp());
+      sp->set_ends_after_attention(place.ends_after_attention());
     }
     break;
   }

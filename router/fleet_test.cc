@@ -128,6 +128,39 @@ TEST(FleetTest, RegistrationChecksThePlan) {
   EXPECT_EQ(info.stages(1).first_layer(), 4);
 }
 
+// Stages cut inside layer 4, after its attention: [0, 4.5) and [4.5, 8).
+TEST(FleetTest, RegistrationChecksAPlanCutInsideALayer) {
+  FleetOptions o;
+  o.heartbeat = std::chrono::milliseconds(100000);
+  FakeControl control;
+  Fleet engine(o, &control, nullptr);
+  v1::RegisterRequest first = Worker(0, 2, 0, 1, 0, 5);
+  first.mutable_identity()->set_ends_after_attention(true);
+  ASSERT_TRUE(engine.Register(first).ok());
+  // Layer 4 whole on the second stage would run its attention twice.
+  EXPECT_NE(Refusal(engine, Worker(1, 2, 0, 1, 4, 8)).find("ends at layer 4.5 but stage 1 starts at 4"),
+            std::string::npos);
+  EXPECT_NE(Refusal(engine, Worker(1, 2, 0, 1, 5, 8)).find("ends at layer 4.5 but stage 1 starts at 5"),
+            std::string::npos);
+  // Nothing left of a one-layer range without its attention and its MLP.
+  v1::RegisterRequest empty = Worker(1, 2, 0, 1, 7, 8);
+  empty.mutable_identity()->set_starts_at_mlp(true);
+  empty.mutable_identity()->set_ends_after_attention(true);
+  EXPECT_NE(Refusal(engine, empty).find("non-empty"), std::string::npos);
+  v1::RegisterRequest second = Worker(1, 2, 0, 1, 4, 8);
+  second.mutable_identity()->set_starts_at_mlp(true);
+  ASSERT_TRUE(engine.Register(second).ok());
+  v1::ModelInfo info;
+  int32_t up = 0, total = 0;
+  ASSERT_TRUE(engine.Model(&info, &up, &total));
+  ASSERT_EQ(info.stages_size(), 2);
+  EXPECT_TRUE(info.stages(0).ends_after_attention());
+  EXPECT_FALSE(info.stages(0).starts_at_mlp());
+  EXPECT_TRUE(info.stages(1).starts_at_mlp());
+  EXPECT_EQ(info.stages(1).first_layer(), 4);
+  EXPECT_EQ(info.stages(0).last_layer(), 5);
+}
+
 TEST(FleetTest, RefusesAnAbsurdKvPool) {
   FakeControl control;
   Fleet fleet({}, &control, nullptr);

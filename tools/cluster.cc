@@ -107,7 +107,7 @@ std::string CacheDir() {
 // What strata up starts, where, and with what.
 struct Layout {
   int64_t stages = 1, tp = 1, replicas = 1;
-  std::vector<int64_t> first_layer;  // per stage, and num_layers last
+  std::vector<int64_t> begin_half;  // per stage in half layers (model/stage_place.h), and 2 x num_layers last
   int http_port = -1;     // the router's HTTP API (-1: off)
   int fleet_port = 0;     // the router's Fleet service, which the workers register with
   int metrics_port = -1;  // the router's /metrics (-1: off)
@@ -166,34 +166,40 @@ absl::Status MakeThrowawaySecurity(Layout* l) {
   return absl::OkStatus();
 }
 
-// Layers per stage: --layers, or balanced by what a decode step reads
-// (every layer's projections; the lm_head on the last stage), since a
-// pipeline runs at the pace of its slowest stage. An even split of Llama
-// 3.2 1B over two stages gives the last 1.54x the first's work.
-absl::StatusOr<std::vector<int64_t>> LayerCounts(const base::ParsedFlags& f, int64_t stages,
-                                                 const model::LlamaConfig& c) {
+// Half layers per stage (model/stage_place.h): --layers, or balanced by
+// what a decode step reads (every layer's projections; the lm_head on the
+// last stage), since a pipeline runs at the pace of its slowest stage. An
+// even split of Llama 3.2 1B over two stages gives the last 1.54x the
+// first's work.
+absl::StatusOr<std::vector<int64_t>> HalfLayerCounts(const base::ParsedFlags& f, int64_t stages,
+                                                     const model::LlamaConfig& c) {
+  std::vector<int64_t> halves;
   if (!f.IsSet("layers")) {
     const double layer = static_cast<double>(LinearParamsPerLayer(c));
     const double head = static_cast<double>(c.vocab_size) * static_cast<double>(c.hidden_size);
-    return model::StagePlace::BalancedSplit(c.num_layers, static_cast<int32_t>(stages), layer, head);
+    for (int64_t n : model::StagePlace::BalancedSplit(c.num_layers, static_cast<int32_t>(stages), layer, head)) {
+      halves.push_back(2 * n);
+    }
+    return halves;
   }
-  std::vector<int64_t> counts;
   int64_t total = 0;
   for (absl::string_view part : absl::StrSplit(f.String("layers"), ',')) {
-    int64_t n = 0;
-    if (!absl::SimpleAtoi(part, &n) || n < 1 || n > c.num_layers) {
-      return absl::InvalidArgumentError(absl::StrCat("--layers: \"", part, "\" is not a layer count in [1, ",
-                                                     c.num_layers, "]"));
+    absl::StatusOr<int64_t> n = model::ParseHalfLayer(std::string(part));
+    if (!n.ok() || *n < 1 || *n > 2 * c.num_layers) {
+      return absl::InvalidArgumentError(absl::StrCat("--layers: \"", part, "\" is not a layer count in [0.5, ",
+                                                     c.num_layers, "] (N, or N.5 to end inside a layer, after its "
+                                                     "attention)"));
     }
-    counts.push_back(n);
-    total += n;
+    halves.push_back(*n);
+    total += *n;
   }
-  if (static_cast<int64_t>(counts.size()) != stages || total != c.num_layers) {
-    return absl::InvalidArgumentError(absl::StrCat("--layers: ", counts.size(), " counts adding up to ", total,
-                                                   "; --stages ", stages, " needs ", stages,
-                                                   " counts adding up to the model's ", c.num_layers, " layers"));
+  if (static_cast<int64_t>(halves.size()) != stages || total != 2 * c.num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("--layers: ", halves.size(), " counts adding up to ",
+                                                   model::HalfLayerString(total), "; --stages ", stages, " needs ",
+                                                   stages, " counts adding up to the model's ", c.num_layers,
+                                                   " layers"));
   }
-  return counts;
+  return halves;
 }
 
 absl::StatusOr<Layout> PlanLayout(const base::ParsedFlags& f) {
@@ -213,14 +219,14 @@ absl::StatusOr<Layout> PlanLayout(const base::ParsedFlags& f) {
     return absl::InvalidArgumentError(absl::StrCat("--stages ", l.stages, " is more than the model's ",
                                                    ckpt->config().num_layers, " layers"));
   }
-  STRATA_ASSIGN_OR_RETURN(const std::vector<int64_t> counts, LayerCounts(f, l.stages, ckpt->config()));
-  l.first_layer = {0};
-  for (int64_t n : counts) l.first_layer.push_back(l.first_layer.back() + n);
+  STRATA_ASSIGN_OR_RETURN(const std::vector<int64_t> counts, HalfLayerCounts(f, l.stages, ckpt->config()));
+  l.begin_half = {0};
+  for (int64_t n : counts) l.begin_half.push_back(l.begin_half.back() + n);
   // Every worker's place, checked before any process starts (the workers
   // are given the same layers).
   for (int32_t s = 0; s < l.stages; ++s) {
-    auto place = model::StagePlace::Create(s, static_cast<int32_t>(l.stages), 0, static_cast<int32_t>(l.tp),
-                                           ckpt->config().num_layers, l.first_layer[s], l.first_layer[s + 1]);
+    auto place = model::StagePlace::CreateHalves(s, static_cast<int32_t>(l.stages), 0, static_cast<int32_t>(l.tp),
+                                                 ckpt->config().num_layers, l.begin_half[s], l.begin_half[s + 1]);
     if (!place.ok()) return absl::InvalidArgumentError(absl::StrCat("--stages / --tp: ", place.status().message()));
   }
   STRATA_RETURN_IF_ERROR(worker::ValidateTp(ckpt->config(), 0, static_cast<int>(l.tp)));
@@ -373,7 +379,8 @@ std::vector<std::string> WorkerArgs(const base::ParsedFlags& f, const Layout& l,
                                 absl::StrCat("--num-stages=", l.stages),
                                 absl::StrCat("--tp-rank=", t),
                                 absl::StrCat("--tp-size=", l.tp),
-                                absl::StrCat("--layers=", l.first_layer[s], ":", l.first_layer[s + 1]),
+                                absl::StrCat("--layers=", model::HalfLayerString(l.begin_half[s]), ":",
+                                             model::HalfLayerString(l.begin_half[s + 1])),
                                 "--host=" + l.WorkerHost(replica, s),
                                 absl::StrCat("--tp-store=", l.WorkerHost(replica, s), ":", p.store[s]),
                                 absl::StrCat("--data-port=", p.data[s][t]),
@@ -568,8 +575,9 @@ const base::FlagTable& UpFlags() {
          IntFlag("stages", 1, 1, 64, "pipeline stages"),
          IntFlag("tp", 1, 1, 8, "tensor-parallel ranks per stage"),
          StringFlag("layers", std::nullopt, "N,N,...",
-                    "layers per stage, first to last (default: balanced by the weights a decode step reads, "
-                    "the lm_head counted on the last stage)"),
+                    "layers per stage, first to last; N.5 ends or starts a stage inside a layer, after its "
+                    "attention (default: balanced by the weights a decode step reads, the lm_head counted on the "
+                    "last stage)"),
          IntFlag("replicas", 1, 1, 16, "pipeline replicas"),
          base::ChoiceFlag("transport", "shm", {"shm", "tcp"}, "UCX between the processes"),
          IntFlag("port", 0, 0, 65535, "the router's gRPC port (0: a free one)"),

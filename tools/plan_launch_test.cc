@@ -61,8 +61,8 @@ TEST(PlanLaunchTest, SystemdConfigsFormThePlannedPipelines) {
         EXPECT_EQ(w->backend.name, "cuda");
         // Each stage of a TP 8 plan is one node of its own.
         EXPECT_EQ(w->host, o.node_hosts[replica * 2 + s]);
-        absl::StatusOr<model::StagePlace> place = model::StagePlace::Create(
-            w->stage, w->num_stages, w->tp_rank, w->tp_size, r.model.num_layers, w->first_layer, w->last_layer);
+        absl::StatusOr<model::StagePlace> place = model::StagePlace::CreateHalves(
+            w->stage, w->num_stages, w->tp_rank, w->tp_size, r.model.num_layers, w->begin_half, w->end_half);
         ASSERT_TRUE(place.ok()) << place.status();
         EXPECT_EQ(place->first_layer(), p->stages[s].first_layer);
         EXPECT_EQ(place->last_layer(), p->stages[s].last_layer);
@@ -95,8 +95,8 @@ TEST(PlanLaunchTest, PodStageConfigsPlusTheirCommandLineAreValidWorkers) {
     if (s + 1 < p->pp) extra.insert(extra.end(), {"--next-stage", "strata-workers-0-11.strata-workers:7000"});
     absl::StatusOr<worker::WorkerOptions> w = Parse(StageConfig(*p, r, o, s), extra);
     ASSERT_TRUE(w.ok()) << w.status();
-    EXPECT_EQ(w->first_layer, p->stages[s].first_layer);
-    EXPECT_EQ(w->last_layer, p->stages[s].last_layer);
+    EXPECT_EQ(w->begin_half, 2 * p->stages[s].first_layer);
+    EXPECT_EQ(w->end_half, 2 * p->stages[s].last_layer);
     EXPECT_EQ(w->kv_blocks, p->kv_blocks_per_worker);
     EXPECT_EQ(w->metrics_port, 9401);
     EXPECT_EQ(w->health_port, 7002);

@@ -19,6 +19,8 @@ v1::WorkerIdentity IdentityOf(const std::string& pipeline, const model::StagePla
   id.set_last_layer(place.last_layer());
   id.set_has_embedding(place.has_embedding());
   id.set_has_lm_head(place.has_lm_head());
+  id.set_starts_at_mlp(place.starts_at_mlp());
+  id.set_ends_after_attention(place.ends_after_attention());
   return id;
 }
 

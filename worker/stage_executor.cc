@@ -36,6 +36,12 @@ absl::StatusOr<std::unique_ptr<StageExecutor>> StageExecutor::Load(kernels::Back
                                                    spec.last_layer, ") is not inside [0, ",
                                                    c.num_layers, ")"));
   }
+  if ((spec.starts_at_mlp || spec.ends_after_attention) &&
+      spec.last_layer - spec.first_layer < 1 + (spec.starts_at_mlp && spec.ends_after_attention ? 1 : 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("stage layer range [", spec.first_layer, ", ", spec.last_layer,
+                                                   ") holds no layer, whole or in part, once the MLP of its first "
+                                                   "and the attention of its last are taken out"));
+  }
   STRATA_RETURN_IF_ERROR(ValidateTp(c, spec.tp_rank, spec.tp_size));
   if (spec.tp_size > 1 && (comm == nullptr || comm->rank() != spec.tp_rank || comm->size() != spec.tp_size)) {
     return absl::InvalidArgumentError(absl::StrCat("tp rank ", spec.tp_rank, " of ", spec.tp_size,
@@ -70,15 +76,20 @@ absl::StatusOr<std::unique_ptr<StageExecutor>> StageExecutor::Load(kernels::Back
     auto name = [&](const char* suffix) { return model::LayerTensorName(l, suffix); };
     constexpr TensorRole kNorm = TensorRole::kNorm, kCol = TensorRole::kColumnParallel,
                          kRow = TensorRole::kRowParallel;
-    STRATA_ASSIGN_OR_RETURN(layer.input_norm, load(name("input_layernorm.weight"), {h}, kNorm));
-    STRATA_ASSIGN_OR_RETURN(layer.q, load(name("self_attn.q_proj.weight"), {c.q_size(), h}, kCol));
-    STRATA_ASSIGN_OR_RETURN(layer.k, load(name("self_attn.k_proj.weight"), {c.kv_size(), h}, kCol));
-    STRATA_ASSIGN_OR_RETURN(layer.v, load(name("self_attn.v_proj.weight"), {c.kv_size(), h}, kCol));
-    STRATA_ASSIGN_OR_RETURN(layer.o, load(name("self_attn.o_proj.weight"), {h, c.q_size()}, kRow));
-    STRATA_ASSIGN_OR_RETURN(layer.post_norm, load(name("post_attention_layernorm.weight"), {h}, kNorm));
-    STRATA_ASSIGN_OR_RETURN(layer.gate, load(name("mlp.gate_proj.weight"), {c.intermediate_size, h}, kCol));
-    STRATA_ASSIGN_OR_RETURN(layer.up, load(name("mlp.up_proj.weight"), {c.intermediate_size, h}, kCol));
-    STRATA_ASSIGN_OR_RETURN(layer.down, load(name("mlp.down_proj.weight"), {h, c.intermediate_size}, kRow));
+    if (!(l == spec.first_layer && spec.starts_at_mlp)) {
+      STRATA_ASSIGN_OR_RETURN(layer.input_norm, load(name("input_layernorm.weight"), {h}, kNorm));
+      STRATA_ASSIGN_OR_RETURN(layer.q, load(name("self_attn.q_proj.weight"), {c.q_size(), h}, kCol));
+      STRATA_ASSIGN_OR_RETURN(layer.k, load(name("self_attn.k_proj.weight"), {c.kv_size(), h}, kCol));
+      STRATA_ASSIGN_OR_RETURN(layer.v, load(name("self_attn.v_proj.weight"), {c.kv_size(), h}, kCol));
+      STRATA_ASSIGN_OR_RETURN(layer.o, load(name("self_attn.o_proj.weight"), {h, c.q_size()}, kRow));
+      layer.kv_layer = l - spec.first_layer - (spec.starts_at_mlp ? 1 : 0);
+    }
+    if (!(l + 1 == spec.last_layer && spec.ends_after_attention)) {
+      STRATA_ASSIGN_OR_RETURN(layer.post_norm, load(name("post_attention_layernorm.weight"), {h}, kNorm));
+      STRATA_ASSIGN_OR_RETURN(layer.gate, load(name("mlp.gate_proj.weight"), {c.intermediate_size, h}, kCol));
+      STRATA_ASSIGN_OR_RETURN(layer.up, load(name("mlp.up_proj.weight"), {c.intermediate_size, h}, kCol));
+      STRATA_ASSIGN_OR_RETURN(layer.down, load(name("mlp.down_proj.weight"), {h, c.intermediate_size}, kRow));
+    }
     ex->layers_.push_back(std::move(layer));
   }
   if (spec.has_lm_head) {
@@ -97,7 +108,7 @@ absl::Status StageExecutor::AllReduce(float* data, int64_t n) {
 
 kernels::KvCacheShape StageExecutor::KvShape(int64_t num_blocks, int64_t block_size) const {
   kernels::KvCacheShape s;
-  s.num_layers = std::max<int64_t>(spec_.last_layer - spec_.first_layer, 1);
+  s.num_layers = std::max<int64_t>(spec_.NumAttentionLayers(), 1);
   s.num_blocks = num_blocks;
   s.block_size = block_size;
   s.num_kv_heads = dims_.num_kv_heads;
@@ -106,7 +117,7 @@ kernels::KvCacheShape StageExecutor::KvShape(int64_t num_blocks, int64_t block_s
 }
 
 int64_t StageExecutor::KvBytesPerBlock(int64_t block_size) const {
-  return std::max<int64_t>(spec_.last_layer - spec_.first_layer, 1) * 2 * block_size * dims_.num_kv_heads *
+  return std::max<int64_t>(spec_.NumAttentionLayers(), 1) * 2 * block_size * dims_.num_kv_heads *
          config_.head_dim * backend_->KvBytesPerValue();
 }
 
@@ -149,7 +160,7 @@ absl::Status StageExecutor::Validate(const kernels::StepLayout& layout, const st
   const model::LlamaConfig& c = config_;
   const kernels::KvCacheShape& kv = cache.shape();
   if (kv.num_kv_heads != dims_.num_kv_heads || kv.head_dim != c.head_dim ||
-      kv.num_layers < static_cast<int64_t>(layers_.size())) {
+      kv.num_layers < spec_.NumAttentionLayers()) {
     return absl::InvalidArgumentError("KV cache shape does not match this stage");
   }
   STRATA_RETURN_IF_ERROR(kernels::ValidateStepLayout(layout, kv, c.max_position_embeddings));
@@ -215,7 +226,7 @@ absl::Status StageExecutor::RunLayers(const kernels::StepLayout& layout, const s
 absl::Status StageExecutor::RunLayer(size_t index, int64_t rows, kernels::KvCache* cache) {
   const model::LlamaConfig& c = config_;
   const Layer& L = layers_[index];
-  const int64_t layer = static_cast<int64_t>(index);
+  const int64_t layer = L.kv_layer;
   const int64_t h = c.hidden_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
   kernels::Backend& b = *backend_;
@@ -224,15 +235,18 @@ absl::Status StageExecutor::RunLayer(size_t index, int64_t rows, kernels::KvCach
   float* q = scratch_.q->data();
   float* k = scratch_.k->data();
   float* v = scratch_.v->data();
-  b.RmsNorm(x, *L.input_norm, eps, rows, norm);
-  b.MatMulShared(norm, rows, {L.q.get(), L.k.get(), L.v.get()}, {q, k, v});
-  b.Rope(q, dims_.num_heads, c.head_dim, inv_freq_);
-  b.Rope(k, dims_.num_kv_heads, c.head_dim, inv_freq_);
-  b.WriteKv(*cache, layer, k, v);
-  b.Attention(*cache, layer, q, dims_.num_heads, scratch_.attn->data());
-  b.MatMul(scratch_.attn->data(), rows, *L.o, scratch_.proj->data());
-  STRATA_RETURN_IF_ERROR(AllReduce(scratch_.proj->data(), rows * h));
-  b.Add(x, scratch_.proj->data(), rows * h);
+  if (L.q != nullptr) {  // else the previous stage ran it
+    b.RmsNorm(x, *L.input_norm, eps, rows, norm);
+    b.MatMulShared(norm, rows, {L.q.get(), L.k.get(), L.v.get()}, {q, k, v});
+    b.Rope(q, dims_.num_heads, c.head_dim, inv_freq_);
+    b.Rope(k, dims_.num_kv_heads, c.head_dim, inv_freq_);
+    b.WriteKv(*cache, layer, k, v);
+    b.Attention(*cache, layer, q, dims_.num_heads, scratch_.attn->data());
+    b.MatMul(scratch_.attn->data(), rows, *L.o, scratch_.proj->data());
+    STRATA_RETURN_IF_ERROR(AllReduce(scratch_.proj->data(), rows * h));
+    b.Add(x, scratch_.proj->data(), rows * h);
+  }
+  if (L.gate == nullptr) return absl::OkStatus();  // the next stage runs the MLP
   b.RmsNorm(x, *L.post_norm, eps, rows, norm);
   b.MatMulShared(norm, rows, {L.gate.get(), L.up.get()}, {scratch_.gate->data(), scratch_.up->data()});
   b.SwiGlu(scratch_.gate->data(), scratch_.up->data(), rows, dims_.intermediate, scratch_.act->data());

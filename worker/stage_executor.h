@@ -21,7 +21,10 @@ namespace strata::worker {
 
 // Layers [first_layer, last_layer) of the model; the first stage also holds
 // the embedding, the last the final norm and lm_head. A stage runs as
-// tp_size ranks, each holding its Megatron slice (worker/shard.h).
+// tp_size ranks, each holding its Megatron slice (worker/shard.h). A stage
+// may start or end inside a layer, after its attention block
+// (model/stage_place.h): then it holds first_layer's MLP only, or
+// last_layer - 1's attention (and its KV cache) only.
 struct StageSpec {
   int64_t first_layer = 0;
   int64_t last_layer = 0;
@@ -29,6 +32,11 @@ struct StageSpec {
   bool has_lm_head = true;
   int tp_rank = 0;
   int tp_size = 1;
+  bool starts_at_mlp = false;
+  bool ends_after_attention = false;
+
+  // The layers whose attention (and KV cache) this stage holds.
+  int64_t NumAttentionLayers() const { return last_layer - first_layer - (starts_at_mlp ? 1 : 0); }
 
   static StageSpec Whole(const model::LlamaConfig& c) { return {0, c.num_layers, true, true, 0, 1}; }
 };
@@ -114,7 +122,9 @@ class StageExecutor {
 
  private:
   struct Layer {
+    // Null where the layer's attention or its MLP block is another stage's.
     std::unique_ptr<kernels::Weight> input_norm, q, k, v, o, post_norm, gate, up, down;
+    int64_t kv_layer = -1;  // its layer in this stage's KV cache; -1 without attention
   };
   struct Scratch {
     // logits: this rank's [logit rows, vocab / tp]; with tp > 1, all_logits

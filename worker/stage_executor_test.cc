@@ -5,6 +5,7 @@
 
 #include <memory>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "kernels/reference/reference_backend.h"
 #include "model/make_model.h"
@@ -104,6 +105,70 @@ TEST_F(StageExecutorTest, TwoStagesEqualOneWholeStage) {
   ASSERT_TRUE(second->Forward(l, {}, hidden, {5}, c_second->get(), &got).ok());
   EXPECT_EQ(want, got);
   EXPECT_LT(first->weight_bytes(), whole->weight_bytes());
+}
+
+// Boundaries inside layers (after a layer's attention, model/stage_place.h):
+// every way of cutting the tiny model's 8 half layers into three stages,
+// one cut or both inside a layer,
+// gives the whole stage's logits bit for bit, over a prompt and a decode
+// step that reads the cache the prompt wrote; a stage holds the KV cache of
+// the layers whose attention it runs, and the weights of its halves only.
+TEST_F(StageExecutorTest, StagesCutInsideLayersEqualOneWholeStage) {
+  const auto& c = ckpt_->config();
+  ASSERT_EQ(c.num_layers, 4);
+  auto whole = Load(StageSpec::Whole(c));
+  const std::vector<int32_t> prompt = Prompt(6, 5);
+  StepLayout prefill, decode;
+  prefill.sequences = {SequenceChunk{6, 0, 0, {0, 1}}};
+  decode.sequences = {SequenceChunk{1, 6, 0, {0, 1}}};
+  auto c_whole = backend_.AllocateKvCache(whole->KvShape(2, 4));
+  std::vector<float> want_prefill, want_decode;
+  ASSERT_TRUE(whole->Forward(prefill, prompt, {}, {5}, c_whole->get(), &want_prefill).ok());
+  ASSERT_TRUE(whole->Forward(decode, {prompt[2]}, {}, {0}, c_whole->get(), &want_decode).ok());
+  int cuts = 0;
+  for (int64_t a = 1; a < 8; ++a) {
+    for (int64_t b = a + 1; b < 8; ++b) {
+      if (a % 2 == 0 && b % 2 == 0) continue;  // whole layers: TwoStagesEqualOneWholeStage's case
+      SCOPED_TRACE(absl::StrCat("halves [0, ", a, ") [", a, ", ", b, ") [", b, ", 8)"));
+      const int64_t bounds[4] = {0, a, b, 8};
+      std::vector<std::unique_ptr<StageExecutor>> stages;
+      std::vector<std::unique_ptr<kernels::KvCache>> caches;
+      uint64_t bytes = 0;
+      for (int s = 0; s < 3; ++s) {
+        StageSpec spec{bounds[s] / 2, (bounds[s + 1] + 1) / 2, s == 0, s == 2, 0, 1, bounds[s] % 2 == 1,
+                       bounds[s + 1] % 2 == 1};
+        stages.push_back(Load(spec));
+        ASSERT_NE(stages.back(), nullptr);
+        bytes += stages.back()->weight_bytes();
+        const int64_t attention_layers = (bounds[s + 1] + 1) / 2 - (bounds[s] + 1) / 2;
+        EXPECT_EQ(stages.back()->KvShape(2, 4).num_layers, std::max<int64_t>(attention_layers, 1));
+        auto cache = backend_.AllocateKvCache(stages.back()->KvShape(2, 4));
+        ASSERT_TRUE(cache.ok());
+        caches.push_back(std::move(*cache));
+      }
+      // Each weight once; the embedding and the lm_head are one tensor or two.
+      EXPECT_EQ(bytes, whole->weight_bytes());
+      for (const auto* step : {&prefill, &decode}) {
+        const bool first = step == &prefill;
+        std::vector<float> hidden, next, got;
+        ASSERT_TRUE(stages[0]->Forward(*step, first ? prompt : std::vector<int32_t>{prompt[2]}, {}, {},
+                                       caches[0].get(), &hidden).ok());
+        ASSERT_TRUE(stages[1]->Forward(*step, {}, hidden, {}, caches[1].get(), &next).ok());
+        ASSERT_TRUE(stages[2]->Forward(*step, {}, next, {first ? 5 : 0}, caches[2].get(), &got).ok());
+        EXPECT_EQ(got, first ? want_prefill : want_decode);
+      }
+      ++cuts;
+    }
+  }
+  EXPECT_EQ(cuts, 18);
+}
+
+TEST_F(StageExecutorTest, RefusesAStageWithNoHalfLeft) {
+  // [1, 2) without layer 1's attention and without its MLP holds nothing.
+  auto ex = StageExecutor::Load(&backend_, *ckpt_, StageSpec{1, 2, false, false, 0, 1, true, true});
+  ASSERT_FALSE(ex.ok());
+  EXPECT_EQ(ex.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(ex.status().message().find("[1, 2)"), std::string::npos) << ex.status();
 }
 
 TEST_F(StageExecutorTest, RefusesBadStepsWithoutRunning) {

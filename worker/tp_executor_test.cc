@@ -123,8 +123,10 @@ class TpExecutorTest : public ::testing::Test {
   }
 
   // `stages` stages x `tp` ranks, each rank a thread running its column of
-  // stages; returns rank 0's logits.
-  std::vector<std::vector<float>> Split(int num_stages, int tp, const std::vector<int32_t>& prompt, int decode) {
+  // stages; returns rank 0's logits. With `inside`, each cut between stages
+  // is half a layer later, after that layer's attention.
+  std::vector<std::vector<float>> Split(int num_stages, int tp, const std::vector<int32_t>& prompt, int decode,
+                                        bool inside = false) {
     const model::LlamaConfig& c = ckpt_->config();
     std::vector<std::unique_ptr<TcpStoreServer>> servers;
     for (int s = 0; s < num_stages; ++s) servers.push_back(std::move(*TcpStoreServer::Start("127.0.0.1", 0)));
@@ -141,6 +143,9 @@ class TpExecutorTest : public ::testing::Test {
           StageSpec spec;
           spec.first_layer = c.num_layers * s / num_stages;
           spec.last_layer = c.num_layers * (s + 1) / num_stages;
+          spec.starts_at_mlp = inside && s > 0;
+          spec.ends_after_attention = inside && s + 1 < num_stages;
+          spec.last_layer += spec.ends_after_attention ? 1 : 0;
           spec.has_embedding = s == 0;
           spec.has_lm_head = s + 1 == num_stages;
           spec.tp_rank = r;
@@ -377,6 +382,7 @@ TEST_F(TpExecutorTest, TinyTwoRanksAndTwoStagesMatchTheWholeModel) {
   ExpectClose(Split(1, 2, prompt, 6), want, "1 stage x 2 ranks");
   ExpectClose(Split(2, 2, prompt, 6), want, "2 stages x 2 ranks");
   ExpectClose(Split(2, 1, prompt, 6), want, "2 stages x 1 rank");
+  ExpectClose(Split(2, 2, prompt, 6, /*inside=*/true), want, "2 stages x 2 ranks, cut inside a layer");
 }
 
 TEST_F(TpExecutorTest, FourRanksWithOneKvHeadEach) {

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/flag_groups.h"
 #include "base/status_macros.h"
+#include "model/stage_place.h"
 
 namespace strata::worker {
 namespace {
@@ -26,7 +27,9 @@ base::FlagGroup OwnFlags() {
            StringFlag("pipeline", "p0", "NAME", "the pipeline replica this worker belongs to"),
            IntFlag("stage", 0, 0, 1023, "this worker's pipeline stage"),
            IntFlag("num-stages", 1, 1, 1024, "stages in the pipeline"),
-           StringFlag("layers", std::nullopt, "FIRST:LAST", "this stage's layers (default: an even split)"),
+           StringFlag("layers", std::nullopt, "FIRST:LAST",
+                      "this stage's layers, [FIRST, LAST); N.5 is inside layer N, after its attention (default: "
+                      "an even split)"),
            IntFlag("tp-rank", 0, 0, 63, "this worker's tensor-parallel rank"),
            IntFlag("tp-size", 1, 1, 64, "tensor-parallel ranks in the stage"),
            AddressFlag("tp-store", "the TP group's rendezvous, served by rank 0 (needed when --tp-size > 1)"),
@@ -74,11 +77,15 @@ absl::Status CheckModelRoot(const WorkerOptions& o) {
 
 absl::Status ParseLayers(const std::string& l, WorkerOptions* o) {
   const size_t colon = l.find(':');
-  if (colon == std::string::npos || !absl::SimpleAtoi(l.substr(0, colon), &o->first_layer) ||
-      !absl::SimpleAtoi(l.substr(colon + 1), &o->last_layer) || o->first_layer < 0 ||
-      o->last_layer <= o->first_layer) {
-    return Bad("layers", absl::StrCat("\"", l, "\" is not FIRST:LAST with 0 <= FIRST < LAST"));
-  }
+  const auto bad = [&] {
+    return Bad("layers", absl::StrCat("\"", l, "\" is not FIRST:LAST with 0 <= FIRST < LAST (each N or N.5)"));
+  };
+  if (colon == std::string::npos) return bad();
+  auto first = model::ParseHalfLayer(l.substr(0, colon));
+  auto last = model::ParseHalfLayer(l.substr(colon + 1));
+  if (!first.ok() || !last.ok() || *last <= *first) return bad();
+  o->begin_half = *first;
+  o->end_half = *last;
   return absl::OkStatus();
 }
 

@@ -23,8 +23,10 @@ struct WorkerOptions {
   std::string pipeline = "p0";     // --pipeline
   int stage = 0;                   // --stage
   int num_stages = 1;              // --num-stages
-  int64_t first_layer = -1;        // --layers FIRST:LAST (default: an even split)
-  int64_t last_layer = -1;
+  // --layers FIRST:LAST in half layers (model/stage_place.h; "9.5" is
+  // half 19, after layer 9's attention); -1: an even split.
+  int64_t begin_half = -1;
+  int64_t end_half = -1;
   int tp_rank = 0;                 // --tp-rank
   int tp_size = 1;                 // --tp-size
   std::string tp_store;            // --tp-store HOST:PORT (rank 0 serves it); needed when tp-size > 1

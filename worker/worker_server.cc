@@ -106,8 +106,8 @@ absl::Status LoadModel(WorkerServer::Parts& s) {
     return absl::InvalidArgumentError(absl::StrCat("--num-stages ", o.num_stages, " is more than the model's ",
                                                    c.num_layers, " layers"));
   }
-  auto place = model::StagePlace::Create(o.stage, o.num_stages, o.tp_rank, o.tp_size, c.num_layers, o.first_layer,
-                                         o.last_layer);
+  auto place = model::StagePlace::CreateHalves(o.stage, o.num_stages, o.tp_rank, o.tp_size, c.num_layers,
+                                               o.begin_half, o.end_half);
   if (!place.ok()) return absl::InvalidArgumentError(absl::StrCat("--layers: ", place.status().message()));
   s.place = std::make_unique<model::StagePlace>(*place);
   STRATA_RETURN_IF_ERROR(ValidateTp(c, o.tp_rank, o.tp_size));
@@ -119,11 +119,13 @@ absl::Status LoadModel(WorkerServer::Parts& s) {
   tp.timeout = milliseconds(o.step_timeout_ms);
   tp.tls = s.control_tls.get();
   STRATA_ASSIGN_OR_RETURN(s.tp, TpGroup::Create(*s.place, s.backend.get(), tp));
-  const StageSpec spec{place->first_layer(), place->last_layer(), place->has_embedding(), place->has_lm_head(),
-                       place->tp_rank(), place->tp_size()};
+  const StageSpec spec{place->first_layer(), place->last_layer(), place->has_embedding(),
+                       place->has_lm_head(), place->tp_rank(), place->tp_size(),
+                       place->starts_at_mlp(), place->ends_after_attention()};
   STRATA_ASSIGN_OR_RETURN(s.executor,
                           StageExecutor::Load(s.backend.get(), *s.checkpoint, spec, s.tp->communicator()));
-  std::cerr << s.who << ": loaded layers [" << spec.first_layer << ", " << spec.last_layer << ") of " << o.model_dir
+  std::cerr << s.who << ": loaded layers [" << model::HalfLayerString(place->begin_half()) << ", "
+            << model::HalfLayerString(place->end_half()) << ") of " << o.model_dir
             << ", TP rank " << o.tp_rank << " of " << o.tp_size << ": " << s.executor->weight_bytes()
             << " checkpoint bytes" << std::endl;
   const int64_t per_block = s.executor->KvBytesPerBlock(o.block_size);

@@ -295,6 +295,13 @@ TEST(WorkerOptionsTest, RefusesBadFlagsNamingThem) {
   EXPECT_NE(err({"--model", "m", "--tp-size", "2"}).find("--tp-store"), std::string::npos);
   EXPECT_NE(err({"--model", "m", "--num-stages", "2"}).find("--next-stage"), std::string::npos);
   EXPECT_NE(err({"--model", "m", "--layers", "3:1"}).find("--layers"), std::string::npos);
+  EXPECT_NE(err({"--model", "m", "--layers", "1.5:1.5"}).find("--layers"), std::string::npos);
+  EXPECT_NE(err({"--model", "m", "--layers", "0:2.25"}).find("--layers"), std::string::npos);
+  EXPECT_NE(err({"--model", "m", "--layers", "-1:2"}).find("--layers"), std::string::npos);
+  auto halves = ParseWorkerOptions({"--model", "m", "--layers", "1.5:4"});
+  ASSERT_TRUE(halves.ok()) << halves.status();
+  EXPECT_EQ(halves->begin_half, 3);
+  EXPECT_EQ(halves->end_half, 8);
   EXPECT_NE(err({"--model", "m", "--router", "nohost"}).find("--router"), std::string::npos);
   EXPECT_NE(err({"--model", "m", "--data-port", "70000"}).find("--data-port"), std::string::npos);
   EXPECT_NE(err({"--model", "m", "--health-port", "-2"}).find("--health-port"), std::string::npos);

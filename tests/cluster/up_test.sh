@@ -7,6 +7,8 @@
 #   --restart-workers=false leaves it down;
 # - SIGTERM while the cluster is still coming up stops it and its children;
 # - SIGKILL of strata up takes its children with it.
+# - stages cut inside layers (--layers 1.5,1,1.5) serve the tokens of the
+#   whole-layer split.
 # Usage: up_test.sh STRATA   (Bazel passes bazel-bin's tools/strata)
 set -euo pipefail
 strata=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
@@ -65,6 +67,18 @@ ready=$work/first.ready
 [[ "$(field "$ready" "' '.join(a for w in j['workers'] for a in w['argv'] if a.startswith('--layers='))")" == \
    "--layers=0:2 --layers=2:4" ]] || fail "the workers' layers: $(cat "$ready")"
 address=$(field "$ready" "j['address']")
+# Stages cut inside layers (after a layer's attention) serve the same greedy
+# tokens as the whole-layer split.
+start_up halves --stages 3 --layers 1.5,1,1.5
+[[ "$(field "$work/halves.ready" "' '.join(a for w in j['workers'] for a in w['argv'] if a.startswith('--layers='))")" == \
+   "--layers=0:1.5 --layers=1.5:2.5 --layers=2.5:4" ]] || fail "the cut workers' layers: $(cat "$work/halves.ready")"
+tokens() { generate "$1" | python3 -c 'import json, sys; print([json.loads(l)["tokens"] for l in sys.stdin][-1])'; }
+want=$(tokens "$address")
+got=$(tokens "$(field "$work/halves.ready" "j['address']")")
+[[ "$got" == "$want" ]] || fail "layers 1.5,1,1.5 generate $got, 0:2,2:4 $want"
+kill -INT "${ups[-1]}" && wait "${ups[-1]}" || true
+unset 'ups[-1]'
+ok "3 stages cut at layers 1.5 and 2.5 generate the tokens of 2 whole-layer stages: $got"
 for flag in "--port $(field "$ready" "j['address'].split(':')[1]")" \
             "--http-port $(field "$ready" "j['http_address'].split(':')[1]")" \
             "--metrics-port $(field "$ready" "j['metrics_address'].split(':')[1]")"; do
