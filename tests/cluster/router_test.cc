@@ -750,7 +750,10 @@ TEST_F(RouterTest, SigtermDrainsTheRouter) {
   std::this_thread::sleep_for(milliseconds(100));
   const int router = c.info()["router_pid"].get<int>();
   kill(router, SIGTERM);
-  std::this_thread::sleep_for(milliseconds(50));
+  // Once health says the router drains (not a fixed wait: on a loaded CI
+  // machine with TLS, 50 ms was not always enough for the signal to land).
+  const auto draining_by = Clock::now() + std::chrono::seconds(10);
+  while (c.Healthy() && Clock::now() < draining_by) std::this_thread::sleep_for(milliseconds(20));
   Outcome refused = Call(c.stub(), Request({1, 2}, 2));
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE) << refused.status.error_message();
   Outcome o = running.get();
