@@ -217,6 +217,7 @@ bool Fleet::Model(v1::ModelInfo* info, int32_t* up, int32_t* total) const {
       sp->set_has_lm_head(place.has_lm_head());
       sp->set_starts_at_mlp(place.starts_at_mlp());
       sp->set_ends_after_attention(place.ends_after_attention());
+      sp->set_movable_boundaries(it->second.registration.identity().movable_boundaries());
     }
     break;
   }
@@ -319,8 +320,10 @@ std::vector<PipelinePlan> Fleet::TakeReadyToWarm() {
     plan.tp_size = p.tp_size;
     plan.block_size = p.block_size;
     plan.num_blocks = INT64_MAX;
+    plan.movable_boundaries = p.num_stages > 1;
     for (const auto& [key, m] : p.members) {
       plan.num_blocks = std::min<int64_t>(plan.num_blocks, m.registration.kv_num_blocks());
+      plan.movable_boundaries = plan.movable_boundaries && m.registration.identity().movable_boundaries();
       plan.control.push_back(m.registration.control_address());
       if (key.first == 0) plan.stage0_data.push_back(m.registration.data_address());  // ranks in order
     }

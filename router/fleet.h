@@ -63,6 +63,10 @@ struct PipelinePlan {
   std::vector<std::string> control;      // every member's control address
   uint64_t data_key_id = 0;              // the epoch's data key its plans are signed with (0: unsigned)
   uint64_t warm_up = 0;                  // which warm-up of the replica this is (Fleet::Warming)
+  // Every member holds the MLP beside each of its boundaries (worker
+  // --movable-boundaries): steps may move the boundaries (StepPlan::
+  // shift_boundaries). False with one stage, or if any member does not.
+  bool movable_boundaries = false;
 };
 
 struct FleetOptions {

@@ -184,6 +184,47 @@ void RegisterPipeline(Fleet& fleet, const std::string& name, uint64_t epoch = 7)
   }
 }
 
+// A replica's plan moves its boundaries only when every member holds the
+// MLP beside its boundaries; the model info says which stages do.
+TEST(FleetTest, BoundariesMoveOnlyWhenEveryMemberHoldsTheirMlps) {
+  for (const bool second_movable : {false, true}) {
+    SCOPED_TRACE(second_movable ? "both movable" : "only stage 0 movable");
+    FleetOptions o;
+    o.heartbeat = milliseconds(1);
+    FakeControl control;
+    Fleet fleet(o, &control, nullptr);
+    v1::RegisterRequest first = Worker(0, 2, 0, 1, 0, 4);
+    first.mutable_identity()->set_movable_boundaries(true);
+    v1::RegisterRequest second = Worker(1, 2, 0, 1, 4, 8);
+    second.set_control_address("127.0.0.1:3");
+    second.mutable_identity()->set_movable_boundaries(second_movable);
+    ASSERT_TRUE(fleet.Register(first).ok());
+    ASSERT_TRUE(fleet.Register(second).ok());
+    std::this_thread::sleep_for(milliseconds(5));
+    auto ready = fleet.TakeReadyToWarm();
+    ASSERT_EQ(ready.size(), 1u);
+    EXPECT_EQ(ready[0].movable_boundaries, second_movable);
+    v1::ModelInfo info;
+    int32_t up = 0, total = 0;
+    ASSERT_TRUE(fleet.Model(&info, &up, &total));
+    ASSERT_EQ(info.stages_size(), 2);
+    EXPECT_TRUE(info.stages(0).movable_boundaries());
+    EXPECT_EQ(info.stages(1).movable_boundaries(), second_movable);
+  }
+  // One stage has no boundary to move.
+  FleetOptions o;
+  o.heartbeat = milliseconds(1);
+  FakeControl control;
+  Fleet fleet(o, &control, nullptr);
+  v1::RegisterRequest only = Worker(0, 1, 0, 1, 0, 8);
+  only.mutable_identity()->set_movable_boundaries(true);
+  ASSERT_TRUE(fleet.Register(only).ok());
+  std::this_thread::sleep_for(milliseconds(5));
+  auto ready = fleet.TakeReadyToWarm();
+  ASSERT_EQ(ready.size(), 1u);
+  EXPECT_FALSE(ready[0].movable_boundaries);
+}
+
 TEST(FleetTest, StateMachineFormingWarmingUpDownDraining) {
   FleetOptions o;
   o.heartbeat = milliseconds(20);

@@ -71,6 +71,7 @@ uint64_t PipelineDriver::TakeDown(const std::string& why, std::vector<Migrant>* 
   }
   if (scheduler_) scheduler_->FailAll(Finish::kUnavailable, absl::StrCat("pipeline ", name_, " is down: ", why));
   scheduler_.reset();
+  balancer_.reset();  // the next bring-up may place stages on other machines
   streams_.clear();
   in_flight_.clear();
   for (auto& [step, sends] : sending_) graveyard_.push_back(std::move(sends));
@@ -198,7 +199,13 @@ std::optional<absl::Status> PipelineDriver::Tick(Clock::time_point now) {
       auto it = streams_.find(s.seq_id);
       if (it != streams_.end()) it->second->MarkScheduled(now);
     }
-    in_flight_[step] = {now, plan->NumRows()};
+    Out out{now, plan->NumRows()};
+    if (balancer_) {
+      out.shape = StepShape::Of(*plan);
+      out.shifted = plan->shift_boundaries = balancer_->Choose(out.shape);
+      if (metrics_ && out.shifted) metrics_->PipelineShiftedSteps(name_).Increment();
+    }
+    in_flight_[step] = out;
     if (metrics_) metrics_->PipelineSteps(name_).Increment();
     if (absl::Status st = SendPlan(*plan); !st.ok()) {
       return absl::UnavailableError(absl::StrCat("sending a step to stage 0 failed: ", st.message()));
@@ -237,6 +244,9 @@ PipelineDriver::ResultOutcome PipelineDriver::OnResult(const transport::StepResu
     watchdog_.Record(out->second.rows, std::chrono::duration<double>(now - began).count());
   }
   last_result_ = std::max(last_result_, now);
+  if (balancer_ && r.ok() && r.step_id != warmup_step_) {
+    balancer_->Record(out->second.shape, out->second.shifted, r.timings);
+  }
   in_flight_.erase(out);
   RecordTimings(r);
   if (r.step_id == warmup_step_) {
@@ -248,6 +258,7 @@ PipelineDriver::ResultOutcome PipelineDriver::OnResult(const transport::StepResu
     SchedulerOptions so = options_.scheduler;
     so.micro_batches = std::max<int32_t>(1, plan_.num_stages);  // a step per stage in flight
     scheduler_ = std::make_unique<Scheduler>(plan_.num_blocks, plan_.block_size, so);
+    balancer_ = plan_.movable_boundaries ? std::make_unique<BoundaryBalancer>(plan_.num_stages) : nullptr;
     recorded_queries_ = recorded_hits_ = recorded_evictions_ = 0;
     std::cerr << "strata-router: pipeline " << name_ << " is up (" << plan_.num_blocks << " KV blocks of "
               << plan_.block_size << " tokens)" << std::endl;

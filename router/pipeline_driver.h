@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "router/boundary_balancer.h"
 #include "router/fleet.h"
 #include "router/request_stream.h"
 #include "router/router_metrics.h"
@@ -138,8 +139,13 @@ class PipelineDriver {
   struct Out {
     Clock::time_point sent;
     int64_t rows = 0;
+    StepShape shape;  // for the balancer
+    bool shifted = false;
   };
   std::map<uint64_t, Out> in_flight_;  // step id -> when it went, its rows
+  // Where the boundaries go, when every stage holds the MLPs beside them
+  // (PipelinePlan::movable_boundaries).
+  std::unique_ptr<BoundaryBalancer> balancer_;
   StepWatchdog watchdog_;
   Clock::time_point last_result_;  // when the latest result of this bring-up came
   std::map<uint64_t, RequestStream*> streams_;       // scheduler sequence id -> stream

@@ -82,6 +82,11 @@ RouterMetrics::RouterMetrics(const std::string& model) : registry_(std::make_sha
                          .Help("Steps sent to each pipeline replica")
                          .Labels(labels)
                          .Register(*registry_);
+  pipeline_shifted_steps_ = &prometheus::BuildCounter()
+                                 .Name("strata_pipeline_shifted_steps_total")
+                                 .Help("Steps run with the replica's movable stage boundaries moved")
+                                 .Labels(labels)
+                                 .Register(*registry_);
   pipeline_up_ = &prometheus::BuildGauge()
                       .Name("strata_pipeline_up")
                       .Help("1 while every stage of the pipeline replica is registered, healthy and warmed up")
@@ -143,6 +148,10 @@ RouterMetrics::PipelineSeries RouterMetrics::Pipeline(const std::string& pipelin
 
 prometheus::Counter& RouterMetrics::PipelineSteps(const std::string& pipeline) {
   return pipeline_steps_->Add({{"pipeline", pipeline}});
+}
+
+prometheus::Counter& RouterMetrics::PipelineShiftedSteps(const std::string& pipeline) {
+  return pipeline_shifted_steps_->Add({{"pipeline", pipeline}});
 }
 
 prometheus::Histogram& RouterMetrics::StageSeconds(const std::string& pipeline, int32_t stage,

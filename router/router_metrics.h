@@ -38,6 +38,9 @@ class RouterMetrics {
   prometheus::Counter& Requests(const std::string& outcome);
   prometheus::Gauge& PipelineUp(const std::string& pipeline);
   prometheus::Counter& PipelineSteps(const std::string& pipeline);
+  // Steps run with the pipeline's movable stage boundaries moved
+  // (--movable-boundaries): the balancer's choice, one count per step.
+  prometheus::Counter& PipelineShiftedSteps(const std::string& pipeline);
   // The time a step spent on one stage, by phase (queue, compute,
   // allreduce, send), from the timings every StepResult carries.
   prometheus::Histogram& StageSeconds(const std::string& pipeline, int32_t stage, const std::string& phase);
@@ -100,6 +103,7 @@ class RouterMetrics {
   prometheus::Family<prometheus::Counter>* migrations_failed_;
   prometheus::Family<prometheus::Gauge>* pipeline_up_;
   prometheus::Family<prometheus::Counter>* pipeline_steps_;
+  prometheus::Family<prometheus::Counter>* pipeline_shifted_steps_;
   prometheus::Family<prometheus::Histogram>* stage_seconds_;
   prometheus::Family<prometheus::Counter>* stage_busy_;
   prometheus::Family<prometheus::Counter>* in_flight_;

@@ -157,7 +157,7 @@ int64_t StepPlan::NumRows() const {
 std::string EncodePlan(const StepPlan& plan) {
   Writer w;
   w.Put<uint64_t>(plan.step_id);
-  w.Put<uint8_t>(plan.return_logits ? 1 : 0);
+  w.Put<uint8_t>((plan.return_logits ? 1 : 0) | (plan.shift_boundaries ? 2 : 0));
   w.Put<uint32_t>(static_cast<uint32_t>(plan.sequences.size()));
   for (const PlanSequence& s : plan.sequences) {
     w.Put<uint64_t>(s.seq_id);
@@ -187,8 +187,9 @@ absl::StatusOr<StepPlan> DecodePlan(const uint8_t* data, size_t size) {
   uint8_t flags = 0;
   uint32_t n = 0;
   if (!r.Get(&plan.step_id) || !r.Get(&flags) || !r.Get(&n)) return Bad("plan truncated in its header");
-  if (flags > 1) return Bad(absl::StrCat("unknown plan flags ", static_cast<int>(flags)));
-  plan.return_logits = flags == 1;
+  if (flags > 3) return Bad(absl::StrCat("unknown plan flags ", static_cast<int>(flags)));
+  plan.return_logits = (flags & 1) != 0;
+  plan.shift_boundaries = (flags & 2) != 0;
   if (n == 0 || n > kMaxSequencesPerStep) {
     return Bad(absl::StrCat("plan has ", n, " sequences, expected 1 to ", kMaxSequencesPerStep));
   }

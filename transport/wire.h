@@ -109,6 +109,12 @@ struct StageTiming {
 struct StepPlan {
   uint64_t step_id = 0;
   bool return_logits = false;  // the full logits of sampled rows (debugging, parity tests)
+  // Every movable stage boundary (worker --movable-boundaries) at its other
+  // place this step: a boundary moves across the MLP block next to it, which
+  // both stages beside it hold and which keeps no state, so the router may
+  // move it step by step to balance the stages (router/boundary_balancer.h).
+  // A stage that holds no movable boundary refuses a plan that sets it.
+  bool shift_boundaries = false;
   std::vector<PlanSequence> sequences;
   std::vector<int32_t> token_ids;  // one per new row, sequence after sequence
   // The stages this step passed through so far, in order (empty from the

@@ -43,6 +43,25 @@ StepPlan SamplePlan() {
   return plan;
 }
 
+TEST(WireTest, PlanFlagsRoundTripEachAlone) {
+  for (int flags = 0; flags < 4; ++flags) {
+    StepPlan plan = SamplePlan();
+    plan.return_logits = (flags & 1) != 0;
+    plan.shift_boundaries = (flags & 2) != 0;
+    const std::string bytes = EncodePlan(plan);
+    auto back = DecodePlan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(back->return_logits, plan.return_logits) << flags;
+    EXPECT_EQ(back->shift_boundaries, plan.shift_boundaries) << flags;
+  }
+  // A flag this version does not know is refused, by name.
+  std::string bytes = EncodePlan(SamplePlan());
+  bytes[8] = 4;  // the flags byte follows the step id
+  auto bad = DecodePlan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("unknown plan flags 4"), std::string::npos) << bad.status();
+}
+
 TEST(WireTest, PlanRoundTrips) {
   const StepPlan plan = SamplePlan();
   const std::string bytes = EncodePlan(plan);

@@ -8,7 +8,8 @@
 
 namespace strata::worker {
 
-v1::WorkerIdentity IdentityOf(const std::string& pipeline, const model::StagePlace& place) {
+v1::WorkerIdentity IdentityOf(const std::string& pipeline, const model::StagePlace& place,
+                              bool movable_boundaries) {
   v1::WorkerIdentity id;
   id.set_pipeline(pipeline);
   id.set_stage(place.stage());
@@ -21,6 +22,7 @@ v1::WorkerIdentity IdentityOf(const std::string& pipeline, const model::StagePla
   id.set_has_lm_head(place.has_lm_head());
   id.set_starts_at_mlp(place.starts_at_mlp());
   id.set_ends_after_attention(place.ends_after_attention());
+  id.set_movable_boundaries(movable_boundaries);
   return id;
 }
 

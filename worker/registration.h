@@ -21,8 +21,10 @@
 
 namespace strata::worker {
 
-// The identity a worker at `place` reports.
-v1::WorkerIdentity IdentityOf(const std::string& pipeline, const model::StagePlace& place);
+// The identity a worker at `place` reports; `movable_boundaries`: it holds
+// the MLP beside each of its boundaries with another stage (StageSpec).
+v1::WorkerIdentity IdentityOf(const std::string& pipeline, const model::StagePlace& place,
+                              bool movable_boundaries = false);
 // The model's shape as the router compares it across workers.
 v1::ModelShape ShapeOf(const model::LlamaConfig& config);
 

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "model/make_model.h"
 #include "model/rope.h"
+#include "model/stage_place.h"
 #include "base/status_macros.h"
 
 namespace strata::worker {
@@ -36,11 +37,20 @@ absl::StatusOr<std::unique_ptr<StageExecutor>> StageExecutor::Load(kernels::Back
                                                    spec.last_layer, ") is not inside [0, ",
                                                    c.num_layers, ")"));
   }
-  if ((spec.starts_at_mlp || spec.ends_after_attention) &&
-      spec.last_layer - spec.first_layer < 1 + (spec.starts_at_mlp && spec.ends_after_attention ? 1 : 0)) {
-    return absl::InvalidArgumentError(absl::StrCat("stage layer range [", spec.first_layer, ", ", spec.last_layer,
-                                                   ") holds no layer, whole or in part, once the MLP of its first "
-                                                   "and the attention of its last are taken out"));
+  if (spec.movable_begin && spec.has_embedding) {
+    return absl::InvalidArgumentError("the first stage's begin cannot move: it holds the embedding");
+  }
+  if (spec.movable_end && spec.has_lm_head) {
+    return absl::InvalidArgumentError("the last stage's end cannot move: it holds the lm_head");
+  }
+  for (const bool shifted : {false, true}) {
+    const int64_t b = spec.BeginHalf(shifted), e = spec.EndHalf(shifted);
+    if (b < 0 || e > 2 * c.num_layers || b >= e) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "stage layer range [", spec.first_layer, ", ", spec.last_layer, ") holds no layer, whole or in part",
+          shifted ? " with its movable boundaries moved" : "", ": half layers [", model::HalfLayerString(b), ", ",
+          model::HalfLayerString(e), ") of [0, ", c.num_layers, ")"));
+    }
   }
   STRATA_RETURN_IF_ERROR(ValidateTp(c, spec.tp_rank, spec.tp_size));
   if (spec.tp_size > 1 && (comm == nullptr || comm->rank() != spec.tp_rank || comm->size() != spec.tp_size)) {
@@ -71,24 +81,35 @@ absl::StatusOr<std::unique_ptr<StageExecutor>> StageExecutor::Load(kernels::Back
     STRATA_ASSIGN_OR_RETURN(ex->embedding_,
                             load("model.embed_tokens.weight", {c.vocab_size, h}, TensorRole::kVocabParallel));
   }
-  for (int64_t l = spec.first_layer; l < spec.last_layer; ++l) {
+  // Every half the stage may run: where its boundaries were placed, and
+  // where they move to when shifted (only MLP halves differ).
+  const int64_t b0 = spec.BeginHalf(false), e0 = spec.EndHalf(false);
+  const int64_t b1 = spec.BeginHalf(true), e1 = spec.EndHalf(true);
+  const int64_t lo = std::min(b0, b1), hi = std::max(e0, e1);
+  int64_t kv_layers = 0;
+  for (int64_t l = lo / 2; 2 * l < hi; ++l) {
     Layer layer;
     auto name = [&](const char* suffix) { return model::LayerTensorName(l, suffix); };
     constexpr TensorRole kNorm = TensorRole::kNorm, kCol = TensorRole::kColumnParallel,
                          kRow = TensorRole::kRowParallel;
-    if (!(l == spec.first_layer && spec.starts_at_mlp)) {
+    if (2 * l >= lo) {  // attention halves never move: in [b0, e0) exactly when in [lo, hi)
       STRATA_ASSIGN_OR_RETURN(layer.input_norm, load(name("input_layernorm.weight"), {h}, kNorm));
       STRATA_ASSIGN_OR_RETURN(layer.q, load(name("self_attn.q_proj.weight"), {c.q_size(), h}, kCol));
       STRATA_ASSIGN_OR_RETURN(layer.k, load(name("self_attn.k_proj.weight"), {c.kv_size(), h}, kCol));
       STRATA_ASSIGN_OR_RETURN(layer.v, load(name("self_attn.v_proj.weight"), {c.kv_size(), h}, kCol));
       STRATA_ASSIGN_OR_RETURN(layer.o, load(name("self_attn.o_proj.weight"), {h, c.q_size()}, kRow));
-      layer.kv_layer = l - spec.first_layer - (spec.starts_at_mlp ? 1 : 0);
+      layer.kv_layer = kv_layers++;
     }
-    if (!(l + 1 == spec.last_layer && spec.ends_after_attention)) {
+    const int64_t mlp = 2 * l + 1;
+    const bool unshifted = mlp >= b0 && mlp < e0, shifted = mlp >= b1 && mlp < e1;
+    if (unshifted || shifted) {
       STRATA_ASSIGN_OR_RETURN(layer.post_norm, load(name("post_attention_layernorm.weight"), {h}, kNorm));
       STRATA_ASSIGN_OR_RETURN(layer.gate, load(name("mlp.gate_proj.weight"), {c.intermediate_size, h}, kCol));
       STRATA_ASSIGN_OR_RETURN(layer.up, load(name("mlp.up_proj.weight"), {c.intermediate_size, h}, kCol));
       STRATA_ASSIGN_OR_RETURN(layer.down, load(name("mlp.down_proj.weight"), {h, c.intermediate_size}, kRow));
+      layer.mlp_when = unshifted && shifted ? Layer::When::kAlways
+                       : unshifted          ? Layer::When::kUnshifted
+                                            : Layer::When::kShifted;
     }
     ex->layers_.push_back(std::move(layer));
   }
@@ -99,6 +120,28 @@ absl::StatusOr<std::unique_ptr<StageExecutor>> StageExecutor::Load(kernels::Back
                                                {c.vocab_size, h}, TensorRole::kVocabParallel));
   }
   return ex;
+}
+
+int64_t StageSpec::BeginHalf(bool shifted) const {
+  const int64_t b = 2 * first_layer + (starts_at_mlp ? 1 : 0);
+  if (!shifted || !movable_begin) return b;
+  return b % 2 == 1 ? b + 1 : b - 1;
+}
+
+int64_t StageSpec::EndHalf(bool shifted) const {
+  const int64_t e = 2 * last_layer - (ends_after_attention ? 1 : 0);
+  if (!shifted || !movable_end) return e;
+  return e % 2 == 1 ? e + 1 : e - 1;
+}
+
+absl::Status StageExecutor::SetBoundariesShifted(bool shifted) {
+  if (shifted && !spec_.movable_begin && !spec_.movable_end) {
+    return absl::FailedPreconditionError(
+        "the step moves the stage boundaries, but this stage holds no movable boundary (worker "
+        "--movable-boundaries)");
+  }
+  shifted_ = shifted;
+  return absl::OkStatus();
 }
 
 absl::Status StageExecutor::AllReduce(float* data, int64_t n) {
@@ -247,6 +290,9 @@ absl::Status StageExecutor::RunLayer(size_t index, int64_t rows, kernels::KvCach
     b.Add(x, scratch_.proj->data(), rows * h);
   }
   if (L.gate == nullptr) return absl::OkStatus();  // the next stage runs the MLP
+  if (L.mlp_when != Layer::When::kAlways && (L.mlp_when == Layer::When::kShifted) != shifted_) {
+    return absl::OkStatus();  // the stage across the movable boundary runs it this step
+  }
   b.RmsNorm(x, *L.post_norm, eps, rows, norm);
   b.MatMulShared(norm, rows, {L.gate.get(), L.up.get()}, {scratch_.gate->data(), scratch_.up->data()});
   b.SwiGlu(scratch_.gate->data(), scratch_.up->data(), rows, dims_.intermediate, scratch_.act->data());

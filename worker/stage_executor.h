@@ -34,9 +34,23 @@ struct StageSpec {
   int tp_size = 1;
   bool starts_at_mlp = false;
   bool ends_after_attention = false;
+  // Movable boundaries (worker --movable-boundaries): the stage also holds
+  // the MLP block on the far side of its first (movable_begin) or its last
+  // (movable_end) boundary, so that a step may move the boundary across it
+  // (StepPlan::shift_boundaries). A boundary after layer l's attention then
+  // moves to layer l's end, and one at layer l's start to inside layer
+  // l - 1, after its attention; the stage on the other side moves it the
+  // same way. Not on the first stage's begin or the last stage's end.
+  bool movable_begin = false;
+  bool movable_end = false;
 
   // The layers whose attention (and KV cache) this stage holds.
   int64_t NumAttentionLayers() const { return last_layer - first_layer - (starts_at_mlp ? 1 : 0); }
+
+  // The stage's half layers (model/stage_place.h), [begin, end), with its
+  // boundaries where they were placed or (shifted) at their other places.
+  int64_t BeginHalf(bool shifted) const;
+  int64_t EndHalf(bool shifted) const;
 
   static StageSpec Whole(const model::LlamaConfig& c) { return {0, c.num_layers, true, true, 0, 1}; }
 };
@@ -77,6 +91,12 @@ class StageExecutor {
   // `hidden_out`, when not null on a stage without the lm_head, receives
   // the hidden states instead of `out` (room for [rows, hidden] floats): the
   // worker puts them straight into its outgoing message.
+  // Whether the following steps run with the stage's movable boundaries at
+  // their other places (StepPlan::shift_boundaries). FAILED_PRECONDITION
+  // for true on a stage without one. Every rank of a stage must set the same.
+  absl::Status SetBoundariesShifted(bool shifted);
+  bool boundaries_shifted() const { return shifted_; }
+
   absl::Status Forward(const kernels::StepLayout& layout, const std::vector<int32_t>& token_ids,
                        absl::Span<const float> hidden_in, const std::vector<int64_t>& logit_rows,
                        kernels::KvCache* cache, std::vector<float>* out, float* hidden_out = nullptr);
@@ -125,6 +145,9 @@ class StageExecutor {
     // Null where the layer's attention or its MLP block is another stage's.
     std::unique_ptr<kernels::Weight> input_norm, q, k, v, o, post_norm, gate, up, down;
     int64_t kv_layer = -1;  // its layer in this stage's KV cache; -1 without attention
+    // When the MLP runs: always, or only with the boundaries where they were
+    // placed, or only shifted (a movable boundary's MLP, StageSpec).
+    enum class When : uint8_t { kAlways, kUnshifted, kShifted } mlp_when = When::kAlways;
   };
   struct Scratch {
     // logits: this rank's [logit rows, vocab / tp]; with tp > 1, all_logits
@@ -182,6 +205,7 @@ class StageExecutor {
   std::vector<Layer> layers_;
   Scratch scratch_;
   uint64_t weight_bytes_ = 0;
+  bool shifted_ = false;
 };
 
 }  // namespace strata::worker

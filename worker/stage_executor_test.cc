@@ -163,6 +163,102 @@ TEST_F(StageExecutorTest, StagesCutInsideLayersEqualOneWholeStage) {
   EXPECT_EQ(cuts, 18);
 }
 
+// Movable boundaries: every 3-stage cut of the tiny model's 8 half layers
+// whose stages keep a half either way, each boundary movable across the MLP
+// beside it, gives the whole stage's logits bit for bit whatever each step
+// chooses (a prompt shifted, a decode not, a decode shifted: the KV cache
+// the prompt wrote is read either way, since attention never moves). The
+// stages hold each weight once plus the MLP of each boundary twice; a cut
+// that would leave a stage empty with its boundaries moved is refused.
+TEST_F(StageExecutorTest, MovableBoundariesGiveTheSameLogitsEitherWay) {
+  const auto& c = ckpt_->config();
+  auto whole = Load(StageSpec::Whole(c));
+  const std::vector<int32_t> prompt = Prompt(6, 5);
+  StepLayout prefill, decode1, decode2;
+  prefill.sequences = {SequenceChunk{6, 0, 0, {0, 1}}};
+  decode1.sequences = {SequenceChunk{1, 6, 0, {0, 1}}};
+  decode2.sequences = {SequenceChunk{1, 7, 0, {0, 1}}};
+  auto c_whole = backend_.AllocateKvCache(whole->KvShape(2, 4));
+  std::vector<float> want[3];
+  ASSERT_TRUE(whole->Forward(prefill, prompt, {}, {5}, c_whole->get(), &want[0]).ok());
+  ASSERT_TRUE(whole->Forward(decode1, {prompt[2]}, {}, {0}, c_whole->get(), &want[1]).ok());
+  ASSERT_TRUE(whole->Forward(decode2, {prompt[4]}, {}, {0}, c_whole->get(), &want[2]).ok());
+  const uint64_t mlp_bytes = static_cast<uint64_t>(3 * c.hidden_size * c.intermediate_size + c.hidden_size) *
+                             sizeof(float);
+  auto other = [](int64_t half) { return half % 2 == 1 ? half + 1 : half - 1; };
+  int cuts = 0, refused = 0;
+  for (int64_t a = 1; a < 8; ++a) {
+    for (int64_t b = a + 1; b < 8; ++b) {
+      SCOPED_TRACE(absl::StrCat("halves [0, ", a, ") [", a, ", ", b, ") [", b, ", 8)"));
+      const int64_t bounds[4] = {0, a, b, 8};
+      const int64_t moved[4] = {0, other(a), other(b), 8};
+      bool fits = true;
+      for (int s = 0; s < 3; ++s) fits = fits && moved[s] < moved[s + 1];
+      std::vector<std::unique_ptr<StageExecutor>> stages;
+      std::vector<std::unique_ptr<kernels::KvCache>> caches;
+      uint64_t bytes = 0;
+      bool loaded = true;
+      for (int s = 0; s < 3; ++s) {
+        StageSpec spec{bounds[s] / 2, (bounds[s + 1] + 1) / 2, s == 0, s == 2, 0, 1, bounds[s] % 2 == 1,
+                       bounds[s + 1] % 2 == 1};
+        spec.movable_begin = s > 0;
+        spec.movable_end = s < 2;
+        auto ex = StageExecutor::Load(&backend_, *ckpt_, spec);
+        if (!ex.ok()) {
+          EXPECT_EQ(ex.status().code(), absl::StatusCode::kInvalidArgument);
+          EXPECT_NE(ex.status().message().find("movable boundaries moved"), std::string::npos) << ex.status();
+          loaded = false;
+          continue;
+        }
+        bytes += (*ex)->weight_bytes();
+        auto cache = backend_.AllocateKvCache((*ex)->KvShape(2, 4));
+        ASSERT_TRUE(cache.ok());
+        caches.push_back(std::move(*cache));
+        stages.push_back(std::move(*ex));
+      }
+      EXPECT_EQ(loaded, fits);
+      if (!loaded) {
+        ++refused;
+        continue;
+      }
+      EXPECT_EQ(bytes, whole->weight_bytes() + 2 * mlp_bytes);
+      const bool shift[3] = {true, false, true};
+      const StepLayout* steps[3] = {&prefill, &decode1, &decode2};
+      const std::vector<int32_t> ids[3] = {prompt, {prompt[2]}, {prompt[4]}};
+      for (int i = 0; i < 3; ++i) {
+        for (auto& st : stages) ASSERT_TRUE(st->SetBoundariesShifted(shift[i]).ok());
+        std::vector<float> hidden, next, got;
+        ASSERT_TRUE(stages[0]->Forward(*steps[i], ids[i], {}, {}, caches[0].get(), &hidden).ok());
+        ASSERT_TRUE(stages[1]->Forward(*steps[i], {}, hidden, {}, caches[1].get(), &next).ok());
+        ASSERT_TRUE(stages[2]->Forward(*steps[i], {}, next, {i == 0 ? 5 : 0}, caches[2].get(), &got).ok());
+        EXPECT_EQ(got, want[i]) << "step " << i;
+      }
+      ++cuts;
+    }
+  }
+  EXPECT_EQ(cuts + refused, 21);
+  EXPECT_GT(cuts, 10);
+  EXPECT_GT(refused, 0);
+}
+
+TEST_F(StageExecutorTest, MovableBoundariesAreRefusedWhereNothingCanMove) {
+  const auto& c = ckpt_->config();
+  StageSpec first{0, 2, true, false, 0, 1};
+  first.movable_begin = true;
+  auto ex = StageExecutor::Load(&backend_, *ckpt_, first);
+  ASSERT_FALSE(ex.ok());
+  EXPECT_NE(ex.status().message().find("first stage's begin"), std::string::npos) << ex.status();
+  StageSpec last{2, 4, false, true, 0, 1};
+  last.movable_end = true;
+  ex = StageExecutor::Load(&backend_, *ckpt_, last);
+  ASSERT_FALSE(ex.ok());
+  EXPECT_NE(ex.status().message().find("last stage's end"), std::string::npos) << ex.status();
+  // A stage without a movable boundary runs every step where it was placed.
+  auto whole = Load(StageSpec::Whole(c));
+  EXPECT_EQ(whole->SetBoundariesShifted(true).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(whole->SetBoundariesShifted(false).ok());
+}
+
 TEST_F(StageExecutorTest, RefusesAStageWithNoHalfLeft) {
   // [1, 2) without layer 1's attention and without its MLP holds nothing.
   auto ex = StageExecutor::Load(&backend_, *ckpt_, StageSpec{1, 2, false, false, 0, 1, true, true});

@@ -63,6 +63,7 @@ absl::StatusOr<StepOutput> StepRunner::Run(const transport::Message& m) {
   }
   out.plan_bytes = m.header.plan_bytes;
   out.rows = plan.NumRows();
+  STRATA_RETURN_IF_ERROR(executor_->SetBoundariesShifted(plan.shift_boundaries));
 
   kernels::StepLayout layout;
   layout.sequences.reserve(plan.sequences.size());

@@ -13,6 +13,7 @@ namespace strata::worker {
 namespace {
 
 using base::AddressFlag;
+using base::BoolFlag;
 using base::IntFlag;
 using base::StringFlag;
 
@@ -30,6 +31,10 @@ base::FlagGroup OwnFlags() {
            StringFlag("layers", std::nullopt, "FIRST:LAST",
                       "this stage's layers, [FIRST, LAST); N.5 is inside layer N, after its attention (default: "
                       "an even split)"),
+           BoolFlag("movable-boundaries", false,
+                    "also hold the MLP block beside each boundary with a neighbouring stage, so that the router "
+                    "can move the boundary across it step by step to balance the stages (every stage of the "
+                    "pipeline must say so)"),
            IntFlag("tp-rank", 0, 0, 63, "this worker's tensor-parallel rank"),
            IntFlag("tp-size", 1, 1, 64, "tensor-parallel ranks in the stage"),
            AddressFlag("tp-store", "the TP group's rendezvous, served by rank 0 (needed when --tp-size > 1)"),
@@ -125,6 +130,7 @@ absl::StatusOr<WorkerOptions> ParseWorkerOptions(const std::vector<std::string>&
   o.stage = static_cast<int>(f.Int("stage"));
   o.num_stages = static_cast<int>(f.Int("num-stages"));
   if (f.HasValue("layers")) STRATA_RETURN_IF_ERROR(ParseLayers(f.String("layers"), &o));
+  o.movable_boundaries = f.Bool("movable-boundaries");
   o.tp_rank = static_cast<int>(f.Int("tp-rank"));
   o.tp_size = static_cast<int>(f.Int("tp-size"));
   o.tp_store = f.String("tp-store");

@@ -27,6 +27,10 @@ struct WorkerOptions {
   // half 19, after layer 9's attention); -1: an even split.
   int64_t begin_half = -1;
   int64_t end_half = -1;
+  // --movable-boundaries: also hold the MLP beside each boundary with a
+  // neighbouring stage, so that the router can move the boundary step by
+  // step (StageSpec::movable_begin/end, router/boundary_balancer.h).
+  bool movable_boundaries = false;
   int tp_rank = 0;                 // --tp-rank
   int tp_size = 1;                 // --tp-size
   std::string tp_store;            // --tp-store HOST:PORT (rank 0 serves it); needed when tp-size > 1

@@ -119,13 +119,16 @@ absl::Status LoadModel(WorkerServer::Parts& s) {
   tp.timeout = milliseconds(o.step_timeout_ms);
   tp.tls = s.control_tls.get();
   STRATA_ASSIGN_OR_RETURN(s.tp, TpGroup::Create(*s.place, s.backend.get(), tp));
-  const StageSpec spec{place->first_layer(), place->last_layer(), place->has_embedding(),
-                       place->has_lm_head(), place->tp_rank(), place->tp_size(),
-                       place->starts_at_mlp(), place->ends_after_attention()};
+  StageSpec spec{place->first_layer(), place->last_layer(), place->has_embedding(),
+                 place->has_lm_head(), place->tp_rank(), place->tp_size(),
+                 place->starts_at_mlp(), place->ends_after_attention()};
+  spec.movable_begin = o.movable_boundaries && !place->has_embedding();
+  spec.movable_end = o.movable_boundaries && !place->has_lm_head();
   STRATA_ASSIGN_OR_RETURN(s.executor,
                           StageExecutor::Load(s.backend.get(), *s.checkpoint, spec, s.tp->communicator()));
   std::cerr << s.who << ": loaded layers [" << model::HalfLayerString(place->begin_half()) << ", "
             << model::HalfLayerString(place->end_half()) << ") of " << o.model_dir
+            << (spec.movable_begin || spec.movable_end ? " with the MLP beside each boundary (movable)" : "")
             << ", TP rank " << o.tp_rank << " of " << o.tp_size << ": " << s.executor->weight_bytes()
             << " checkpoint bytes" << std::endl;
   const int64_t per_block = s.executor->KvBytesPerBlock(o.block_size);
@@ -162,7 +165,9 @@ absl::Status StartServing(WorkerServer::Parts& s) {
   d.log_prefix = s.who;
   s.data = std::make_unique<DataLoop>(*s.place, d, s.transport.get(), s.runner.get(), &s.aborts, s.metrics.get(),
                                       s.tp.get());
-  ControlService::Facts facts{IdentityOf(o.pipeline, *s.place), s.epoch, s.kv_blocks, s.executor->weight_bytes()};
+  const StageSpec& spec = s.executor->spec();
+  ControlService::Facts facts{IdentityOf(o.pipeline, *s.place, spec.movable_begin || spec.movable_end), s.epoch,
+                              s.kv_blocks, s.executor->weight_bytes()};
   s.control = std::make_unique<ControlService>(facts, &s.aborts, s.metrics.get());
   DataLoop* loop = s.data.get();
   s.control->set_on_abort([loop] { loop->Reconnect(); });
