@@ -27,6 +27,10 @@ inline constexpr int32_t kMaxTpSize = 64;
 // cache, the stage after its MLP, and what passes between them is the
 // residual stream, as at a layer's end. Written "9.5" (layer 9's middle).
 std::string HalfLayerString(int64_t half);
+// A movable boundary's other place (worker --movable-boundaries): across
+// the MLP block beside it, so 2l + 1 (after layer l's attention) <-> 2l + 2
+// (layer l's end). The two stages beside the boundary both hold that MLP.
+inline int64_t ShiftedHalf(int64_t half) { return half % 2 == 1 ? half + 1 : half - 1; }
 // "N" or "N.5" with N >= 0 -> 2N or 2N + 1; INVALID_ARGUMENT otherwise.
 absl::StatusOr<int64_t> ParseHalfLayer(const std::string& text);
 

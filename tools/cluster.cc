@@ -112,6 +112,7 @@ struct Layout {
   int fleet_port = 0;     // the router's Fleet service, which the workers register with
   int metrics_port = -1;  // the router's /metrics (-1: off)
   bool shm = true;
+  bool movable_boundaries = false;  // --movable-boundaries, passed to every worker
   std::string model, router_bin, worker_bin, logs;
   std::string tls;          // with --tls: the folder of the throwaway CA, certificates and token
   std::string auth_tokens;  // the router's --auth-tokens (--auth-tokens, or the throwaway one)
@@ -228,6 +229,23 @@ absl::StatusOr<Layout> PlanLayout(const base::ParsedFlags& f) {
     auto place = model::StagePlace::CreateHalves(s, static_cast<int32_t>(l.stages), 0, static_cast<int32_t>(l.tp),
                                                  ckpt->config().num_layers, l.begin_half[s], l.begin_half[s + 1]);
     if (!place.ok()) return absl::InvalidArgumentError(absl::StrCat("--stages / --tp: ", place.status().message()));
+  }
+  l.movable_boundaries = f.Bool("movable-boundaries");
+  if (l.movable_boundaries) {
+    if (l.stages < 2) {
+      return absl::InvalidArgumentError("--movable-boundaries needs --stages 2 or more: one stage has no boundary");
+    }
+    // With every boundary moved, each stage must still keep a half layer.
+    for (int32_t s = 0; s < l.stages; ++s) {
+      const int64_t b = s == 0 ? 0 : model::ShiftedHalf(l.begin_half[s]);
+      const int64_t e = s + 1 == l.stages ? l.begin_half[s + 1] : model::ShiftedHalf(l.begin_half[s + 1]);
+      if (e <= b) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--movable-boundaries: stage ", s, " (layers ", model::HalfLayerString(l.begin_half[s]), ":",
+            model::HalfLayerString(l.begin_half[s + 1]), ") would hold nothing with its boundaries moved (",
+            model::HalfLayerString(b), ":", model::HalfLayerString(e), "); give it more layers"));
+      }
+    }
   }
   STRATA_RETURN_IF_ERROR(worker::ValidateTp(ckpt->config(), 0, static_cast<int>(l.tp)));
   const std::string bin = f.IsSet("bin-dir") ? f.String("bin-dir") : DefaultBinDir();
@@ -387,6 +405,7 @@ std::vector<std::string> WorkerArgs(const base::ParsedFlags& f, const Layout& l,
                                 "--router=" + router,
                                 absl::StrCat("--ucx-peer-errors=", l.shm ? "false" : "true"),
                                 absl::StrCat("--metrics-port=", p.metrics[s][t])};
+  if (l.movable_boundaries) a.push_back("--movable-boundaries");
   for (std::string& x : f.ArgsFor(base::BackendFlags())) a.push_back(std::move(x));
   for (std::string& x : f.ArgsFor(base::KvFlags())) a.push_back(std::move(x));
   if (s + 1 < l.stages) {
@@ -578,6 +597,10 @@ const base::FlagTable& UpFlags() {
                     "layers per stage, first to last; N.5 ends or starts a stage inside a layer, after its "
                     "attention (default: balanced by the weights a decode step reads, the lm_head counted on the "
                     "last stage)"),
+         base::BoolFlag("movable-boundaries", false,
+                        "every worker also holds the MLP block beside each of its stage boundaries, and the router "
+                        "moves the boundaries across those blocks step by step, to whichever side its measured "
+                        "stage times say balances the step (needs --stages 2 or more)"),
          IntFlag("replicas", 1, 1, 16, "pipeline replicas"),
          base::ChoiceFlag("transport", "shm", {"shm", "tcp"}, "UCX between the processes"),
          IntFlag("port", 0, 0, 65535, "the router's gRPC port (0: a free one)"),

@@ -8,7 +8,9 @@
 #       [--max-seqs 64] [--max-tokens 256]
 #
 # A layout is STAGESxTPxTHREADS (threads per worker), optionally with
-# :N,N,... layers per stage (default: strata up's balanced split). Each
+# :N,N,... layers per stage (default: strata up's balanced split) and
+# +movable for strata up --movable-boundaries (then the table also gives
+# the share of steps run with the boundaries moved). Each
 # (layout, concurrency) sends max(4, 2 x concurrency) requests of --prompt
 # random tokens and --output new tokens (a closed loop of that many callers)
 # after one warm-up request. Prints one JSON object per run, then a
@@ -45,27 +47,35 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# busy seconds per stage and the scrape time, as JSON: {"t": s, "busy": {"0": s, ...}}
+# busy seconds per stage, steps, shifted steps and the scrape time, as JSON:
+# {"t": s, "busy": {"0": s, ...}, "steps": n, "shifted": n}
 scrape() {
   curl -s "http://$1/metrics" | python3 -c '
 import json, re, sys, time
 busy = {}
+steps = shifted = 0.0
 for line in sys.stdin:
+    m = re.match(r"strata_pipeline_(shifted_)?steps_total\{[^}]*\} (\S+)", line)
+    if m:
+        if m.group(1): shifted += float(m.group(2))
+        else: steps += float(m.group(2))
     m = re.match(r"strata_pipeline_stage_busy_seconds_total\{([^}]*)\} (\S+)", line)
     if m:
         stage = re.search(r"stage=\"(\d+)\"", m.group(1)).group(1)
         busy[stage] = busy.get(stage, 0.0) + float(m.group(2))
-print(json.dumps({"t": time.time(), "busy": busy}))'
+print(json.dumps({"t": time.time(), "busy": busy, "steps": steps, "shifted": shifted}))'
 }
 
 results=$work/results.jsonl
 for layout in $layouts; do
-  shape=${layout%%:*}
+  spec=${layout%+movable}
+  shape=${spec%%:*}
   layers=""
-  [[ $layout == *:* ]] && layers=${layout#*:}
+  [[ $spec == *:* ]] && layers=${spec#*:}
   IFS=x read -r stages tp threads <<<"$shape"
   flags=(--stages "$stages" --tp "$tp" --threads "$threads" --metrics-port 0 --max-seqs-per-step "$max_seqs" --max-tokens-per-step "$max_tokens")
   [[ -n $layers ]] && flags+=(--layers "$layers")
+  [[ $layout == *+movable ]] && flags+=(--movable-boundaries)
   "$strata" up --model "$model" --bin-dir "$bin" --log-dir "$work/$layout.logs" --ready-file "$work/ready" \
     "${flags[@]}" >"$work/up.log" 2>&1 &
   up_pid=$!
@@ -93,7 +103,8 @@ idle = {k: max(0.0, 1 - (a["busy"][k] - b["busy"].get(k, 0.0)) / wall) for k in 
 print(json.dumps({"layout": sys.argv[4], "concurrency": int(sys.argv[5]), "requests": s["requests"],
                   "completed": s["completed"], "output_tokens_per_s": s["output_tokens_per_s"],
                   "ttft_p50_s": s["ttft_s"]["p50"], "ttft_p99_s": s["ttft_s"]["p99"],
-                  "stage_idle": idle, "codes": s["codes"]}))' "$summary" "$before" "$after" "$layout" "$c" |
+                  "stage_idle": idle, "codes": s["codes"],
+                  "shifted_share": (a["shifted"] - b["shifted"]) / max(1.0, a["steps"] - b["steps"])}))' "$summary" "$before" "$after" "$layout" "$c" |
       tee -a "$results"
   done
   kill -INT "$up_pid"
@@ -108,11 +119,11 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 first = rows[0]["layout"]
 base = {r["concurrency"]: r["output_tokens_per_s"] for r in rows if r["layout"] == first}
 print("\n| layout (stages x TP x threads) | concurrency | output tok/s | vs " + first +
-      " | TTFT p50 (s) | TTFT p99 (s) | idle share per stage |")
-print("|---|---|---|---|---|---|---|")
+      " | TTFT p50 (s) | TTFT p99 (s) | idle share per stage | steps shifted |")
+print("|---|---|---|---|---|---|---|---|")
 for r in rows:
     ratio = r["output_tokens_per_s"] / base[r["concurrency"]] if base.get(r["concurrency"]) else float("nan")
     idle = ", ".join(f"{k}: {v:.2f}" for k, v in r["stage_idle"].items())
     print(f"| {r['layout']} | {r['concurrency']} | {r['output_tokens_per_s']:.2f} | {ratio:.2f} | "
-          f"{r['ttft_p50_s']:.3f} | {r['ttft_p99_s']:.3f} | {idle} |")
+          f"{r['ttft_p50_s']:.3f} | {r['ttft_p99_s']:.3f} | {idle} | {r['shifted_share']:.2f} |")
 EOF

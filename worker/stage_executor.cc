@@ -124,14 +124,12 @@ absl::StatusOr<std::unique_ptr<StageExecutor>> StageExecutor::Load(kernels::Back
 
 int64_t StageSpec::BeginHalf(bool shifted) const {
   const int64_t b = 2 * first_layer + (starts_at_mlp ? 1 : 0);
-  if (!shifted || !movable_begin) return b;
-  return b % 2 == 1 ? b + 1 : b - 1;
+  return shifted && movable_begin ? model::ShiftedHalf(b) : b;
 }
 
 int64_t StageSpec::EndHalf(bool shifted) const {
   const int64_t e = 2 * last_layer - (ends_after_attention ? 1 : 0);
-  if (!shifted || !movable_end) return e;
-  return e % 2 == 1 ? e + 1 : e - 1;
+  return shifted && movable_end ? model::ShiftedHalf(e) : e;
 }
 
 absl::Status StageExecutor::SetBoundariesShifted(bool shifted) {

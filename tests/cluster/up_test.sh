@@ -8,7 +8,8 @@
 # - SIGTERM while the cluster is still coming up stops it and its children;
 # - SIGKILL of strata up takes its children with it.
 # - stages cut inside layers (--layers 1.5,1,1.5) serve the tokens of the
-#   whole-layer split.
+#   whole-layer split, and so do they with --movable-boundaries, whichever
+#   side of the MLP beside each boundary the router runs a step on.
 # Usage: up_test.sh STRATA   (Bazel passes bazel-bin's tools/strata)
 set -euo pipefail
 strata=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
@@ -79,6 +80,25 @@ got=$(tokens "$(field "$work/halves.ready" "j['address']")")
 kill -INT "${ups[-1]}" && wait "${ups[-1]}" || true
 unset 'ups[-1]'
 ok "3 stages cut at layers 1.5 and 2.5 generate the tokens of 2 whole-layer stages: $got"
+# Movable boundaries: the same tokens, with some steps run on the moved
+# boundaries (the balancer alternates while it learns the stage times).
+start_up movable --stages 3 --layers 1.5,1,1.5 --movable-boundaries --metrics-port 0
+got=$(tokens "$(field "$work/movable.ready" "j['address']")")
+[[ "$got" == "$want" ]] || fail "movable boundaries generate $got, 0:2,2:4 $want"
+shifted=$(curl -s "http://$(field "$work/movable.ready" "j['metrics_address']")/metrics" |
+  awk '/^strata_pipeline_shifted_steps_total\{/ {n += $2} END {print n + 0}')
+[[ $shifted -ge 1 ]] || fail "no step ran with the boundaries moved (strata_pipeline_shifted_steps_total $shifted)"
+kill -INT "${ups[-1]}" && wait "${ups[-1]}" || true
+unset 'ups[-1]'
+ok "movable boundaries generate the same tokens, $shifted step(s) with the boundaries moved: $got"
+set +e
+"$strata" up --model "$work/model" --bin-dir "$bin" --stages 3 --layers 1.5,2,0.5 --movable-boundaries \
+  --log-dir "$work/movable-bad.logs" >"$work/movable-bad.log" 2>&1
+rc=$?
+set -e
+[[ $rc -ne 0 ]] && grep -q "would hold nothing with its boundaries moved" "$work/movable-bad.log" ||
+  fail "--movable-boundaries with a half-layer stage: rc $rc, $(cat "$work/movable-bad.log")"
+ok "a stage left empty by moved boundaries is refused: $(tail -1 "$work/movable-bad.log")"
 for flag in "--port $(field "$ready" "j['address'].split(':')[1]")" \
             "--http-port $(field "$ready" "j['http_address'].split(':')[1]")" \
             "--metrics-port $(field "$ready" "j['metrics_address'].split(':')[1]")"; do
