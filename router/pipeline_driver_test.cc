@@ -317,5 +317,53 @@ TEST_F(PipelineDriverTest, TokensOutsideTheVocabularyFailTheStep) {
   EXPECT_NE(e.error.find("outside the vocabulary"), std::string::npos) << e.error;
 }
 
+// Movable boundaries: the driver marks each step's plan with the balancer's
+// side. Here stage 0 is the heavier with the boundaries where they were
+// placed (20 ms against 10) and the stages are even with them moved (14
+// and 14): once both sides are learned, nearly every step runs moved (every
+// 32nd tries the other side); a replica without movable boundaries never
+// moves them.
+TEST_F(PipelineDriverTest, MovableBoundariesMoveToTheSideTheStageTimesFavour) {
+  for (const bool movable : {false, true}) {
+    SCOPED_TRACE(movable ? "movable" : "fixed");
+    plan_.movable_boundaries = movable;
+    next_step_ = 1;
+    driver_ = std::make_unique<PipelineDriver>("p0", router_.get(), &next_step_, options_, nullptr);
+    WarmUp();
+    RequestStream a, b;
+    driver_->Add(Spec(100), &a);
+    driver_->Add(Spec(100), &b);
+    ASSERT_EQ(driver_->Tick(Clock::now()), std::nullopt);
+    std::string why;
+    int steps = 0, shifted = 0, late_steps = 0, late_shifted = 0;
+    while (driver_->in_flight() > 0) {
+      StepPlan p = NextPlan();
+      ASSERT_FALSE(p.sequences.empty());
+      StepResult r = Answer(p);
+      r.timings[0].compute_seconds = p.shift_boundaries ? 0.014f : 0.020f;
+      r.timings[1].compute_seconds = p.shift_boundaries ? 0.014f : 0.010f;
+      ++steps;
+      shifted += p.shift_boundaries ? 1 : 0;
+      if (steps > 40) {
+        ++late_steps;
+        late_shifted += p.shift_boundaries ? 1 : 0;
+      }
+      ASSERT_EQ(driver_->OnResult(r, Clock::now(), &why), PipelineDriver::ResultOutcome::kApplied);
+      ASSERT_EQ(driver_->Tick(Clock::now()), std::nullopt);
+    }
+    EXPECT_GE(steps, 190);
+    if (!movable) {
+      EXPECT_EQ(shifted, 0);
+    } else {
+      ASSERT_GT(late_steps, 100);
+      EXPECT_GE(late_shifted, late_steps - late_steps / 32 - 2) << late_shifted << " of " << late_steps;
+      EXPECT_LT(late_shifted, late_steps);  // the exploring steps
+    }
+    EXPECT_TRUE(a.Next(milliseconds(10)).finished);
+    EXPECT_TRUE(b.Next(milliseconds(10)).finished);
+    driver_->TakeDown("test over");
+  }
+}
+
 }  // namespace
 }  // namespace strata::router
