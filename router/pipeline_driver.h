@@ -139,7 +139,7 @@ class PipelineDriver {
   struct Out {
     Clock::time_point sent;
     int64_t rows = 0;
-    StepShape shape;  // for the balancer
+    StepShape shape{};  // for the balancer
     bool shifted = false;
   };
   std::map<uint64_t, Out> in_flight_;  // step id -> when it went, its rows
